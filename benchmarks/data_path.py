@@ -1,0 +1,140 @@
+"""Epoch time of hpo's in-memory tensor path against a plain DataLoader loop.
+
+The plain loop is how these models were trained before the service: torchvision's
+FashionMNIST with ToTensor + Normalize, a DataLoader, the same model, optimiser and batch
+size. Datasets cannot be downloaded here, so the benchmark writes a FashionMNIST-shaped
+dataset (60,000 + 10,000 random 28x28 images) in the real IDX format and both paths read it
+through torchvision's own FashionMNIST class.
+
+    uv run python benchmarks/data_path.py                 # full size, 5 repetitions
+    uv run python benchmarks/data_path.py --tiny          # a smoke run (the test suite uses it)
+
+Prints a Markdown table (and writes it with --output FILE): median seconds per epoch over
+the repetitions, images per second, and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import platform
+import statistics
+import struct
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def write_fashion_mnist(root: Path, n_train: int, n_test: int, seed: int = 0) -> None:
+    """Random images in FashionMNIST's IDX files (what torchvision reads from raw/)."""
+    rng = np.random.default_rng(seed)
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        with gzip.open(raw / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        with gzip.open(raw / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + labels.tobytes())
+        for suffix in ("images-idx3-ubyte", "labels-idx1-ubyte"):  # torchvision reads these
+            with gzip.open(raw / f"{prefix}-{suffix}.gz", "rb") as src:
+                (raw / f"{prefix}-{suffix}").write_bytes(src.read())
+
+
+def make_model_and_optimizer(seed: int):
+    from models import CNNConfig, create_model
+
+    torch.manual_seed(seed)
+    model = create_model(CNNConfig(n_blocks=2, filters=32, fc_width=128), (1, 28, 28), 10)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def step(model, optimizer, x, y) -> None:
+    loss = F.cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def plain_epoch(root: Path, indices: np.ndarray, batch_size: int, workers: int) -> float:
+    """torchvision dataset + transforms + DataLoader, as a hand-written script does it."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.29,))])
+    dataset = Subset(datasets.FashionMNIST(str(root), train=True, transform=transform), indices.tolist())
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                        persistent_workers=False)
+    model, optimizer = make_model_and_optimizer(0)
+    model.train()
+    started = time.perf_counter()
+    for x, y in loader:
+        step(model, optimizer, x, y)
+    return time.perf_counter() - started
+
+
+def hpo_epoch(splits, batch_size: int) -> float:
+    """hpo's path: the split is a tensor on the device, batches are index slices."""
+    model, optimizer = make_model_and_optimizer(0)
+    model.train()
+    generator = torch.Generator().manual_seed(0)
+    started = time.perf_counter()
+    for x, y in splits.train.batches(batch_size, generator=generator, train=True):
+        step(model, optimizer, x, y)
+    return time.perf_counter() - started
+
+
+def run(n_train: int, n_test: int, repeats: int, batch_size: int, workers: int) -> str:
+    from hpo.training.config import DataConfig
+    from hpo.training.data import load_splits
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_fashion_mnist(root, n_train, n_test)
+        started = time.perf_counter()
+        splits = load_splits(DataConfig(name="fashion_mnist", root=str(root), val_fraction=0.1), "cpu")
+        prepare = time.perf_counter() - started
+        n_images = len(splits.train)
+        # The plain loop trains on as many images as hpo's training split holds.
+        indices = np.random.default_rng(0).permutation(n_train)[:n_images]
+        hpo_epoch(splits, batch_size)  # warm-up: first-call costs are not per epoch
+        plain, fast = [], []
+        for _ in range(repeats):  # interleaved, so drifting machine load hits both alike
+            plain.append(plain_epoch(root, indices, batch_size, workers))
+            fast.append(hpo_epoch(splits, batch_size))
+    p, h = statistics.median(plain), statistics.median(fast)
+    rows = [
+        "| path | median s/epoch | images/s |",
+        "|---|---|---|",
+        f"| plain: torchvision FashionMNIST + DataLoader (num_workers={workers}) | {p:.2f} | {n_images / p:,.0f} |",
+        f"| hpo: in-memory tensors, index batches | {h:.2f} | {n_images / h:,.0f} |",
+        "",
+        f"Speed-up: **{p / h:.2f}×** (median of {repeats}; {n_images:,} training images, batch {batch_size}, "
+        f"CNN 2×32 filters + FC 128, Adam; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}). hpo's one-off preparation per worker: {prepare:.2f} s.",
+    ]
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="2,000 images, 1 repetition")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
+    parser.add_argument("--output", type=Path, help="also write the table to this file")
+    args = parser.parse_args()
+    n_train, n_test, repeats = (2000, 500, 1) if args.tiny else (60000, 10000, args.repeats)
+    table = run(n_train, n_test, repeats, args.batch_size, args.workers)
+    print(table)
+    if args.output:
+        args.output.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

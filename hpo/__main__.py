@@ -1,0 +1,3 @@
+from hpo.cli.main import main
+
+main()

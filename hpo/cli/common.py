@@ -1,0 +1,105 @@
+"""Shared CLI pieces: options defined once, output helpers, and error handling.
+
+Command modules import only click and light hpo modules at the top: torch and optuna are
+imported inside the commands, so ``hpo --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from hpo.errors import HpoError
+from hpo.text import fmt_value  # noqa: F401  (re-exported for the command modules)
+
+storage_option = click.option(
+    "--storage",
+    metavar="URL",
+    default=None,
+    help="Study storage: a PostgreSQL URL (postgresql://USER:PASSWORD@HOST:5432/DB) or a "
+    "journal file path. Defaults to $HPO_STORAGE, then ./hpo-studies.journal. Prefer "
+    "$HPO_STORAGE for URLs with passwords: command lines are visible to other users.",
+)
+
+
+def format_option(*choices: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--format", "fmt", type=click.Choice(choices), default=choices[0], show_default=True,
+        help="Output format.",
+    )
+
+
+def storage_target(option: str | None) -> Any:
+    from hpo.storage import resolve_storage
+
+    target = resolve_storage(option)
+    if target.is_default:
+        click.echo(f"Using the embedded storage {target.display}", err=True)
+    return target
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def print_yaml(data: Any) -> None:
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[attr-defined]
+    yaml.dump(data, sys.stdout)
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    # Off a terminal rich assumes 80 columns and would cut study names short in pipes
+    # and logs; a wide virtual line keeps tables whole.
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+def debug_enabled() -> bool:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    return bool((root and (root.obj or {}).get("debug")) or os.environ.get("HPO_DEBUG"))
+
+
+class HpoGroup(click.Group):
+    """A click group that turns HpoError into ``Error: ...`` lines and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except HpoError as exc:
+            report_error(exc, exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # a bug of ours: say so, and keep the traceback for --debug
+            report_error(exc, 1, internal=True)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # in the order they were added, not sorted
+
+
+def report_error(exc: BaseException, code: int, *, internal: bool = False) -> None:
+    from hpo.storage import scrub
+
+    if debug_enabled():
+        click.echo(scrub(traceback.format_exc()), err=True)
+    if internal:
+        lines = [f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"]
+    else:
+        lines = str(exc).splitlines() or [type(exc).__name__]
+    for line in lines:
+        click.echo(f"Error: {scrub(line)}", err=True)
+    sys.exit(code)

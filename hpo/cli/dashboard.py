@@ -1,0 +1,51 @@
+"""``hpo dashboard``: optuna-dashboard on the study storage, with the studies' artifacts."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hpo.cli.common import storage_option, storage_target
+
+
+@click.command()
+@storage_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs --auth: the dashboard "
+              "can delete studies.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port to listen on (0 picks a free one).")
+@click.option("--auth", metavar="USER:PASSWORD", default=None,
+              help="Require HTTP Basic authentication. Prefer --auth-file or "
+              "$HPO_DASHBOARD_AUTH: command lines are visible to other users.")
+@click.option("--auth-file", metavar="FILE", default=None,
+              help="Read USER:PASSWORD from the first line of FILE.")
+@click.option("--access-log", is_flag=True, help="Log every request to stderr.")
+def dashboard(storage: str | None, host: str, port: int, auth: str | None, auth_file: str | None,
+              access_log: bool) -> None:
+    """Serve optuna-dashboard on the study storage, with each study's artifacts.
+
+    Binds to 127.0.0.1 unless told otherwise. The dashboard has no authentication of its
+    own and can delete studies, so --host other than loopback requires --auth, --auth-file
+    or $HPO_DASHBOARD_AUTH (HTTP Basic; put TLS in front of it on untrusted networks).
+
+    Example: hpo dashboard --port 8080, then open http://127.0.0.1:8080/dashboard
+    """
+    from hpo.dashboard import check_exposure, create_app, make_dashboard_server, resolve_credentials, url_for
+
+    credentials = resolve_credentials(auth, auth_file)
+    check_exposure(host, credentials)
+    target = storage_target(storage)
+    app = create_app(target, credentials)
+    server = make_dashboard_server(app, host, port, access_log=access_log)
+    login = f" (HTTP Basic authentication, user {credentials.user})" if credentials else ""
+    click.echo(f"Serving optuna-dashboard for {target.display}{login}")
+    click.echo(f"Open {url_for(host, server.server_port)}  (Ctrl-C to stop)")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("Stopped.")
+    finally:
+        server.server_close()

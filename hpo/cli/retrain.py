@@ -1,0 +1,39 @@
+"""``hpo retrain NAME``: the chosen trial's config on train+validation, then the test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hpo.cli.common import storage_option, storage_target
+
+
+@click.command()
+@click.argument("name")
+@click.option("--trial", "trial_number", type=click.IntRange(min=0), default=None,
+              help="Trial number to retrain (default: the best completed trial).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train K models, with seeds train.seed + 0..K-1; metrics are mean ± std.")
+@click.option("--test", is_flag=True,
+              help="Evaluate once on the held-out test split (only then is it loaded).")
+@click.option("--output", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Directory for weights, metrics.json and reports (default: retrain-NAME-TRIAL).")
+@storage_option
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
+def retrain(name: str, trial_number: int | None, seeds: int, test: bool, output: Path | None,
+            storage: str | None, device: str) -> None:
+    """Retrain a trial's config on train+validation for its full epochs, K seeds.
+
+    No pruning and no early stopping: validation is training data here. With --test the
+    held-out test split gives the final number (do it once, at the end).
+
+    Example: hpo retrain digits-cnn --seeds 3 --test
+    """
+    from hpo.retrain import retrain as run_retrain
+    from hpo.study import load_study
+    from hpo.worker import check_device
+
+    loaded = load_study(name, storage_target(storage))
+    run_retrain(loaded, trial_number=trial_number, seeds=seeds, test=test, output=output,
+                device=check_device(device), say=click.echo)

@@ -1,0 +1,216 @@
+"""``hpo study ...``: create, list, show, best, delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hpo.cli.common import (
+    HpoGroup,
+    console,
+    fmt_value,
+    format_option,
+    print_json,
+    print_yaml,
+    storage_option,
+    storage_target,
+)
+from hpo.errors import UsageError
+
+
+@click.group(cls=HpoGroup)
+def study() -> None:
+    """Create and inspect studies (a spec plus its trials, in the storage)."""
+
+
+@study.command()
+@click.argument("spec_file", metavar="SPEC.yaml", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="Study name; overrides the spec's name.")
+@storage_option
+@click.option(
+    "--if-exists", type=click.Choice(["fail", "reuse"]), default="fail", show_default=True,
+    help="When the study exists: fail, or reuse it if its spec is identical.",
+)
+@click.option("--artifacts", metavar="DIR|s3://BUCKET", default=None,
+              help="Where trials store plots, weights and confusion matrices (recorded in the "
+              "study; default: hpo-artifacts beside the journal file, or in the current "
+              "directory). Give a shared directory or S3 when workers run on several machines.")
+def create(spec_file: Path, name: str | None, storage: str | None, if_exists: str, artifacts: str | None) -> None:
+    """Validate SPEC.yaml and create a study from it.
+
+    Example: hpo study create search_spaces/digits_cnn.yaml --name my-run
+    """
+    from hpo.spec import load_spec
+    from hpo.study import create_study
+
+    spec = load_spec(spec_file, name=name)
+    if spec.name is None:
+        raise UsageError(f"{spec_file}: the study needs a name: add 'name:' to the spec or pass --name")
+    target = storage_target(storage)
+    study, created = create_study(spec, target, if_exists=if_exists, artifacts=artifacts)
+    verb = "Created" if created else "Reusing"
+    click.echo(f"{verb} study {spec.name!r} in {target.display}")
+    from hpo.artifacts import describe, study_location
+
+    location = study_location(study)
+    if location:
+        click.echo(f"Artifacts go to {describe(location)}")
+    click.echo(f"Start workers with: hpo worker {spec.name}" + _storage_hint(storage))
+
+
+def _storage_hint(storage: str | None) -> str:
+    from hpo.storage import redact
+
+    return f" --storage {redact(storage)}" if storage else ""
+
+
+@study.command("list")
+@storage_option
+@format_option("table", "json")
+def list_(storage: str | None, fmt: str) -> None:
+    """List the studies in the storage, with trial counts and best values."""
+    from hpo.study import list_studies
+
+    rows = list_studies(storage_target(storage))
+    if fmt == "json":
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("No studies.")
+        return
+    from rich.table import Table
+
+    table = Table("name", "metric", "best", "trials", "complete", "pruned", "running", "fail", "budget")
+    for r in rows:
+        table.add_row(r["name"], f"{r['metric']} ({r['direction'][:3]})", fmt_value(r["best_value"]),
+                      str(r["trials"]), str(r["complete"]), str(r["pruned"]), str(r["running"]),
+                      str(r["fail"]), fmt_value(r["budget_trials"]))
+    console().print(table)
+
+
+@study.command()
+@click.argument("name")
+@storage_option
+@format_option("table", "json")
+@click.option("--top", default=5, show_default=True, help="How many of the best trials to list.")
+def show(name: str, storage: str | None, fmt: str, top: int) -> None:
+    """State counts, best value, top trials, failures and the epochs pruning saved."""
+    from hpo.results import study_summary
+    from hpo.study import load_study
+
+    summary = study_summary(load_study(name, storage_target(storage)), top=top)
+    if fmt == "json":
+        print_json(summary)
+        return
+    out = console()
+    states = ", ".join(f"{n} {s}" for s, n in summary["states"].items() if n) or "no trials yet"
+    out.print(f"Study {summary['name']}: {summary['direction']} {summary['metric']}")
+    out.print(f"Trials: {states} (budget {fmt_value(summary['budget']['n_trials'])})")
+    best = summary["best"]
+    out.print(f"Best: {fmt_value(best['value'])} (trial {best['number']})" if best else "Best: no completed trial yet")
+    epochs = summary["epochs"]
+    out.print(f"Epochs: {epochs['trained']} trained, {epochs['without_pruning']} without pruning "
+              f"({epochs['saved']} saved)")
+    if summary["top"]:
+        from rich.table import Table
+
+        table = Table("trial", summary["metric"], "epochs", "s/epoch", "parameters", "params", title="Top trials")
+        for row in summary["top"]:
+            params = ", ".join(f"{k}={fmt_value(v)}" for k, v in row["params"].items())
+            table.add_row(str(row["number"]), fmt_value(row["value"]), fmt_value(row["epochs"]),
+                          fmt_value(row["seconds_per_epoch"]), fmt_value(row["params_total"]), params)
+        out.print(table)
+    for failure in summary["failures"]:
+        out.print(f"Failed ({failure['count']}): {failure['reason']}")
+
+
+@study.command()
+@click.argument("name")
+@storage_option
+@format_option("table", "json", "yaml")
+def best(name: str, storage: str | None, fmt: str) -> None:
+    """The best trial: its params and the full resolved config (the Pareto front of a
+    multi-objective study: every trial no other beats on all objectives).
+
+    With --format yaml the output is a spec that re-runs exactly that configuration:
+    hpo study best NAME --format yaml > best.yaml && hpo study create best.yaml
+    (a multi-objective study gives one spec per Pareto trial, as a YAML list).
+    """
+    from hpo.results import best_trials
+    from hpo.study import load_study
+
+    results = best_trials(load_study(name, storage_target(storage)))
+    multi = len(results[0]["metrics"]) > 1
+    if fmt == "json":
+        print_json(results if multi else results[0])
+    elif fmt == "yaml":
+        print_yaml([r["spec"] for r in results] if multi else results[0]["spec"])
+    else:
+        out = console()
+        if multi:
+            out.print(f"Pareto front of {results[0]['study']} ({', '.join(results[0]['metrics'])}): "
+                      f"{len(results)} trials")
+        for result in results:
+            scores = ", ".join(f"{m} = {fmt_value(v)}" for m, v in zip(result["metrics"], result["values"]))
+            out.print(f"{'Trial' if multi else 'Best trial'} {result['number']} of {result['study']}: {scores}")
+            out.print("Params:")
+            for key, value in result["params"].items():
+                out.print(f"  {key}: {fmt_value(value)}")
+            out.print("Config:")
+            for section, values in result["config"].items():
+                out.print(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+
+
+@study.command()
+@click.argument("name")
+@storage_option
+@click.option("--yes", is_flag=True, help="Confirm the deletion (required).")
+def delete(name: str, storage: str | None, yes: bool) -> None:
+    """Delete a study and all its trials."""
+    from hpo.study import delete_study
+
+    if not yes:
+        raise UsageError(f"deleting study {name!r} removes all its trials; add --yes to confirm")
+    target = storage_target(storage)
+    delete_study(name, target)
+    click.echo(f"Deleted study {name!r} from {target.display}")
+
+
+@study.command()
+@click.argument("name")
+@storage_option
+@click.option("--output", "-o", required=True, metavar="FILE", type=click.Path(path_type=Path),
+              help="Where to write: FILE.csv, FILE.json or FILE.parquet (the suffix picks the format).")
+def export(name: str, storage: str | None, output: Path) -> None:
+    """Export every trial as one row: state, value, params, timings, memory, curves.
+
+    Example: hpo study export digits-cnn --output trials.csv
+    """
+    from hpo.export import export_format, export_study
+    from hpo.study import load_study
+
+    export_format(output)  # a bad suffix fails before the storage is opened
+    count = export_study(load_study(name, storage_target(storage)), output)
+    click.echo(f"Exported {count} trials to {output}")
+
+
+@study.command()
+@click.argument("name")
+@storage_option
+@click.option("--output", "-o", required=True, metavar="DIR", type=click.Path(path_type=Path),
+              help="Directory for report.md, report.html and the PNG figures (created if missing).")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=1),
+              help="How many of the best trials the table and the learning curves show.")
+def report(name: str, storage: str | None, output: Path, top: int) -> None:
+    """Write a report: history, importances, curves, trade-offs and the model comparison.
+
+    Example: hpo study report digits-cnn --output report/
+    """
+    from hpo.report import write_report
+    from hpo.study import load_study
+
+    result = write_report(load_study(name, storage_target(storage)), output, top=top)
+    click.echo(f"Wrote {result.markdown} and {result.html} ({len(result.figures)} figures)")
+    for note in result.notes:
+        click.echo(f"Note: {note}", err=True)

@@ -1,0 +1,141 @@
+"""``hpo worker NAME``: pull trials from a study until its budget is spent."""
+
+from __future__ import annotations
+
+import random
+import sys
+from typing import Any
+
+import click
+
+from hpo.cli.common import storage_option, storage_target
+
+
+@click.command()
+@click.argument("name")
+@storage_option
+@click.option("--n-trials", type=click.IntRange(min=1), default=None,
+              help="Stop this worker (each process) after N trials; the study's budget still applies.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Stop this worker from starting trials after SECONDS.")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run K worker processes on this machine.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
+@click.option("--gpus", default=None, metavar="IDS|all",
+              help="One worker process per GPU (e.g. 0,1,2,3, or all), each pinned to its GPU "
+              "(CUDA_VISIBLE_DEVICES) and supervised.")
+@click.option("--per-gpu", type=click.IntRange(min=1), default=None, metavar="K",
+              help="With --gpus: K worker processes on each GPU (for small models). Default: 1.")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True,
+              help="With --processes or --gpus: restart a process that crashed or was killed "
+              "at most this many times.")
+@click.option("--quiet", is_flag=True, help="One log line per trial instead of live progress.")
+@click.option("--rank", type=click.IntRange(min=0), default=None, envvar="HPO_WORKER_RANK",
+              help="Offsets the sampler seed (seed + rank) so that workers propose different "
+              "trials; --processes numbers its processes from it. Default: $HPO_WORKER_RANK, "
+              "else a random rank.")
+def worker(name: str, storage: str | None, n_trials: int | None, timeout: float | None,
+           processes: int, device: str, gpus: str | None, per_gpu: int | None, max_restarts: int,
+           quiet: bool, rank: int | None) -> None:
+    """Run trials of study NAME until the study's budget is spent (then exit 0).
+
+    Start as many workers as you like, on as many machines, against the same storage.
+
+    Example: hpo worker digits-cnn --processes 2, or --gpus all
+    """
+    gpu_ids = _gpu_ids(gpus, per_gpu, processes)
+    target = storage_target(storage)
+    show_rank = rank is not None or processes > 1
+    if rank is None:
+        # Workers started by hand with one spec share its seed: a random rank keeps them
+        # from proposing identical trials. Give ranks explicitly for reproducible seeds.
+        rank = random.SystemRandom().randrange(1000, 1_000_000)
+    if processes > 1 or gpu_ids is not None:
+        from hpo.pool import run_pool
+
+        sys.exit(run_pool(name, target, processes=processes, rank=rank, n_trials=n_trials,
+                          timeout=timeout, device=device, gpus=gpu_ids, per_gpu=per_gpu or 1,
+                          max_restarts=max_restarts))
+
+    from hpo.worker import run_worker
+
+    show = TrialProgress(quiet=quiet or not sys.stdout.isatty(), rank=rank if show_rank else None)
+    try:
+        report = run_worker(name, target, n_trials=n_trials, timeout=timeout, device=device,
+                            rank=rank, progress=show)
+    finally:
+        show.close()
+    outcomes = report.outcomes
+    counts = {state: sum(o.state == state for o in outcomes) for state in ("complete", "pruned", "fail")}
+    counts["pruned"] += sum(o.state == "steered" for o in outcomes)  # closed as pruned, see worker
+    click.echo(f"{show.prefix}Worker done: {len(outcomes)} trials ({counts['complete']} complete, "
+               f"{counts['pruned']} pruned, {counts['fail']} failed); {report.stop_reason}")
+    if report.exit_code:
+        click.echo(f"Error: {report.stop_reason}", err=True)
+        sys.exit(report.exit_code)
+
+
+def _gpu_ids(gpus: str | None, per_gpu: int | None, processes: int) -> list[int] | None:
+    """Check how --gpus combines with the other options, then resolve it (None: no --gpus)."""
+    from hpo.errors import UsageError
+
+    if gpus is None:
+        if per_gpu is not None:
+            raise UsageError("--per-gpu needs --gpus (on the CPU, use --processes K)")
+        return None
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("device") not in (None, click.core.ParameterSource.DEFAULT):
+        raise UsageError("--gpus and --device cannot be combined: --gpus runs each process "
+                         "on its own GPU (as cuda:0 inside it)")
+    if processes > 1:
+        raise UsageError("--gpus and --processes cannot be combined: use --per-gpu K for "
+                         "K processes on each GPU")
+    from hpo.pool import parse_gpus
+
+    return parse_gpus(gpus)
+
+
+class TrialProgress:
+    """Live epoch progress on a terminal; one line per trial otherwise (``--quiet``)."""
+
+    def __init__(self, *, quiet: bool, rank: int | None):
+        self.quiet = quiet
+        self.prefix = f"[worker {rank}] " if rank is not None else ""
+        self.status: Any = None
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        if event == "epoch" and not self.quiet:
+            m = data["metrics"]
+            text = (f"trial {data['trial']} epoch {m.epoch}: train_loss {m.train_loss:.4f}, "
+                    f"val_loss {m.val_loss:.4f}, val_accuracy {m.val_accuracy:.4f}")
+            if self.status is None:
+                from rich.console import Console
+
+                self.status = Console(highlight=False).status(text)
+                self.status.start()
+            else:
+                self.status.update(text)
+        elif event == "swept":
+            click.echo(f"{self.prefix}trial {data['trial']} was left running by a worker process that "
+                       "died: marked failed and retried with the same parameters (up to budget.max_retries)")
+        elif event == "trial_end":
+            line = self.prefix + describe(data["outcome"])
+            if self.status is not None:
+                self.status.console.print(line, markup=False)  # above the live line, not through it
+            else:
+                click.echo(line)
+
+    def close(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+
+def describe(outcome: Any) -> str:
+    if outcome.state == "fail":
+        return f"trial {outcome.number} failed after {outcome.epochs} epochs: {outcome.reason}"
+    if outcome.state == "steered":
+        return (f"trial {outcome.number} stopped after {outcome.epochs} epochs: {outcome.reason} "
+                "(recorded as pruned with the worst value, so the sampler avoids this region)")
+    verb = "pruned at epoch" if outcome.state == "pruned" else "complete after"
+    return (f"trial {outcome.number} {verb} {outcome.epochs}" + (" epochs" if outcome.state != "pruned" else "")
+            + f": {outcome.value:.4f} ({outcome.seconds:.1f} s)")

@@ -1,0 +1,67 @@
+"""Typed errors. The CLI turns each into one ``Error: ...`` line and an exit code.
+
+Exit code 2 is for mistakes in what the user gave us (usage, spec, unknown names);
+1 is for things that went wrong while running (storage unreachable, training failed).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class HpoError(Exception):
+    """Base class of every error the CLI reports without a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(HpoError):
+    """The user asked for something that cannot be done as asked."""
+
+    exit_code = 2
+
+
+class SpecError(UsageError):
+    """A spec is invalid. Carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class StorageError(HpoError):
+    """The study storage could not be reached or used."""
+
+
+class StudyNotFoundError(UsageError):
+    """No study of that name exists in the storage."""
+
+
+class TrainingError(HpoError):
+    """A trial's training could not continue (NaN loss, bad combination of options)."""
+
+
+class DivergedError(TrainingError):
+    """The loss became NaN or infinite: this region of the search space does not train."""
+
+
+def close_matches(word: str, known: Iterable[str]) -> list[str]:
+    return difflib.get_close_matches(str(word), list(known), n=3, cutoff=0.6)
+
+
+def unknown_name_message(kind: str, name: object, known: Iterable[str]) -> str:
+    """``unknown optimizer 'adamm'; did you mean 'adam'? (known: adam, sgd)``."""
+    known = sorted(known)
+    message = f"unknown {kind} {name!r}"
+    matches = close_matches(str(name), known)
+    if matches:
+        message += "; did you mean " + " or ".join(repr(m) for m in matches) + "?"
+    return message + f" (known: {', '.join(known)})"
+
+
+class UnknownNameError(UsageError, ValueError):
+    """A registry was asked for a name it does not hold."""
+
+    def __init__(self, kind: str, name: object, known: Iterable[str]):
+        super().__init__(unknown_name_message(kind, name, known))

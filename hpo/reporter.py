@@ -1,0 +1,76 @@
+"""The bridge from the training loop (which never imports optuna) to an Optuna trial."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hpo.training import EpochMetrics
+
+
+class TrialReporter:
+    """Reports the objective once per epoch and asks the pruner; keeps the curves.
+
+    Per-epoch only: every report and prune check is a storage round trip, and other
+    workers' pruning decisions read every reported value, so per-batch reports would
+    make the storage load grow with workers x batches.
+    """
+
+    def __init__(self, study: Any, trial: Any, metric: str,
+                 on_epoch: Callable[[EpochMetrics], None] | None = None):
+        self.study = study
+        self.multi_objective = len(study.directions) > 1
+        self.trial = trial
+        self.metric = metric
+        self.on_epoch = on_epoch
+        self.history: list[EpochMetrics] = []
+
+    def report(self, metrics: EpochMetrics) -> bool:
+        self.history.append(metrics)
+        if self.on_epoch:
+            self.on_epoch(metrics)
+        self.record(getattr(metrics, self.metric), metrics.epoch)
+        if self.multi_objective:
+            frozen = self.study._storage.get_trial(self.trial._trial_id)
+            return bool(self.study.pruner.prune(FirstObjectiveView(self.study), frozen))
+        return bool(self.trial.should_prune())
+
+    def record(self, value: float, epoch: int) -> None:
+        """Store the first objective's value for ``epoch`` as the trial's intermediate value.
+
+        Optuna refuses ``report``/``should_prune`` in multi-objective studies. hpo prunes on
+        the first objective there: the value goes to the storage directly (so curves and the
+        dashboard show it) and the pruner judges the trial against a view of the study that
+        has only the first direction."""
+        if self.multi_objective:
+            self.study._storage.set_trial_intermediate_value(self.trial._trial_id, epoch, value)
+        else:
+            self.trial.report(value, epoch)
+
+    def curves(self) -> dict[str, list[float]]:
+        return {
+            "train_loss": [m.train_loss for m in self.history],
+            "val_loss": [m.val_loss for m in self.history],
+            "val_accuracy": [m.val_accuracy for m in self.history],
+            "seconds": [round(m.seconds, 4) for m in self.history],
+            "lr": [m.lr for m in self.history],
+        }
+
+
+class FirstObjectiveView:
+    """A multi-objective study as a pruner sees it: the first direction only."""
+
+    def __init__(self, study: Any):
+        self._study = study
+
+    @property
+    def direction(self) -> Any:
+        return self._study.directions[0]
+
+    @property
+    def directions(self) -> list[Any]:
+        return self._study.directions[:1]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)

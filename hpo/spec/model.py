@@ -1,0 +1,197 @@
+"""The validated spec: pydantic models for the top level and for searched parameters.
+
+The keys inside ``data``, ``model`` and ``train`` are defined next to the code that uses
+them (``hpo.training.config`` and each family in ``models/``); this module composes them,
+so each default lives in exactly one place. The JSON Schema of the spec is generated
+from these models (see ``hpo.spec.schema``).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+
+from hpo.strategies import PrunerOptions, SamplerOptions, HyperbandOptions, TPEOptions
+from hpo.training.config import DataConfig, TrainConfig
+
+# Reported every epoch (the first objective must be one: it drives the pruner).
+EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss")
+# Known once a trial has trained: for the further objectives of a multi-objective study.
+TRIAL_METRICS = ("params", "peak_memory_mb", "seconds_per_epoch", "images_per_second")
+NATURAL_DIRECTION = {
+    "val_accuracy": "maximize", "val_loss": "minimize", "train_loss": "minimize",
+    "params": "minimize", "peak_memory_mb": "minimize", "seconds_per_epoch": "minimize",
+    "images_per_second": "maximize",
+}
+STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+Scalar = str | int | float | bool | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Objective(_Strict):
+    """What a trial is scored by; reported every epoch so the pruner can act on it."""
+
+    metric: Literal[
+        "val_accuracy", "val_loss", "train_loss",
+        "params", "peak_memory_mb", "seconds_per_epoch", "images_per_second",
+    ] = Field("val_accuracy", description="per-epoch metrics first; the others only as further objectives")
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="defaults to maximize for accuracy, minimize for losses"
+    )
+
+    @model_validator(mode="after")
+    def _natural_direction(self) -> Objective:
+        if self.direction is None:
+            self.direction = NATURAL_DIRECTION[self.metric]  # type: ignore[assignment]
+        return self
+
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*"
+                       r"(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``90``, ``"45s"``, ``"30m"``, ``"6h"``, ``"1h30m"`` or ``"2d"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90, '45s', '30m', '6h' or '1h30m'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match or not any(match.groups()):
+            raise ValueError("expected a duration such as 90, '45s', '30m', '6h' or '1h30m'")
+        days, hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
+        seconds = ((days * 24 + hours) * 60 + minutes) * 60 + secs
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+class Budget(_Strict):
+    """Limits for the whole study, shared by every worker on every machine."""
+
+    n_trials: int | None = Field(100, ge=1, description="finished (complete or pruned) trials")
+    timeout: Annotated[
+        float | None,
+        WithJsonSchema({"anyOf": [
+            {"type": "number", "exclusiveMinimum": 0},
+            {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?[dhms]\s*)+$"},
+            {"type": "null"},
+        ]}),
+    ] = Field(None, description="seconds, or a duration like '30m', '6h', '1h30m'; counted from the first trial")
+    max_failed_trials: int | None = Field(
+        None, ge=1, description="stop every worker once this many trials have failed"
+    )
+    max_retries: int = Field(
+        2, ge=0, description="retries of a trial whose worker process died (same parameters)"
+    )
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+
+class SearchParam(_Strict):
+    """One searched value. Shapes follow Optuna's distributions."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = None
+    choices: list[Scalar] | None = None
+    type: Literal["int", "float", "categorical"] | None = Field(
+        None, description="int when both bounds are integers, unless given"
+    )
+    when: dict[str, Scalar | list[Scalar]] | None = Field(
+        None, description="sample only when every listed path has (one of) the given value(s)"
+    )
+    repeat: str | None = Field(
+        None, description="an integer path, e.g. model.n_blocks: one value per block, as a list"
+    )
+
+    def kind(self) -> str:
+        if self.type:
+            return self.type
+        if self.choices is not None:
+            return "categorical"
+        bounds = (self.low, self.high)
+        if all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
+            return "int"
+        return "float"
+
+    def condition(self) -> dict[str, list[Scalar]]:
+        """``when`` with every value as a list of accepted values."""
+        return {
+            path: list(value) if isinstance(value, list) else [value]
+            for path, value in (self.when or {}).items()
+        }
+
+
+@cache
+def model_config_union() -> Any:
+    """A union of every registered model family's config, told apart by ``name``."""
+    from models.registry import MODELS
+
+    configs = tuple(MODELS.get(name).config for name in MODELS.names())
+    if len(configs) == 1:
+        return configs[0]
+    return Annotated[Union[configs], Field(discriminator="name")]  # noqa: UP007
+
+
+def _spec_model() -> type[BaseModel]:
+    ModelSection = model_config_union()
+
+    class Spec(_Strict):
+        """A study: what to train, how to search it, and the budget."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True, title="hpo study spec")
+
+        name: str | None = Field(
+            None, pattern=STUDY_NAME_PATTERN, description="study name; `--name` overrides it"
+        )
+        objective: Objective | list[Objective] = Field(
+            Objective(), description="one objective, or a list for multi-objective (pruned on the first)"
+        )
+        budget: Budget = Budget()
+        sampler: Annotated[SamplerOptions, Field(discriminator="name")] = TPEOptions()
+        pruner: Annotated[PrunerOptions, Field(discriminator="name")] = HyperbandOptions()
+        data: DataConfig = DataConfig()
+        model: ModelSection  # type: ignore[valid-type]
+        train: TrainConfig = TrainConfig()
+        search: dict[str, SearchParam] = Field(
+            default_factory=dict,
+            description="dotted paths into data/model/train mapped to distributions",
+        )
+
+        def objectives(self) -> list[Objective]:
+            """Always a list: one entry for a single-objective study."""
+            return list(self.objective) if isinstance(self.objective, list) else [self.objective]
+
+        @model_validator(mode="before")
+        @classmethod
+        def _multi_objective_pruner(cls, data: Any) -> Any:
+            # Optuna's Hyperband cannot prune multi-objective studies: default to median.
+            if isinstance(data, dict) and isinstance(data.get("objective"), list) and "pruner" not in data:
+                data = {**data, "pruner": {"name": default_pruner(data)}}
+            return data
+
+    return Spec
+
+
+def default_pruner(raw: dict[str, Any]) -> str:
+    """``hyperband``, or ``median`` for a multi-objective spec (see Spec)."""
+    return "median" if isinstance(raw.get("objective"), list) else "hyperband"
+
+
+@cache
+def spec_model() -> type[BaseModel]:
+    """The ``Spec`` class, built once the model registry is filled."""
+    return _spec_model()

@@ -1,0 +1,320 @@
+"""Validate a spec and collect every problem, each tied to its line.
+
+Validation is strict: YAML already says what type a value is, so ``"5"`` is not an
+integer and YAML 1.1's ``yes`` is not a boolean.
+
+Sections are validated one by one (rather than in one pydantic call) so that a wrong
+``model.name`` does not hide a wrong ``train.lr``, and so that the model family chosen
+by ``name`` decides which keys are allowed under ``model``.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from hpo.errors import SpecError
+from hpo.registry import Registry
+from hpo.spec.model import EPOCH_METRICS, TRIAL_METRICS, Budget, Objective, SearchParam, default_pruner, spec_model
+from hpo.spec.paths import SECTIONS, ConfigPaths
+from hpo.spec.problems import Problem, did_you_mean, from_validation_error
+from hpo.spec.yaml_source import YamlSource
+from hpo.strategies import PRUNERS, SAMPLERS
+
+TOP_LEVEL = ("name", "objective", "budget", "sampler", "pruner", "data", "model", "train", "search")
+
+
+def validate_source(source: YamlSource, name: str | None = None) -> BaseModel:
+    """The frozen Spec, or SpecError listing every problem as ``FILE:LINE: ...``."""
+    problems = collect_problems(source.data, name)
+    if problems:
+        problems.sort(key=lambda p: source.line_of(p.path))
+        raise SpecError([p.format(source) for p in problems])
+    data = dict(source.data)
+    if name is not None:
+        data["name"] = name
+    return spec_model().model_validate(data, strict=True)
+
+
+def collect_problems(raw: Any, name: str | None = None) -> list[Problem]:
+    if not isinstance(raw, dict):
+        return [Problem((), "a spec is a mapping of keys", raw, ["keys: " + ", ".join(TOP_LEVEL)])]
+    problems = [
+        Problem((key,), "unknown key", key, did_you_mean(key, list(TOP_LEVEL)))
+        for key in raw
+        if key not in TOP_LEVEL
+    ]
+    Spec = spec_model()
+    if name is None and "name" in raw:
+        problems += _section(Spec, {"name": raw["name"]}, (), only=("name",))
+    problems += _objectives(raw)
+    problems += _section(Budget, raw.get("budget", {}), ("budget",))
+    problems += _strategy(SAMPLERS, raw.get("sampler", {}), "sampler", raw)
+    problems += _strategy(PRUNERS, raw.get("pruner", {}), "pruner", raw)
+    from hpo.training.config import DataConfig, TrainConfig
+
+    problems += _section(DataConfig, raw.get("data", {}), ("data",))
+    problems += _section(TrainConfig, raw.get("train", {}), ("train",))
+    model_problems, families = _model(raw)
+    problems += model_problems
+    problems += _search(raw, families)
+    return problems
+
+
+def _section(cls: type[BaseModel], raw: Any, prefix: tuple, only: tuple = ()) -> list[Problem]:
+    try:
+        cls.model_validate(raw, strict=True)
+        return []
+    except ValidationError as exc:
+        found = from_validation_error(exc, raw, prefix, cls)
+        return [p for p in found if not only or p.path[len(prefix):len(prefix) + 1] in [(o,) for o in only]]
+
+
+def _objectives(raw: dict[str, Any]) -> list[Problem]:
+    """One objective or a list; the first is reported every epoch and drives pruning."""
+    section = raw.get("objective", {})
+    if not isinstance(section, list):
+        problems = _section(Objective, section, ("objective",))
+        first, at = section, ("objective", "metric")
+    else:
+        if not section:
+            return [Problem(("objective",), "the list of objectives is empty", expected=["at least one {metric: ...}"])]
+        problems = [p for i, item in enumerate(section) for p in _section(Objective, item, ("objective", i))]
+        metrics = [item.get("metric") for item in section if isinstance(item, dict)]
+        for i, metric in enumerate(metrics):
+            if metric in metrics[:i]:
+                problems.append(Problem(("objective", i, "metric"), "metric listed twice", metric))
+        first, at = section[0], ("objective", 0, "metric")
+        pruner = raw.get("pruner") if isinstance(raw.get("pruner"), dict) else {}
+        if pruner.get("name") == "hyperband":
+            problems.append(Problem(("pruner", "name"), "Optuna's hyperband cannot prune a multi-objective study",
+                                    "hyperband", ["median, successive_halving or none"]))
+    metric = first.get("metric", "val_accuracy") if isinstance(first, dict) else None
+    if metric in TRIAL_METRICS:
+        problems.append(Problem(at, "the first objective must be a metric reported every epoch", metric,
+                                ["one of: " + ", ".join(EPOCH_METRICS) + " (list further metrics after it)"]))
+    return problems
+
+
+def _strategy(registry: Registry, raw: Any, key: str, spec_raw: dict[str, Any]) -> list[Problem]:
+    if not isinstance(raw, dict):
+        return [Problem((key,), "wrong type", raw, ["a mapping such as {name: " + registry.names()[0] + "}"])]
+    name = raw.get("name", "tpe" if key == "sampler" else default_pruner(spec_raw))
+    if name not in registry:
+        return [Problem((key, "name"), f"unknown {registry.kind}", name, did_you_mean(name, registry.names()))]
+    return _section(registry.get(name).options, {**raw, "name": name}, (key,))
+
+
+def _model(raw: dict[str, Any]) -> tuple[list[Problem], list[str]]:
+    """Problems under ``model``, and the model families a trial may use."""
+    from models.registry import MODELS
+
+    section = raw.get("model")
+    if section is None:
+        return [Problem(("model",), "required key is missing", expected=["a mapping with name: " + " | ".join(MODELS.names())])], []
+    if not isinstance(section, dict):
+        return [Problem(("model",), "wrong type", section, ["a mapping"])], []
+    if "name" not in section:
+        return [Problem(("model", "name"), "required key is missing", expected=did_you_mean("", MODELS.names()))], []
+    name = section["name"]
+    if name not in MODELS:
+        return [Problem(("model", "name"), "unknown model", name, did_you_mean(name, MODELS.names()))], []
+    families = [name]
+    searched = (raw.get("search") or {}).get("model.name") if isinstance(raw.get("search"), dict) else None
+    if isinstance(searched, dict) and isinstance(searched.get("choices"), list):
+        # A searched family: model.* search keys may belong to any of the chosen families;
+        # the fixed keys under model: stay those of the fixed family.
+        families += [f for f in dict.fromkeys(searched["choices"]) if f in MODELS and f != name]
+    return _section(MODELS.get(name).config, section, ("model",)), families
+
+
+def _search(raw: dict[str, Any], families: list[str]) -> list[Problem]:
+    search = raw.get("search", {})
+    if search is None:
+        return []
+    if not isinstance(search, dict):
+        return [Problem(("search",), "wrong type", search, ["a mapping of dotted paths to distributions"])]
+    paths = ConfigPaths(raw, families)
+    params: dict[str, SearchParam] = {}
+    problems: list[Problem] = []
+    for key, value in search.items():
+        try:
+            params[key] = SearchParam.model_validate(value, strict=True)
+        except ValidationError as exc:
+            problems += from_validation_error(exc, value, ("search", key), SearchParam)
+            continue
+        # Shape problems first: a bound that breaks a shape rule is reported once, for that.
+        shape = _check_distribution(key, params[key])
+        problems += shape + [p for p in _check_path(key, params[key], paths)
+                             if p.path not in {q.path for q in shape}]
+    for key, param in params.items():
+        problems += _check_when(key, param, params, paths)
+        problems += _check_repeat(key, param, params, paths)
+        if _is_grid(raw):
+            problems += _check_grid(key, param)
+    problems += _check_cycles(params)
+    if _is_grid(raw) and params and all(p.choices for p in params.values()):
+        problems += _check_grid_budget(raw, params)
+    return problems
+
+
+def _is_grid(raw: dict[str, Any]) -> bool:
+    return isinstance(raw.get("sampler"), dict) and raw["sampler"].get("name") == "grid"
+
+
+def _check_grid_budget(raw: dict[str, Any], params: dict[str, SearchParam]) -> list[Problem]:
+    """More trials than grid points would repeat combinations."""
+    size = 1
+    for param in params.values():
+        size *= len(param.choices or [])
+    budget = raw.get("budget") if isinstance(raw.get("budget"), dict) else {}
+    n_trials = budget.get("n_trials", Budget.model_fields["n_trials"].default)
+    if isinstance(n_trials, int) and n_trials > size:
+        return [Problem(("budget", "n_trials") if "n_trials" in budget else ("sampler", "name"),
+                        f"the grid has {size} combinations, fewer than budget.n_trials", n_trials,
+                        [f"budget.n_trials <= {size}"])]
+    return []
+
+
+def _check_path(key: str, param: SearchParam, paths: ConfigPaths) -> list[Problem]:
+    at = ("search", key)
+    section = key.partition(".")[0]
+    if section not in SECTIONS or "." not in key:
+        return [Problem(at, "a search key is a dotted path into data, model or train", key,
+                        ["a path such as train.lr or model.dropout"])]
+    if not paths.exists(key):
+        return [Problem(at, "unknown path", key, did_you_mean(key, paths.known()))]
+    candidates = param.choices if param.choices is not None else [param.low, param.high]
+    problems = []
+    for index, value in enumerate(candidates):
+        if value is None:
+            continue
+        reason = paths.check(key, value)
+        if reason:
+            where = at + (("choices", index) if param.choices is not None else ("low" if index == 0 else "high",))
+            problems.append(Problem(where, f"not a valid value for {key}: {reason[0]}", value, reason[1]))
+    return problems
+
+
+def _check_distribution(key: str, p: SearchParam) -> list[Problem]:
+    at = ("search", key)
+    if p.choices is not None:
+        problems = []
+        if any(v is not None for v in (p.low, p.high, p.step)) or p.log:
+            problems.append(Problem(at, "give either choices or low/high, not both"))
+        if not p.choices:
+            problems.append(Problem(at + ("choices",), "choices is empty", expected=["at least one value"]))
+        elif len({repr(c) for c in p.choices}) != len(p.choices):
+            problems.append(Problem(at + ("choices",), "choices repeat a value", p.choices))
+        if p.type in ("int", "float"):
+            problems.append(Problem(at + ("type",), f"type {p.type} needs low and high, not choices", p.type))
+        return problems
+    missing = [bound for bound in ("low", "high") if getattr(p, bound) is None]
+    if missing:
+        return [Problem(at + (bound,), "required key is missing", expected=["a number (or give choices instead)"]) for bound in missing]
+    if p.type == "categorical":
+        return [Problem(at + ("type",), "type categorical needs choices", p.type)]
+    problems = []
+    if p.low > p.high:  # type: ignore[operator]
+        problems.append(Problem(at + ("low",), "low is greater than high", p.low, [f"a value <= high ({p.high})"]))
+    if p.log and p.low <= 0:  # type: ignore[operator]
+        problems.append(Problem(at + ("low",), "a log scale needs low > 0", p.low, ["a value > 0"]))
+    if p.log and p.step is not None:
+        problems.append(Problem(at + ("step",), "step cannot be combined with log: true", p.step))
+    if p.step is not None and p.step <= 0:
+        problems.append(Problem(at + ("step",), "out of range", p.step, ["a value > 0"]))
+    if p.kind() == "int":
+        for bound in ("low", "high", "step"):
+            value = getattr(p, bound)
+            if value is not None and float(value) != int(value):
+                problems.append(Problem(at + (bound,), "an int distribution needs whole numbers", value))
+    return problems
+
+
+def _possible(path: str, params: dict[str, SearchParam], paths: ConfigPaths) -> tuple[str, Any] | None:
+    """How the value at ``path`` is decided: ("choices", [...]), ("range", p) or ("fixed", v)."""
+    if path in params:
+        p = params[path]
+        return ("choices", p.choices) if p.choices is not None else ("range", p)
+    if paths.exists(path):
+        return "fixed", paths.fixed_value(path)
+    return None
+
+
+def _check_when(key: str, param: SearchParam, params: dict[str, SearchParam], paths: ConfigPaths) -> list[Problem]:
+    problems = []
+    for path, accepted in param.condition().items():
+        at = ("search", key, "when", path)
+        if path == key:
+            problems.append(Problem(at, "a parameter cannot depend on itself", path))
+            continue
+        how = _possible(path, params, paths)
+        if how is None:
+            known = sorted(set(params) | set(paths.known()))
+            problems.append(Problem(at, "unknown path in when", path, did_you_mean(path, known)))
+            continue
+        if path in params and params[path].repeat:
+            problems.append(Problem(at, "a condition cannot name a repeated parameter", path))
+            continue
+        kind, what = how
+        for value in accepted:
+            if kind == "choices" and value not in what:
+                problems.append(Problem(at, f"impossible value: {path} is searched over other values", value, ["one of: " + ", ".join(map(str, what))]))
+            elif kind == "range" and not (isinstance(value, int | float) and not isinstance(value, bool) and what.low <= value <= what.high):
+                problems.append(Problem(at, f"impossible value: {path} is searched in [{what.low}, {what.high}]", value, [f"a number in [{what.low}, {what.high}]"]))
+        if kind == "fixed" and what not in accepted:
+            problems.append(Problem(at, f"never true: {path} is fixed to {what!r} and not searched", accepted if len(accepted) > 1 else accepted[0], [repr(what)]))
+    return problems
+
+
+def _check_repeat(key: str, param: SearchParam, params: dict[str, SearchParam], paths: ConfigPaths) -> list[Problem]:
+    target = param.repeat
+    if target is None:
+        return []
+    at = ("search", key, "repeat")
+    how = _possible(target, params, paths)
+    if how is None:
+        return [Problem(at, "unknown path in repeat", target, did_you_mean(target, sorted(set(params) | set(paths.known()))))]
+    kind, what = how
+    is_int = (
+        (kind == "range" and what.kind() == "int")
+        or (kind == "choices" and all(isinstance(c, int) and not isinstance(c, bool) for c in what))
+        or (kind == "fixed" and isinstance(what, int) and not isinstance(what, bool))
+    )
+    problems = []
+    if not is_int or (target in params and params[target].repeat):
+        problems.append(Problem(at, f"repeat needs an integer count, and {target} is not one", target, ["an integer path such as model.n_blocks"]))
+    if paths.exists(key) and not paths.accepts_list(key):
+        problems.append(Problem(at, f"{key} takes a single value, so it cannot be repeated", target))
+    return problems
+
+
+def _check_grid(key: str, param: SearchParam) -> list[Problem]:
+    """The grid is the product of fixed lists: no ranges, and no parameters that come and go."""
+    at = ("search", key)
+    if param.choices is None:
+        return [Problem(at, "the grid sampler needs choices, not a range", key,
+                        ["choices: [...] (or another sampler)"])]
+    if param.when or param.repeat:
+        return [Problem(at, "the grid sampler cannot use when or repeat", key)]
+    return []
+
+
+def _check_cycles(params: dict[str, SearchParam]) -> list[Problem]:
+    sorter = graphlib.TopologicalSorter({key: dependencies(p, params) for key, p in params.items()})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1]
+        return [Problem(("search", cycle[0]), "when/repeat conditions form a cycle", " -> ".join(cycle))]
+    return []
+
+
+def dependencies(param: SearchParam, params: dict[str, SearchParam]) -> set[str]:
+    """Searched parameters that must be sampled before this one."""
+    needed = set(param.condition())
+    if param.repeat:
+        needed.add(param.repeat)
+    return {path for path in needed if path in params}

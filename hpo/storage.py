@@ -1,0 +1,126 @@
+"""Storage URL -> Optuna storage: the embedded journal file by default, PostgreSQL for many
+machines. Also the one place that knows how to keep a URL's password out of every output.
+
+The embedded default is Optuna's JournalStorage on a local file: unlike SQLite it takes
+concurrent writers from many processes without "database is locked" errors, and it
+needs no server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+from hpo.errors import StorageError, UsageError
+
+ENV_VAR = "HPO_STORAGE"
+DEFAULT_FILE = "hpo-studies.journal"
+RDB_SCHEMES = ("postgresql", "sqlite", "mysql")
+
+# PostgreSQL's default limit is 100 connections: keep each worker to a couple, check a
+# pooled connection before use (servers restart), and fail fast on an unreachable host.
+POSTGRES_ENGINE_KWARGS: dict[str, Any] = {
+    "pool_size": 1,
+    "max_overflow": 1,
+    "pool_pre_ping": True,
+    "pool_recycle": 1800,
+    "connect_args": {"connect_timeout": 10},
+}
+
+_secrets: set[str] = set()
+
+
+@dataclass(frozen=True)
+class StorageTarget:
+    url: str  # as given, password included: never print this
+    display: str  # safe to print and store
+    kind: str  # "journal" or "rdb"
+    is_default: bool = False
+
+
+def resolve_storage(option: str | None) -> StorageTarget:
+    """``--storage``, else ``$HPO_STORAGE``, else the journal file in the current directory."""
+    url = option or os.environ.get(ENV_VAR) or ""
+    if not url:
+        path = Path.cwd() / DEFAULT_FILE
+        return StorageTarget(str(path), str(path), "journal", is_default=True)
+    if "://" not in url:
+        return StorageTarget(url, url, "journal")
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in RDB_SCHEMES:
+        raise UsageError(
+            f"unsupported storage URL scheme {scheme!r} in {redact(url)} (expected "
+            "postgresql://USER:PASSWORD@HOST:5432/DB, sqlite:///FILE, or a file path for "
+            "the embedded journal store)"
+        )
+    _remember_password(url)
+    return StorageTarget(url, redact(url), "rdb")
+
+
+# A password sits either in the authority (user:PASSWORD@host) or, as libpq also
+# accepts, in the query string (?password=PASSWORD).
+_AUTHORITY_PASSWORD = re.compile(r"(://[^:/@?#]*:)([^@]*)@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+
+
+def redact(url: str) -> str:
+    """``postgresql://hpo:secret@db/hpo`` -> ``postgresql://hpo:***@db/hpo``."""
+    url = _AUTHORITY_PASSWORD.sub(r"\1***@", url)
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
+def _remember_password(url: str) -> None:
+    for pattern in (_AUTHORITY_PASSWORD, _QUERY_PASSWORD):
+        for match in pattern.finditer(url):
+            password = match.group(2)
+            if password:
+                _secrets.update({password, unquote(password), quote(unquote(password), safe="")})
+
+
+def scrub(text: str) -> str:
+    """Replace every password seen in a storage URL by ``***`` (for errors and logs)."""
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class ScrubSecretsFilter(logging.Filter):
+    """Logging filter: drivers and Optuna may log URLs or connection strings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def open_storage(target: StorageTarget) -> Any:
+    """The Optuna storage object for ``target``; errors never show the password."""
+    import optuna
+
+    try:
+        if target.kind == "journal":
+            from optuna.storages.journal import JournalFileBackend
+
+            path = str(Path(target.url).expanduser())
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # Optuna's default lock, because optuna-dashboard opens the file with it too:
+            # writers holding different kinds of lock would not exclude each other.
+            backend = JournalFileBackend(path)
+            return optuna.storages.JournalStorage(backend)
+        engine_kwargs = POSTGRES_ENGINE_KWARGS if target.url.startswith("postgresql") else {}
+        return optuna.storages.RDBStorage(target.url, engine_kwargs=engine_kwargs)
+    except (OSError, ImportError, ValueError) as exc:
+        raise StorageError(f"cannot open storage {target.display}: {scrub(str(exc))}") from None
+    except Exception as exc:  # sqlalchemy's errors: connection refused, bad password, ...
+        reason = scrub(str(getattr(exc, "orig", None) or exc)).strip().splitlines()
+        raise StorageError(
+            f"cannot open storage {target.display}: {reason[0] if reason else type(exc).__name__}"
+        ) from None

@@ -1,0 +1,142 @@
+"""The ``data:`` and ``train:`` sections of a spec, validated without importing torch.
+
+Defaults live here and nowhere else. Validator messages are written to follow ``key: ``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hpo.errors import unknown_name_message
+from hpo.training.augment import AugmentSpec
+from hpo.training.datasets import DATASETS
+from hpo.training.optim import OPTIMIZERS
+from hpo.training.schedules import SCHEDULES
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "digits"
+    # torchvision datasets: the directory holding <Dataset>/raw or cifar-*-batches-py;
+    # None means $HPO_DATA_ROOT, else "data" (relative to the worker's working directory).
+    root: str | None = None
+    download: bool = False  # torchvision datasets: fetch into root when missing
+    path: str | None = None  # image_folder: directory of class folders (or train/ val/ test/)
+    # A subset of classes: the first N, or a list of names or indices (in the order given);
+    # labels are renumbered 0..k-1 in that order.
+    classes: int | list[int | str] | None = Field(None, union_mode="left_to_right")
+    # Of the training pool: the whole dataset when it has no official test split (digits,
+    # folders), the official training set otherwise. Stratified, seeded by split_seed.
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    # Held out, never seen while tuning; only for datasets without an official test split.
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int = 0  # separate from train.seed so every trial sees the same split
+    # Side of the square images the model sees; None keeps the stored size (64 for folders).
+    image_size: int | None = Field(None, ge=4, le=4096)
+    # image_folder: decode once into memory (true), stream from disk through DataLoader
+    # workers (false), or decide by size (null: in memory up to 2 GiB decoded).
+    in_memory: bool | None = None
+    num_workers: int = Field(2, ge=0, le=64)  # DataLoader worker processes for streamed folders
+    # Training batches only, on the device: a preset (none | light | strong), one transform's
+    # name, or a list of names and {name: ..., <param>: ...}; see hpo.training.augment.
+    augment: AugmentSpec = "none"
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(unknown_name_message("dataset", v, DATASETS.names()))
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _class_subset(cls, v: int | list[int | str] | None) -> int | list[int | str] | None:
+        # The spec's error formatter appends the value received, so messages omit it.
+        if isinstance(v, int):
+            if v < 2:
+                raise ValueError("a classifier needs at least 2 classes")
+        elif v is not None:
+            if len(v) < 2:
+                raise ValueError("a classifier needs at least 2 classes")
+            if len(set(map(str, v))) < len(v):
+                raise ValueError("a class is listed more than once")
+            if any(isinstance(c, int) and c < 0 for c in v):
+                raise ValueError("class indices start at 0")
+        return v
+
+    @model_validator(mode="after")
+    def _room_to_train(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction + test_fraction must be below 1 to leave data to train on "
+                f"(got {self.val_fraction} + {self.test_fraction})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _path_for_folders(self) -> DataConfig:
+        if self.name == "image_folder" and not self.path:
+            raise ValueError("name image_folder needs path: the directory of class folders")
+        if self.name != "image_folder" and self.path is not None:
+            raise ValueError(f"path is only used by name: image_folder (got name {self.name!r})")
+        return self
+
+
+class EarlyStoppingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    patience: int = Field(ge=1)  # epochs without improvement of `metric` before stopping
+    min_delta: float = Field(0.0, ge=0)  # improvement must exceed this to reset patience
+    # What must keep improving; accuracy must rise, loss must fall.
+    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1, le=10000)
+    batch_size: int = Field(64, ge=1)
+    optimizer: str = Field("adam", json_schema_extra={"enum": OPTIMIZERS.names()})  # see optim.py
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # used by sgd and rmsprop
+    nesterov: bool = False  # sgd only; needs momentum > 0
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0  # model initialisation, shuffling, dropout, augmentation
+    early_stopping: EarlyStoppingConfig | None = None
+    # Learning-rate schedule: none | step | cosine | one_cycle | plateau. Stepped every
+    # batch (plateau: every epoch, on plateau_metric); it starts after the warm-up.
+    schedule: str = Field("none", json_schema_extra={"enum": SCHEDULES.names()})
+    warmup_epochs: int = Field(0, ge=0)  # linear ramp up to lr, batch by batch; one_cycle: its rise
+    step_size: int = Field(10, ge=1)  # step: epochs between lr decays
+    gamma: float = Field(0.1, gt=0, lt=1)  # step and plateau: the lr is multiplied by this
+    min_lr: float = Field(0.0, ge=0)  # cosine: the lr it anneals to by the end; plateau: floor
+    plateau_patience: int = Field(2, ge=1)  # plateau: epochs without improvement before a decay
+    plateau_metric: Literal["val_loss", "val_accuracy"] = "val_loss"  # plateau: what must improve
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # training loss only; val_loss is plain
+    # balanced: class c weighs n_samples / (n_classes * count_c) in the training loss
+    class_weights: Literal["none", "balanced"] = "none"
+    grad_clip: float | None = Field(None, gt=0)  # max L2 norm of all gradients together
+    # Autocast dtype. fp16 (with loss scaling) needs CUDA and falls back to fp32 elsewhere;
+    # bf16 runs on CUDA (when supported) and CPU. The precision used is in the result.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False  # NHWC memory format; speeds up conv nets on CUDA in fp16/bf16
+    # torch.use_deterministic_algorithms(True) and deterministic cuDNN for this trial: slower,
+    # and ops without a deterministic CUDA kernel fail the trial.
+    deterministic: bool = False
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        if v not in OPTIMIZERS:
+            raise ValueError(unknown_name_message("optimizer", v, OPTIMIZERS.names()))
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, v: str) -> str:
+        if v not in SCHEDULES:
+            raise ValueError(unknown_name_message("schedule", v, SCHEDULES.names()))
+        return v

@@ -1,0 +1,377 @@
+"""From ``data:`` config to batch sources, once per worker process.
+
+Build order: load the source (cached per loader arguments) -> keep the chosen classes and
+renumber them -> split (stratified, seeded by ``data.split_seed`` only, so every trial of a
+study on any worker trains and validates on the same images) -> per-channel statistics of the
+training split -> batch sources on the device. Official test sets are the test split; sources
+without one have it carved off the pool first. The test split is only reachable through
+``load_test_split``: tuning never sees it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpo.errors import TrainingError, close_matches
+from hpo.training.batches import BatchSource, LoaderBatches, TensorBatches
+from hpo.training.config import DataConfig
+from hpo.training.datasets import DATASETS, RawDataset, resolve_root
+
+__all__ = ["BatchSource", "Splits", "TestSplit", "load_splits", "load_test_split", "load_train_val"]
+
+log = logging.getLogger(__name__)
+
+# Keys that change what a batch looks like after it leaves the source (applied by the loop),
+# not which images are loaded; configs differing only in them share one cached Splits.
+_NOT_IN_CACHE_KEY = frozenset({"augment"})
+
+
+@dataclass(frozen=True, eq=False)
+class Splits:
+    """What tuning may see: train and validation batch sources on the device."""
+
+    train: BatchSource
+    val: BatchSource | None  # None only from load_train_val (retraining: no validation)
+    in_shape: tuple[int, int, int]  # (C, H, W) of a batch's images, after resizing
+    num_classes: int
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]  # per channel, of the training split's pixels scaled to [0, 1]
+    std: tuple[float, ...]
+    class_counts: dict[str, list[int]]  # {"train": [...], "val": [...]}, by new label
+    skipped: dict[str, str]  # unreadable image files left out: path -> reason
+
+
+@dataclass(frozen=True, eq=False)
+class TestSplit:
+    """The held-out images, normalised with the *train* split's statistics like the others."""
+
+    test: BatchSource
+    in_shape: tuple[int, int, int]
+    num_classes: int
+    class_names: tuple[str, ...]
+    class_counts: dict[str, list[int]]  # {"test": [...]}
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+RawKey = tuple[str, tuple[tuple[str, Any], ...], str]
+
+
+def raw_key(cfg: DataConfig) -> RawKey:
+    """(name, loader keyword arguments, cwd): the arguments a loader declares, read from
+    ``cfg``; the working directory because ``root`` and ``path`` may be relative to it."""
+    loader = DATASETS.get(cfg.name)
+    kwargs = {}
+    for p in inspect.signature(loader).parameters:
+        kwargs[p] = resolve_root(cfg.root) if p == "root" else _hashable(getattr(cfg, p))
+    return cfg.name, tuple(sorted(kwargs.items())), os.getcwd()
+
+
+@functools.cache
+def _raw(key: RawKey) -> RawDataset:
+    name, kwargs, _ = key
+    raw = DATASETS.get(name)(**dict(kwargs))
+    if raw.skipped:
+        log.warning(
+            "%s: skipped %d unreadable image file(s):\n%s",
+            dict(kwargs).get("path") or name,
+            len(raw.skipped),
+            "\n".join(f"  {p}: {why}" for p, why in raw.skipped.items()),
+        )
+    return raw
+
+
+def select_classes(class_names: tuple[str, ...], classes: Any) -> list[int]:
+    """Old label of each kept class, in new-label order (``data.classes``)."""
+    n = len(class_names)
+    if classes is None:
+        return list(range(n))
+    if isinstance(classes, int):
+        if classes > n:
+            raise TrainingError(f"data.classes is {classes} but the dataset has only {n} classes")
+        return list(range(classes))
+    out = []
+    for c in classes:
+        if isinstance(c, int):
+            if c >= n:
+                raise TrainingError(
+                    f"data.classes: index {c} is out of range; "
+                    f"the dataset has {n} classes (0..{n - 1})"
+                )
+            out.append(c)
+        elif c in class_names:
+            out.append(class_names.index(c))
+        else:
+            matches = close_matches(c, class_names)
+            hint = f"; did you mean {' or '.join(map(repr, matches))}?" if matches else ""
+            shown = ", ".join(class_names[:20]) + (", ..." if n > 20 else "")
+            raise TrainingError(f"data.classes: no class named {c!r}{hint} (classes: {shown})")
+    if len(set(out)) < len(out):
+        raise TrainingError(f"data.classes names a class twice (by name and index?): {classes}")
+    return out
+
+
+# -- splitting -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """Which examples of which source part form each split, and the statistics; no pixels."""
+
+    raw: RawDataset
+    splits: dict[str, tuple[str, np.ndarray]]  # split -> (part, sorted read-only indices)
+    label_map: np.ndarray  # old label -> new label, -1 for classes left out
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def labels(self, split: str) -> np.ndarray:
+        part, idx = self.splits[split]
+        return self.label_map[self.raw.parts[part].y[idx]]
+
+    def class_counts(self, split: str) -> list[int]:
+        return np.bincount(self.labels(split), minlength=len(self.class_names)).tolist()
+
+
+def _carve(
+    name: str, idx: np.ndarray, y: np.ndarray, size: float | int, seed: int, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, carved): a stratified, seeded share of ``idx`` (fraction, or count if int)."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        rest, carved = train_test_split(idx, test_size=size, stratify=y[idx], random_state=seed)
+    except ValueError as e:  # e.g. a split too small to hold every class once
+        counts = np.bincount(y[idx])
+        counts = counts[counts > 0].tolist()
+        shown = f" (examples per class: {counts})" if len(counts) <= 20 else ""
+        raise TrainingError(
+            f"cannot split dataset {name!r} into a {what} split: {e}{shown}"
+        ) from None
+    return rest, carved
+
+
+def _stats(
+    raw: RawDataset, part: str, idx: np.ndarray
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of the training images, pixels scaled to [0, 1]."""
+    p = raw.parts[part]
+    c = raw.shape[0]
+    if p.file_backed:
+        sums = p.pixel_sums[idx].sum(axis=0)  # (2, C)
+        count = len(idx) * raw.shape[1] * raw.shape[2]
+        s, sq = sums[0], sums[1]
+    else:
+        s, sq = np.zeros(c), np.zeros(c)
+        for start in range(0, len(idx), 2048):  # float64 sums in chunks: bounded memory
+            chunk = p.x[idx[start : start + 2048]].astype(np.float64) / raw.scale
+            s += chunk.sum(axis=(0, 2, 3))
+            sq += np.square(chunk).sum(axis=(0, 2, 3))
+        count = len(idx) * p.x.shape[2] * p.x.shape[3]
+    mean = s / count
+    std = np.sqrt(np.maximum(sq / count - mean**2, 0))
+    std = np.where(std > 1e-6, std, 1.0)  # a constant channel: centre it, do not blow it up
+    return tuple(float(m) for m in mean), tuple(float(v) for v in std)
+
+
+@functools.cache
+def plan(key: RawKey, classes: Any, val_fraction: float, test_fraction: float, seed: int) -> Plan:
+    """Class subset, splits and statistics of one source; cached, shared by every config
+    that differs only in image size, workers or augmentation."""
+    raw = _raw(key)
+    name = key[0]
+    kept = select_classes(raw.class_names, classes)
+    label_map = np.full(len(raw.class_names), -1, dtype=np.int64)
+    label_map[kept] = np.arange(len(kept))
+
+    def pool(part: str) -> np.ndarray:
+        return np.flatnonzero(label_map[raw.parts[part].y] >= 0)
+
+    def new_y(part: str) -> np.ndarray:
+        return label_map[raw.parts[part].y]
+
+    splits: dict[str, tuple[str, np.ndarray]] = {}
+    train = pool("train")
+    y = new_y("train")
+    n = len(train)
+    if "test" in raw.parts:
+        splits["test"] = ("test", pool("test"))
+    else:
+        train, test = _carve(name, train, y, test_fraction, seed, "test")
+        splits["test"] = ("train", test)
+    if "val" in raw.parts:
+        splits["val"] = ("val", pool("val"))
+    else:
+        # val_fraction is of the whole pool, so the train share does not depend on test's.
+        train, val = _carve(name, train, y, max(1, round(val_fraction * n)), seed, "validation")
+        splits["val"] = ("train", val)
+    splits["train"] = ("train", train)
+    for split, (part, idx) in list(splits.items()):
+        idx = np.sort(idx)
+        idx.setflags(write=False)  # cached and shared: nobody may shuffle them in place
+        splits[split] = (part, idx)
+        if len(idx) == 0:
+            raise TrainingError(f"dataset {name!r} has no {split} examples of the chosen classes")
+    mean, std = _stats(raw, *splits["train"])
+    names = tuple(raw.class_names[i] for i in kept)
+    return Plan(raw, splits, label_map, names, mean, std)
+
+
+def _plan_for(cfg: DataConfig) -> Plan:
+    return plan(
+        raw_key(cfg), _hashable(cfg.classes), cfg.val_fraction, cfg.test_fraction, cfg.split_seed
+    )
+
+
+# -- batch sources -------------------------------------------------------------------------
+
+
+def _in_shape(cfg: DataConfig, raw: RawDataset) -> tuple[int, int, int]:
+    c, h, w = raw.shape
+    return (c, cfg.image_size, cfg.image_size) if cfg.image_size else (c, h, w)
+
+
+def _source(
+    p: Plan, split: str, cfg: DataConfig, device: torch.device, tensors: tuple | None = None
+) -> BatchSource:
+    part_name, idx = p.splits[split]
+    part = p.raw.parts[part_name]
+    labels = torch.from_numpy(p.labels(split))
+    if part.file_backed:
+        c, h, _ = p.raw.shape
+        return LoaderBatches(
+            part.x[idx],
+            labels,
+            image_size=h,
+            channels=c,
+            mean=p.mean,
+            std=p.std,
+            device=device,
+            num_workers=cfg.num_workers,
+        )
+    x, y = tensors if tensors is not None else _tensors(p, split, device)
+    size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
+    return TensorBatches(x, y, mean=p.mean, std=p.std, scale=p.raw.scale, image_size=size)
+
+
+def _tensors(p: Plan, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split's pixels (in the source's dtype) and new labels, on ``device``."""
+    part_name, idx = p.splits[split]
+    x = torch.from_numpy(np.ascontiguousarray(p.raw.parts[part_name].x[idx])).to(device)
+    return x, torch.from_numpy(p.labels(split)).to(device)
+
+
+@functools.cache
+def _device_tensors(p: Plan, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Keyed by the plan, not the whole config: configs that differ only in image_size or
+    # num_workers share one copy of the pixels on the device.
+    return _tensors(p, split, device)
+
+
+def cache_key(cfg: DataConfig, device: str | torch.device) -> tuple[str, RawKey, str]:
+    """Every data key except augmentation, what they resolve to here, and the device."""
+    fields = cfg.model_dump(exclude=set(_NOT_IN_CACHE_KEY))
+    return json.dumps(fields, sort_keys=True, default=str), raw_key(cfg), str(torch.device(device))
+
+
+_SPLITS: dict[tuple[str, RawKey, str], Splits] = {}
+
+
+def load_splits(cfg: DataConfig, device: str | torch.device = "cpu") -> Splits:
+    """Train and validation batch sources on ``device``; cached, so a worker loads them once."""
+    key = cache_key(cfg, device)
+    if key not in _SPLITS:
+        dev = torch.device(device)
+        p = _plan_for(cfg)
+        sources = {}
+        for split in ("train", "val"):
+            part = p.raw.parts[p.splits[split][0]]
+            tensors = None if part.file_backed else _device_tensors(p, split, dev)
+            sources[split] = _source(p, split, cfg, dev, tensors)
+        _SPLITS[key] = Splits(
+            train=sources["train"],
+            val=sources["val"],
+            in_shape=_in_shape(cfg, p.raw),
+            num_classes=len(p.class_names),
+            class_names=p.class_names,
+            mean=p.mean,
+            std=p.std,
+            class_counts={s: p.class_counts(s) for s in ("train", "val")},
+            skipped=dict(p.raw.skipped),
+        )
+    return _SPLITS[key]
+
+
+def load_train_val(cfg: DataConfig, device: str | torch.device = "cpu") -> Splits:
+    """Train and validation together as one training source, for retraining a chosen config.
+
+    Normalised with the train split's statistics, as in tuning; ``val`` is None. Not cached:
+    a retrain loads it once.
+    """
+    dev = torch.device(device)
+    p = _plan_for(cfg)
+    parts = [p.raw.parts[p.splits[s][0]] for s in ("train", "val")]
+    labels = torch.from_numpy(np.concatenate([p.labels("train"), p.labels("val")]))
+    if all(part.file_backed for part in parts):
+        c, h, _ = p.raw.shape
+        paths = np.concatenate([part.x[p.splits[s][1]] for part, s in zip(parts, ("train", "val"))])
+        source: BatchSource = LoaderBatches(
+            paths, labels, image_size=h, channels=c, mean=p.mean, std=p.std, device=dev,
+            num_workers=cfg.num_workers,
+        )
+    elif not any(part.file_backed for part in parts):
+        x = torch.cat([_tensors(p, s, dev)[0] for s in ("train", "val")])
+        size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
+        source = TensorBatches(x, labels.to(dev), mean=p.mean, std=p.std, scale=p.raw.scale, image_size=size)
+    else:
+        raise TrainingError(f"dataset {cfg.name!r}: cannot join a file-backed and an in-memory split")
+    counts = [a + b for a, b in zip(p.class_counts("train"), p.class_counts("val"))]
+    return Splits(
+        train=source,
+        val=None,
+        in_shape=_in_shape(cfg, p.raw),
+        num_classes=len(p.class_names),
+        class_names=p.class_names,
+        mean=p.mean,
+        std=p.std,
+        class_counts={"train+val": counts},
+        skipped=dict(p.raw.skipped),
+    )
+
+
+def load_test_split(cfg: DataConfig, device: str | torch.device = "cpu") -> TestSplit:
+    """The held-out test images, for the final number after tuning.
+
+    Deliberately separate from ``load_splits`` (and its pixels not cached) so that nothing on
+    the tuning path can reach the test set by accident.
+    """
+    p = _plan_for(cfg)
+    return TestSplit(
+        test=_source(p, "test", cfg, torch.device(device)),
+        in_shape=_in_shape(cfg, p.raw),
+        num_classes=len(p.class_names),
+        class_names=p.class_names,
+        class_counts={"test": p.class_counts("test")},
+    )
+
+
+def clear_cache() -> None:
+    """Forget every loaded dataset (tests; a worker never needs to)."""
+    _SPLITS.clear()
+    _device_tensors.cache_clear()
+    plan.cache_clear()
+    _raw.cache_clear()

@@ -1,0 +1,330 @@
+"""The epoch loop over device-side batch sources.
+
+No per-batch host synchronisation: the loss of every batch stays on the device and is read
+back once per epoch, which is also when a NaN/inf loss is detected; the lr schedule, gradient
+clipping and augmentation run on the device or in host bookkeeping. (fp16's GradScaler is the
+exception: torch checks its inf/NaN flag on the host at every step.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hpo.errors import DivergedError, TrainingError
+from hpo.training.augment import build_augment
+from hpo.training.batches import BatchSource, batch_bounds
+from hpo.training.config import DataConfig, EarlyStoppingConfig, TrainConfig
+from hpo.training.data import Splits, load_splits
+from hpo.training.losses import Loss, make_loss
+from hpo.training.metrics import EpochMetrics, Reporter, TrainingResult
+from hpo.training.optim import make_optimizer
+from hpo.training.runtime import MemoryMeter, Precision, deterministic_mode, resolve_precision
+from hpo.training.schedules import Schedule, make_schedule
+from models import ModelConfig, count_parameters, create_model
+
+MIN_EVAL_BATCH = 256  # validation batches are 2x the training batch (no activations kept)
+
+__all__ = ["EpochMetrics", "Reporter", "TrainingResult", "evaluate_model", "train_final", "train_model"]
+
+
+@dataclass
+class _Run:
+    """What every step of one trial needs, built once in ``train_model``."""
+
+    net: nn.Module
+    params: list[nn.Parameter]  # the trainable ones
+    opt: torch.optim.Optimizer
+    loss: Loss
+    schedule: Schedule
+    precision: Precision
+    scaler: torch.amp.GradScaler | None
+    grad_clip: float | None
+    augment: Callable[[torch.Tensor], torch.Tensor] | None
+    channels_last: bool
+
+    def inputs(self, x: torch.Tensor, *, train: bool) -> torch.Tensor:
+        if train and self.augment is not None:
+            x = self.augment(x)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            if self.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            self.opt.step()
+        else:
+            self.scaler.scale(loss).backward()
+            if self.grad_clip is not None:
+                self.scaler.unscale_(self.opt)  # clip the true gradients, not the scaled ones
+                nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        self.schedule.after_batch()
+
+
+def _train_epoch(
+    run: _Run, source: BatchSource, batch_size: int, gen: torch.Generator, epoch: int
+) -> tuple[float, int]:
+    """One pass over the shuffled training split: (mean training loss, images seen)."""
+    run.net.train()
+    losses: list[torch.Tensor] = []
+    sizes: list[int] = []
+    for x, y in source.batches(batch_size, generator=gen, train=True):
+        with run.precision.autocast():
+            loss = run.loss(run.net(run.inputs(x, train=True)), y)
+        run.step(loss)
+        losses.append(loss.detach())
+        sizes.append(len(y))
+    if not losses:
+        raise TrainingError(f"the training split is empty (epoch {epoch})")
+    losses_host = torch.stack(losses).float().cpu()  # the one sync of the epoch
+    bad = (~torch.isfinite(losses_host)).nonzero()
+    if len(bad):
+        b = int(bad[0])
+        raise DivergedError(f"loss became {losses_host[b].item()} at epoch {epoch}, batch {b + 1}")
+    weights = torch.tensor(sizes, dtype=losses_host.dtype)
+    return float((losses_host * weights).sum() / weights.sum()), sum(sizes)
+
+
+@torch.no_grad()
+def _evaluate(run: _Run, source: BatchSource, batch_size: int) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """(mean plain cross-entropy, accuracy, predictions, targets) in eval mode.
+
+    Sums and predictions stay on the device; the predictions reuse the accuracy's argmax, so
+    keeping them costs no extra pass (the caller copies the last epoch's to the host once).
+    """
+    run.net.eval()
+    loss_sums: list[torch.Tensor] = []
+    preds: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    n = 0
+    for x, y in source.batches(batch_size):
+        with run.precision.autocast():
+            logits = run.net(run.inputs(x, train=False))
+        loss_sums.append(F.cross_entropy(logits.float(), y, reduction="sum"))
+        preds.append(logits.argmax(dim=1))
+        targets.append(y)
+        n += len(y)
+    if n == 0:
+        raise TrainingError("the validation split is empty")
+    pred, target = torch.cat(preds), torch.cat(targets)
+    totals = torch.stack([torch.stack(loss_sums).sum(), (pred == target).sum().float()])
+    loss, acc = totals.tolist()  # the one sync of the validation pass
+    return loss / n, acc / n, pred, target
+
+
+class _EarlyStopping:
+    def __init__(self, cfg: EarlyStoppingConfig):
+        self.cfg = cfg
+        self.sign = 1.0 if cfg.metric == "val_accuracy" else -1.0  # compare as "higher is better"
+        self.best, self.stale = -math.inf, 0
+
+    def should_stop(self, metrics: EpochMetrics) -> bool:
+        value = self.sign * getattr(metrics, self.cfg.metric)
+        if value > self.best + self.cfg.min_delta:
+            self.best, self.stale = value, 0
+        else:
+            self.stale += 1
+        return self.stale >= self.cfg.patience
+
+
+def _augment_seed(seed: int) -> int:
+    """A seed for the augmentation generator whose stream is unrelated to the shuffling's."""
+    return int.from_bytes(hashlib.sha256(f"augment:{seed}".encode()).digest()[:8], "little") >> 1
+
+
+def _build(
+    data: DataConfig, model: ModelConfig, train: TrainConfig, splits: Splits, device: torch.device
+) -> _Run:
+    torch.manual_seed(train.seed)  # model init and dropout
+    net = create_model(model, splits.in_shape, splits.num_classes).to(device)
+    if train.channels_last:
+        net = net.to(memory_format=torch.channels_last)  # 4-D (conv) weights only
+    params = [p for p in net.parameters() if p.requires_grad]  # a frozen backbone's are not
+    if not params:
+        raise TrainingError("the model has no trainable parameters (is everything frozen?)")
+    opt = make_optimizer(params, train)
+    steps_per_epoch = len(batch_bounds(len(splits.train), train.batch_size, train=True))
+    precision = resolve_precision(train.precision, device)
+    return _Run(
+        net=net,
+        params=params,
+        opt=opt,
+        loss=make_loss(train, splits.train.labels, splits.num_classes, device),
+        schedule=make_schedule(opt, train, steps_per_epoch),
+        precision=precision,
+        scaler=precision.scaler(),
+        grad_clip=train.grad_clip,
+        augment=build_augment(
+            data.augment,
+            in_shape=splits.in_shape,
+            mean=splits.mean,
+            std=splits.std,
+            seed=_augment_seed(train.seed),
+        ),
+        channels_last=train.channels_last,
+    )
+
+
+def train_model(
+    data: DataConfig,
+    model: ModelConfig,
+    train: TrainConfig,
+    *,
+    device: str = "cpu",
+    reporter: Reporter | None = None,
+) -> TrainingResult:
+    """Train ``model`` on ``data`` as ``train`` says, reporting after every epoch.
+
+    Stops when ``reporter.report`` returns True (pruned), when early stopping's patience
+    runs out, or after ``train.epochs``. Raises TrainingError on a non-finite loss.
+    """
+    dev = torch.device(device)
+    splits = load_splits(data, dev)
+    memory = MemoryMeter(dev)  # after loading: every trial's peak includes the cached data
+    with deterministic_mode(train.deterministic, dev):
+        return _train(data, model, train, splits, dev, memory, reporter, device)
+
+
+def _train(
+    data: DataConfig,
+    model: ModelConfig,
+    train: TrainConfig,
+    splits: Splits,
+    dev: torch.device,
+    memory: MemoryMeter,
+    reporter: Reporter | None,
+    device_name: str,
+) -> TrainingResult:
+    run = _build(data, model, train, splits, dev)
+    gen = torch.Generator().manual_seed(train.seed)  # shuffling, independent of init
+    trainable, total = count_parameters(run.net)
+    eval_batch = max(MIN_EVAL_BATCH, 2 * train.batch_size)
+    early = _EarlyStopping(train.early_stopping) if train.early_stopping else None
+
+    history: list[EpochMetrics] = []
+    pruned = stopped_early = False
+    last_eval: tuple[torch.Tensor, torch.Tensor] | None = None
+    images = 0
+    train_seconds = 0.0
+    for epoch in range(1, train.epochs + 1):
+        lr = run.schedule.lr
+        t0 = time.perf_counter()
+        train_loss, seen = _train_epoch(run, splits.train, train.batch_size, gen, epoch)
+        t1 = time.perf_counter()  # after the epoch's sync, so device time is included
+        if splits.val is not None:
+            val_loss, val_acc, *last_eval = _evaluate(run, splits.val, eval_batch)
+        else:  # retraining on train+val: no validation; plateau steps on the training loss
+            val_loss, val_acc = train_loss, math.nan
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            val_accuracy=val_acc,
+            seconds=time.perf_counter() - t0,
+            lr=lr,
+        )
+        images += seen
+        train_seconds += t1 - t0
+        history.append(metrics)
+        run.schedule.after_epoch(metrics)
+        if reporter is not None and reporter.report(metrics):
+            pruned = True
+            break
+        if early is not None and early.should_stop(metrics):
+            stopped_early = True
+            break
+
+    return TrainingResult(
+        history=history,
+        pruned=pruned,
+        stopped_early=stopped_early,
+        params_trainable=trainable,
+        params_total=total,
+        seconds_per_epoch=sum(m.seconds for m in history) / len(history),
+        device=str(device_name),
+        seed=train.seed,
+        peak_memory_mb=memory.peak_mb(),
+        images_per_second=images / train_seconds if train_seconds > 0 else 0.0,
+        precision=run.precision.name,
+        data_report={
+            "class_counts": splits.class_counts,
+            "skipped_images": len(splits.skipped),
+            # The first few paths say what went wrong; the whole list is in the worker's log.
+            "skipped_examples": dict(list(splits.skipped.items())[:20]),
+        },
+        model=run.net,
+        val_predictions=last_eval[0].cpu().tolist() if last_eval else None,
+        val_targets=last_eval[1].cpu().tolist() if last_eval else None,
+        in_shape=tuple(splits.in_shape),
+        class_names=tuple(splits.class_names),
+    )
+
+
+def train_final(
+    data: DataConfig,
+    model: ModelConfig,
+    train: TrainConfig,
+    splits: Splits,
+    *,
+    device: str = "cpu",
+    reporter: Reporter | None = None,
+) -> TrainingResult:
+    """Train on ``splits.train`` for all of ``train.epochs``: the retraining of a chosen config.
+
+    ``splits.val`` is None (validation is part of the training data), so there is no early
+    stopping and no validation metric; a ``plateau`` schedule steps on the training loss.
+    ``reporter`` only watches: its answer is ignored, nothing is pruned.
+    """
+    train = train.model_copy(update={"early_stopping": None, "plateau_metric": "val_loss"})
+    dev = torch.device(device)
+    memory = MemoryMeter(dev)
+
+    with deterministic_mode(train.deterministic, dev):
+        return _train(data, model, train, splits, dev, memory, _Watching(reporter), device)
+
+
+class _Watching:
+    """Passes epochs on to a reporter but never stops training (retraining has no pruning)."""
+
+    def __init__(self, reporter: Reporter | None):
+        self.reporter = reporter
+
+    def report(self, metrics: EpochMetrics) -> bool:
+        if self.reporter is not None:
+            self.reporter.report(metrics)
+        return False
+
+
+@torch.no_grad()
+def evaluate_model(
+    net: nn.Module, source: BatchSource, *, batch_size: int = MIN_EVAL_BATCH
+) -> tuple[float, float, list[int], list[int]]:
+    """(mean cross-entropy, accuracy, predictions, targets) of ``net`` on ``source``, fp32."""
+    net.eval()
+    loss_sums: list[torch.Tensor] = []
+    preds: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    for x, y in source.batches(batch_size):
+        logits = net(x).float()
+        loss_sums.append(F.cross_entropy(logits, y, reduction="sum"))
+        preds.append(logits.argmax(dim=1))
+        targets.append(y)
+    if not preds:
+        raise TrainingError("cannot evaluate on an empty split")
+    pred, target = torch.cat(preds).cpu(), torch.cat(targets).cpu()
+    n = len(target)
+    loss, correct = float(torch.stack(loss_sums).sum()), float((pred == target).sum())
+    return loss / n, correct / n, pred.tolist(), target.tolist()

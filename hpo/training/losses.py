@@ -1,0 +1,45 @@
+"""The training loss: cross-entropy with optional label smoothing and class weights.
+
+Only the training loss changes; ``val_loss`` stays plain cross-entropy, so trials that search
+``train.label_smoothing`` or ``train.class_weights`` are still scored on the same scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hpo.errors import TrainingError
+from hpo.training.config import TrainConfig
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``n_samples / (n_classes * count_c)`` per class, as scikit-learn computes it."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = labels.detach().cpu().numpy()
+    try:
+        weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=y)
+    except ValueError as e:  # a class with no training example has no finite weight
+        raise TrainingError(f"train.class_weights balanced: {e}") from None
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
+def make_loss(
+    cfg: TrainConfig, labels: torch.Tensor, num_classes: int, device: torch.device
+) -> Loss:
+    """``loss(logits, y)``, the mean over the batch (weighted by class when asked)."""
+    weight = None
+    if cfg.class_weights == "balanced":
+        weight = balanced_class_weights(labels, num_classes).to(device)
+    smoothing = cfg.label_smoothing
+
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, weight=weight, label_smoothing=smoothing)
+
+    return loss

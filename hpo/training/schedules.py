@@ -1,0 +1,178 @@
+"""Learning-rate schedules: a registry of names (torch-free, so ``train.schedule`` is checked
+without torch) whose factories build ``torch.optim.lr_scheduler`` objects.
+
+Every schedule but ``plateau`` is stepped once per batch, so a warm-up or a cosine decay is
+smooth even over few epochs; ``step_size`` and the cosine length are still counted in epochs,
+so at every epoch boundary the lr is what a per-epoch schedule would give. ``plateau`` needs a
+validation metric and is stepped once per epoch. A warm-up (``LinearLR``) runs first and the
+schedule starts when it ends (``SequentialLR``); ``one_cycle`` has a rise of its own, whose
+length ``warmup_epochs`` sets instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hpo.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+    from hpo.training.config import TrainConfig
+    from hpo.training.metrics import EpochMetrics
+
+ONE_CYCLE_RISE = 0.3  # share of one_cycle spent rising when warmup_epochs is 0 (torch's default)
+ONE_CYCLE_DIV = 25.0  # one_cycle starts at lr / 25 and ends at lr / 25 / 1e4 (torch's defaults)
+
+
+@dataclass(frozen=True)
+class Steps:
+    """How many optimiser steps the run has, for factories that count in batches."""
+
+    per_epoch: int
+    epochs: int
+    warmup: int  # batches of linear warm-up before the schedule proper
+
+    @property
+    def after_warmup(self) -> int:
+        return max(1, self.per_epoch * self.epochs - self.warmup)
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    # (optimizer, steps, cfg) -> an LRScheduler, or None for a constant lr
+    build: Callable[..., Any]
+    per_epoch: bool = False  # stepped once per epoch with the validation metric (plateau)
+    own_warmup: bool = False  # rises by itself; warmup_epochs sets how long (one_cycle)
+
+
+SCHEDULES = Registry[ScheduleEntry]("schedule")
+
+
+def _constant(opt: torch.optim.Optimizer, steps: Steps, cfg: TrainConfig) -> None:
+    return None
+
+
+def _step(opt: torch.optim.Optimizer, steps: Steps, cfg: TrainConfig) -> Any:
+    from torch.optim.lr_scheduler import StepLR
+
+    return StepLR(opt, step_size=cfg.step_size * steps.per_epoch, gamma=cfg.gamma)
+
+
+def _cosine(opt: torch.optim.Optimizer, steps: Steps, cfg: TrainConfig) -> Any:
+    from torch.optim.lr_scheduler import CosineAnnealingLR
+
+    return CosineAnnealingLR(opt, T_max=steps.after_warmup, eta_min=cfg.min_lr)
+
+
+def _one_cycle(opt: torch.optim.Optimizer, steps: Steps, cfg: TrainConfig) -> Any:
+    from torch.optim.lr_scheduler import OneCycleLR
+
+    # Each phase must span a step or OneCycleLR divides by zero; a 1-2 batch run gets the
+    # start of a 3-step cycle.
+    total = max(steps.per_epoch * steps.epochs, 3)
+    rise = cfg.warmup_epochs / steps.epochs if cfg.warmup_epochs else ONE_CYCLE_RISE
+    rise = min(max(rise, 1.5 / total), 1 - 0.5 / total)
+    # cycle_momentum=False: train.momentum keeps its meaning (OneCycleLR would override it).
+    return OneCycleLR(
+        opt,
+        max_lr=cfg.lr,
+        total_steps=total,
+        pct_start=rise,
+        div_factor=ONE_CYCLE_DIV,
+        cycle_momentum=False,
+    )
+
+
+def _plateau(opt: torch.optim.Optimizer, steps: Steps, cfg: TrainConfig) -> Any:
+    from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+    return ReduceLROnPlateau(
+        opt,
+        mode="max" if cfg.plateau_metric == "val_accuracy" else "min",
+        factor=cfg.gamma,
+        # Ours counts the bad epochs before a decay (like early stopping's patience);
+        # torch's counts the bad epochs it tolerates.
+        patience=cfg.plateau_patience - 1,
+        min_lr=cfg.min_lr,
+    )
+
+
+SCHEDULES.add("none", ScheduleEntry(_constant))
+SCHEDULES.add("step", ScheduleEntry(_step))
+SCHEDULES.add("cosine", ScheduleEntry(_cosine))
+SCHEDULES.add("one_cycle", ScheduleEntry(_one_cycle, own_warmup=True))
+SCHEDULES.add("plateau", ScheduleEntry(_plateau, per_epoch=True))
+
+
+class Schedule:
+    """Drives the optimiser's lr: ``after_batch()`` after every step, ``after_epoch()`` after
+    validation. Setting an lr is host-side bookkeeping: no device synchronisation."""
+
+    def __init__(
+        self,
+        opt: torch.optim.Optimizer,
+        per_batch: Any,
+        per_epoch: Any,
+        *,
+        metric: str,
+        warmup_steps: int,
+        max_steps: int,
+    ):
+        self.opt = opt
+        self._per_batch = per_batch
+        self._per_epoch = per_epoch
+        self._metric = metric
+        self._warmup_steps = warmup_steps
+        self._max_steps = max_steps
+        self._steps = 0
+
+    @property
+    def lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
+
+    def after_batch(self) -> None:
+        self._steps += 1
+        # The count of batches is known up front, but never step past it (OneCycleLR raises).
+        if self._per_batch is None or self._steps > self._max_steps:
+            return
+        if self._steps > 1:
+            self._per_batch.step()
+            return
+        with warnings.catch_warnings():
+            # fp16's GradScaler skips the optimiser step while it calibrates its scale, and
+            # torch warns about that on a schedule's first step only; it is expected here.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+            self._per_batch.step()
+
+    def after_epoch(self, metrics: EpochMetrics) -> None:
+        if self._per_epoch is not None and self._steps >= self._warmup_steps:
+            self._per_epoch.step(getattr(metrics, self._metric))
+
+
+def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
+    """The schedule ``cfg.schedule`` names, after ``cfg.warmup_epochs`` of linear warm-up."""
+    from torch.optim.lr_scheduler import LinearLR, SequentialLR
+
+    entry = SCHEDULES.get(cfg.schedule)
+    warmup = 0 if entry.own_warmup else min(cfg.warmup_epochs, cfg.epochs) * steps_per_epoch
+    steps = Steps(per_epoch=steps_per_epoch, epochs=cfg.epochs, warmup=warmup)
+    main = entry.build(opt, steps, cfg)
+    per_epoch = main if entry.per_epoch else None
+    per_batch = None if entry.per_epoch else main
+    if warmup:
+        # From lr / (warmup + 1) on the first batch to lr on the first batch after warm-up.
+        ramp = LinearLR(opt, start_factor=1 / (warmup + 1), end_factor=1.0, total_iters=warmup)
+        per_batch = ramp if per_batch is None else SequentialLR(opt, [ramp, per_batch], [warmup])
+    return Schedule(
+        opt,
+        per_batch,
+        per_epoch,
+        metric=cfg.plateau_metric,
+        warmup_steps=warmup,
+        # The last batch's step would only set the lr of a batch that never comes.
+        max_steps=steps_per_epoch * cfg.epochs - 1,
+    )

@@ -1,0 +1,288 @@
+"""The worker loop: ask the shared study for a trial, train it, tell the result, repeat
+until the study's global budget is spent.
+
+Ask/tell rather than ``study.optimize`` because the budget is global across processes
+and machines (``optimize``'s ``n_trials`` counts per process) and because every trial
+records what a user compares (curves, parameter count, seconds per epoch, reasons).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpo.budget import budget_state, is_over_budget
+from hpo.errors import DivergedError, HpoError, UsageError
+from hpo.storage import StorageTarget
+from hpo.study import OVER_BUDGET_ATTR, load_study
+from hpo.recovery import sweep_dead_local_trials, worker_identity
+from hpo.threads import registered_worker, share_cpu
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    state: str  # complete | pruned | fail
+    value: float | None
+    epochs: int
+    seconds: float
+    reason: str | None = None
+
+
+@dataclass
+class WorkerReport:
+    outcomes: list[TrialOutcome] = field(default_factory=list)
+    stop_reason: str = ""
+    exit_code: int = 0
+
+
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+def check_device(device: str) -> str:
+    """Fail early, in the user's terms, when the device cannot be used."""
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device):
+        raise UsageError(f"unknown device {device!r} (expected cpu, cuda, cuda:N or mps)")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise HpoError(f"device {device} requested but CUDA is not available on this machine")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise HpoError(f"device {device} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+    return device
+
+
+def run_worker(
+    name: str,
+    target: StorageTarget,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    device: str = "cpu",
+    rank: int = 0,
+    progress: Progress | None = None,
+) -> WorkerReport:
+    """Run trials of study ``name`` until its budget (or this worker's limits) is spent."""
+    from hpo.space import grid, max_epochs
+    from hpo.strategies import build_pruner, build_sampler
+
+    loaded = load_study(name, target)
+    spec = loaded.spec
+    study = loaded.study
+    study.sampler = build_sampler(spec.sampler, rank=rank, grid=grid(spec))
+    study.pruner = build_pruner(spec.pruner, max_epochs=max_epochs(spec))
+    device = check_device(device)
+    with registered_worker():
+        return _trial_loop(study, spec, n_trials=n_trials, timeout=timeout, device=device,
+                           rank=rank, emit=progress or (lambda event, data: None))
+
+
+def _trial_loop(study: Any, spec: Any, *, n_trials: int | None, timeout: float | None,
+                device: str, rank: int, emit: Progress) -> WorkerReport:
+    report = WorkerReport()
+    started = time.monotonic()
+    while True:
+        for number in sweep_dead_local_trials(study, spec.budget.max_retries):
+            emit("swept", {"trial": number})
+        state = budget_state(study, spec.budget)
+        if state.stop_reason:
+            report.stop_reason = state.stop_reason
+            report.exit_code = 0 if state.exhausted else 1
+            break
+        if n_trials is not None and len(report.outcomes) >= n_trials:
+            report.stop_reason = f"--n-trials {n_trials} reached"
+            break
+        if timeout is not None and time.monotonic() - started >= timeout:
+            report.stop_reason = f"--timeout {timeout:g} s reached"
+            break
+        if device == "cpu":
+            share_cpu()  # other workers on this machine may have started or stopped
+        trial = study.ask()
+        # First thing: who runs it, so that a worker on this host can tell if we die.
+        trial.set_user_attr("worker", worker_identity(rank))
+        if is_over_budget(study, trial.number, spec.budget):
+            _hand_back(study, trial)
+            continue
+        outcome = run_trial(study, trial, spec, device=device, rank=rank, emit=emit)
+        report.outcomes.append(outcome)
+        emit("trial_end", {"outcome": outcome})
+    return report
+
+
+def _hand_back(study: Any, trial: Any) -> None:
+    """Another worker took the last slot first: close this trial without running it."""
+    from optuna.trial import TrialState
+
+    trial.set_user_attr(OVER_BUDGET_ATTR, True)
+    trial.set_user_attr("fail_reason", "not run: the study's n_trials budget was already taken")
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def run_trial(study: Any, trial: Any, spec: Any, *, device: str, rank: int, emit: Progress) -> TrialOutcome:
+    """Sample, train and tell one trial; a failure fails the trial, never the worker."""
+    from optuna.trial import TrialState
+
+    from hpo.reporter import TrialReporter
+    from hpo.space import sample_config
+    from hpo.training import DataConfig, TrainConfig, train_model
+    from hpo.trial_artifacts import save_trial_artifacts
+    from models.registry import parse_model_config
+
+    started = time.monotonic()
+    objectives = spec.objectives()
+    metric = objectives[0].metric  # reported every epoch; the pruner acts on it
+    reporter = TrialReporter(study, trial, metric,
+                             lambda m: emit("epoch", {"trial": trial.number, "metrics": m, "metric": metric}))
+    emit("trial_start", {"trial": trial.number})
+    try:
+        config = sample_config(trial, spec)
+        trial.set_user_attr("config", config)
+        _record_context(trial, config, device, rank)
+        result = train_model(
+            DataConfig.model_validate(config["data"]),
+            parse_model_config(config["model"]),
+            TrainConfig.model_validate(config["train"]),
+            device=device,
+            reporter=reporter,
+        )
+    except KeyboardInterrupt:
+        _fail(study, trial, reporter, "interrupted (SIGINT)")
+        raise
+    except DivergedError as exc:
+        return _steer_away(study, trial, reporter, str(exc), started, objectives[0])
+    except HpoError as exc:  # TrainingError and kin: the reason is already in the user's terms
+        return _fail(study, trial, reporter, str(exc), started)
+    except Exception as exc:  # a bug or an unusable combination: the study goes on
+        if _is_out_of_memory(exc):
+            _free_device_memory()
+            reason = f"out of memory at batch_size={trial.params.get('train.batch_size', spec.train.batch_size)}"
+            return _steer_away(study, trial, reporter, reason, started, objectives[0])
+        reason = f"{type(exc).__name__}: {exc}"
+        trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+        return _fail(study, trial, reporter, reason, started)
+
+    _record_result(trial, reporter, result)
+    # Before tell: Optuna refuses artifacts for finished trials. Never fails the trial.
+    save_trial_artifacts(study, trial, reporter.history, result, spec=spec)
+    epochs = len(result.history)
+    if result.pruned:
+        trial.set_user_attr("pruned_at_epoch", epochs)
+        study.tell(trial, state=TrialState.PRUNED)
+        return TrialOutcome(trial.number, "pruned", getattr(reporter.history[-1], metric), epochs, time.monotonic() - started)
+    values = objective_values(objectives, result)
+    study.tell(trial, values if len(values) > 1 else values[0])
+    return TrialOutcome(trial.number, "complete", values[0], epochs, time.monotonic() - started)
+
+
+def objective_values(objectives: list[Any], result: Any) -> list[float]:
+    """One value per objective. Per-epoch metrics are taken at the epoch where the first
+    objective was best (the epoch one would keep); the others describe the whole trial."""
+    first = objectives[0]
+    pick = max if first.direction == "maximize" else min
+    best_epoch = pick(result.history, key=lambda m: getattr(m, first.metric))
+    per_trial = {
+        "params": result.params_total,
+        "peak_memory_mb": result.peak_memory_mb,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "images_per_second": result.images_per_second,
+    }
+    values = []
+    for objective in objectives:
+        value = per_trial[objective.metric] if objective.metric in per_trial else getattr(best_epoch, objective.metric)
+        if value is None:
+            raise HpoError(f"objective {objective.metric} cannot be measured on this platform")
+        values.append(float(value))
+    return values
+
+
+def _steer_away(study: Any, trial: Any, reporter: Any, reason: str, started: float, first: Any) -> TrialOutcome:
+    """A diverged or out-of-memory trial says something about its region of the space.
+
+    A failed trial teaches Optuna's samplers nothing (TPE ignores it), so the trial is closed
+    as pruned with the worst possible value of the first objective one step after the last
+    epoch it finished: TPE ranks pruned trials by how far and how well they got, and steers
+    away. The reason is recorded as for a failure.
+    """
+    from optuna.trial import TrialState
+
+    worst = -math.inf if first.direction == "maximize" else math.inf
+    epochs = len(reporter.history)
+    reporter.record(worst, epochs + 1)
+    trial.set_user_attr("fail_reason", reason)
+    trial.set_user_attr("epochs_trained", epochs)
+    trial.set_user_attr("pruned_at_epoch", epochs)
+    if reporter.history:
+        trial.set_user_attr("curves", reporter.curves())
+    study.tell(trial, state=TrialState.PRUNED)
+    return TrialOutcome(trial.number, "steered", None, epochs, time.monotonic() - started, reason)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError)
+
+
+def _free_device_memory() -> None:
+    """Release what the failed trial held so the next trial starts clean."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _record_context(trial: Any, config: dict[str, Any], device: str, rank: int) -> None:
+    import optuna
+    import torch
+
+    import hpo
+
+    trial.set_user_attr("seed", config["train"]["seed"])
+    trial.set_user_attr("device", device)
+    trial.set_user_attr("cpu_threads", torch.get_num_threads())
+    trial.set_user_attr("versions", {
+        "hpo": hpo.__version__, "optuna": optuna.__version__, "torch": torch.__version__,
+        "python": platform.python_version(),
+    })
+
+
+def _record_result(trial: Any, reporter: Any, result: Any) -> None:
+    trial.set_user_attr("params_trainable", result.params_trainable)
+    trial.set_user_attr("params_total", result.params_total)
+    trial.set_user_attr("seconds_per_epoch", round(result.seconds_per_epoch, 4))
+    trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
+    trial.set_user_attr("peak_memory_mb", result.peak_memory_mb and round(result.peak_memory_mb, 1))
+    trial.set_user_attr("precision", result.precision)
+    trial.set_user_attr("data", result.data_report)
+    trial.set_user_attr("epochs_trained", len(result.history))
+    trial.set_user_attr("stopped_early", result.stopped_early)
+    trial.set_user_attr("curves", reporter.curves())
+
+
+def _fail(study: Any, trial: Any, reporter: Any, reason: str, started: float | None = None) -> TrialOutcome:
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("fail_reason", reason)
+    trial.set_user_attr("epochs_trained", len(reporter.history))
+    if reporter.history:
+        trial.set_user_attr("curves", reporter.curves())
+        from hpo.trial_artifacts import save_trial_artifacts
+
+        save_trial_artifacts(study, trial, reporter.history)  # the curve of what it reached
+    study.tell(trial, state=TrialState.FAIL)
+    elapsed = time.monotonic() - started if started is not None else 0.0
+    return TrialOutcome(trial.number, "fail", None, len(reporter.history), elapsed, reason)
+
+

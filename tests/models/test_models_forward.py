@@ -1,0 +1,225 @@
+"""Every registered model must build, run and train on every input shape users bring."""
+
+import pytest
+import torch
+
+from hpo.errors import TrainingError
+from models import (
+    MODELS,
+    CNNConfig,
+    MLPConfig,
+    PatchMLPConfig,
+    SqueezeNetConfig,
+    count_parameters,
+    create_model,
+    model_config_class,
+)
+
+SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
+# custom needs a user's module (tests/models/test_models_custom.py); torchvision builds a
+# resnet18 by default, which takes 8x8 images too.
+DEFAULT_BUILDABLE = [name for name in MODELS.names() if name != "custom"]
+
+
+def _shape_id(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+@pytest.mark.parametrize("in_shape", SHAPES, ids=_shape_id)
+@pytest.mark.parametrize("name", DEFAULT_BUILDABLE)
+def test_default_config_forward_and_backward(name, in_shape):
+    torch.manual_seed(0)
+    model = create_model(model_config_class(name)(), in_shape, num_classes=7)
+    out = model(torch.randn(4, *in_shape))
+    assert out.shape == (4, 7)
+    assert torch.isfinite(out).all()
+    out.logsumexp(dim=1).mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    trainable, total = count_parameters(model)
+    assert 0 < trainable == total
+
+
+VARIANTS = [
+    MLPConfig(n_layers=3, width=[32, 16, 8], batch_norm=True, dropout=0.3, activation="gelu"),
+    MLPConfig(n_layers=1, width=1, activation="sigmoid"),
+    CNNConfig(n_blocks=4, filters=[8, 16, 32, 64]),  # 8x8: 8 -> 4 -> 2 -> 1 -> 1
+    CNNConfig(n_blocks=8, filters=4, kernel_size=5, pool="avg"),
+    CNNConfig(n_blocks=2, kernel_size=4, batch_norm=False, fc_width=0, dropout=0.5),  # even k
+    CNNConfig(n_blocks=1, kernel_size=11, pool="none", activation="selu"),
+    CNNConfig(n_blocks=3, kernel_size=1, activation="leaky_relu"),
+    CNNConfig(n_blocks=4, filters=4, filters_growth=2.0, stride=2, pool="none"),  # same: 8-4-2-1-1
+    CNNConfig(n_blocks=2, filters=8, kernel_size=2, padding="valid", pool_size=3, init="normal"),
+    CNNConfig(n_blocks=3, filters=6, kernel_size=4, stride=2, dilation=2, padding="same"),
+    CNNConfig(n_blocks=2, filters=6, kernel_size=5, padding=1, pool="avg", init_std=0.1),
+    SqueezeNetConfig(n_fire=2, squeeze=4, expand=8, stem=8),
+    SqueezeNetConfig(n_fire=4, squeeze=4, expand=8, stem=16, growth=2.0, se=True, residual=True),
+    SqueezeNetConfig(n_fire=3, squeeze=[4, 6, 8], expand=[8, 8, 16], pool_every=1, stem_stride=2,
+                     batch_norm=False, dropout=0.5, activation="elu", se=True, se_ratio=0.5),
+    SqueezeNetConfig(n_fire=5, squeeze=4, expand=4, stem=8, stem_kernel=5, pool_every=0),
+    PatchMLPConfig(patch_size=2, depth=2, hidden=16, token_mlp=8, channel_mlp=32),
+    PatchMLPConfig(patch_size=1, depth=1, hidden=8, token_mlp=4, channel_mlp=8, dropout=0.2,
+                   activation="relu", init="trunc_normal"),
+]
+
+
+@pytest.mark.parametrize("in_shape", SHAPES, ids=_shape_id)
+@pytest.mark.parametrize("cfg", VARIANTS, ids=lambda c: c.name + str(VARIANTS.index(c)))
+def test_variant_forward_and_backward(cfg, in_shape):
+    torch.manual_seed(0)
+    model = create_model(cfg, in_shape, num_classes=10)
+    out = model(torch.randn(3, *in_shape))
+    assert out.shape == (3, 10)
+    assert torch.isfinite(out).all()
+    out.sum().backward()  # every parameter is reachable from the output
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_default_models_learn_a_tiny_problem():
+    """A few steps on one batch must lower the loss: the models train, not just run."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 4
+    for name in ("cnn", "squeezenet", "patch_mlp"):
+        model = create_model(model_config_class(name)(), (1, 8, 8), 4)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        losses = []
+        for _ in range(15):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert losses[-1] < 0.5 * losses[0], (name, losses)
+
+
+def test_cnn_keeps_spatial_size_with_even_kernels():
+    cfg = CNNConfig(n_blocks=1, kernel_size=4, pool="none", fc_width=0)
+    model = create_model(cfg, (1, 8, 8), 10)
+    # 8 filters of 8x8 survive to the classifier only if the convolution preserved the size.
+    assert model[-1].in_features == 32 * 8 * 8
+
+
+@pytest.mark.parametrize(
+    "kwargs,side",
+    [
+        ({"stride": 2}, 14),  # same: ceil(28 / 2)
+        ({"stride": 3}, 10),  # same: ceil(28 / 3)
+        ({"stride": 2, "kernel_size": 4}, 14),
+        ({"padding": "valid", "kernel_size": 5}, 24),
+        ({"padding": "valid", "kernel_size": 3, "dilation": 3}, 22),
+        ({"padding": 2, "kernel_size": 3}, 30),
+        ({"padding": 1, "kernel_size": 3, "stride": 2}, 14),
+        ({"dilation": 2, "kernel_size": 4}, 28),  # same with uneven padding
+    ],
+)
+def test_cnn_conv_output_sizes(kwargs, side):
+    cfg = CNNConfig(n_blocks=1, filters=2, pool="none", fc_width=0, **kwargs)
+    model = create_model(cfg, (1, 28, 28), 10)
+    assert model[-1].in_features == 2 * side * side
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_cnn_pool_size_and_filters_growth():
+    cfg = CNNConfig(n_blocks=3, filters=4, filters_growth=2.0, pool_size=3, fc_width=0)
+    assert cfg.filters_per_block() == [4, 8, 16]
+    model = create_model(cfg, (1, 28, 28), 10)  # 28 -> 9 -> 3 -> 1
+    assert model[-1].in_features == 16 * 1 * 1
+    assert CNNConfig(n_blocks=4, filters=10, filters_growth=1.5).filters_per_block() == [10, 15, 22, 34]
+    assert CNNConfig(n_blocks=3, filters=2, filters_growth=0.25).filters_per_block() == [2, 1, 1]
+
+
+def test_cnn_image_shrinking_below_one_pixel_is_a_clear_error():
+    cfg = CNNConfig(n_blocks=4, stride=2, padding="valid", pool="none")  # 8 -> 3 -> 1 -> 0
+    with pytest.raises(TrainingError) as exc:
+        create_model(cfg, (1, 8, 8), 10)
+    assert str(exc.value) == (
+        "4 conv blocks shrink the 8x8 image below 1x1 (block 3: 1x1 -> 0x0 with kernel_size 3, "
+        "stride 2, padding valid, dilation 1); use fewer n_blocks, stride 1, a smaller "
+        "kernel_size or dilation, or padding same"
+    )
+    # The same config fits a bigger image (32 -> 15 -> 7 -> 3 -> 1), and padding same never
+    # shrinks below 1x1 (8 -> 4 -> 2 -> 1 -> 1).
+    assert create_model(cfg, (1, 32, 32), 10)(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    same = cfg.model_copy(update={"padding": "same"})
+    assert create_model(same, (1, 8, 8), 10)(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_cnn_pooling_never_shrinks_below_one_pixel():
+    cfg = CNNConfig(n_blocks=3, filters=2, pool_size=4, fc_width=0)  # 8 -> 2 -> (skip) -> ...
+    model = create_model(cfg, (1, 8, 8), 10)
+    assert model[-1].in_features == 2 * 2 * 2
+
+
+def test_squeezenet_widths_stages_se_and_residual():
+    from models._fire_layers import Fire, SqueezeExcite
+
+    cfg = SqueezeNetConfig(n_fire=5, squeeze=8, expand=16, growth=2.0, pool_every=2, stem=32,
+                           se=True, residual=True)
+    assert cfg.widths("squeeze") == [8, 8, 16, 16, 32]
+    assert cfg.widths("expand") == [16, 16, 32, 32, 64]
+    model = create_model(cfg, (3, 32, 32), 10)
+    fires = [m for m in model if isinstance(m, Fire)]
+    pools = [i for i, m in enumerate(model) if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(fires) == 5 and len(pools) == 2  # after modules 2 and 4, not after the last
+    assert all(isinstance(f.se, SqueezeExcite) for f in fires)
+    # The bypass applies only where the widths match: 32 -> 32, 32 -> 32, 32 -> 64 ...
+    assert [f.residual for f in fires] == [True, True, False, True, False]
+    assert fires[0].se.gate[1].out_channels == 8  # 32 channels x se_ratio 0.25
+    assert model[-1].in_features == 128
+    plain = create_model(SqueezeNetConfig(n_fire=2, pool_every=0), (1, 8, 8), 10)
+    assert not any(isinstance(m, (SqueezeExcite, torch.nn.MaxPool2d)) for m in plain.modules())
+
+
+def test_squeezenet_residual_output_is_input_plus_fire():
+    from models._fire_layers import Fire
+
+    torch.manual_seed(0)
+    fire = Fire(16, 4, 8, batch_norm=False, activation="relu", se_ratio=None, residual=True)
+    x = torch.randn(2, 16, 5, 5)
+    s = fire.squeeze(x)
+    expected = torch.cat([fire.expand1(s), fire.expand3(s)], dim=1) + x
+    torch.testing.assert_close(fire(x), expected)
+
+
+def test_patch_mlp_structure():
+    from models._mixer_layers import MixerBlock
+
+    cfg = PatchMLPConfig(patch_size=7, depth=3, hidden=24, token_mlp=5, channel_mlp=40)
+    model = create_model(cfg, (1, 28, 28), 10)
+    blocks = [m for m in model.modules() if isinstance(m, MixerBlock)]
+    assert len(blocks) == 3
+    assert blocks[0].token_mix[0].in_features == 16  # (28 / 7) ** 2 patches
+    assert blocks[0].token_mix[0].out_features == 5
+    assert blocks[0].channel_mix[0].out_features == 40
+    assert model.head.in_features == 24
+    assert sum(isinstance(m, torch.nn.LayerNorm) for m in model.modules()) == 2 * 3 + 1
+
+
+@pytest.mark.parametrize(
+    "patch,shape,message",
+    [
+        (5, (1, 28, 28), "patch_size 5 does not divide the 28x28 image; use one of 1, 2, 4, 7, 14, 28"),
+        (3, (3, 32, 32), "patch_size 3 does not divide the 32x32 image; use one of 1, 2, 4, 8, 16, 32"),
+        (16, (1, 8, 8), "patch_size 16 does not divide the 8x8 image; use one of 1, 2, 4, 8"),
+        (4, (3, 12, 18), "patch_size 4 does not divide the 12x18 image; use one of 1, 2, 3, 6"),
+    ],
+)
+def test_patch_size_must_divide_the_image(patch, shape, message):
+    with pytest.raises(TrainingError) as exc:
+        create_model(PatchMLPConfig(patch_size=patch), shape, 10)
+    assert str(exc.value) == message
+
+
+def test_count_parameters_exact_and_frozen():
+    model = create_model(MLPConfig(n_layers=2, width=[16, 8]), (1, 8, 8), 10)
+    expected = (64 * 16 + 16) + (16 * 8 + 8) + (8 * 10 + 10)
+    assert count_parameters(model) == (expected, expected)
+    model[1].weight.requires_grad_(False)
+    assert count_parameters(model) == (expected - 64 * 16, expected)
+
+
+def test_bare_model_config_gets_family_defaults():
+    from models import ModelConfig
+
+    model = create_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
+    reference = create_model(MLPConfig(), (1, 8, 8), 10)
+    assert count_parameters(model)[1] == count_parameters(reference)[1]

@@ -1,0 +1,26 @@
+"""Spec validation imports every model family; none of them may pay for torch."""
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import models
+
+CONFIG_MODULES = sorted(
+    f"models.{m.name}" for m in pkgutil.iter_modules([str(Path(models.__file__).parent)])
+    if not m.name.startswith("_")
+)
+
+
+def test_config_modules_do_not_import_torch():
+    assert {"models.backbone", "models.custom", "models.patch_mlp", "models.squeezenet"} <= set(CONFIG_MODULES)
+    code = (
+        f"import {', '.join(CONFIG_MODULES)}\n"
+        "import models, sys\n"
+        "models.parse_model_config({'name': 'torchvision', 'arch': 'resnet18', 'pretrained': 'hub'})\n"
+        "models.parse_model_config({'name': 'custom', 'module': 'no_such_pkg.nets:Net'})\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'numpy', 'no_such_pkg') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

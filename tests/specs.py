@@ -1,0 +1,128 @@
+"""Tiny helpers for tests that run real studies: specs small enough that a trial takes well
+under a second (digits, a 1x16 MLP, an epoch or two), and the CLI run as a subprocess.
+
+Subprocesses run ``python -m hpo`` with this interpreter, so they use the project's
+environment whether or not the ``hpo`` script is on PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+# Each worker process imports torch (seconds on a small machine): leave room for several
+# starting at once on two cores.
+WORKER_TIMEOUT = 300
+
+
+def spec_text(
+    name: str,
+    *,
+    n_trials: int = 4,
+    epochs: int = 1,
+    pruner: str = "none",
+    sampler: str = "random",
+    seed: int | None = 0,
+    max_failed_trials: int | None = None,
+    search: Mapping[str, str] | None = None,
+) -> str:
+    """YAML text of a tiny digits + MLP spec. ``search`` maps dotted paths to flow-style
+    YAML distributions; by default only the learning rate is searched (a continuous
+    range, so two trials with equal params are a bug, not chance)."""
+    search = search if search is not None else {"train.lr": "{low: 1.0e-4, high: 1.0e-1, log: true}"}
+    budget = f"n_trials: {n_trials}"
+    if max_failed_trials is not None:
+        budget += f", max_failed_trials: {max_failed_trials}"
+    seed_text = "null" if seed is None else str(seed)
+    lines = [
+        f"name: {name}",
+        "objective: {metric: val_accuracy, direction: maximize}",
+        f"budget: {{{budget}}}",
+        f"sampler: {{name: {sampler}, seed: {seed_text}}}",
+        f"pruner: {{name: {pruner}}}",
+        "data: {name: digits, val_fraction: 0.2, test_fraction: 0.2, split_seed: 0}",
+        "model: {name: mlp, n_layers: 1, width: 16, activation: relu}",
+        f"train: {{epochs: {epochs}, batch_size: 128, optimizer: adam, lr: 1.0e-3, seed: 0}}",
+        "search:" + ("" if search else " {}"),
+    ]
+    lines += [f"  {path}: {dist}" for path, dist in search.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_spec(directory: Path, name: str, **options: Any) -> Path:
+    """Write ``spec_text(name, **options)`` to ``directory/<name>.yaml`` and return the path."""
+    path = Path(directory) / f"{name}.yaml"
+    path.write_text(spec_text(name, **options))
+    return path
+
+
+def hpo_env(storage: str | None = None, **extra: str) -> dict[str, str]:
+    """The test's environment for an ``hpo`` subprocess: one torch thread per process,
+    ``HPO_STORAGE`` set to ``storage`` (or removed when None), and no debug switch or
+    worker rank inherited from the shell running the tests."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HPO_STORAGE", "HPO_DEBUG", "HPO_WORKER_RANK")}
+    env["HPO_THREADS"] = "1"
+    if storage is not None:
+        env["HPO_STORAGE"] = storage
+    env.update(extra)
+    return env
+
+
+def hpo_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hpo", *args]
+
+
+def run_hpo(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+    timeout: float = WORKER_TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``hpo ARGS`` to completion; stdout and stderr are captured separately."""
+    return subprocess.run(
+        hpo_command(*args), env=dict(env) if env is not None else hpo_env(), cwd=cwd,
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def start_hpo(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path | str | None = None
+) -> subprocess.Popen[str]:
+    """Start ``hpo ARGS`` without waiting (for workers that must run at the same time)."""
+    return subprocess.Popen(
+        hpo_command(*args), env=dict(env) if env is not None else hpo_env(), cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+
+
+def wait_all(
+    processes: Sequence[subprocess.Popen[str]], timeout: float = WORKER_TIMEOUT
+) -> list[subprocess.CompletedProcess[str]]:
+    """Wait for every process; kill the lot if one outlives ``timeout`` (then fail)."""
+    results = []
+    try:
+        for proc in processes:
+            out, err = proc.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    except subprocess.TimeoutExpired:
+        for proc in processes:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in processes:
+            proc.communicate()
+        raise AssertionError(f"an hpo process ran longer than {timeout} s") from None
+    return results
+
+
+def describe(results: Sequence[subprocess.CompletedProcess[str]]) -> str:
+    """Every process's exit code and output, for assertion messages."""
+    return "\n".join(
+        f"--- {' '.join(map(str, r.args[2:]))} -> {r.returncode}\n"
+        f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+        for r in results
+    )

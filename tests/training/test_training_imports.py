@@ -1,0 +1,24 @@
+"""Spec validation and ``hpo --help`` import these modules; they must not pay for torch."""
+
+import subprocess
+import sys
+
+
+def test_config_modules_do_not_import_torch():
+    code = (
+        "import models, models.registry, models.mlp, models.cnn, models.init, models.layers\n"
+        "import hpo.training, hpo.training.config, hpo.training.optim\n"
+        "import hpo.training.datasets, hpo.training.metrics\n"
+        "import sys\n"
+        "heavy = sorted(m for m in ('torch', 'sklearn', 'numpy', 'optuna') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_training_never_imports_optuna():
+    code = (
+        "import hpo.training.loop, hpo.training.data, sys\n"
+        "assert 'optuna' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
