@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from hpo.recovery import RETRIED_ATTR
 from hpo.study import OVER_BUDGET_ATTR, budget_started_at
 
 
@@ -31,8 +32,13 @@ def budget_state(study: Any, budget: Any) -> BudgetState:
     trials = study.get_trials(deepcopy=False)
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     claimed = finished + sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+    # Trials handed back unrun, or failed and retried (worker died or was stopped), say
+    # nothing about the spec: they do not count towards max_failed_trials.
     failed = sum(
-        t.state == TrialState.FAIL and not t.user_attrs.get(OVER_BUDGET_ATTR) for t in trials
+        t.state == TrialState.FAIL
+        and not t.user_attrs.get(OVER_BUDGET_ATTR)
+        and not t.user_attrs.get(RETRIED_ATTR)
+        for t in trials
     )
     reason, exhausted = None, False
     if budget.max_failed_trials is not None and failed >= budget.max_failed_trials:

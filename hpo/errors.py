@@ -46,6 +46,17 @@ class DivergedError(TrainingError):
     """The loss became NaN or infinite: this region of the search space does not train."""
 
 
+class Preempted(HpoError):
+    """Training stopped at a batch boundary because the worker was asked to stop (SIGTERM);
+    a checkpoint was saved where a store was given, so a retry resumes from there."""
+
+    def __init__(self, epoch: int, batch: int, checkpointed: bool):
+        self.epoch, self.batch, self.checkpointed = epoch, batch, checkpointed
+        where = f"epoch {epoch}, batch {batch}" if batch else f"the end of epoch {epoch - 1}"
+        saved = "checkpoint saved" if checkpointed else "no checkpoint store"
+        super().__init__(f"stopped by SIGTERM at {where} ({saved})")
+
+
 def close_matches(word: str, known: Iterable[str]) -> list[str]:
     return difflib.get_close_matches(str(word), list(known), n=3, cutoff=0.6)
 

@@ -117,6 +117,7 @@ def plan_slots(
     timeout: float | None = None,
     device: str = "cpu",
     environ: Mapping[str, str] | None = None,
+    reconnect_timeout: float | None = None,
 ) -> list[Slot]:
     """The children to start: ``processes`` on ``device``, or ``per_gpu`` per GPU in ``gpus``
     (torch indices in this process). Ranks are consecutive from ``rank``, GPU by GPU.
@@ -129,6 +130,8 @@ def plan_slots(
         common += ["--n-trials", str(n_trials)]
     if timeout is not None:
         common += ["--timeout", str(timeout)]
+    if reconnect_timeout is not None:
+        common += ["--reconnect-timeout", str(reconnect_timeout)]
     if gpus is None:
         return [Slot(i, rank + i, "cpu" if device == "cpu" else device, device, {},
                      (*common, "--device", device)) for i in range(processes)]
@@ -210,12 +213,14 @@ def run_pool(
     stop_grace: float = 30.0,
     spawn: Spawn | None = None,
     poll_interval: float = 0.1,
+    reconnect_timeout: float | None = None,
 ) -> int:
     """Start the planned children, supervise them (see the module docstring), print one
     line per child, and return the pool's exit code: 0 when every child ended with 0, else
     the worst child's code (a signal N counts as 128 + N)."""
     slots = plan_slots(name, rank=rank, processes=processes, gpus=gpus, per_gpu=per_gpu,
-                       n_trials=n_trials, timeout=timeout, device=device)
+                       n_trials=n_trials, timeout=timeout, device=device,
+                       reconnect_timeout=reconnect_timeout)
     return supervise(slots, {ENV_VAR: target.url}, max_restarts=max_restarts, backoff=backoff,
                      stop_grace=stop_grace, spawn=spawn or spawn_child, poll_interval=poll_interval)
 

@@ -36,6 +36,13 @@ class TrialReporter:
             return bool(self.study.pruner.prune(FirstObjectiveView(self.study), frozen))
         return bool(self.trial.should_prune())
 
+    def resumed(self, history: list[EpochMetrics]) -> None:
+        """A retry resuming from a checkpoint: the epochs trained before the restart become
+        this trial's curve too (values recorded, not judged again by the pruner)."""
+        for metrics in history:
+            self.history.append(metrics)
+            self.record(getattr(metrics, self.metric), metrics.epoch)
+
     def record(self, value: float, epoch: int) -> None:
         """Store the first objective's value for ``epoch`` as the trial's intermediate value.
 

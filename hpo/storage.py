@@ -101,8 +101,12 @@ class ScrubSecretsFilter(logging.Filter):
         return True
 
 
-def open_storage(target: StorageTarget) -> Any:
-    """The Optuna storage object for ``target``; errors never show the password."""
+def open_storage(target: StorageTarget, *, reconnect_for: float | None = None) -> Any:
+    """The Optuna storage object for ``target``; errors never show the password.
+
+    ``reconnect_for``: on a database, wait up to this many seconds (with backoff) for it to
+    come back whenever a call cannot reach it, instead of failing at once (workers do this;
+    commands a user types fail fast)."""
     import optuna
 
     try:
@@ -116,7 +120,15 @@ def open_storage(target: StorageTarget) -> Any:
             backend = JournalFileBackend(path)
             return optuna.storages.JournalStorage(backend)
         engine_kwargs = POSTGRES_ENGINE_KWARGS if target.url.startswith("postgresql") else {}
-        return optuna.storages.RDBStorage(target.url, engine_kwargs=engine_kwargs)
+        rdb = optuna.storages.RDBStorage(target.url, engine_kwargs=engine_kwargs)
+        if not reconnect_for:
+            return rdb
+        from optuna.storages._cached_storage import _CachedStorage
+
+        from hpo.storage_proxy import ReconnectingStorage
+
+        # What optuna.load_study would wrap the RDBStorage in, under the reconnecting layer.
+        return ReconnectingStorage(_CachedStorage(rdb), target.display, give_up_after=reconnect_for)
     except (OSError, ImportError, ValueError) as exc:
         raise StorageError(f"cannot open storage {target.display}: {scrub(str(exc))}") from None
     except Exception as exc:  # sqlalchemy's errors: connection refused, bad password, ...

@@ -92,13 +92,15 @@ def _require_store(name: str, target: StorageTarget) -> None:
         raise StudyNotFoundError(f"no study named {name!r}: {target.display} does not exist")
 
 
-def load_study(name: str, target: StorageTarget, *, sampler: Any = None, pruner: Any = None) -> LoadedStudy:
-    """Load a study created by ``hpo study create`` together with its spec."""
+def load_study(name: str, target: StorageTarget, *, sampler: Any = None, pruner: Any = None,
+               reconnect_for: float | None = None) -> LoadedStudy:
+    """Load a study created by ``hpo study create`` together with its spec
+    (``reconnect_for``: see ``open_storage``)."""
     import optuna
 
     quiet_optuna()
     _require_store(name, target)
-    storage = open_storage(target)
+    storage = open_storage(target, reconnect_for=reconnect_for)
     try:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     except KeyError:

@@ -8,26 +8,33 @@ records what a user compares (curves, parameter count, seconds per epoch, reason
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from hpo.budget import budget_state, is_over_budget
-from hpo.errors import DivergedError, HpoError, UsageError
+from hpo.artifacts import study_store
+from hpo.errors import DivergedError, HpoError, Preempted, UsageError
+from hpo.heartbeat import Watchdog
+from hpo.recovery import worker_identity
 from hpo.storage import StorageTarget
 from hpo.study import OVER_BUDGET_ATTR, load_study
-from hpo.recovery import sweep_dead_local_trials, worker_identity
 from hpo.threads import registered_worker, share_cpu
+
+# A PostgreSQL restart takes seconds; a failover or a maintenance window minutes. Past this,
+# the worker exits with an error rather than hang unnoticed.
+DEFAULT_RECONNECT_TIMEOUT = 300.0
 
 
 @dataclass
 class TrialOutcome:
     number: int
-    state: str  # complete | pruned | fail
+    state: str  # complete | pruned | fail | steered | preempted
     value: float | None
     epochs: int
     seconds: float
@@ -70,29 +77,92 @@ def run_worker(
     device: str = "cpu",
     rank: int = 0,
     progress: Progress | None = None,
+    reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+    trainer: Callable[..., Any] | None = None,
 ) -> WorkerReport:
-    """Run trials of study ``name`` until its budget (or this worker's limits) is spent."""
+    """Run trials of study ``name`` until its budget (or this worker's limits) is spent.
+
+    ``reconnect_timeout``: how long to wait for an unreachable database before giving up.
+    ``trainer``: stands in for ``hpo.training.train_model`` (benchmarks time the service alone).
+    """
     from hpo.space import grid, max_epochs
     from hpo.strategies import build_pruner, build_sampler
 
-    loaded = load_study(name, target)
+    loaded = load_study(name, target, reconnect_for=reconnect_timeout)
     spec = loaded.spec
     study = loaded.study
     study.sampler = build_sampler(spec.sampler, rank=rank, grid=grid(spec))
     study.pruner = build_pruner(spec.pruner, max_epochs=max_epochs(spec))
     device = check_device(device)
-    with registered_worker():
+    emit = progress or (lambda event, data: None)
+    grace = _enable_heartbeats(study, spec.budget)
+    watchdog = Watchdog(study, max_retries=spec.budget.max_retries,
+                        interval=spec.budget.heartbeat_interval, grace_period=grace,
+                        sweep_every=spec.budget.heartbeat_grace_period / 2,
+                        on_swept=lambda number: emit("swept", {"trial": number}))
+    with registered_worker(), stop_on_sigterm() as stop, watchdog:
+        watchdog.sweep()  # trials left behind before this worker started
         return _trial_loop(study, spec, n_trials=n_trials, timeout=timeout, device=device,
-                           rank=rank, emit=progress or (lambda event, data: None))
+                           rank=rank, emit=emit, stop=stop, watchdog=watchdog,
+                           trainer=trainer)
+
+
+def _enable_heartbeats(study: Any, budget: Any) -> float | None:
+    """Turn on the database's heartbeat bookkeeping with the study's settings; returns the
+    grace period, or None where there are no heartbeats (the journal store)."""
+    from hpo.storage_proxy import rdb_backend
+
+    rdb = rdb_backend(study._storage)
+    if rdb is None:
+        return None
+    # RDBStorage takes these in its constructor, before the study (and its spec) is read.
+    rdb.heartbeat_interval = max(1, round(budget.heartbeat_interval))
+    rdb.grace_period = max(1, round(budget.heartbeat_grace_period))
+    return float(rdb.grace_period)
+
+
+class StopRequest:
+    """Set by SIGTERM: finish the current batch, checkpoint, hand the trial back, exit 0."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[StopRequest]:
+    """SIGTERM (preemption, a notebook's time limit, ``docker stop``, the pool parent) asks
+    for a stop at the next batch boundary; a second SIGTERM kills at once."""
+    import signal
+    import threading
+
+    stop = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        stop.signal = "SIGTERM"
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _trial_loop(study: Any, spec: Any, *, n_trials: int | None, timeout: float | None,
-                device: str, rank: int, emit: Progress) -> WorkerReport:
+                device: str, rank: int, emit: Progress, stop: StopRequest, watchdog: Watchdog,
+                trainer: Callable[..., Any] | None) -> WorkerReport:
     report = WorkerReport()
     started = time.monotonic()
     while True:
-        for number in sweep_dead_local_trials(study, spec.budget.max_retries):
-            emit("swept", {"trial": number})
+        if stop():
+            report.stop_reason = f"stopped by {stop.signal}"
+            break
         state = budget_state(study, spec.budget)
         if state.stop_reason:
             report.stop_reason = state.stop_reason
@@ -107,12 +177,17 @@ def _trial_loop(study: Any, spec: Any, *, n_trials: int | None, timeout: float |
         if device == "cpu":
             share_cpu()  # other workers on this machine may have started or stopped
         trial = study.ask()
+        watchdog.beat_for(trial._trial_id)
         # First thing: who runs it, so that a worker on this host can tell if we die.
         trial.set_user_attr("worker", worker_identity(rank))
-        if is_over_budget(study, trial.number, spec.budget):
-            _hand_back(study, trial)
-            continue
-        outcome = run_trial(study, trial, spec, device=device, rank=rank, emit=emit)
+        try:
+            if is_over_budget(study, trial.number, spec.budget):
+                _hand_back(study, trial)
+                continue
+            outcome = run_trial(study, trial, spec, device=device, rank=rank, emit=emit,
+                                stop=stop, max_retries=spec.budget.max_retries, trainer=trainer)
+        finally:
+            watchdog.beat_for(None)
         report.outcomes.append(outcome)
         emit("trial_end", {"outcome": outcome})
     return report
@@ -127,41 +202,76 @@ def _hand_back(study: Any, trial: Any) -> None:
     study.tell(trial, state=TrialState.FAIL)
 
 
-def run_trial(study: Any, trial: Any, spec: Any, *, device: str, rank: int, emit: Progress) -> TrialOutcome:
+def run_trial(study: Any, trial: Any, spec: Any, *, device: str, rank: int, emit: Progress,
+              stop: Callable[[], bool] | None = None, max_retries: int = 0,
+              trainer: Callable[..., Any] | None = None) -> TrialOutcome:
     """Sample, train and tell one trial; a failure fails the trial, never the worker."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    from hpo.checkpoints import TrialCheckpoints
+    from hpo.reporter import TrialReporter
+
+    started = time.monotonic()
+    metric = spec.objectives()[0].metric  # reported every epoch; the pruner acts on it
+    reporter = TrialReporter(study, trial, metric,
+                             lambda m: emit("epoch", {"trial": trial.number, "metrics": m, "metric": metric}))
+    store = study_store(study)
+    checkpoints = TrialCheckpoints(store, trial) if store is not None else None
+    emit("trial_start", {"trial": trial.number})
+    try:
+        outcome = _train_and_tell(study, trial, spec, reporter, checkpoints, started,
+                                  device=device, rank=rank, stop=stop, trainer=trainer)
+    except Preempted as exc:
+        return _preempted(study, trial, reporter, str(exc), started, max_retries)
+    except UpdateFinishedTrialError:
+        # Another worker judged this trial dead (its heartbeat could not reach the database
+        # for longer than the grace period) and has retried it from its checkpoint.
+        reason = "taken over: another worker marked it failed and retried it (missed heartbeats)"
+        return TrialOutcome(trial.number, "fail", None, len(reporter.history), time.monotonic() - started, reason)
+    if checkpoints is not None:
+        checkpoints.discard()
+    return outcome
+
+
+def _train_and_tell(study: Any, trial: Any, spec: Any, reporter: Any, checkpoints: Any,
+                    started: float, *, device: str, rank: int, stop: Callable[[], bool] | None,
+                    trainer: Callable[..., Any] | None) -> TrialOutcome:
     from optuna.trial import TrialState
 
-    from hpo.reporter import TrialReporter
     from hpo.space import sample_config
     from hpo.training import DataConfig, TrainConfig, train_model
     from hpo.trial_artifacts import save_trial_artifacts
     from models.registry import parse_model_config
 
-    started = time.monotonic()
     objectives = spec.objectives()
-    metric = objectives[0].metric  # reported every epoch; the pruner acts on it
-    reporter = TrialReporter(study, trial, metric,
-                             lambda m: emit("epoch", {"trial": trial.number, "metrics": m, "metric": metric}))
-    emit("trial_start", {"trial": trial.number})
+    metric = objectives[0].metric
     try:
         config = sample_config(trial, spec)
         trial.set_user_attr("config", config)
         _record_context(trial, config, device, rank)
-        result = train_model(
+        result = (trainer or train_model)(
             DataConfig.model_validate(config["data"]),
             parse_model_config(config["model"]),
             TrainConfig.model_validate(config["train"]),
             device=device,
             reporter=reporter,
+            checkpoints=checkpoints,
+            stop_requested=stop,
         )
     except KeyboardInterrupt:
         _fail(study, trial, reporter, "interrupted (SIGINT)")
+        raise
+    except Preempted:
         raise
     except DivergedError as exc:
         return _steer_away(study, trial, reporter, str(exc), started, objectives[0])
     except HpoError as exc:  # TrainingError and kin: the reason is already in the user's terms
         return _fail(study, trial, reporter, str(exc), started)
     except Exception as exc:  # a bug or an unusable combination: the study goes on
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        if isinstance(exc, UpdateFinishedTrialError):
+            raise
         if _is_out_of_memory(exc):
             _free_device_memory()
             reason = f"out of memory at batch_size={trial.params.get('train.batch_size', spec.train.batch_size)}"
@@ -181,6 +291,19 @@ def run_trial(study: Any, trial: Any, spec: Any, *, device: str, rank: int, emit
     values = objective_values(objectives, result)
     study.tell(trial, values if len(values) > 1 else values[0])
     return TrialOutcome(trial.number, "complete", values[0], epochs, time.monotonic() - started)
+
+
+def _preempted(study: Any, trial: Any, reporter: Any, reason: str, started: float, max_retries: int) -> TrialOutcome:
+    """Hand the trial back: failed with the reason, and retried (from its checkpoint) by
+    whichever worker asks next, here or on another machine."""
+    from hpo.recovery import fail_and_retry
+
+    trial.set_user_attr("epochs_trained", len(reporter.history))
+    if reporter.history:
+        trial.set_user_attr("curves", reporter.curves())
+    fresh = study._storage.get_trial(trial._trial_id)  # with the checkpoint attribute just set
+    fail_and_retry(study, fresh, reason, max_retries)
+    return TrialOutcome(trial.number, "preempted", None, len(reporter.history), time.monotonic() - started, reason)
 
 
 def objective_values(objectives: list[Any], result: Any) -> list[float]:

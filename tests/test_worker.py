@@ -297,11 +297,11 @@ def test_a_trial_whose_worker_was_killed_is_failed_and_retried_with_the_same_par
     assert orphan.user_attrs["worker"]["pid"] == victim.pid
     import socket
 
-    from hpo.recovery import sweep_dead_local_trials
+    from hpo.recovery import sweep_dead_trials
 
     study_ = load_study("tiny", resolve_storage(None)).study
-    assert sweep_dead_local_trials(study_, max_retries=1) == [0]
-    assert sweep_dead_local_trials(study_, max_retries=1) == []  # swept once only
+    assert sweep_dead_trials(study_, max_retries=1) == [0]
+    assert sweep_dead_trials(study_, max_retries=1) == []  # swept once only
     trials = trials_of("tiny")
     assert trials[0].state == optuna.trial.TrialState.FAIL
     assert trials[0].user_attrs["fail_reason"] == f"worker process {victim.pid} on {socket.gethostname()} died"

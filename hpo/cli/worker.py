@@ -29,6 +29,9 @@ from hpo.cli.common import storage_option, storage_target
 @click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True,
               help="With --processes or --gpus: restart a process that crashed or was killed "
               "at most this many times.")
+@click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=300, show_default=True,
+              metavar="SECONDS", help="How long to wait (with backoff) for an unreachable "
+              "database before giving up; 0 fails at once.")
 @click.option("--quiet", is_flag=True, help="One log line per trial instead of live progress.")
 @click.option("--rank", type=click.IntRange(min=0), default=None, envvar="HPO_WORKER_RANK",
               help="Offsets the sampler seed (seed + rank) so that workers propose different "
@@ -36,10 +39,12 @@ from hpo.cli.common import storage_option, storage_target
               "else a random rank.")
 def worker(name: str, storage: str | None, n_trials: int | None, timeout: float | None,
            processes: int, device: str, gpus: str | None, per_gpu: int | None, max_restarts: int,
-           quiet: bool, rank: int | None) -> None:
+           reconnect_timeout: float, quiet: bool, rank: int | None) -> None:
     """Run trials of study NAME until the study's budget is spent (then exit 0).
 
     Start as many workers as you like, on as many machines, against the same storage.
+    SIGTERM stops a worker at the next batch: its trial is checkpointed and handed back to be
+    resumed by any worker, and the worker exits 0.
 
     Example: hpo worker digits-cnn --processes 2, or --gpus all
     """
@@ -55,21 +60,23 @@ def worker(name: str, storage: str | None, n_trials: int | None, timeout: float 
 
         sys.exit(run_pool(name, target, processes=processes, rank=rank, n_trials=n_trials,
                           timeout=timeout, device=device, gpus=gpu_ids, per_gpu=per_gpu or 1,
-                          max_restarts=max_restarts))
+                          max_restarts=max_restarts, reconnect_timeout=reconnect_timeout))
 
     from hpo.worker import run_worker
 
     show = TrialProgress(quiet=quiet or not sys.stdout.isatty(), rank=rank if show_rank else None)
     try:
         report = run_worker(name, target, n_trials=n_trials, timeout=timeout, device=device,
-                            rank=rank, progress=show)
+                            rank=rank, progress=show, reconnect_timeout=reconnect_timeout)
     finally:
         show.close()
     outcomes = report.outcomes
-    counts = {state: sum(o.state == state for o in outcomes) for state in ("complete", "pruned", "fail")}
+    counts = {state: sum(o.state == state for o in outcomes)
+              for state in ("complete", "pruned", "fail", "preempted")}
     counts["pruned"] += sum(o.state == "steered" for o in outcomes)  # closed as pruned, see worker
+    handed_back = f", {counts['preempted']} handed back" if counts["preempted"] else ""
     click.echo(f"{show.prefix}Worker done: {len(outcomes)} trials ({counts['complete']} complete, "
-               f"{counts['pruned']} pruned, {counts['fail']} failed); {report.stop_reason}")
+               f"{counts['pruned']} pruned, {counts['fail']} failed{handed_back}); {report.stop_reason}")
     if report.exit_code:
         click.echo(f"Error: {report.stop_reason}", err=True)
         sys.exit(report.exit_code)
@@ -116,8 +123,8 @@ class TrialProgress:
             else:
                 self.status.update(text)
         elif event == "swept":
-            click.echo(f"{self.prefix}trial {data['trial']} was left running by a worker process that "
-                       "died: marked failed and retried with the same parameters (up to budget.max_retries)")
+            click.echo(f"{self.prefix}trial {data['trial']} was left running by a worker that is gone: "
+                       "marked failed and retried from its last checkpoint (up to budget.max_retries)")
         elif event == "trial_end":
             line = self.prefix + describe(data["outcome"])
             if self.status is not None:
@@ -133,6 +140,9 @@ class TrialProgress:
 def describe(outcome: Any) -> str:
     if outcome.state == "fail":
         return f"trial {outcome.number} failed after {outcome.epochs} epochs: {outcome.reason}"
+    if outcome.state == "preempted":
+        return (f"trial {outcome.number} {outcome.reason}; handed back to be resumed by the next "
+                "worker (up to budget.max_retries)")
     if outcome.state == "steered":
         return (f"trial {outcome.number} stopped after {outcome.epochs} epochs: {outcome.reason} "
                 "(recorded as pruned with the worst value, so the sampler avoids this region)")

@@ -90,8 +90,26 @@ class Budget(_Strict):
         None, ge=1, description="stop every worker once this many trials have failed"
     )
     max_retries: int = Field(
-        2, ge=0, description="retries of a trial whose worker process died (same parameters)"
+        2, ge=0, description="retries of a trial whose worker died or was stopped (same "
+        "parameters, resumed from its last checkpoint)"
     )
+    heartbeat_interval: float = Field(
+        10, gt=0, description="seconds between a running trial's heartbeats (PostgreSQL)"
+    )
+    heartbeat_grace_period: float = Field(
+        60, gt=0, description="a trial whose heartbeat is older than this many seconds has lost "
+        "its worker; also how often (half of it) workers look for such trials"
+    )
+
+    @model_validator(mode="after")
+    def _grace_above_interval(self) -> Budget:
+        if self.heartbeat_grace_period < 2 * self.heartbeat_interval:
+            raise ValueError(
+                f"heartbeat_grace_period ({self.heartbeat_grace_period:g} s) must be at least twice "
+                f"heartbeat_interval ({self.heartbeat_interval:g} s): one late heartbeat must not "
+                "fail a live trial"
+            )
+        return self
 
     @field_validator("timeout", mode="before")
     @classmethod

@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from hpo.training.config import DataConfig, EarlyStoppingConfig, TrainConfig
 from hpo.training.metrics import EpochMetrics, Reporter, TrainingResult
@@ -32,8 +33,11 @@ def train_model(
     *,
     device: str = "cpu",
     reporter: Reporter | None = None,
+    checkpoints: Any = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> TrainingResult:
     """See ``hpo.training.loop.train_model``."""
     from hpo.training.loop import train_model as _train_model
 
-    return _train_model(data, model, train, device=device, reporter=reporter)
+    return _train_model(data, model, train, device=device, reporter=reporter,
+                        checkpoints=checkpoints, stop_requested=stop_requested)

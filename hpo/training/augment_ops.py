@@ -220,6 +220,15 @@ class Augment:
             self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self._gen
 
+    def state_dict(self) -> dict[str, Any]:
+        """The generator's state (None before the first batch), for checkpoints."""
+        return {"generator": None if self._gen is None else self._gen.get_state(),
+                "device": None if self._device is None else str(self._device)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["generator"] is not None:
+            self._generator(torch.device(state["device"])).set_state(state["generator"])
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         gen = self._generator(x.device)
         with torch.no_grad():

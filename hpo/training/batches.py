@@ -30,11 +30,14 @@ class BatchSource(Protocol):
     def __len__(self) -> int: ...
 
     def batches(
-        self, batch_size: int, *, generator: torch.Generator | None = None, train: bool = False
+        self, batch_size: int, *, generator: torch.Generator | None = None, train: bool = False,
+        skip: int = 0,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(x, y) on the training device: x float32 (B, C, H, W), normalised, at the final
         image size; shuffled with ``generator`` when given, in stored order otherwise; with
-        ``train=True`` a final batch of a single example is dropped (it breaks BatchNorm)."""
+        ``train=True`` a final batch of a single example is dropped (it breaks BatchNorm);
+        ``skip`` leaves out the first batches (resuming an epoch: the generator is restored to
+        its state at the epoch's start, so the same permutation is drawn)."""
         ...
 
 
@@ -115,16 +118,17 @@ class TensorBatches:
         return resize(x, self.image_size)
 
     def batches(
-        self, batch_size: int, *, generator: torch.Generator | None = None, train: bool = False
+        self, batch_size: int, *, generator: torch.Generator | None = None, train: bool = False,
+        skip: int = 0,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self)
         bounds = batch_bounds(n, batch_size, train=train)
         if generator is None:
-            for start, stop in bounds:
+            for start, stop in bounds[skip:]:
                 yield self._prepare(self.x[start:stop]), self.y[start:stop]
             return
         perm = _permutation(n, generator, self.x.device)
-        for start, stop in bounds:
+        for start, stop in bounds[skip:]:
             idx = perm[start:stop]
             yield self._prepare(self.x[idx]), self.y[idx]
 
@@ -182,7 +186,8 @@ class LoaderBatches:
         return len(self.paths)
 
     def batches(
-        self, batch_size: int, *, generator: torch.Generator | None = None, train: bool = False
+        self, batch_size: int, *, generator: torch.Generator | None = None, train: bool = False,
+        skip: int = 0,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self)
         if generator is None:
@@ -190,7 +195,7 @@ class LoaderBatches:
         else:
             order = _permutation(n, generator, torch.device("cpu"))
         bounds = batch_bounds(n, batch_size, train=train)
-        sampler = [order[start:stop].tolist() for start, stop in bounds]
+        sampler = [order[start:stop].tolist() for start, stop in bounds[skip:]]
         loader = torch.utils.data.DataLoader(
             self._dataset,
             batch_sampler=sampler,

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpo.errors import DivergedError, TrainingError
+from hpo.errors import DivergedError, Preempted, TrainingError
 from hpo.training.augment import build_augment
 from hpo.training.batches import BatchSource, batch_bounds
+from hpo.training.checkpoint import Checkpoints, Position, Progress, restore, snapshot
 from hpo.training.config import DataConfig, EarlyStoppingConfig, TrainConfig
 from hpo.training.data import Splits, load_splits
 from hpo.training.losses import Loss, make_loss
@@ -74,22 +75,52 @@ class _Run:
         self.schedule.after_batch()
 
 
+class _StopAtBatch(Exception):
+    """Raised inside an epoch at a batch boundary when the worker was asked to stop."""
+
+    def __init__(self, position: Position):
+        self.position = position
+
+
 def _train_epoch(
-    run: _Run, source: BatchSource, batch_size: int, gen: torch.Generator, epoch: int
+    run: _Run,
+    source: BatchSource,
+    batch_size: int,
+    gen: torch.Generator,
+    epoch: int,
+    *,
+    resume: Position | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> tuple[float, int]:
-    """One pass over the shuffled training split: (mean training loss, images seen)."""
+    """One pass over the shuffled training split: (mean training loss, images seen).
+
+    ``resume``: the batches of this epoch already done before a restart (skipped here).
+    ``stop_requested`` is checked after every batch; when it says so, _StopAtBatch carries
+    the position reached."""
     run.net.train()
+    started = time.perf_counter()
+    done = resume or Position(epoch=epoch - 1)
     losses: list[torch.Tensor] = []
     sizes: list[int] = []
-    for x, y in source.batches(batch_size, generator=gen, train=True):
+    for x, y in source.batches(batch_size, generator=gen, train=True, skip=done.batch):
         with run.precision.autocast():
             loss = run.loss(run.net(run.inputs(x, train=True)), y)
         run.step(loss)
         losses.append(loss.detach())
         sizes.append(len(y))
-    if not losses:
+        if stop_requested is not None and stop_requested():
+            raise _StopAtBatch(Position(
+                epoch=epoch - 1,
+                batch=done.batch + len(sizes),
+                losses=done.losses + torch.stack(losses).float().cpu().tolist(),
+                sizes=done.sizes + sizes,
+                seconds=done.seconds + time.perf_counter() - started,
+            ))
+    if not losses and not done.sizes:
         raise TrainingError(f"the training split is empty (epoch {epoch})")
-    losses_host = torch.stack(losses).float().cpu()  # the one sync of the epoch
+    current = torch.stack(losses).float().cpu() if losses else torch.empty(0)  # the one sync of the epoch
+    losses_host = torch.cat([torch.tensor(done.losses, dtype=torch.float32), current])
+    sizes = done.sizes + sizes
     bad = (~torch.isfinite(losses_host)).nonzero()
     if len(bad):
         b = int(bad[0])
@@ -130,6 +161,10 @@ class _EarlyStopping:
         self.cfg = cfg
         self.sign = 1.0 if cfg.metric == "val_accuracy" else -1.0  # compare as "higher is better"
         self.best, self.stale = -math.inf, 0
+
+    @property
+    def state(self) -> tuple[float, int]:
+        return self.best, self.stale
 
     def should_stop(self, metrics: EpochMetrics) -> bool:
         value = self.sign * getattr(metrics, self.cfg.metric)
@@ -185,17 +220,24 @@ def train_model(
     *,
     device: str = "cpu",
     reporter: Reporter | None = None,
+    checkpoints: Checkpoints | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> TrainingResult:
     """Train ``model`` on ``data`` as ``train`` says, reporting after every epoch.
 
     Stops when ``reporter.report`` returns True (pruned), when early stopping's patience
     runs out, or after ``train.epochs``. Raises TrainingError on a non-finite loss.
+
+    ``checkpoints``: resumes from the state it holds, if any, and saves the state after every
+    epoch. ``stop_requested``: checked after every batch; when true, the state is saved (if
+    there is a store) and Preempted is raised.
     """
     dev = torch.device(device)
     splits = load_splits(data, dev)
     memory = MemoryMeter(dev)  # after loading: every trial's peak includes the cached data
     with deterministic_mode(train.deterministic, dev):
-        return _train(data, model, train, splits, dev, memory, reporter, device)
+        return _train(data, model, train, splits, dev, memory, reporter, device,
+                      checkpoints=checkpoints, stop_requested=stop_requested)
 
 
 def _train(
@@ -207,6 +249,9 @@ def _train(
     memory: MemoryMeter,
     reporter: Reporter | None,
     device_name: str,
+    *,
+    checkpoints: Checkpoints | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> TrainingResult:
     run = _build(data, model, train, splits, dev)
     gen = torch.Generator().manual_seed(train.seed)  # shuffling, independent of init
@@ -214,15 +259,40 @@ def _train(
     eval_batch = max(MIN_EVAL_BATCH, 2 * train.batch_size)
     early = _EarlyStopping(train.early_stopping) if train.early_stopping else None
 
-    history: list[EpochMetrics] = []
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is not None:
+        position, progress = restore(run, gen, saved)
+        if early is not None and progress.early_stopping is not None:
+            early.best, early.stale = progress.early_stopping
+        if reporter is not None and hasattr(reporter, "resumed"):
+            reporter.resumed(progress.history)  # the epochs before the restart, unjudged
+    else:
+        position, progress = Position(), Progress(history=[])
+    history = progress.history
+
+    def save(shuffle_state: torch.Tensor, where: Position) -> bool:
+        if checkpoints is None:
+            return False
+        progress.early_stopping = early.state if early is not None else None
+        checkpoints.save(snapshot(run, shuffle_state=shuffle_state, position=where, progress=progress))
+        return True
+
     pruned = stopped_early = False
     last_eval: tuple[torch.Tensor, torch.Tensor] | None = None
-    images = 0
-    train_seconds = 0.0
-    for epoch in range(1, train.epochs + 1):
+    for epoch in range(position.epoch + 1, train.epochs + 1):
+        if stop_requested is not None and stop_requested():  # between epochs: already saved
+            raise Preempted(epoch, 0, checkpointed=checkpoints is not None)
+        epoch_start_rng = gen.get_state()  # redraws this epoch's permutation on resume
         lr = run.schedule.lr
-        t0 = time.perf_counter()
-        train_loss, seen = _train_epoch(run, splits.train, train.batch_size, gen, epoch)
+        resume = position if position.batch else None
+        t0 = time.perf_counter() - (resume.seconds if resume else 0.0)
+        try:
+            train_loss, seen = _train_epoch(run, splits.train, train.batch_size, gen, epoch,
+                                            resume=resume, stop_requested=stop_requested)
+        except _StopAtBatch as stop:
+            saved_now = save(epoch_start_rng, stop.position)
+            raise Preempted(epoch, stop.position.batch, checkpointed=saved_now) from None
+        position = Position(epoch=epoch)
         t1 = time.perf_counter()  # after the epoch's sync, so device time is included
         if splits.val is not None:
             val_loss, val_acc, *last_eval = _evaluate(run, splits.val, eval_batch)
@@ -236,8 +306,8 @@ def _train(
             seconds=time.perf_counter() - t0,
             lr=lr,
         )
-        images += seen
-        train_seconds += t1 - t0
+        progress.images += seen
+        progress.train_seconds += t1 - t0
         history.append(metrics)
         run.schedule.after_epoch(metrics)
         if reporter is not None and reporter.report(metrics):
@@ -246,6 +316,8 @@ def _train(
         if early is not None and early.should_stop(metrics):
             stopped_early = True
             break
+        if epoch < train.epochs:
+            save(gen.get_state(), position)
 
     return TrainingResult(
         history=history,
@@ -257,7 +329,7 @@ def _train(
         device=str(device_name),
         seed=train.seed,
         peak_memory_mb=memory.peak_mb(),
-        images_per_second=images / train_seconds if train_seconds > 0 else 0.0,
+        images_per_second=progress.images / progress.train_seconds if progress.train_seconds > 0 else 0.0,
         precision=run.precision.name,
         data_report={
             "class_counts": splits.class_counts,

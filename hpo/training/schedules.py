@@ -148,6 +148,20 @@ class Schedule:
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
             self._per_batch.step()
 
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self._steps,
+            "per_batch": None if self._per_batch is None else self._per_batch.state_dict(),
+            "per_epoch": None if self._per_epoch is None else self._per_epoch.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._steps = state["steps"]
+        if self._per_batch is not None:
+            self._per_batch.load_state_dict(state["per_batch"])
+        if self._per_epoch is not None:
+            self._per_epoch.load_state_dict(state["per_epoch"])
+
     def after_epoch(self, metrics: EpochMetrics) -> None:
         if self._per_epoch is not None and self._steps >= self._warmup_steps:
             self._per_epoch.step(getattr(metrics, self._metric))
