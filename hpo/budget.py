@@ -44,7 +44,8 @@ def budget_state(study: Any, budget: Any) -> BudgetState:
     if budget.max_failed_trials is not None and failed >= budget.max_failed_trials:
         reason = (f"{failed} trials failed, reaching budget.max_failed_trials = "
                   f"{budget.max_failed_trials}; see 'hpo study show' for the reasons")
-    elif budget.n_trials is not None and claimed >= budget.n_trials:
+    elif (budget.n_trials is not None and claimed >= budget.n_trials
+          and not any(t.state == TrialState.WAITING for t in trials)):  # retries still to run
         reason, exhausted = f"budget spent: {finished} of {budget.n_trials} trials finished", True
         if finished < budget.n_trials:
             reason += f", the other {claimed - finished} are running in other workers"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +32,13 @@ class TrialReporter:
         if self.on_epoch:
             self.on_epoch(metrics)
         self.record(getattr(metrics, self.metric), metrics.epoch)
+        # What Trial.should_prune does, but the pruner reads the study through a cheap view
+        # (see hpo.storage_proxy.PrunerView) and judges multi-objective trials by the first.
+        judged = pruner_study(self.study)
         if self.multi_objective:
-            frozen = self.study._storage.get_trial(self.trial._trial_id)
-            return bool(self.study.pruner.prune(FirstObjectiveView(self.study), frozen))
-        return bool(self.trial.should_prune())
+            judged = FirstObjectiveView(judged)
+        frozen = self.study._storage.get_trial(self.trial._trial_id)
+        return bool(self.study.pruner.prune(judged, frozen))
 
     def resumed(self, history: list[EpochMetrics]) -> None:
         """A retry resuming from a checkpoint: the epochs trained before the restart become
@@ -63,6 +67,25 @@ class TrialReporter:
             "seconds": [round(m.seconds, 4) for m in self.history],
             "lr": [m.lr for m in self.history],
         }
+
+
+_pruner_studies: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def pruner_study(study: Any) -> Any:
+    """``study`` as its pruner should read it: over ``hpo.storage_proxy.pruner_storage``.
+    One per study object, so that what the view has read is kept from trial to trial."""
+    from hpo.storage_proxy import pruner_storage
+
+    if study not in _pruner_studies:
+        storage = pruner_storage(study._storage)
+        if storage is study._storage:  # nothing to save on this storage
+            return study
+        import optuna
+
+        _pruner_studies[study] = optuna.Study(study_name=study.study_name, storage=storage,
+                                              sampler=study.sampler, pruner=study.pruner)
+    return _pruner_studies[study]
 
 
 class FirstObjectiveView:
