@@ -94,6 +94,7 @@ def run_worker(
     study.sampler = build_sampler(spec.sampler, rank=rank, grid=grid(spec))
     study.pruner = build_pruner(spec.pruner, max_epochs=max_epochs(spec))
     device = check_device(device)
+    import hpo.training.loop  # noqa: F401 - torch's import, once, before trials and heartbeats start
     emit = progress or (lambda event, data: None)
     grace = _enable_heartbeats(study, spec.budget)
     watchdog = Watchdog(study, max_retries=spec.budget.max_retries,
@@ -206,8 +207,6 @@ def run_trial(study: Any, trial: Any, spec: Any, *, device: str, rank: int, emit
               stop: Callable[[], bool] | None = None, max_retries: int = 0,
               trainer: Callable[..., Any] | None = None) -> TrialOutcome:
     """Sample, train and tell one trial; a failure fails the trial, never the worker."""
-    from optuna.exceptions import UpdateFinishedTrialError
-
     from hpo.checkpoints import TrialCheckpoints
     from hpo.reporter import TrialReporter
 
@@ -223,9 +222,12 @@ def run_trial(study: Any, trial: Any, spec: Any, *, device: str, rank: int, emit
                                   device=device, rank=rank, stop=stop, trainer=trainer)
     except Preempted as exc:
         return _preempted(study, trial, reporter, str(exc), started, max_retries)
-    except UpdateFinishedTrialError:
-        # Another worker judged this trial dead (its heartbeat could not reach the database
-        # for longer than the grace period) and has retried it from its checkpoint.
+    except Exception:
+        # Another worker judged this trial dead (its heartbeats did not reach the database
+        # within the grace period) and failed it: Optuna then refuses every update
+        # (UpdateFinishedTrialError, or ValueError from tell). The retry resumes elsewhere.
+        if not study._storage.get_trial(trial._trial_id).state.is_finished():
+            raise
         reason = "taken over: another worker marked it failed and retried it (missed heartbeats)"
         return TrialOutcome(trial.number, "fail", None, len(reporter.history), time.monotonic() - started, reason)
     if checkpoints is not None:
