@@ -71,6 +71,8 @@ CASES = [
       (5, "budget.n_trials", "out of range (got 0; expected a value >= 1)"),
       (5, "budget.timeout", "expected a duration such as 90, '45s', '30m', '6h' or '1h30m' (got '5x')"),
       (6, "objective.metric", "unknown value (got 'val_acc'; expected 'val_accuracy' (close match)")]),
+    ("heartbeat grace below two intervals", BASE + "budget:\n  heartbeat_interval: 10\n  heartbeat_grace_period: 15\n",
+     [(3, "budget", "heartbeat_grace_period (15 s) must be at least twice heartbeat_interval (10 s)")]),
     ("cyclic conditions", BASE + "search:\n  train.optimizer: {choices: [sgd, adam], when: {train.momentum: 0.9}}\n"
      "  train.momentum: {choices: [0.9, 0.95], when: {train.optimizer: sgd}}\n",
      [(4, "search.train.optimizer", "when/repeat conditions form a cycle")]),
