@@ -13,6 +13,7 @@ import math
 import platform
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +98,8 @@ def run_worker(
     import hpo.training.loop  # noqa: F401 - torch's import, once, before trials and heartbeats start
     emit = progress or (lambda event, data: None)
     grace = _enable_heartbeats(study, spec.budget)
+    # Optuna warns on every ask that heartbeats belong to study.optimize: hpo beats its own.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     watchdog = Watchdog(study, max_retries=spec.budget.max_retries,
                         interval=spec.budget.heartbeat_interval, grace_period=grace,
                         sweep_every=spec.budget.heartbeat_grace_period / 2,

@@ -20,3 +20,19 @@ def test_data_path_benchmark_writes_its_table(tmp_path):
     assert table.splitlines()[0] == "| path | median s/epoch | images/s |"
     assert "plain: torchvision FashionMNIST + DataLoader" in table and "hpo: in-memory tensors" in table
     assert "Speed-up: **" in table
+
+
+def test_worker_scaling_benchmark_writes_its_tables(tmp_path, postgres_url):
+    output = tmp_path / "table.md"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "worker_scaling.py"), "--tiny", "--storage", postgres_url,
+         "--calls", "3", "--output", str(output)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    table = output.read_text()
+    assert "| workers | trials/s (median) | ideal trials/s | parallel efficiency |" in table
+    assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")] == ["1", "2"]
+    assert "| pruner | Optuna's cached storage (ms) | hpo's pruner view (ms) | ratio |" in table
+    assert "| hyperband |" in table and "| median |" in table
+    assert postgres_url.split("@")[0].split(":")[-1] not in table + result.stdout + result.stderr  # no password
