@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -177,15 +176,13 @@ def prune_check_cost(url: str, *, running: int, finished: int, epochs: int, call
     return results
 
 
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
 def run(url: str, args: argparse.Namespace) -> str:
     counts = [1, 2] if args.tiny else [1, 2, 4, 8, 16]
     repeats = 1 if args.tiny else args.repeats
     epochs, epoch_seconds, per_worker = (3, 0.05, 2) if args.tiny else (args.epochs, args.epoch_seconds, args.trials_per_worker)
     trial_seconds = epochs * epoch_seconds
+    from common import machine
+
     lines = [
         f"Trial throughput on PostgreSQL: sleeping trials of {epochs} epochs x {epoch_seconds:g} s "
         f"= {trial_seconds:g} s, {per_worker} trials per worker, TPE + median pruner (a check per epoch), "
@@ -239,20 +236,13 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    from common import postgres
+
     from hpo.study import quiet_optuna
 
     quiet_optuna()
-    if args.storage:
-        table = run(args.storage, args)
-    else:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from postgres import PostgresServer, find_pg_bin_dir
-
-        bin_dir = find_pg_bin_dir()
-        if bin_dir is None:
-            raise SystemExit("PostgreSQL server binaries not found: install postgresql or pass --storage URL")
-        with PostgresServer(bin_dir) as server:
-            table = run(server.create_database("bench"), args)
+    with postgres(args.storage) as url:
+        table = run(url, args)
     print(table)
     if args.output:
         args.output.write_text(table + "\n")

@@ -95,7 +95,7 @@ def run_worker(
     study.sampler = build_sampler(spec.sampler, rank=rank, grid=grid(spec))
     study.pruner = build_pruner(spec.pruner, max_epochs=max_epochs(spec))
     device = check_device(device)
-    import hpo.training.loop  # noqa: F401 - torch's import, once, before trials and heartbeats start
+    _warm_up(spec, device)
     emit = progress or (lambda event, data: None)
     grace = _enable_heartbeats(study, spec.budget)
     # Optuna warns on every ask that heartbeats belong to study.optimize: hpo beats its own.
@@ -109,6 +109,21 @@ def run_worker(
         return _trial_loop(study, spec, n_trials=n_trials, timeout=timeout, device=device,
                            rank=rank, emit=emit, stop=stop, watchdog=watchdog,
                            trainer=trainer)
+
+
+def _warm_up(spec: Any, device: str) -> None:
+    """Pay the one-off costs (torch's import, the fixed dataset) before the first trial, so
+    that no trial's start-up or heartbeat includes them."""
+    from hpo.space import fixed_config
+    from hpo.training import DataConfig
+    from hpo.training.loop import warm_up
+
+    searched = any(key.startswith("data.") for key in spec.search)
+    data = None if searched else DataConfig.model_validate(fixed_config(spec)["data"])
+    try:
+        warm_up(data, device)
+    except Exception:  # noqa: BLE001 - the first trial meets the same problem and records it
+        pass
 
 
 def _enable_heartbeats(study: Any, budget: Any) -> float | None:
@@ -180,6 +195,7 @@ def _trial_loop(study: Any, spec: Any, *, n_trials: int | None, timeout: float |
             break
         if device == "cpu":
             share_cpu()  # other workers on this machine may have started or stopped
+        asked_at = time.perf_counter()
         trial = study.ask()
         watchdog.beat_for(trial._trial_id)
         # First thing: who runs it, so that a worker on this host can tell if we die.
@@ -189,7 +205,8 @@ def _trial_loop(study: Any, spec: Any, *, n_trials: int | None, timeout: float |
                 _hand_back(study, trial)
                 continue
             outcome = run_trial(study, trial, spec, device=device, rank=rank, emit=emit,
-                                stop=stop, max_retries=spec.budget.max_retries, trainer=trainer)
+                                stop=stop, max_retries=spec.budget.max_retries, trainer=trainer,
+                                asked_at=asked_at)
         finally:
             watchdog.beat_for(None)
         report.outcomes.append(outcome)
@@ -208,8 +225,9 @@ def _hand_back(study: Any, trial: Any) -> None:
 
 def run_trial(study: Any, trial: Any, spec: Any, *, device: str, rank: int, emit: Progress,
               stop: Callable[[], bool] | None = None, max_retries: int = 0,
-              trainer: Callable[..., Any] | None = None) -> TrialOutcome:
-    """Sample, train and tell one trial; a failure fails the trial, never the worker."""
+              trainer: Callable[..., Any] | None = None, asked_at: float | None = None) -> TrialOutcome:
+    """Sample, train and tell one trial; a failure fails the trial, never the worker.
+    ``asked_at``: perf_counter before ``ask``, for the trial's ``startup_seconds``."""
     from hpo.checkpoints import TrialCheckpoints
     from hpo.reporter import TrialReporter
 
@@ -221,7 +239,7 @@ def run_trial(study: Any, trial: Any, spec: Any, *, device: str, rank: int, emit
     checkpoints = TrialCheckpoints(store, trial) if store is not None else None
     emit("trial_start", {"trial": trial.number})
     try:
-        outcome = _train_and_tell(study, trial, spec, reporter, checkpoints, started,
+        outcome = _train_and_tell(study, trial, spec, reporter, checkpoints, started, asked_at=asked_at,
                                   device=device, rank=rank, stop=stop, trainer=trainer)
     except Preempted as exc:
         return _preempted(study, trial, reporter, str(exc), started, max_retries)
@@ -239,7 +257,8 @@ def run_trial(study: Any, trial: Any, spec: Any, *, device: str, rank: int, emit
 
 
 def _train_and_tell(study: Any, trial: Any, spec: Any, reporter: Any, checkpoints: Any,
-                    started: float, *, device: str, rank: int, stop: Callable[[], bool] | None,
+                    started: float, *, asked_at: float | None, device: str, rank: int,
+                    stop: Callable[[], bool] | None,
                     trainer: Callable[..., Any] | None) -> TrialOutcome:
     from optuna.trial import TrialState
 
@@ -285,7 +304,7 @@ def _train_and_tell(study: Any, trial: Any, spec: Any, reporter: Any, checkpoint
         trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
         return _fail(study, trial, reporter, reason, started)
 
-    _record_result(trial, reporter, result)
+    _record_result(trial, reporter, result, asked_at)
     # Before tell: Optuna refuses artifacts for finished trials. Never fails the trial.
     save_trial_artifacts(study, trial, reporter.history, result, spec=spec)
     epochs = len(result.history)
@@ -386,7 +405,10 @@ def _record_context(trial: Any, config: dict[str, Any], device: str, rank: int) 
     })
 
 
-def _record_result(trial: Any, reporter: Any, result: Any) -> None:
+def _record_result(trial: Any, reporter: Any, result: Any, asked_at: float | None) -> None:
+    if result.first_step_at is not None and asked_at is not None:
+        # From ask to the first optimiser step: sampling, storage, data, model, optimiser.
+        trial.set_user_attr("startup_seconds", round(result.first_step_at - asked_at, 4))
     trial.set_user_attr("params_trainable", result.params_trainable)
     trial.set_user_attr("params_total", result.params_total)
     trial.set_user_attr("seconds_per_epoch", round(result.seconds_per_epoch, 4))

@@ -36,3 +36,17 @@ def test_worker_scaling_benchmark_writes_its_tables(tmp_path, postgres_url):
     assert "| pruner | Optuna's cached storage (ms) | hpo's pruner view (ms) | ratio |" in table
     assert "| hyperband |" in table and "| median |" in table
     assert postgres_url.split("@")[0].split(":")[-1] not in table + result.stdout + result.stderr  # no password
+
+
+def test_trial_startup_benchmark_writes_its_table(tmp_path):
+    output = tmp_path / "table.md"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "trial_startup.py"), "--tiny", "--output", str(output)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    table = output.read_text()
+    assert "| storage | first trial (ms) | later trials, median (ms) | p90 (ms) | later trials | goal met |" in table
+    (row,) = [line for line in table.splitlines() if line.startswith("| embedded journal |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[4] == "2" and cells[5] in ("yes", "no")

@@ -33,7 +33,7 @@ from hpo.study import OVER_BUDGET_ATTR
 SPEC = """\
 name: {name}
 objective: {{metric: val_accuracy, direction: maximize}}
-budget: {{n_trials: {n_trials}, max_retries: 2, {heartbeats}}}
+budget: {{n_trials: {n_trials}, max_retries: 2, {budget}}}
 sampler: {{name: random, seed: 0}}
 pruner: {{name: {pruner}}}
 data: {{name: digits, val_fraction: 0.2, test_fraction: 0.2, split_seed: 0}}
@@ -45,10 +45,10 @@ search:
 
 
 def create(root: Path, url: str, name: str, *, n_trials: int, epochs: int, batch_size: int = 16,
-           pruner: str = "none", heartbeats: str = "heartbeat_interval: 1, heartbeat_grace_period: 3") -> dict[str, str]:
+           pruner: str = "none", budget: str = "heartbeat_interval: 1, heartbeat_grace_period: 3") -> dict[str, str]:
     path = root / f"{name}.yaml"
     path.write_text(SPEC.format(name=name, n_trials=n_trials, epochs=epochs, batch_size=batch_size, pruner=pruner,
-                                heartbeats=heartbeats))
+                                budget=budget))
     env = hpo_env(storage=url)
     created = run_hpo("study", "create", str(path), "--artifacts", str(root / "artifacts"), env=env, cwd=root)
     assert created.returncode == 0, describe([created])
@@ -163,7 +163,7 @@ def test_16_workers_share_one_study_exactly_within_2_connections_each(tmp_path, 
     # The default heartbeat settings: 16 processes starting torch on 2 cores can hold a
     # heartbeat back for seconds, which a 3 s grace period would take for a dead worker.
     env = create(tmp_path, url, "sixteen", n_trials=n_trials, epochs=2, batch_size=256, pruner="median",
-                 heartbeats="heartbeat_interval: 10, heartbeat_grace_period: 60")
+                 budget="heartbeat_interval: 10, heartbeat_grace_period: 60")
 
     peak = {"connections": 0}
     done = threading.Event()
@@ -202,3 +202,44 @@ def test_16_workers_share_one_study_exactly_within_2_connections_each(tmp_path, 
     assert len({t.params["train.lr"] for t in finished}) == n_trials  # per-worker seeds: no duplicates
     assert len({t.user_attrs["worker"]["pid"] for t in finished}) > 1
     assert 0 < peak["connections"] <= 2 * n_workers, peak
+
+
+def test_out_of_memory_divergence_and_errors_are_recorded_and_too_many_failures_stop_the_worker(tmp_path, postgres_url):
+    """Faults 4-7 on PostgreSQL, in-process, with a stand-in for training that fails in turn."""
+    import torch
+    from click.testing import CliRunner
+
+    from hpo.cli.main import cli
+    from hpo.errors import DivergedError
+    from hpo.storage import resolve_storage
+    from hpo.worker import run_worker
+
+    create(tmp_path, postgres_url, "faults", n_trials=10, epochs=3, budget="max_failed_trials: 2")
+    calls = {"n": 0}
+
+    def failing(data, model, train, *, reporter, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if calls["n"] == 2:
+            raise DivergedError("loss became nan at epoch 1, batch 3")
+        raise RuntimeError("a bug in a custom model")
+
+    report = run_worker("faults", resolve_storage(postgres_url), trainer=failing, reconnect_timeout=10)
+    assert report.exit_code == 1
+    assert report.stop_reason == ("2 trials failed, reaching budget.max_failed_trials = 2; "
+                                  "see 'hpo study show' for the reasons")
+    assert [o.state for o in report.outcomes] == ["steered", "steered", "fail", "fail"]
+    trials = load(postgres_url, "faults").get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL]
+    assert trials[0].user_attrs["fail_reason"] == "out of memory at batch_size=16"
+    assert trials[0].intermediate_values == {1: float("-inf")}  # the sampler steers away
+    assert trials[1].user_attrs["fail_reason"] == "loss became nan at epoch 1, batch 3"
+    assert trials[2].user_attrs["fail_reason"] == "RuntimeError: a bug in a custom model"
+    shown = CliRunner().invoke(cli, ["study", "show", "faults", "--storage", postgres_url, "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    import json
+
+    failures = {f["reason"]: f["count"] for f in json.loads(shown.stdout)["failures"]}
+    assert failures == {"RuntimeError: a bug in a custom model": 2, "out of memory at batch_size=16": 1,
+                        "loss became nan at epoch 1, batch 3": 1}

@@ -67,6 +67,7 @@ def test_worker_runs_the_global_budget_and_records_every_trial(study):
         assert attrs["seconds_per_epoch"] > 0 and attrs["device"] == "cpu" and attrs["seed"] == 0
         assert set(attrs["versions"]) == {"hpo", "optuna", "torch", "python"}
         assert attrs["images_per_second"] > 0 and attrs["peak_memory_mb"] > 0
+        assert 0 < attrs["startup_seconds"] < attrs["seconds_per_epoch"] * 2 + 60
         assert attrs["precision"] == "fp32"
         assert attrs["curves"]["lr"] == [t.params["train.lr"]] * 2  # no schedule: constant
         counts = attrs["data"]["class_counts"]
@@ -308,7 +309,9 @@ def test_a_trial_whose_worker_was_killed_is_failed_and_retried_with_the_same_par
     retry = trials[1]
     assert retry.state == optuna.trial.TrialState.WAITING
     assert retry.system_attrs["fixed_params"] == orphan.params
-    assert retry.user_attrs == {"retry_of": 0, "retries": 1}
+    # It resumes from the orphan's last checkpoint, if the orphan finished an epoch.
+    resume = {"resume_from": orphan.user_attrs["checkpoint"]} if "checkpoint" in orphan.user_attrs else {}
+    assert retry.user_attrs == {"retry_of": 0, "retries": 1, **resume}
     # Any worker then runs the retry with the same parameters, and the budget ends exact.
     result = run("worker", "tiny", "--rank", "1")
     assert result.exit_code == 0, result.output

@@ -50,6 +50,7 @@ class _Run:
     grad_clip: float | None
     augment: Callable[[torch.Tensor], torch.Tensor] | None
     channels_last: bool
+    first_step_at: float | None = None  # perf_counter when the first optimiser step was done
 
     def inputs(self, x: torch.Tensor, *, train: bool) -> torch.Tensor:
         if train and self.augment is not None:
@@ -73,6 +74,8 @@ class _Run:
             self.scaler.step(self.opt)
             self.scaler.update()
         self.schedule.after_batch()
+        if self.first_step_at is None:
+            self.first_step_at = time.perf_counter()
 
 
 class _StopAtBatch(Exception):
@@ -342,7 +345,22 @@ def _train(
         val_targets=last_eval[1].cpu().tolist() if last_eval else None,
         in_shape=tuple(splits.in_shape),
         class_names=tuple(splits.class_names),
+        first_step_at=run.first_step_at,
     )
+
+
+def warm_up(data: DataConfig | None, device: str = "cpu") -> None:
+    """What the first trial of a worker would otherwise pay once: the dataset, when the spec
+    fixes it (``data`` None: searched, nothing to prepare), and torch's lazily imported
+    optimiser machinery (the first optimiser built in a process imports torch._dynamo,
+    seconds on a small CPU)."""
+    dev = torch.device(device)
+    if data is not None:
+        load_splits(data, dev)
+    weight = nn.Parameter(torch.zeros(1, device=dev))
+    opt = torch.optim.Adam([weight])
+    weight.sum().backward()
+    opt.step()
 
 
 def train_final(

@@ -50,3 +50,5 @@ class TrainingResult:
     val_targets: list[int] | None = field(default=None, repr=False)
     in_shape: tuple[int, ...] = ()  # (C, H, W) the model takes: to rebuild it for the weights
     class_names: tuple[str, ...] = ()
+    # perf_counter when the first optimiser step was done (the trial's start-up ends there).
+    first_step_at: float | None = None
