@@ -218,8 +218,8 @@ def _hand_back(study: Any, trial: Any) -> None:
     """Another worker took the last slot first: close this trial without running it."""
     from optuna.trial import TrialState
 
-    trial.set_user_attr(OVER_BUDGET_ATTR, True)
-    trial.set_user_attr("fail_reason", "not run: the study's n_trials budget was already taken")
+    _set_attrs(trial, {OVER_BUDGET_ATTR: True,
+                       "fail_reason": "not run: the study's n_trials budget was already taken"})
     study.tell(trial, state=TrialState.FAIL)
 
 
@@ -271,7 +271,6 @@ def _train_and_tell(study: Any, trial: Any, spec: Any, reporter: Any, checkpoint
     metric = objectives[0].metric
     try:
         config = sample_config(trial, spec)
-        trial.set_user_attr("config", config)
         _record_context(trial, config, device, rank)
         result = (trainer or train_model)(
             DataConfig.model_validate(config["data"]),
@@ -364,11 +363,10 @@ def _steer_away(study: Any, trial: Any, reporter: Any, reason: str, started: flo
     worst = -math.inf if first.direction == "maximize" else math.inf
     epochs = len(reporter.history)
     reporter.record(worst, epochs + 1)
-    trial.set_user_attr("fail_reason", reason)
-    trial.set_user_attr("epochs_trained", epochs)
-    trial.set_user_attr("pruned_at_epoch", epochs)
+    attrs = {"fail_reason": reason, "epochs_trained": epochs, "pruned_at_epoch": epochs}
     if reporter.history:
-        trial.set_user_attr("curves", reporter.curves())
+        attrs["curves"] = reporter.curves()
+    _set_attrs(trial, attrs)
     study.tell(trial, state=TrialState.PRUNED)
     return TrialOutcome(trial.number, "steered", None, epochs, time.monotonic() - started, reason)
 
@@ -396,38 +394,51 @@ def _record_context(trial: Any, config: dict[str, Any], device: str, rank: int) 
 
     import hpo
 
-    trial.set_user_attr("seed", config["train"]["seed"])
-    trial.set_user_attr("device", device)
-    trial.set_user_attr("cpu_threads", torch.get_num_threads())
-    trial.set_user_attr("versions", {
-        "hpo": hpo.__version__, "optuna": optuna.__version__, "torch": torch.__version__,
-        "python": platform.python_version(),
+    _set_attrs(trial, {
+        "config": config,
+        "seed": config["train"]["seed"],
+        "device": device,
+        "cpu_threads": torch.get_num_threads(),
+        "versions": {"hpo": hpo.__version__, "optuna": optuna.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
     })
 
 
 def _record_result(trial: Any, reporter: Any, result: Any, asked_at: float | None) -> None:
+    attrs = {
+        "params_trainable": result.params_trainable,
+        "params_total": result.params_total,
+        "seconds_per_epoch": round(result.seconds_per_epoch, 4),
+        "images_per_second": round(result.images_per_second, 1),
+        "peak_memory_mb": result.peak_memory_mb and round(result.peak_memory_mb, 1),
+        "precision": result.precision,
+        "data": result.data_report,
+        "epochs_trained": len(result.history),
+        "stopped_early": result.stopped_early,
+        "curves": reporter.curves(),
+    }
     if result.first_step_at is not None and asked_at is not None:
         # From ask to the first optimiser step: sampling, storage, data, model, optimiser.
-        trial.set_user_attr("startup_seconds", round(result.first_step_at - asked_at, 4))
-    trial.set_user_attr("params_trainable", result.params_trainable)
-    trial.set_user_attr("params_total", result.params_total)
-    trial.set_user_attr("seconds_per_epoch", round(result.seconds_per_epoch, 4))
-    trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
-    trial.set_user_attr("peak_memory_mb", result.peak_memory_mb and round(result.peak_memory_mb, 1))
-    trial.set_user_attr("precision", result.precision)
-    trial.set_user_attr("data", result.data_report)
-    trial.set_user_attr("epochs_trained", len(result.history))
-    trial.set_user_attr("stopped_early", result.stopped_early)
-    trial.set_user_attr("curves", reporter.curves())
+        attrs["startup_seconds"] = round(result.first_step_at - asked_at, 4)
+    _set_attrs(trial, attrs)
+
+
+def _set_attrs(trial: Any, attrs: dict[str, Any]) -> None:
+    """``trial.set_user_attr`` for several at once: one transaction on a database."""
+    from hpo.storage_proxy import set_user_attrs
+
+    set_user_attrs(trial.study._storage, trial._trial_id, attrs)
+    trial._cached_frozen_trial.user_attrs.update(attrs)  # as Trial.set_user_attr keeps it
 
 
 def _fail(study: Any, trial: Any, reporter: Any, reason: str, started: float | None = None) -> TrialOutcome:
     from optuna.trial import TrialState
 
-    trial.set_user_attr("fail_reason", reason)
-    trial.set_user_attr("epochs_trained", len(reporter.history))
+    attrs = {"fail_reason": reason, "epochs_trained": len(reporter.history)}
     if reporter.history:
-        trial.set_user_attr("curves", reporter.curves())
+        attrs["curves"] = reporter.curves()
+    _set_attrs(trial, attrs)
+    if reporter.history:
         from hpo.trial_artifacts import save_trial_artifacts
 
         save_trial_artifacts(study, trial, reporter.history)  # the curve of what it reached
