@@ -1,4 +1,4 @@
-"""Epoch time of hpo's in-memory tensor path against a plain DataLoader loop.
+"""Epoch time of hpo's training loop against a plain DataLoader loop, for a CNN and an MLP.
 
 The plain loop is how these models were trained before the service: torchvision's
 FashionMNIST with ToTensor + Normalize, a DataLoader, the same model, optimiser and batch
@@ -46,12 +46,19 @@ def write_fashion_mnist(root: Path, n_train: int, n_test: int, seed: int = 0) ->
                 (raw / f"{prefix}-{suffix}").write_bytes(src.read())
 
 
-def make_model_and_optimizer(seed: int):
-    from models import CNNConfig, create_model
+MODELS = {
+    "cnn": ("CNN 2×32 filters + FC 128", {"name": "cnn", "n_blocks": 2, "filters": 32, "fc_width": 128}),
+    "mlp": ("MLP 2×256", {"name": "mlp", "n_layers": 2, "width": 256}),
+}
+
+
+def make_model_and_optimizer(seed: int, model: str):
+    from models import create_model
+    from models.registry import parse_model_config
 
     torch.manual_seed(seed)
-    model = create_model(CNNConfig(n_blocks=2, filters=32, fc_width=128), (1, 28, 28), 10)
-    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+    net = create_model(parse_model_config(MODELS[model][1]), (1, 28, 28), 10)
+    return net, torch.optim.Adam(net.parameters(), lr=1e-3)
 
 
 def step(model, optimizer, x, y) -> None:
@@ -61,7 +68,7 @@ def step(model, optimizer, x, y) -> None:
     optimizer.step()
 
 
-def plain_epoch(root: Path, indices: np.ndarray, batch_size: int, workers: int) -> float:
+def plain_epoch(root: Path, indices: np.ndarray, batch_size: int, workers: int, model: str) -> float:
     """torchvision dataset + transforms + DataLoader, as a hand-written script does it."""
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
@@ -70,55 +77,64 @@ def plain_epoch(root: Path, indices: np.ndarray, batch_size: int, workers: int) 
     dataset = Subset(datasets.FashionMNIST(str(root), train=True, transform=transform), indices.tolist())
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                         persistent_workers=False)
-    model, optimizer = make_model_and_optimizer(0)
-    model.train()
+    net, optimizer = make_model_and_optimizer(0, model)
+    net.train()
     started = time.perf_counter()
     for x, y in loader:
-        step(model, optimizer, x, y)
+        step(net, optimizer, x, y)
     return time.perf_counter() - started
 
 
-def hpo_epoch(splits, batch_size: int) -> float:
-    """hpo's path: the split is a tensor on the device, batches are index slices."""
-    model, optimizer = make_model_and_optimizer(0)
-    model.train()
+def hpo_epoch(splits, data, batch_size: int, model: str) -> float:
+    """hpo's own epoch loop (hpo.training.loop._train_epoch, as every trial runs it) over the
+    split held as a tensor on the device, batches drawn as index slices."""
+    from hpo.training.config import TrainConfig
+    from hpo.training.loop import _build, _train_epoch
+    from models.registry import parse_model_config
+
+    train = TrainConfig(epochs=1, batch_size=batch_size, optimizer="adam", lr=1e-3, seed=0)
+    run = _build(data, parse_model_config(MODELS[model][1]), train, splits, torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
     started = time.perf_counter()
-    for x, y in splits.train.batches(batch_size, generator=generator, train=True):
-        step(model, optimizer, x, y)
+    _train_epoch(run, splits.train, batch_size, generator, 1)
     return time.perf_counter() - started
 
 
-def run(n_train: int, n_test: int, repeats: int, batch_size: int, workers: int) -> str:
+def run(n_train: int, n_test: int, repeats: int, batch_size: int, workers: int, models: list[str]) -> str:
     from hpo.training.config import DataConfig
     from hpo.training.data import load_splits
 
+    tables = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_fashion_mnist(root, n_train, n_test)
+        data = DataConfig(name="fashion_mnist", root=str(root), val_fraction=0.1)
         started = time.perf_counter()
-        splits = load_splits(DataConfig(name="fashion_mnist", root=str(root), val_fraction=0.1), "cpu")
+        splits = load_splits(data, "cpu")
         prepare = time.perf_counter() - started
         n_images = len(splits.train)
         # The plain loop trains on as many images as hpo's training split holds.
         indices = np.random.default_rng(0).permutation(n_train)[:n_images]
-        hpo_epoch(splits, batch_size)  # warm-up: first-call costs are not per epoch
-        plain, fast = [], []
-        for _ in range(repeats):  # interleaved, so drifting machine load hits both alike
-            plain.append(plain_epoch(root, indices, batch_size, workers))
-            fast.append(hpo_epoch(splits, batch_size))
-    p, h = statistics.median(plain), statistics.median(fast)
-    rows = [
-        "| path | median s/epoch | images/s |",
-        "|---|---|---|",
-        f"| plain: torchvision FashionMNIST + DataLoader (num_workers={workers}) | {p:.2f} | {n_images / p:,.0f} |",
-        f"| hpo: in-memory tensors, index batches | {h:.2f} | {n_images / h:,.0f} |",
-        "",
-        f"Speed-up: **{p / h:.2f}×** (median of {repeats}; {n_images:,} training images, batch {batch_size}, "
-        f"CNN 2×32 filters + FC 128, Adam; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}). hpo's one-off preparation per worker: {prepare:.2f} s.",
-    ]
-    return "\n".join(rows)
+        for model in models:
+            hpo_epoch(splits, data, batch_size, model)  # warm-up: first-call costs are not per epoch
+            plain, fast = [], []
+            for _ in range(repeats):  # interleaved, so drifting machine load hits both alike
+                plain.append(plain_epoch(root, indices, batch_size, workers, model))
+                fast.append(hpo_epoch(splits, data, batch_size, model))
+            p, h = statistics.median(plain), statistics.median(fast)
+            tables.append("\n".join([
+                f"{MODELS[model][0]}:",
+                "",
+                "| path | median s/epoch | images/s |",
+                "|---|---|---|",
+                f"| plain: torchvision FashionMNIST + DataLoader (num_workers={workers}) | {p:.2f} | {n_images / p:,.0f} |",
+                f"| hpo: in-memory tensors, index batches, hpo's epoch loop | {h:.2f} | {n_images / h:,.0f} |",
+                "",
+                f"Speed-up: **{p / h:.2f}×** (median of {repeats}; {n_images:,} training images, batch {batch_size}, "
+                f"{MODELS[model][0]}, Adam; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+                f"{platform.processor() or platform.machine()}). hpo's one-off preparation per worker: {prepare:.2f} s.",
+            ]))
+    return "\n\n".join(tables)
 
 
 def main() -> None:
@@ -127,10 +143,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
+    parser.add_argument("--model", choices=["cnn", "mlp", "both"], default="both")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     args = parser.parse_args()
     n_train, n_test, repeats = (2000, 500, 1) if args.tiny else (60000, 10000, args.repeats)
-    table = run(n_train, n_test, repeats, args.batch_size, args.workers)
+    models = ["cnn", "mlp"] if args.model == "both" else [args.model]
+    table = run(n_train, n_test, repeats, args.batch_size, args.workers, models)
     print(table)
     if args.output:
         args.output.write_text(table + "\n")

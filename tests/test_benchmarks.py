@@ -17,9 +17,10 @@ def test_data_path_benchmark_writes_its_table(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     table = output.read_text()
-    assert table.splitlines()[0] == "| path | median s/epoch | images/s |"
-    assert "plain: torchvision FashionMNIST + DataLoader" in table and "hpo: in-memory tensors" in table
-    assert "Speed-up: **" in table
+    assert table.splitlines()[0] == "CNN 2×32 filters + FC 128:" and "\nMLP 2×256:\n" in table
+    assert table.count("| path | median s/epoch | images/s |") == 2
+    assert table.count("plain: torchvision FashionMNIST + DataLoader") == table.count("hpo: in-memory tensors") == 2
+    assert table.count("Speed-up: **") == 2
 
 
 def test_worker_scaling_benchmark_writes_its_tables(tmp_path, postgres_url):
