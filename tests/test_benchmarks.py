@@ -51,3 +51,17 @@ def test_trial_startup_benchmark_writes_its_table(tmp_path):
     (row,) = [line for line in table.splitlines() if line.startswith("| embedded journal |")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[4] == "2" and cells[5] in ("yes", "no")
+
+
+def test_trial_overhead_benchmark_writes_its_table(tmp_path):
+    output = tmp_path / "table.md"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "trial_overhead.py"), "--tiny", "--output", str(output)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    table = output.read_text()
+    assert "| storage | finished trials | plain Optuna script (ms) | hpo worker (ms) | hpo / plain |" in table
+    (row,) = [line for line in table.splitlines() if line.startswith("| embedded journal |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "30" and float(cells[2]) > 0 and float(cells[3]) > 0

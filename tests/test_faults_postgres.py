@@ -93,9 +93,10 @@ def test_a_dead_remote_workers_trial_is_swept_by_heartbeat_while_the_others_trai
         cur.execute("UPDATE trial_heartbeats SET heartbeat = heartbeat - interval '1 hour' WHERE trial_id = %s",
                     (ghost._trial_id,))
 
-    def swept():
+    def swept():  # failed, and then (a moment later) its retry enqueued
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-        return trials if trials[ghost.number].state == TrialState.FAIL else None
+        retried = any(t.user_attrs.get("retry_of") == ghost.number for t in trials.values())
+        return trials if trials[ghost.number].state == TrialState.FAIL and retried else None
 
     trials = wait_until(swept, "the ghost trial to be swept", [worker], timeout=30)
     # Swept by the periodic sweep while the worker was still inside trial 0.
