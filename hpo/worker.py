@@ -20,7 +20,7 @@ from typing import Any
 
 from hpo.budget import budget_state, is_over_budget
 from hpo.artifacts import study_store
-from hpo.errors import DivergedError, HpoError, Preempted, UsageError
+from hpo.errors import DivergedError, HpoError, Preempted, StorageError, UsageError
 from hpo.heartbeat import Watchdog
 from hpo.recovery import worker_identity
 from hpo.storage import StorageTarget
@@ -243,6 +243,8 @@ def run_trial(study: Any, trial: Any, spec: Any, *, device: str, rank: int, emit
                                   device=device, rank=rank, stop=stop, trainer=trainer)
     except Preempted as exc:
         return _preempted(study, trial, reporter, str(exc), started, max_retries)
+    except StorageError:  # the database stayed unreachable past --reconnect-timeout
+        raise
     except Exception:
         # Another worker judged this trial dead (its heartbeats did not reach the database
         # within the grace period) and failed it: Optuna then refuses every update
@@ -284,7 +286,7 @@ def _train_and_tell(study: Any, trial: Any, spec: Any, reporter: Any, checkpoint
     except KeyboardInterrupt:
         _fail(study, trial, reporter, "interrupted (SIGINT)")
         raise
-    except Preempted:
+    except (Preempted, StorageError):  # not the trial's fault: handled by the caller
         raise
     except DivergedError as exc:
         return _steer_away(study, trial, reporter, str(exc), started, objectives[0])
