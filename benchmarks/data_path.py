@@ -149,9 +149,9 @@ def main() -> None:
     n_train, n_test, repeats = (2000, 500, 1) if args.tiny else (60000, 10000, args.repeats)
     models = ["cnn", "mlp"] if args.model == "both" else [args.model]
     table = run(n_train, n_test, repeats, args.batch_size, args.workers, models)
-    print(table)
-    if args.output:
-        args.output.write_text(table + "\n")
+    from common import write_table
+
+    write_table(table, args.output)
 
 
 if __name__ == "__main__":

@@ -42,22 +42,9 @@ search:
 """
 
 
-def zero_cost_trainer(data, model, train, *, device, reporter, checkpoints=None, stop_requested=None):
-    """Stands in for training: reports a constant per epoch, at no cost."""
-    from hpo.training.metrics import EpochMetrics, TrainingResult
-
-    history = []
-    for epoch in range(1, train.epochs + 1):
-        metrics = EpochMetrics(epoch=epoch, train_loss=1.0, val_loss=1.0, val_accuracy=0.5, seconds=0.0, lr=train.lr)
-        history.append(metrics)
-        if reporter.report(metrics):
-            break
-    return TrainingResult(history=history, pruned=False, stopped_early=False, params_trainable=1, params_total=1,
-                          seconds_per_epoch=0.0, device=device, seed=0, peak_memory_mb=None,
-                          images_per_second=0.0, precision="fp32")
-
-
 def hpo_ends(storage: str, n_trials: int, work: Path, name: str) -> list[float]:
+    from common import stand_in_trainer
+
     from hpo.spec import load_spec
     from hpo.storage import resolve_storage
     from hpo.study import create_study
@@ -68,7 +55,7 @@ def hpo_ends(storage: str, n_trials: int, work: Path, name: str) -> list[float]:
     target = resolve_storage(storage)
     create_study(load_spec(path), target, artifacts=str(work / f"{name}-artifacts"))
     ends: list[float] = []
-    report = run_worker(name, target, rank=0, trainer=zero_cost_trainer,
+    report = run_worker(name, target, rank=0, trainer=stand_in_trainer(),
                         progress=lambda event, data: ends.append(time.perf_counter()) if event == "trial_end" else None)
     if report.exit_code:
         raise SystemExit(f"the worker stopped: {report.stop_reason}")
@@ -115,7 +102,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from common import machine, postgres
+    from common import machine, postgres, write_table
 
     from hpo.study import quiet_optuna
 
@@ -143,10 +130,7 @@ def main() -> None:
                     p, h = per_trial_ms(plain, mark), per_trial_ms(ours, mark)
                     lines.append(f"| {label} | {mark} | {p:.1f} | {h:.1f} | {h / p:.2f} |")
                     print(lines[-1], flush=True)
-    table = "\n".join(lines)
-    print(table)
-    if args.output:
-        args.output.write_text(table + "\n")
+    write_table("\n".join(lines), args.output)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from common import machine, postgres
+    from common import machine, postgres, write_table
 
     from hpo.study import quiet_optuna
 
@@ -97,10 +97,7 @@ def main() -> None:
         if not args.tiny:
             with postgres(args.storage) as url:
                 lines.append(row("PostgreSQL", startups(url, n, work, "startup-postgres", warm)))
-    table = "\n".join(lines)
-    print(table)
-    if args.output:
-        args.output.write_text(table + "\n")
+    write_table("\n".join(lines), args.output)
 
 
 if __name__ == "__main__":

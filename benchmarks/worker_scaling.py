@@ -48,30 +48,10 @@ search:
 """
 
 
-def sleeping_trainer(epoch_seconds: float):
-    """Stands in for ``hpo.training.train_model``: sleeps per epoch, reports a constant
-    value (so the median rule never prunes and every trial lasts the same)."""
-
-    def train(data, model, train, *, device, reporter, checkpoints=None, stop_requested=None):
-        from hpo.training.metrics import EpochMetrics, TrainingResult
-
-        history = []
-        for epoch in range(1, train.epochs + 1):
-            time.sleep(epoch_seconds)
-            metrics = EpochMetrics(epoch=epoch, train_loss=1.0, val_loss=1.0, val_accuracy=0.5,
-                                   seconds=epoch_seconds, lr=train.lr)
-            history.append(metrics)
-            if reporter.report(metrics):
-                break
-        return TrainingResult(history=history, pruned=False, stopped_early=False, params_trainable=1,
-                              params_total=1, seconds_per_epoch=epoch_seconds, device=device, seed=0,
-                              peak_memory_mb=None, images_per_second=0.0, precision="fp32")
-
-    return train
-
-
 def child(args: argparse.Namespace) -> None:
     """One worker: import everything, wait for the others, run the loop."""
+    from common import stand_in_trainer
+
     from hpo.storage import resolve_storage
     from hpo.worker import run_worker
 
@@ -80,7 +60,7 @@ def child(args: argparse.Namespace) -> None:
     while not Path(args.go).exists():
         time.sleep(0.01)
     report = run_worker(args.study, resolve_storage(os.environ["HPO_STORAGE"]), rank=args.rank,
-                        trainer=sleeping_trainer(args.epoch_seconds))
+                        trainer=stand_in_trainer(args.epoch_seconds))
     sys.exit(report.exit_code)
 
 
@@ -236,16 +216,14 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    from common import postgres
+    from common import postgres, write_table
 
     from hpo.study import quiet_optuna
 
     quiet_optuna()
     with postgres(args.storage) as url:
         table = run(url, args)
-    print(table)
-    if args.output:
-        args.output.write_text(table + "\n")
+    write_table(table, args.output)
 
 
 if __name__ == "__main__":

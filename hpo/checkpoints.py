@@ -28,7 +28,6 @@ class TrialCheckpoints:
         self.trial = trial
         self.resume_from: str | None = trial.user_attrs.get(RESUME_FROM_ATTR)
         self.current: str | None = None
-        self.saves = 0
 
     def load(self) -> dict[str, Any] | None:
         if not self.resume_from:
@@ -56,7 +55,6 @@ class TrialCheckpoints:
         self.trial.set_user_attr(CHECKPOINT_ATTR, artifact_id)
         previous, self.current = self.current or self.resume_from, artifact_id
         self.resume_from = None  # superseded: this trial's own checkpoint is the one to resume
-        self.saves += 1
         self._remove(previous)
 
     def discard(self) -> None:

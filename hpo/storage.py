@@ -21,6 +21,10 @@ from hpo.errors import StorageError, UsageError
 ENV_VAR = "HPO_STORAGE"
 DEFAULT_FILE = "hpo-studies.journal"
 RDB_SCHEMES = ("postgresql", "sqlite", "mysql")
+# How long a worker waits for an unreachable database (hpo worker --reconnect-timeout): a
+# PostgreSQL restart takes seconds, a failover or a maintenance window minutes. Past this
+# the worker exits with an error rather than hang unnoticed.
+DEFAULT_RECONNECT_TIMEOUT = 300.0
 
 # PostgreSQL's default limit is 100 connections: keep each worker to a couple, check a
 # pooled connection before use (servers restart), and fail fast on an unreachable host.

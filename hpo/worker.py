@@ -23,13 +23,9 @@ from hpo.artifacts import study_store
 from hpo.errors import DivergedError, HpoError, Preempted, StorageError, UsageError
 from hpo.heartbeat import Watchdog
 from hpo.recovery import worker_identity
-from hpo.storage import StorageTarget
+from hpo.storage import DEFAULT_RECONNECT_TIMEOUT, StorageTarget
 from hpo.study import OVER_BUDGET_ATTR, load_study
 from hpo.threads import registered_worker, share_cpu
-
-# A PostgreSQL restart takes seconds; a failover or a maintenance window minutes. Past this,
-# the worker exits with an error rather than hang unnoticed.
-DEFAULT_RECONNECT_TIMEOUT = 300.0
 
 
 @dataclass

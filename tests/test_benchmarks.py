@@ -9,14 +9,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_data_path_benchmark_writes_its_table(tmp_path):
+def run_tiny(tmp_path: Path, script: str, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run ``benchmarks/SCRIPT --tiny ARGS --output FILE``; returns the process and the table."""
     output = tmp_path / "table.md"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "data_path.py"), "--tiny", "--output", str(output)],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--tiny", *args, "--output", str(output)],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    table = output.read_text()
+    return result, output.read_text()
+
+
+def journal_row(table: str) -> list[str]:
+    (row,) = [line for line in table.splitlines() if line.startswith("| embedded journal |")]
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+def test_data_path_benchmark_writes_its_table(tmp_path):
+    result, table = run_tiny(tmp_path, "data_path.py")
     assert table.splitlines()[0] == "CNN 2×32 filters + FC 128:" and "\nMLP 2×256:\n" in table
     assert table.count("| path | median s/epoch | images/s |") == 2
     assert table.count("plain: torchvision FashionMNIST + DataLoader") == table.count("hpo: in-memory tensors") == 2
@@ -24,14 +34,7 @@ def test_data_path_benchmark_writes_its_table(tmp_path):
 
 
 def test_worker_scaling_benchmark_writes_its_tables(tmp_path, postgres_url):
-    output = tmp_path / "table.md"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "worker_scaling.py"), "--tiny", "--storage", postgres_url,
-         "--calls", "3", "--output", str(output)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    table = output.read_text()
+    result, table = run_tiny(tmp_path, "worker_scaling.py", "--storage", postgres_url, "--calls", "3")
     assert "| workers | trials/s (median) | ideal trials/s | parallel efficiency |" in table
     assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")] == ["1", "2"]
     assert "| pruner | Optuna's cached storage (ms) | hpo's pruner view (ms) | ratio |" in table
@@ -40,28 +43,14 @@ def test_worker_scaling_benchmark_writes_its_tables(tmp_path, postgres_url):
 
 
 def test_trial_startup_benchmark_writes_its_table(tmp_path):
-    output = tmp_path / "table.md"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "trial_startup.py"), "--tiny", "--output", str(output)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    table = output.read_text()
+    result, table = run_tiny(tmp_path, "trial_startup.py")
     assert "| storage | first trial (ms) | later trials, median (ms) | p90 (ms) | later trials | goal met |" in table
-    (row,) = [line for line in table.splitlines() if line.startswith("| embedded journal |")]
-    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    cells = journal_row(table)
     assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[4] == "2" and cells[5] in ("yes", "no")
 
 
 def test_trial_overhead_benchmark_writes_its_table(tmp_path):
-    output = tmp_path / "table.md"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "trial_overhead.py"), "--tiny", "--output", str(output)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    table = output.read_text()
+    result, table = run_tiny(tmp_path, "trial_overhead.py")
     assert "| storage | finished trials | plain Optuna script (ms) | hpo worker (ms) | hpo / plain |" in table
-    (row,) = [line for line in table.splitlines() if line.startswith("| embedded journal |")]
-    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    cells = journal_row(table)
     assert cells[1] == "30" and float(cells[2]) > 0 and float(cells[3]) > 0

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from hpo.cli.common import storage_option, storage_target
+from hpo.storage import DEFAULT_RECONNECT_TIMEOUT
 
 
 @click.command()
@@ -29,7 +30,8 @@ from hpo.cli.common import storage_option, storage_target
 @click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True,
               help="With --processes or --gpus: restart a process that crashed or was killed "
               "at most this many times.")
-@click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=300, show_default=True,
+@click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=DEFAULT_RECONNECT_TIMEOUT,
+              show_default=True,
               metavar="SECONDS", help="How long to wait (with backoff) for an unreachable "
               "database before giving up; 0 fails at once.")
 @click.option("--quiet", is_flag=True, help="One log line per trial instead of live progress.")
