@@ -33,6 +33,9 @@ class DataConfig(BaseModel):
     val_fraction: float = Field(0.2, gt=0, lt=1)
     # Held out, never seen while tuning; only for datasets without an official test split.
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    # Keep only this stratified share of what is left for training (after validation and
+    # test are carved off), for quick tuning on a large dataset; validation stays whole.
+    train_fraction: float = Field(1.0, gt=0, le=1)
     split_seed: int = 0  # separate from train.seed so every trial sees the same split
     # Side of the square images the model sees; None keeps the stored size (64 for folders).
     image_size: int | None = Field(None, ge=4, le=4096)

@@ -189,7 +189,8 @@ def _stats(
 
 
 @functools.cache
-def plan(key: RawKey, classes: Any, val_fraction: float, test_fraction: float, seed: int) -> Plan:
+def plan(key: RawKey, classes: Any, val_fraction: float, test_fraction: float, seed: int,
+         train_fraction: float = 1.0) -> Plan:
     """Class subset, splits and statistics of one source; cached, shared by every config
     that differs only in image size, workers or augmentation."""
     raw = _raw(key)
@@ -219,6 +220,8 @@ def plan(key: RawKey, classes: Any, val_fraction: float, test_fraction: float, s
         # val_fraction is of the whole pool, so the train share does not depend on test's.
         train, val = _carve(name, train, y, max(1, round(val_fraction * n)), seed, "validation")
         splits["val"] = ("train", val)
+    if train_fraction < 1:
+        _, train = _carve(name, train, y, train_fraction, seed, "training subset (data.train_fraction)")
     splits["train"] = ("train", train)
     for split, (part, idx) in list(splits.items()):
         idx = np.sort(idx)
@@ -233,7 +236,8 @@ def plan(key: RawKey, classes: Any, val_fraction: float, test_fraction: float, s
 
 def _plan_for(cfg: DataConfig) -> Plan:
     return plan(
-        raw_key(cfg), _hashable(cfg.classes), cfg.val_fraction, cfg.test_fraction, cfg.split_seed
+        raw_key(cfg), _hashable(cfg.classes), cfg.val_fraction, cfg.test_fraction, cfg.split_seed,
+        cfg.train_fraction,
     )
 
 

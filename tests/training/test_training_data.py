@@ -46,6 +46,22 @@ def test_indices_disjoint_and_complete():
     assert abs(len(test) - 0.15 * 1797) <= 1
 
 
+def test_train_fraction_keeps_a_stratified_subset_of_train_only():
+    full_train, val, test = _indices(DataConfig())
+    train, sub_val, sub_test = _indices(DataConfig(train_fraction=0.15))
+    assert np.array_equal(val, sub_val) and np.array_equal(test, sub_test)  # untouched
+    assert set(train) < set(full_train)
+    assert abs(len(train) - 0.15 * len(full_train)) <= 1
+    assert (np.bincount(_raw().y[train], minlength=10) > 0).all()  # every class kept
+    assert load_splits(DataConfig(train_fraction=0.15)).class_counts["train"] == np.bincount(
+        _raw().y[train], minlength=10).tolist()
+
+
+def test_train_fraction_too_small_for_every_class_says_so():
+    with pytest.raises(TrainingError, match=r"cannot split dataset 'digits' into a training subset \(data.train_fraction\) split"):
+        _plan_for(DataConfig(train_fraction=0.005))
+
+
 def test_stratified_every_class_in_every_split():
     y = _raw().y
     overall = np.bincount(y) / len(y)
