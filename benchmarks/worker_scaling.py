@@ -107,7 +107,7 @@ def prune_check_cost(url: str, *, running: int, finished: int, epochs: int, call
     import optuna
     from optuna.trial import TrialState
 
-    from hpo.reporter import pruner_study
+    from hpo.storage_proxy import light_study
     from hpo.storage import resolve_storage
 
     results = []
@@ -149,7 +149,7 @@ def prune_check_cost(url: str, *, running: int, finished: int, epochs: int, call
 
         ours = optuna.load_study(study_name=name, storage=open_storage(resolve_storage(url), reconnect_for=60),
                                  pruner=pruner)
-        viewed = pruner_study(ours)
+        viewed = light_study(ours)
         hpo_ms = timed(lambda t: pruner.prune(viewed, ours._storage.get_trial(t._trial_id)),
                        live[half:half + min(half, calls + 1)])
         results.append((label, optuna_ms, hpo_ms))

@@ -8,6 +8,7 @@ dashboard opens the same store from there.
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from hpo.storage import StorageTarget
 
 STORE_ATTR = "hpo:artifact_store"
 DEFAULT_DIR = "hpo-artifacts"
+
+_stores: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # study -> its store
 
 
 def parse_location(location: str) -> dict[str, str]:
@@ -47,6 +50,7 @@ def describe(location: dict[str, str]) -> str:
 
 def record_store(study: Any, location: dict[str, str]) -> None:
     study.set_user_attr(STORE_ATTR, location)
+    _stores.pop(study, None)
 
 
 def study_location(study: Any) -> dict[str, str] | None:
@@ -68,6 +72,9 @@ def open_store(location: dict[str, str]) -> Any:
 
 
 def study_store(study: Any) -> Any | None:
-    """The store recorded in ``study``, or None for studies created without one."""
-    location = study_location(study)
-    return open_store(location) if location else None
+    """The store recorded in ``study``, or None for studies created without one. Read once
+    per study object: the location never changes, and every trial of a worker needs it."""
+    if study not in _stores:
+        location = study_location(study)
+        _stores[study] = open_store(location) if location else None
+    return _stores[study]

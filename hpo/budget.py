@@ -29,7 +29,9 @@ class BudgetState:
 def budget_state(study: Any, budget: Any) -> BudgetState:
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
+    from hpo.storage_proxy import light_study
+
+    trials = light_study(study).get_trials(deepcopy=False)  # every trial: keep the read light
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     claimed = finished + sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
     # Trials handed back unrun, or failed and retried (worker died or was stopped), say
@@ -58,10 +60,12 @@ def is_over_budget(study: Any, trial_number: int, budget: Any) -> bool:
     """Whether the trials numbered before ``trial_number`` already fill ``budget.n_trials``."""
     from optuna.trial import TrialState
 
-    if budget.n_trials is None:
-        return False
+    if budget.n_trials is None or trial_number < budget.n_trials:
+        return False  # trial numbers start at 0: fewer than n_trials are numbered before it
+    from hpo.storage_proxy import light_study
+
     ahead = sum(
         t.number < trial_number and t.state != TrialState.FAIL
-        for t in study.get_trials(deepcopy=False)
+        for t in light_study(study).get_trials(deepcopy=False)
     )
     return ahead >= budget.n_trials

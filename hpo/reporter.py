@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import weakref
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hpo.training import EpochMetrics
+
+# Seconds a reported value may wait before it is written: values of quicker epochs go out
+# together (and the last ones with the trial's results).
+WRITE_INTERVAL = 1.0
 
 
 class TrialReporter:
@@ -16,6 +20,13 @@ class TrialReporter:
     Per-epoch only: every report and prune check is a storage round trip, and other
     workers' pruning decisions read every reported value, so per-batch reports would
     make the storage load grow with workers x batches.
+
+    Values reach the storage at most ``WRITE_INTERVAL`` seconds after their epoch, several
+    in one write, and the rest with the trial's results (``write``): with epochs of a few
+    milliseconds (digits, small MLPs) one write per epoch was most of what a trial cost the
+    service. Nothing is lost by waiting: pruners never read another trial's values while it
+    runs (the median rule reads finished trials, Hyperband the rung attributes it writes at
+    once), this trial's own pruner gets them from here, and the dashboard is a second late.
     """
 
     def __init__(self, study: Any, trial: Any, metric: str,
@@ -26,6 +37,8 @@ class TrialReporter:
         self.metric = metric
         self.on_epoch = on_epoch
         self.history: list[EpochMetrics] = []
+        self._unwritten: dict[int, float] = {}  # epoch -> value
+        self._written_at = time.monotonic()
 
     def report(self, metrics: EpochMetrics) -> bool:
         self.history.append(metrics)
@@ -34,10 +47,14 @@ class TrialReporter:
         self.record(getattr(metrics, self.metric), metrics.epoch)
         # What Trial.should_prune does, but the pruner reads the study through a cheap view
         # (see hpo.storage_proxy.PrunerView) and judges multi-objective trials by the first.
-        judged = pruner_study(self.study)
+        from hpo.storage_proxy import light_study
+
+        judged = light_study(self.study)
         if self.multi_objective:
             judged = FirstObjectiveView(judged)
-        frozen = self.study._storage.get_trial(self.trial._trial_id)
+        # The trial as Trial.should_prune passes it: its own copy (this worker wrote every
+        # value), system attributes read from the storage only if the pruner asks.
+        frozen = self.trial._get_latest_trial()
         return bool(self.study.pruner.prune(judged, frozen))
 
     def resumed(self, history: list[EpochMetrics]) -> None:
@@ -50,14 +67,24 @@ class TrialReporter:
     def record(self, value: float, epoch: int) -> None:
         """Store the first objective's value for ``epoch`` as the trial's intermediate value.
 
-        Optuna refuses ``report``/``should_prune`` in multi-objective studies. hpo prunes on
-        the first objective there: the value goes to the storage directly (so curves and the
-        dashboard show it) and the pruner judges the trial against a view of the study that
-        has only the first direction."""
-        if self.multi_objective:
-            self.study._storage.set_trial_intermediate_value(self.trial._trial_id, epoch, value)
-        else:
-            self.trial.report(value, epoch)
+        What ``Trial.report`` does, written as described above. Optuna refuses ``report``
+        and ``should_prune`` in multi-objective studies; hpo prunes on the first objective
+        there, against a view of the study that has only the first direction."""
+        value = float(value)
+        self.trial._cached_frozen_trial.intermediate_values[epoch] = value  # as report keeps it
+        self._unwritten[epoch] = value
+        if time.monotonic() - self._written_at >= WRITE_INTERVAL:
+            self.write()
+
+    def write(self, user_attrs: dict[str, Any] | None = None) -> None:
+        """Write the values not written yet, and ``user_attrs``, in one write."""
+        from hpo.trial_writes import write_trial
+
+        write_trial(self.study._storage, self.trial._trial_id, intermediate_values=self._unwritten,
+                    user_attrs=user_attrs)
+        self._unwritten, self._written_at = {}, time.monotonic()
+        if user_attrs:
+            self.trial._cached_frozen_trial.user_attrs.update(user_attrs)  # as set_user_attr keeps it
 
     def curves(self) -> dict[str, list[float]]:
         return {
@@ -67,25 +94,6 @@ class TrialReporter:
             "seconds": [round(m.seconds, 4) for m in self.history],
             "lr": [m.lr for m in self.history],
         }
-
-
-_pruner_studies: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-
-def pruner_study(study: Any) -> Any:
-    """``study`` as its pruner should read it: over ``hpo.storage_proxy.pruner_storage``.
-    One per study object, so that what the view has read is kept from trial to trial."""
-    from hpo.storage_proxy import pruner_storage
-
-    if study not in _pruner_studies:
-        storage = pruner_storage(study._storage)
-        if storage is study._storage:  # nothing to save on this storage
-            return study
-        import optuna
-
-        _pruner_studies[study] = optuna.Study(study_name=study.study_name, storage=storage,
-                                              sampler=study.sampler, pruner=study.pruner)
-    return _pruner_studies[study]
 
 
 class FirstObjectiveView:

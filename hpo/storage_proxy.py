@@ -13,6 +13,7 @@ import abc
 import inspect
 import logging
 import time
+import weakref
 from collections.abc import Callable, Container
 from typing import Any
 
@@ -156,7 +157,8 @@ class PrunerView(DelegatingStorage):
     """The storage as a pruner sees it: ``get_all_trials`` without running trials' curves.
 
     Optuna's pruners read finished trials' intermediate values (median, percentile) and every
-    trial's rung attributes (successive halving, Hyperband), never a running trial's curve.
+    trial's rung attributes (successive halving, Hyperband), never a running trial's curve;
+    the global budget needs finished trials' attributes and the others' states only.
     Optuna's cached storage nevertheless re-reads each running trial with all its reported
     values on every call: 64 running trials x 100 epochs is 6,400 rows per ``should_prune``,
     per worker, per epoch. Here finished trials are read once and kept (they never change) and
@@ -226,30 +228,6 @@ def _light_trial(row: Any) -> FrozenTrial:
     )
 
 
-def set_user_attrs(storage: Any, trial_id: int, attrs: dict[str, Any]) -> None:
-    """Set several user attributes of a trial: on a database in one transaction instead of
-    one each (Optuna has no such call; each transaction is a round trip and a commit)."""
-    rdb = rdb_backend(storage)
-    if rdb is None:
-        for key, value in attrs.items():
-            storage.set_trial_user_attr(trial_id, key, value)
-        return
-
-    def write() -> None:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        with _create_scoped_session(rdb.scoped_session, True) as session:
-            for key, value in attrs.items():
-                # RDBStorage's own per-attribute upsert, all in this one session.
-                rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
-
-    if isinstance(storage, ReconnectingStorage):
-        storage.retrying("set_user_attrs", write)
-    else:
-        write()
-
-
 def pruner_storage(storage: Any) -> Any:
     """A PrunerView of ``storage`` when it is a database (with the same reconnect policy);
     ``storage`` itself otherwise (the journal store replays only new log lines: cheap)."""
@@ -261,6 +239,23 @@ def pruner_storage(storage: Any) -> Any:
         return ReconnectingStorage(view, storage._display, give_up_after=storage.give_up_after,
                                    first_wait=storage.first_wait, max_wait=storage.max_wait)
     return view
+
+
+_light_studies: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def light_study(study: Any) -> Any:
+    """``study`` over ``pruner_storage``: as the pruner (every epoch) and the budget check
+    (every trial) read it. One per study object, so what the view has read is kept."""
+    if study not in _light_studies:
+        storage = pruner_storage(study._storage)
+        if storage is study._storage:  # nothing to save on this storage
+            return study
+        import optuna
+
+        _light_studies[study] = optuna.Study(study_name=study.study_name, storage=storage,
+                                             sampler=study.sampler, pruner=study.pruner)
+    return _light_studies[study]
 
 
 def rdb_backend(storage: Any) -> Any | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,10 +173,16 @@ def delete_study(name: str, target: StorageTarget) -> None:
         raise StudyNotFoundError(f"no study named {name!r} in {target.display}") from None
 
 
+_started_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
 def budget_started_at(study: Any) -> float:
-    """When the study's ``budget.timeout`` clock started (the first worker sets it)."""
-    started = study.user_attrs.get(STARTED_AT_ATTR)
-    if started is None:
-        started = time.time()
-        study.set_user_attr(STARTED_AT_ATTR, started)
-    return float(started)
+    """When the study's ``budget.timeout`` clock started (the first worker sets it). Read
+    from the storage once per study object: once set, it never changes."""
+    if study not in _started_at:
+        started = study.user_attrs.get(STARTED_AT_ATTR)
+        if started is None:
+            started = time.time()
+            study.set_user_attr(STARTED_AT_ATTR, started)
+        _started_at[study] = float(started)
+    return _started_at[study]

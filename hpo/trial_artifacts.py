@@ -47,22 +47,27 @@ def keep_policy(value: str | None = None) -> tuple[str, int]:
 
 def save_trial_artifacts(
     study: Any, trial: Any, history: Sequence[Any], result: Any = None, *, spec: Any = None
-) -> dict[str, str]:
-    """Upload what a finished trial has; never raises. Returns {file name: artifact id}.
+) -> dict[str, Any]:
+    """Upload what a finished trial has; never raises. Returns the user attributes that
+    describe it (``artifacts``: {file name: artifact id}, ``weights_mb``, ``model_io``,
+    ``weights_skipped``, ``artifact_error``), for the caller to write with the trial's
+    other results in one go.
 
     ``history``: its EpochMetrics (a failed trial passes what it reached). ``result``: the
     TrainingResult when training returned; confusion matrix and weights only if not pruned.
     """
+    attrs: dict[str, Any] = {}
     uploaded: dict[str, str] = {}
     try:
         from hpo.artifacts import study_store
+        from hpo.curve_image import draw_learning_curve
 
         store = study_store(study)
         if store is None or not history:  # a study from before artifacts, or nothing to plot
-            return uploaded
+            return attrs
         complete = result is not None and not result.pruned
         with tempfile.TemporaryDirectory(prefix="hpo-artifacts-") as tmp:
-            files = [(plot_learning_curve(history, Path(tmp) / CURVE_FILE, title=f"trial {trial.number}"), "image/png")]
+            files = [(draw_learning_curve(history, Path(tmp) / CURVE_FILE, title=f"trial {trial.number}"), "image/png")]
             if complete and result.val_predictions is not None:
                 path = plot_confusion_matrix(result.val_targets, result.val_predictions, result.class_names,
                                              Path(tmp) / CONFUSION_FILE, title=f"trial {trial.number}, validation")
@@ -71,29 +76,21 @@ def save_trial_artifacts(
                 keep, why = _keep_weights(study, trial, history, spec)
                 if keep:
                     path = _save_weights(result.model, Path(tmp) / WEIGHTS_FILE)
-                    trial.set_user_attr("weights_mb", round(path.stat().st_size / 2**20, 3))
-                    trial.set_user_attr("model_io", {"in_shape": list(result.in_shape),
-                                                     "num_classes": len(result.class_names)})
+                    attrs["weights_mb"] = round(path.stat().st_size / 2**20, 3)
+                    attrs["model_io"] = {"in_shape": list(result.in_shape),
+                                         "num_classes": len(result.class_names)}
                     files.append((path, "application/octet-stream"))
                 else:
-                    trial.set_user_attr("weights_skipped", why)
+                    attrs["weights_skipped"] = why
             for path, mimetype in files:
                 uploaded[path.name] = _upload(store, path, trial, mimetype)
     except Exception as exc:  # a full disk or an S3 outage must not cost the trial
         reason = f"{type(exc).__name__}: {exc}"
         log.warning("trial %s: artifacts not saved: %s", trial.number, reason)
-        _try(trial.set_user_attr, ERROR_ATTR, reason[:1000])
-    finally:
-        if uploaded:
-            _try(trial.set_user_attr, ARTIFACTS_ATTR, uploaded)
-    return uploaded
-
-
-def _try(fn: Any, *args: Any) -> None:
-    try:
-        fn(*args)
-    except Exception as exc:  # the storage itself is down: the tell will say so
-        log.warning("could not record artifacts: %s", exc)
+        attrs[ERROR_ATTR] = reason[:1000]
+    if uploaded:
+        attrs[ARTIFACTS_ATTR] = uploaded
+    return attrs
 
 
 def _upload(store: Any, path: Path, trial: Any, mimetype: str) -> str:
@@ -124,8 +121,10 @@ def _keep_weights(study: Any, trial: Any, history: Sequence[Any], spec: Any) -> 
     if not values:
         return False, "no finite objective value"
     mine = max(values)
-    others = [sign * t.values[0] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if t.number != trial.number and t.values]
+    from hpo.storage_proxy import light_study
+
+    completed = light_study(study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    others = [sign * t.values[0] for t in completed if t.number != trial.number and t.values]
     better = sum(v > mine for v in others)
     if better < k:
         return True, ""
@@ -150,30 +149,6 @@ def _figure(width: float, height: float) -> Any:
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig
-
-
-def plot_learning_curve(history: Sequence[Any], path: Path, *, title: str = "") -> Path:
-    """Train/val loss (left axis) and val accuracy (right axis) per epoch."""
-    fig = _figure(6.4, 4.0)
-    ax = fig.add_subplot()
-    epochs = [m.epoch for m in history]
-    ax.plot(epochs, [m.train_loss for m in history], "o-", label="train loss", color="tab:blue")
-    ax.plot(epochs, [m.val_loss for m in history], "s-", label="val loss", color="tab:orange")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    acc = ax.twinx()
-    acc.plot(epochs, [m.val_accuracy for m in history], "^--", label="val accuracy", color="tab:green")
-    acc.set_ylabel("val accuracy")
-    acc.set_ylim(0, 1.02)
-    lines = ax.get_lines() + acc.get_lines()
-    ax.legend(lines, [line.get_label() for line in lines], loc="center right")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if len(epochs) <= 20:
-        ax.set_xticks(epochs)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
 
 
 def plot_confusion_matrix(

@@ -200,7 +200,7 @@ def _trial_loop(study: Any, spec: Any, *, n_trials: int | None, timeout: float |
             if is_over_budget(study, trial.number, spec.budget):
                 _hand_back(study, trial)
                 continue
-            outcome = run_trial(study, trial, spec, device=device, rank=rank, emit=emit,
+            outcome = run_trial(study, trial, spec, device=device, emit=emit,
                                 stop=stop, max_retries=spec.budget.max_retries, trainer=trainer,
                                 asked_at=asked_at)
         finally:
@@ -219,7 +219,7 @@ def _hand_back(study: Any, trial: Any) -> None:
     study.tell(trial, state=TrialState.FAIL)
 
 
-def run_trial(study: Any, trial: Any, spec: Any, *, device: str, rank: int, emit: Progress,
+def run_trial(study: Any, trial: Any, spec: Any, *, device: str, emit: Progress,
               stop: Callable[[], bool] | None = None, max_retries: int = 0,
               trainer: Callable[..., Any] | None = None, asked_at: float | None = None) -> TrialOutcome:
     """Sample, train and tell one trial; a failure fails the trial, never the worker.
@@ -236,7 +236,7 @@ def run_trial(study: Any, trial: Any, spec: Any, *, device: str, rank: int, emit
     emit("trial_start", {"trial": trial.number})
     try:
         outcome = _train_and_tell(study, trial, spec, reporter, checkpoints, started, asked_at=asked_at,
-                                  device=device, rank=rank, stop=stop, trainer=trainer)
+                                  device=device, stop=stop, trainer=trainer)
     except Preempted as exc:
         return _preempted(study, trial, reporter, str(exc), started, max_retries)
     except StorageError:  # the database stayed unreachable past --reconnect-timeout
@@ -255,12 +255,11 @@ def run_trial(study: Any, trial: Any, spec: Any, *, device: str, rank: int, emit
 
 
 def _train_and_tell(study: Any, trial: Any, spec: Any, reporter: Any, checkpoints: Any,
-                    started: float, *, asked_at: float | None, device: str, rank: int,
+                    started: float, *, asked_at: float | None, device: str,
                     stop: Callable[[], bool] | None,
                     trainer: Callable[..., Any] | None) -> TrialOutcome:
     from optuna.trial import TrialState
 
-    from hpo.space import sample_config
     from hpo.training import DataConfig, TrainConfig, train_model
     from hpo.trial_artifacts import save_trial_artifacts
     from models.registry import parse_model_config
@@ -268,8 +267,7 @@ def _train_and_tell(study: Any, trial: Any, spec: Any, reporter: Any, checkpoint
     objectives = spec.objectives()
     metric = objectives[0].metric
     try:
-        config = sample_config(trial, spec)
-        _record_context(trial, config, device, rank)
+        config = _sample_config(trial, spec, device)
         result = (trainer or train_model)(
             DataConfig.model_validate(config["data"]),
             parse_model_config(config["model"]),
@@ -298,15 +296,16 @@ def _train_and_tell(study: Any, trial: Any, spec: Any, reporter: Any, checkpoint
             reason = f"out of memory at batch_size={trial.params.get('train.batch_size', spec.train.batch_size)}"
             return _steer_away(study, trial, reporter, reason, started, objectives[0])
         reason = f"{type(exc).__name__}: {exc}"
-        trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
-        return _fail(study, trial, reporter, reason, started)
+        return _fail(study, trial, reporter, reason, started, error_trace=traceback.format_exc()[-4000:])
 
-    _record_result(trial, reporter, result, asked_at)
+    attrs = _result_attrs(reporter, result, asked_at)
     # Before tell: Optuna refuses artifacts for finished trials. Never fails the trial.
-    save_trial_artifacts(study, trial, reporter.history, result, spec=spec)
+    attrs.update(save_trial_artifacts(study, trial, reporter.history, result, spec=spec))
     epochs = len(result.history)
     if result.pruned:
-        trial.set_user_attr("pruned_at_epoch", epochs)
+        attrs["pruned_at_epoch"] = epochs
+    reporter.write(attrs)
+    if result.pruned:
         study.tell(trial, state=TrialState.PRUNED)
         return TrialOutcome(trial.number, "pruned", getattr(reporter.history[-1], metric), epochs, time.monotonic() - started)
     values = objective_values(objectives, result)
@@ -319,9 +318,10 @@ def _preempted(study: Any, trial: Any, reporter: Any, reason: str, started: floa
     whichever worker asks next, here or on another machine."""
     from hpo.recovery import fail_and_retry
 
-    trial.set_user_attr("epochs_trained", len(reporter.history))
+    attrs: dict[str, Any] = {"epochs_trained": len(reporter.history)}
     if reporter.history:
-        trial.set_user_attr("curves", reporter.curves())
+        attrs["curves"] = reporter.curves()
+    reporter.write(attrs)
     fresh = study._storage.get_trial(trial._trial_id)  # with the checkpoint attribute just set
     fail_and_retry(study, fresh, reason, max_retries)
     return TrialOutcome(trial.number, "preempted", None, len(reporter.history), time.monotonic() - started, reason)
@@ -364,7 +364,7 @@ def _steer_away(study: Any, trial: Any, reporter: Any, reason: str, started: flo
     attrs = {"fail_reason": reason, "epochs_trained": epochs, "pruned_at_epoch": epochs}
     if reporter.history:
         attrs["curves"] = reporter.curves()
-    _set_attrs(trial, attrs)
+    reporter.write(attrs)
     study.tell(trial, state=TrialState.PRUNED)
     return TrialOutcome(trial.number, "steered", None, epochs, time.monotonic() - started, reason)
 
@@ -386,23 +386,41 @@ def _free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _record_context(trial: Any, config: dict[str, Any], device: str, rank: int) -> None:
+def _sample_config(trial: Any, spec: Any, device: str) -> dict[str, Any]:
+    """The trial's resolved config. Its parameters are written together with the context
+    attributes, in one write (one per parameter made sampling the slowest part of a trial's
+    start on PostgreSQL); those sampled before an error are written all the same."""
+    from hpo.space import sample_config
+    from hpo.trial_writes import DeferredParams
+
+    deferred = DeferredParams(trial.storage)
+    trial.storage, context = deferred, {}
+    try:
+        config = sample_config(trial, spec)
+        context = _context_attrs(config, device)
+    finally:
+        trial.storage = deferred._inner
+        _set_attrs(trial, context, params=deferred.params)
+    return config
+
+
+def _context_attrs(config: dict[str, Any], device: str) -> dict[str, Any]:
     import optuna
     import torch
 
     import hpo
 
-    _set_attrs(trial, {
+    return {
         "config": config,
         "seed": config["train"]["seed"],
         "device": device,
         "cpu_threads": torch.get_num_threads(),
         "versions": {"hpo": hpo.__version__, "optuna": optuna.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
-    })
+    }
 
 
-def _record_result(trial: Any, reporter: Any, result: Any, asked_at: float | None) -> None:
+def _result_attrs(reporter: Any, result: Any, asked_at: float | None) -> dict[str, Any]:
     attrs = {
         "params_trainable": result.params_trainable,
         "params_total": result.params_total,
@@ -418,28 +436,31 @@ def _record_result(trial: Any, reporter: Any, result: Any, asked_at: float | Non
     if result.first_step_at is not None and asked_at is not None:
         # From ask to the first optimiser step: sampling, storage, data, model, optimiser.
         attrs["startup_seconds"] = round(result.first_step_at - asked_at, 4)
-    _set_attrs(trial, attrs)
+    return attrs
 
 
-def _set_attrs(trial: Any, attrs: dict[str, Any]) -> None:
-    """``trial.set_user_attr`` for several at once: one transaction on a database."""
-    from hpo.storage_proxy import set_user_attrs
+def _set_attrs(trial: Any, attrs: dict[str, Any], params: Any = ()) -> None:
+    """``trial.set_user_attr`` for several at once (and ``params`` already sampled, see
+    ``hpo.trial_writes``): one write."""
+    from hpo.trial_writes import write_trial
 
-    set_user_attrs(trial.study._storage, trial._trial_id, attrs)
+    write_trial(trial.study._storage, trial._trial_id, params=params, user_attrs=attrs)
     trial._cached_frozen_trial.user_attrs.update(attrs)  # as Trial.set_user_attr keeps it
 
 
-def _fail(study: Any, trial: Any, reporter: Any, reason: str, started: float | None = None) -> TrialOutcome:
+def _fail(study: Any, trial: Any, reporter: Any, reason: str, started: float | None = None,
+          error_trace: str | None = None) -> TrialOutcome:
     from optuna.trial import TrialState
 
-    attrs = {"fail_reason": reason, "epochs_trained": len(reporter.history)}
-    if reporter.history:
-        attrs["curves"] = reporter.curves()
-    _set_attrs(trial, attrs)
+    attrs: dict[str, Any] = {"fail_reason": reason, "epochs_trained": len(reporter.history)}
+    if error_trace is not None:
+        attrs["traceback"] = error_trace
     if reporter.history:
         from hpo.trial_artifacts import save_trial_artifacts
 
-        save_trial_artifacts(study, trial, reporter.history)  # the curve of what it reached
+        attrs["curves"] = reporter.curves()
+        attrs.update(save_trial_artifacts(study, trial, reporter.history))  # the curve of what it reached
+    reporter.write(attrs)
     study.tell(trial, state=TrialState.FAIL)
     elapsed = time.monotonic() - started if started is not None else 0.0
     return TrialOutcome(trial.number, "fail", None, len(reporter.history), elapsed, reason)

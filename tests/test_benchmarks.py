@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,31 @@ def test_trial_overhead_benchmark_writes_its_table(tmp_path):
     assert "| storage | finished trials | plain Optuna script (ms) | hpo worker (ms) | hpo / plain |" in table
     cells = journal_row(table)
     assert cells[1] == "30" and float(cells[2]) > 0 and float(cells[3]) > 0
+
+
+def markdown_rows(table: str, header: str) -> list[list[str]]:
+    """The cells of each row of the Markdown table that starts with ``header``."""
+    block = table.split(header + "\n", 1)[1].split("\n\n", 1)[0]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in block.splitlines()[1:]]
+
+
+def test_search_efficiency_benchmark_writes_its_tables(tmp_path):
+    result, table = run_tiny(tmp_path, "search_efficiency.py")
+    value = r"(none|∞|\d+(\.\d+)?)"
+    median_range = re.compile(rf"{value}( \({value}–{value}\))?")
+    for unit in ("E", "T"):
+        rows = markdown_rows(table, "| strategy | trials run | trials pruned | " + " | ".join(
+            f"best val acc at {share} {unit}" for share in ("1/8", "1/4", "1/2", "all")) + " |")
+        assert [row[0] for row in rows] == ["random", "default", "tpe"]
+        assert all(float(row[1]) >= 1 and float(row[2]) >= 0 for row in rows)
+        assert all(median_range.fullmatch(cell) for row in rows for cell in row[3:])
+    rows = markdown_rows(table, "| strategy | target | seeds reaching | epochs | seconds |")
+    assert [row[0] for row in rows] == ["random", "random", "default", "default", "tpe", "tpe"]
+    assert all(re.fullmatch(r"[0-2]/2", row[2]) and median_range.fullmatch(row[3]) and median_range.fullmatch(row[4])
+               for row in rows)
+    rows = markdown_rows(table, "| strategy | best val acc | test acc |")
+    assert [row[0] for row in rows] == ["random", "default", "tpe"]
+    assert all(median_range.fullmatch(row[1]) and median_range.fullmatch(row[2]) for row in rows)
+    rows = markdown_rows(table, "| strategy | per seed | median | goal met |")
+    assert [row[0] for row in rows] == ["default", "tpe"]
+    assert all(len(row[1].split(", ")) == 2 and row[3] in ("met", "not met") for row in rows)

@@ -113,9 +113,11 @@ def test_a_failed_trial_gets_its_learning_curve_only(tmp_path):
     study = optuna.create_study()
     record_store(study, {"kind": "file", "path": str(tmp_path / "store")})
     trial = study.ask()
-    uploaded = save_trial_artifacts(study, trial, _epochs(2))  # as the worker's _fail calls it
-    assert list(uploaded) == ["learning_curve.png"]
-    assert study.trials[0].user_attrs["artifacts"] == uploaded
+    attrs = save_trial_artifacts(study, trial, _epochs(2))  # as the worker's _fail calls it
+    uploaded = attrs["artifacts"]
+    assert list(attrs) == ["artifacts"] and list(uploaded) == ["learning_curve.png"]
+    metas = optuna.artifacts.get_all_artifact_meta(study.trials[0], storage=study._storage)
+    assert [m.artifact_id for m in metas] == [uploaded["learning_curve.png"]]
     path = tmp_path / "store" / uploaded["learning_curve.png"]
     assert path.read_bytes()[:8] == PNG_MAGIC
 

@@ -1,0 +1,111 @@
+"""Every trial's learning curve as a PNG, drawn with Pillow in a few milliseconds.
+
+Written by hand because matplotlib, which draws hpo's reports, spent 130-300 ms on this one
+small figure on a 2-core machine (most of it laying out tick labels), more than all the rest
+of what the worker does for a trial; and every trial gets one. The picture is simple on
+purpose: loss on the left axis, validation accuracy (0-1) on the right, one point per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+WIDTH, HEIGHT = 640, 400
+LEFT, RIGHT, TOP, BOTTOM = 64, WIDTH - 64, 36, HEIGHT - 48  # the plot area
+INK, GRID = (40, 40, 40), (225, 225, 225)
+SERIES = (  # (label, EpochMetrics field, colour, axis, marker)
+    ("train loss", "train_loss", (31, 119, 180), "loss", "circle"),
+    ("val loss", "val_loss", (255, 127, 14), "loss", "square"),
+    ("val accuracy", "val_accuracy", (44, 160, 44), "accuracy", "triangle"),
+)
+
+
+def nice_ticks(high: float, count: int = 5) -> list[float]:
+    """0 up to at least ``high`` in steps of 1, 2 or 5 times a power of ten."""
+    if not high > 0 or not math.isfinite(high):
+        high = 1.0
+    raw = high / count
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    return [i * step for i in range(math.ceil(high / step - 1e-9) + 1)]
+
+
+def _label(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def draw_learning_curve(history: Sequence[Any], path: Path, *, title: str = "") -> Path:
+    """Train/val loss and val accuracy per epoch of ``history`` (EpochMetrics), as a PNG."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=12)
+    # A palette image: PNG-encoding an RGB one took 9 ms (row filters), this one 2-3 ms.
+    image = Image.new("P", (WIDTH, HEIGHT), "white")
+    draw = ImageDraw.Draw(image)
+    epochs = [m.epoch for m in history]
+    losses = [v for m in history for v in (m.train_loss, m.val_loss) if math.isfinite(v)]
+    loss_ticks = nice_ticks(max(losses, default=1.0))
+    first, last = min(epochs, default=1), max(epochs, default=1)
+    span = max(last - first, 1)
+
+    def x_at(epoch: float) -> float:
+        return LEFT + (epoch - first) / span * (RIGHT - LEFT) if last > first else (LEFT + RIGHT) / 2
+
+    def y_at(value: float, axis: str) -> float:
+        top = loss_ticks[-1] if axis == "loss" else 1.0
+        return BOTTOM - value / top * (BOTTOM - TOP)
+
+    for tick in loss_ticks:  # grid and the loss axis (left)
+        y = y_at(tick, "loss")
+        draw.line([(LEFT, y), (RIGHT, y)], fill=GRID)
+        draw.text((LEFT - 6, y), _label(tick), fill=INK, font=font, anchor="rm")
+    for tick in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):  # the accuracy axis (right)
+        draw.text((RIGHT + 6, y_at(tick, "accuracy")), _label(tick), fill=INK, font=font, anchor="lm")
+    step = max(1, math.ceil(span / 12))
+    for epoch in range(first, last + 1, step):
+        draw.text((x_at(epoch), BOTTOM + 6), str(epoch), fill=INK, font=font, anchor="mt")
+    draw.rectangle([LEFT, TOP, RIGHT, BOTTOM], outline=INK)
+    draw.text(((LEFT + RIGHT) / 2, HEIGHT - 8), "epoch", fill=INK, font=font, anchor="md")
+    draw.text((LEFT, TOP / 2), title, fill=INK, font=font, anchor="lm")
+    _vertical_text(image, "loss", (12, (TOP + BOTTOM) // 2), font)
+    _vertical_text(image, "val accuracy", (WIDTH - 14, (TOP + BOTTOM) // 2), font)
+    legend_x = RIGHT  # the legend, right-aligned above the plot, where no curve can be
+
+    for label, field, colour, axis, marker in reversed(SERIES):
+        points = [(x_at(m.epoch), y_at(getattr(m, field), axis)) for m in history
+                  if math.isfinite(getattr(m, field))]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for point in points:
+            _marker(draw, point, marker, colour)
+        legend_x -= draw.textlength(label, font=font)
+        draw.text((legend_x, TOP / 2), label, fill=INK, font=font, anchor="lm")
+        _marker(draw, (legend_x - 9, TOP / 2), marker, colour)
+        legend_x -= 24
+    image.save(path, format="PNG")
+    return path
+
+
+def _marker(draw: Any, at: tuple[float, float], shape: str, colour: tuple[int, int, int]) -> None:
+    x, y, r = at[0], at[1], 3.5
+    if shape == "circle":
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
+    elif shape == "square":
+        draw.rectangle([x - r, y - r, x + r, y + r], fill=colour)
+    else:
+        draw.polygon([(x, y - r - 1), (x - r - 1, y + r), (x + r + 1, y + r)], fill=colour)
+
+
+def _vertical_text(image: Any, text: str, centre: tuple[int, int], font: Any) -> None:
+    """An axis title, rotated to read bottom to top (drawn as a mask, pasted in ink)."""
+    from PIL import Image, ImageDraw
+
+    left, top, right, bottom = font.getbbox(text)
+    mask = Image.new("L", (right + 2, bottom + 2), 0)
+    ImageDraw.Draw(mask).text((1, 1), text, fill=255, font=font)
+    mask = mask.rotate(90, expand=True)
+    ink = image.palette.getcolor(INK, image)
+    image.paste(ink, (centre[0] - mask.width // 2, centre[1] - mask.height // 2), mask)

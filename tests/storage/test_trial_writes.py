@@ -1,0 +1,68 @@
+"""Batched trial writes leave a trial exactly as Optuna's one-by-one calls do, on every storage."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages.journal import JournalFileBackend
+
+from hpo.storage import resolve_storage, open_storage
+from hpo.trial_writes import DeferredParams, write_trial
+
+PARAMS = [
+    ("train.lr", 0.01, FloatDistribution(1e-4, 1e-1, log=True)),
+    ("model.filters[0]", 16.0, IntDistribution(8, 64, log=True)),
+    ("train.optimizer", 1.0, CategoricalDistribution(["sgd", "adam"])),
+]
+ATTRS = {"config": {"train": {"lr": 0.01}}, "seed": 0, "device": "cpu", "curves": {"val_loss": [1.0, 0.5]}}
+
+
+def _storages(tmp_path, postgres_url):
+    yield "journal", lambda: optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
+    yield "postgresql", lambda: open_storage(resolve_storage(postgres_url), reconnect_for=5)  # hpo's wrappers
+    yield "in-memory", lambda: optuna.storages.InMemoryStorage()
+
+
+def test_one_write_equals_optuna_one_call_each(tmp_path, postgres_url):
+    for kind, make in _storages(tmp_path, postgres_url):
+        storage = make()
+        study = optuna.create_study(study_name=f"w-{kind}", storage=storage)
+        ours, theirs = study.ask(), study.ask()
+        write_trial(study._storage, ours._trial_id, params=PARAMS, user_attrs=ATTRS)
+        for name, value, distribution in PARAMS:
+            study._storage.set_trial_param(theirs._trial_id, name, value, distribution)
+        for key, value in ATTRS.items():
+            study._storage.set_trial_user_attr(theirs._trial_id, key, value)
+        reader = make() if kind != "in-memory" else study._storage  # what a fresh reader sees
+        a, b = (reader.get_trial(t._trial_id) for t in (ours, theirs))
+        assert (a.params, a.distributions, a.user_attrs) == (b.params, b.distributions, b.user_attrs), kind
+        assert a.params == {"train.lr": 0.01, "model.filters[0]": 16, "train.optimizer": "adam"}
+
+
+def test_a_clashing_distribution_is_refused_as_optuna_refuses_it(tmp_path, postgres_url):
+    for kind, make in _storages(tmp_path, postgres_url):
+        study = optuna.create_study(study_name=f"c-{kind}", storage=make())
+        first, second = study.ask(), study.ask()
+        write_trial(study._storage, first._trial_id, params=PARAMS[:1])
+        clash = [("train.lr", 1.0, CategoricalDistribution(["a", "b"]))]
+        with pytest.raises(ValueError, match="Cannot set different distribution kind"):
+            write_trial(study._storage, second._trial_id, params=clash)
+
+
+def test_sampling_through_deferred_params_writes_nothing_until_asked(tmp_path):
+    def stored_params(trial_id: int) -> dict:
+        # A fresh reader: the writer's own journal object shares its trial with the Trial.
+        fresh = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "d.journal")))
+        return fresh.get_trial(trial_id).params
+
+    study = optuna.create_study(storage=optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "d.journal"))))
+    trial = study.ask()
+    deferred = DeferredParams(trial.storage)
+    trial.storage = deferred
+    lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    assert trial.suggest_float("lr", 1e-4, 1e-1, log=True) == lr  # the trial remembers it
+    assert stored_params(trial._trial_id) == {}
+    trial.storage = deferred._inner
+    write_trial(trial.storage, trial._trial_id, params=deferred.params)
+    assert stored_params(trial._trial_id) == {"lr": lr}
