@@ -121,7 +121,9 @@ def run_strategy(label: str, seed: int, args: argparse.Namespace, work: Path, do
 
     name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{label}-seed{seed}")
     sampler, pruner = strategy_sections(label)
-    sections = f"sampler: {json.dumps({**sampler, 'seed': seed})}" + (f"\npruner: {json.dumps(pruner)}" if pruner else "")
+    sections = f"sampler: {json.dumps({**sampler, 'seed': seed})}"
+    if pruner:
+        sections += f"\npruner: {json.dumps(pruner)}"
     path = work / f"{name}.yaml"
     path.write_text(SPEC.format(name=name, strategy=sections, fraction=args.fraction, epochs=args.epochs))
     target = resolve_storage(str(work / f"{name}.journal"))
@@ -135,8 +137,9 @@ def run_strategy(label: str, seed: int, args: argparse.Namespace, work: Path, do
         if event == "trial_end":
             outcome = data["outcome"]
             marks["epochs"] += outcome.epochs
-            run.trials.append(Finished(outcome.number, outcome.state, outcome.value, marks["epochs"], now - marks["start"]))
-            if done(marks["epochs"], now - marks["start"]):
+            elapsed = now - marks["start"]
+            run.trials.append(Finished(outcome.number, outcome.state, outcome.value, marks["epochs"], elapsed))
+            if done(marks["epochs"], elapsed):
                 raise BudgetSpent
 
     try:
@@ -219,26 +222,47 @@ def trial_counts(seeds: list[Run], kind: str, limits: list[float]) -> tuple[str,
 
 
 def budget_table(runs: dict[str, list[Run]], kind: str, budgets: list[float], unit: str) -> list[str]:
-    lines = [f"| strategy | trials run | trials pruned | {' | '.join(f'best val acc at {f} {unit}' for f, _ in FRACTIONS)} |",
-             "|---|---:|---:|" + "---:|" * len(FRACTIONS)]
+    """Trials run and pruned within the budget, and the best at each share of it."""
+    shares = " | ".join(f"best val acc at {name} {unit}" for name, _ in FRACTIONS)
+    lines = [f"| strategy | trials run | trials pruned | {shares} |", "|---|---:|---:|" + "---:|" * len(FRACTIONS)]
     for label, seeds in runs.items():
-        cells = [spread([best(within(r.trials, kind, share * b)) for r, b in zip(seeds, budgets)]) for _, share in FRACTIONS]
+        cells = [spread([best(within(r.trials, kind, share * b)) for r, b in zip(seeds, budgets)])
+                 for _, share in FRACTIONS]
         lines.append(f"| {label} | {' | '.join(trial_counts(seeds, kind, budgets))} | {' | '.join(cells)} |")
     return lines
 
 
-def reach_rows(label: str, seeds: list[Run], targets: list[float], name: str) -> str:
-    reached = [first_reaching(r.trials, target) for r, target in zip(seeds, targets)]
-    epochs = [t.epochs if t else math.inf for t in reached]
-    seconds = [t.seconds if t else math.inf for t in reached]
-    hits = sum(t is not None for t in reached)
-    return f"| {label} | {name} | {hits}/{len(seeds)} | {spread(epochs, 0, '∞')} | {spread(seconds, 1, '∞')} |"
+def reach_table(runs: dict[str, list[Run]], targets: dict[str, list[float]]) -> list[str]:
+    """Epochs and seconds to the first completed trial at or above each seed's target."""
+    lines = ["| strategy | target | seeds reaching | epochs | seconds |", "|---|---|---:|---:|---:|"]
+    for label, seeds in runs.items():
+        for name, per_seed in targets.items():
+            reached = [first_reaching(r.trials, target) for r, target in zip(seeds, per_seed)]
+            epochs = spread([t.epochs if t else math.inf for t in reached], 0, "∞")
+            seconds = spread([t.seconds if t else math.inf for t in reached], 1, "∞")
+            lines.append(f"| {label} | {name} | {sum(map(bool, reached))}/{len(seeds)} | {epochs} | {seconds} |")
+    return lines
 
 
-def goal_fractions(seeds: list[Run], targets: list[float], budget: int) -> list[float]:
-    """Epochs to reach random's final best as a share of E; inf where the run never did."""
-    return [t.epochs / budget if t else math.inf
-            for t in (first_reaching(r.trials, target) for r, target in zip(seeds, targets))]
+def test_table(runs: dict[str, list[Run]], budget: int) -> list[str]:
+    lines = ["| strategy | best val acc | test acc |", "|---|---:|---:|"]
+    for label, seeds in runs.items():
+        val = spread([best(within(r.trials, "epochs", budget)) for r in seeds])
+        lines.append(f"| {label} | {val} | {spread([r.test_accuracy for r in seeds])} |")
+    return lines
+
+
+def goal_table(runs: dict[str, list[Run]], finals: list[float], budget: int) -> list[str]:
+    """Epochs to reach random search's final best (of the same seed) as a share of E."""
+    lines = ["| strategy | per seed | median | goal met |", "|---|---|---:|---|"]
+    for label, seeds in list(runs.items())[1:]:
+        shares = [t.epochs / budget if t else math.inf for t in map(first_reaching, (r.trials for r in seeds), finals)]
+        per_seed = ", ".join(f"{s:.2f}" if math.isfinite(s) else f"> {r.trials[-1].epochs / budget:.2f}"
+                             for s, r in zip(shares, seeds))
+        median = statistics.median(shares)
+        shown = f"{median:.2f}" if math.isfinite(median) else "∞"
+        lines.append(f"| {label} | {per_seed} | {shown} | {'met' if median <= GOAL else 'not met'} |")
+    return lines
 
 
 def tables(runs: dict[str, list[Run]], args: argparse.Namespace, n_train: int) -> str:
@@ -247,7 +271,7 @@ def tables(runs: dict[str, list[Run]], args: argparse.Namespace, n_train: int) -
     budget = args.epochs * args.full_trials
     times = [r.trials[-1].seconds for r in runs["random"]]
     finals = [best(r.trials) for r in runs["random"]]
-    lines = [
+    return "\n".join([
         f"Search efficiency at equal compute: digits CNN space (search_spaces/digits_cnn.yaml), data.train_fraction "
         f"{args.fraction} ({n_train} training images; validation and test whole), {args.epochs} epochs per full trial, "
         f"E = {args.full_trials} full trials = {budget} epochs, T = random search's wall time for E "
@@ -258,27 +282,19 @@ def tables(runs: dict[str, list[Run]], args: argparse.Namespace, n_train: int) -
         "Equal wall-clock (T per seed, sampling and bookkeeping included):", "",
         *budget_table(runs, "seconds", times, "T"), "",
         "To reach a target (within the run, at least E epochs and T seconds; ∞: not reached):", "",
-        "| strategy | target | seeds reaching | epochs | seconds |", "|---|---|---:|---:|---:|",
-    ]
-    for label, seeds in runs.items():
-        lines.append(reach_rows(label, seeds, finals, "random's final best"))
-        lines.append(reach_rows(label, seeds, [args.target] * args.seeds, f"val acc {args.target}"))
-    lines += ["", "Test accuracy of each strategy's best trial within E (its final weights, held-out test split):", "",
-              "| strategy | best val acc | test acc |", "|---|---:|---:|"]
-    for label, seeds in runs.items():
-        lines.append(f"| {label} | {spread([best(within(r.trials, 'epochs', budget)) for r in seeds])} | "
-                     f"{spread([r.test_accuracy for r in seeds])} |")
-    lines += ["", f"Epochs to reach random search's final best, as a share of E (goal for default: ≤ {GOAL:g}):", "",
-              "| strategy | per seed | median | goal met |", "|---|---|---:|---|"]
-    for label, seeds in runs.items():
-        if label != "random":
-            shares = goal_fractions(seeds, finals, budget)
-            median = statistics.median(shares)
-            per_seed = ", ".join(f"{s:.2f}" if math.isfinite(s) else f"> {r.trials[-1].epochs / budget:.2f}"
-                                 for s, r in zip(shares, seeds))
-            shown = f"{median:.2f}" if math.isfinite(median) else "∞"
-            lines.append(f"| {label} | {per_seed} | {shown} | {'met' if median <= GOAL else 'not met'} |")
-    return "\n".join(lines)
+        *reach_table(runs, {"random's final best": finals, f"val acc {args.target}": [args.target] * args.seeds}), "",
+        "Test accuracy of each strategy's best trial within E (its final weights, held-out test split):", "",
+        *test_table(runs, budget), "",
+        f"Epochs to reach random search's final best, as a share of E (goal for default: ≤ {GOAL:g}):", "",
+        *goal_table(runs, finals, budget),
+    ])
+
+
+def say(run: Run, seed: int, started: float) -> None:
+    last = run.trials[-1]
+    print(f"seed {seed} {run.strategy}: {len(run.trials)} trials, {last.epochs} epochs, {last.seconds:.1f} s, "
+          f"best {best(run.trials):.3f}, test {run.test_accuracy:.3f} ({time.perf_counter() - started:.0f} s so far)",
+          flush=True)
 
 
 def main() -> None:
@@ -312,16 +328,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             reference = run_strategy("random", seed, args, Path(tmp), lambda epochs, seconds: epochs >= budget)
-            runs["random"].append(reference)
-            wall = reference.trials[-1].seconds
-            for label in labels[1:]:
-                runs[label].append(run_strategy(label, seed, args, Path(tmp),
-                                                lambda epochs, seconds: epochs >= budget and seconds >= wall))
+            wall = reference.trials[-1].seconds  # T of this seed
             for label in labels:
-                r = runs[label][-1]
-                print(f"seed {seed} {label}: {len(r.trials)} trials, {r.trials[-1].epochs} epochs, "
-                      f"{r.trials[-1].seconds:.1f} s, best {best(r.trials):.3f}, test {r.test_accuracy:.3f} "
-                      f"({time.perf_counter() - started:.0f} s so far)", flush=True)
+                run = reference if label == "random" else run_strategy(
+                    label, seed, args, Path(tmp), lambda epochs, seconds: epochs >= budget and seconds >= wall)
+                runs[label].append(run)
+                say(run, seed, started)
     write_table(tables(runs, args, train_images(args)), args.output)
 
 

@@ -46,10 +46,11 @@ class TrialReporter:
             self.on_epoch(metrics)
         self.record(getattr(metrics, self.metric), metrics.epoch)
         # What Trial.should_prune does, but the pruner reads the study through a cheap view
-        # (see hpo.storage_proxy.PrunerView) and judges multi-objective trials by the first.
+        # (see hpo.storage_proxy.PrunerView), at most WRITE_INTERVAL old: other trials'
+        # news may wait as long as this one's does. Multi-objective trials: by the first.
         from hpo.storage_proxy import light_study
 
-        judged = light_study(self.study)
+        judged = light_study(self.study, max_age=WRITE_INTERVAL)
         if self.multi_objective:
             judged = FirstObjectiveView(judged)
         # The trial as Trial.should_prune passes it: its own copy (this worker wrote every

@@ -129,10 +129,11 @@ def open_storage(target: StorageTarget, *, reconnect_for: float | None = None) -
             return rdb
         from optuna.storages._cached_storage import _CachedStorage
 
-        from hpo.storage_proxy import ReconnectingStorage
+        from hpo.storage_proxy import OneReadPerTrial, ReconnectingStorage
 
         # What optuna.load_study would wrap the RDBStorage in, under the reconnecting layer.
-        return ReconnectingStorage(_CachedStorage(rdb), target.display, give_up_after=reconnect_for)
+        return ReconnectingStorage(OneReadPerTrial(_CachedStorage(rdb)), target.display,
+                                   give_up_after=reconnect_for)
     except (OSError, ImportError, ValueError) as exc:
         raise StorageError(f"cannot open storage {target.display}: {scrub(str(exc))}") from None
     except Exception as exc:  # sqlalchemy's errors: connection refused, bad password, ...

@@ -10,11 +10,15 @@ cached storage re-reads every running trial with all its intermediate values on 
 from __future__ import annotations
 
 import abc
+import contextlib
+import copy
 import inspect
+import json
 import logging
+import math
 import time
 import weakref
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterator
 from typing import Any
 
 from optuna.storages import BaseStorage
@@ -144,6 +148,47 @@ class ReconnectingStorage(DelegatingStorage):
         return self._inner.get_trial(trial_id).state == state
 
 
+class OneReadPerTrial(DelegatingStorage):
+    """While ``one_read()`` is active, ``get_all_trials`` answers every call from one read.
+
+    Asking for a trial and sampling its parameters read the study's trials again and again:
+    Optuna's samplers read them for each parameter sampled on its own (a repeated or
+    conditional one), and on a database each read is several queries (the cached storage
+    re-reads every running trial in full). A trial's sampling takes milliseconds, so one read
+    serves it all (TPE leaves out the trial being sampled itself).
+    """
+
+    def __init__(self, inner: BaseStorage):
+        super().__init__(inner)
+        self._reads: dict[int, list[FrozenTrial]] | None = None  # study id -> trials, while active
+
+    @contextlib.contextmanager
+    def one_read(self) -> Iterator[None]:
+        self._reads = {}
+        try:
+            yield
+        finally:
+            self._reads = None
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        if self._reads is None:
+            return self._inner.get_all_trials(study_id, deepcopy=deepcopy, states=states)
+        if study_id not in self._reads:
+            self._reads[study_id] = self._inner.get_all_trials(study_id, deepcopy=False)
+        trials = self._reads[study_id]
+        if states is not None:
+            trials = [t for t in trials if t.state in states]
+        return copy.deepcopy(trials) if deepcopy else list(trials)
+
+
+def one_read_of_the_study(storage: Any) -> contextlib.AbstractContextManager[None]:
+    """``OneReadPerTrial.one_read`` of the layer under ``storage``'s wrappers, if it has one."""
+    while storage is not None and not isinstance(storage, OneReadPerTrial):
+        storage = getattr(storage, "_inner", None)
+    return storage.one_read() if storage is not None else contextlib.nullcontext()
+
+
 def _reason(exc: BaseException) -> str:
     """The first line of the driver's message, password-free."""
     seen: BaseException | None = exc
@@ -163,99 +208,124 @@ class PrunerView(DelegatingStorage):
     values on every call: 64 running trials x 100 epochs is 6,400 rows per ``should_prune``,
     per worker, per epoch. Here finished trials are read once and kept (they never change) and
     running trials come from one light query of their system attributes.
+
+    ``max_age``: seconds for which a read is reused (0: read every time).
     """
 
-    def __init__(self, inner: BaseStorage, rdb: Any):
+    def __init__(self, inner: BaseStorage, rdb: Any, *, max_age: float = 0.0):
         super().__init__(inner)
         self._rdb = rdb  # the RDBStorage underneath, for the light query
+        self.max_age = max_age
         self._finished: dict[int, FrozenTrial] = {}
         self._pending: set[int] = set()  # ids seen unfinished
         self._watermark = -1  # highest trial id seen
+        self._last: tuple[float, list[FrozenTrial]] = (-math.inf, [])  # (monotonic time, trials)
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        unfinished = self._unfinished_trials(study_id)  # before the finished ones: see below
-        # A trial that finishes between the two reads is pending (seen unfinished) or above the
-        # watermark, so the second read catches it.
-        for trial in self._rdb._get_trials(study_id, FINISHED_STATES, self._pending, self._watermark):
-            self._finished[trial._trial_id] = trial
-        self._pending = {t._trial_id for t in unfinished}
-        ids = [*self._finished, *self._pending]
-        self._watermark = max([self._watermark, *ids])
-        trials = sorted([*self._finished.values(), *unfinished], key=lambda t: t.number)
+        read_at, trials = self._last
+        if time.monotonic() - read_at >= self.max_age:
+            trials = self._read(study_id)
+            self._last = (time.monotonic(), trials)
         if states is not None:
             trials = [t for t in trials if t.state in states]
         if deepcopy:
-            import copy
-
             trials = copy.deepcopy(trials)
         return trials
 
-    def _unfinished_trials(self, study_id: int) -> list[FrozenTrial]:
-        # Optuna's ORM models are internal; tests/test_pruner_view.py checks this against
-        # the full read so an Optuna upgrade that changes them fails loudly.
+    def _read(self, study_id: int) -> list[FrozenTrial]:
+        changed = self._changed_trials(study_id)
+        # Trials seen unfinished before, and new ones, that have finished since: read in full
+        # once (a second query, only when there are some). What finishes after the first
+        # query stays pending and is read next time.
+        done = {t._trial_id for t in changed if t.state.is_finished()}
+        if done:
+            for trial in self._rdb._get_trials(study_id, FINISHED_STATES, done, max(done)):
+                self._finished[trial._trial_id] = trial
+        unfinished = [t for t in changed if not t.state.is_finished()]
+        self._pending = {t._trial_id for t in unfinished}
+        self._watermark = max([self._watermark, *(t._trial_id for t in changed)])
+        return sorted([*self._finished.values(), *unfinished], key=lambda t: t.number)
+
+    def _changed_trials(self, study_id: int) -> list[FrozenTrial]:
+        """Unfinished trials, those seen unfinished before and new ones, light (state and
+        system attributes only): one query, without the ORM (its objects cost more than the
+        query)."""
+        # Optuna's ORM models are internal; tests/storage/test_storage_proxy.py checks this
+        # against the full read so an Optuna upgrade that changes them fails loudly.
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
-        from sqlalchemy import orm
+        from sqlalchemy import or_, select
 
+        trials, attrs = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
+        which = [trials.c.state.in_((TrialState.RUNNING, TrialState.WAITING)),
+                 trials.c.trial_id > self._watermark]
+        if self._pending:
+            which.append(trials.c.trial_id.in_(self._pending))
+        query = (
+            select(trials.c.trial_id, trials.c.number, trials.c.state, trials.c.datetime_start,
+                   attrs.c.key, attrs.c.value_json)
+            .select_from(trials.outerjoin(attrs, attrs.c.trial_id == trials.c.trial_id))
+            .where(trials.c.study_id == study_id, or_(*which))
+        )
         with _create_scoped_session(self._rdb.scoped_session) as session:
-            rows = (
-                session.query(models.TrialModel)
-                .options(orm.selectinload(models.TrialModel.system_attributes))
-                .filter(models.TrialModel.study_id == study_id,
-                        models.TrialModel.state.in_((TrialState.RUNNING, TrialState.WAITING)))
-                .all()
-            )
-            return [_light_trial(row) for row in rows]
+            rows = session.execute(query).all()
+        light: dict[int, FrozenTrial] = {}
+        for trial_id, number, state, started, key, value in rows:
+            if trial_id not in light:
+                light[trial_id] = _light_trial(trial_id, number, state, started)
+            if key is not None:
+                light[trial_id].system_attrs[key] = json.loads(value)
+        return list(light.values())
 
 
-def _light_trial(row: Any) -> FrozenTrial:
-    import json
-
+def _light_trial(trial_id: int, number: int, state: TrialState, started: Any) -> FrozenTrial:
     return FrozenTrial(
-        number=row.number,
-        state=row.state,
+        number=number,
+        state=state,
         value=None,
         values=None,
-        datetime_start=row.datetime_start,
+        datetime_start=started,
         datetime_complete=None,
         params={},
         distributions={},
         user_attrs={},
-        system_attrs={a.key: json.loads(a.value_json) for a in row.system_attributes},
+        system_attrs={},
         intermediate_values={},
-        trial_id=row.trial_id,
+        trial_id=trial_id,
     )
 
 
-def pruner_storage(storage: Any) -> Any:
+def pruner_storage(storage: Any, *, max_age: float = 0.0) -> Any:
     """A PrunerView of ``storage`` when it is a database (with the same reconnect policy);
     ``storage`` itself otherwise (the journal store replays only new log lines: cheap)."""
     rdb = rdb_backend(storage)
     if rdb is None:
         return storage
-    view = PrunerView(storage, rdb)
+    view = PrunerView(storage, rdb, max_age=max_age)
     if isinstance(storage, ReconnectingStorage):
         return ReconnectingStorage(view, storage._display, give_up_after=storage.give_up_after,
                                    first_wait=storage.first_wait, max_wait=storage.max_wait)
     return view
 
 
-_light_studies: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_light_studies: weakref.WeakKeyDictionary[Any, dict[float, Any]] = weakref.WeakKeyDictionary()
 
 
-def light_study(study: Any) -> Any:
+def light_study(study: Any, *, max_age: float = 0.0) -> Any:
     """``study`` over ``pruner_storage``: as the pruner (every epoch) and the budget check
-    (every trial) read it. One per study object, so what the view has read is kept."""
-    if study not in _light_studies:
-        storage = pruner_storage(study._storage)
+    (every trial) read it; ``max_age`` as for PrunerView. One per study object and age, so
+    that what the view has read is kept."""
+    views = _light_studies.setdefault(study, {})
+    if max_age not in views:
+        storage = pruner_storage(study._storage, max_age=max_age)
         if storage is study._storage:  # nothing to save on this storage
             return study
         import optuna
 
-        _light_studies[study] = optuna.Study(study_name=study.study_name, storage=storage,
-                                             sampler=study.sampler, pruner=study.pruner)
-    return _light_studies[study]
+        views[max_age] = optuna.Study(study_name=study.study_name, storage=storage,
+                                      sampler=study.sampler, pruner=study.pruner)
+    return views[max_age]
 
 
 def rdb_backend(storage: Any) -> Any | None:

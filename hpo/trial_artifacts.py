@@ -60,7 +60,7 @@ def save_trial_artifacts(
     uploaded: dict[str, str] = {}
     try:
         from hpo.artifacts import study_store
-        from hpo.curve_image import draw_learning_curve
+        from hpo.trial_images import draw_learning_curve
 
         store = study_store(study)
         if store is None or not history:  # a study from before artifacts, or nothing to plot
@@ -141,32 +141,15 @@ def _save_weights(model: Any, path: Path) -> Path:
 # -- plots ---------------------------------------------------------------------------------
 
 
-def _figure(width: float, height: float) -> Any:
-    """A figure on the Agg canvas: no pyplot state, never a display."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def plot_confusion_matrix(
     targets: Sequence[int], predictions: Sequence[int], class_names: Sequence[str], path: Path, *, title: str = ""
 ) -> Path:
-    """Counts, true label by row; numbers in the cells up to 20 classes."""
-    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
+    """Counts (scikit-learn's), true label by row; numbers in the cells up to 20 classes."""
+    from sklearn.metrics import confusion_matrix
+
+    from hpo.trial_images import draw_confusion_matrix
 
     n = len(class_names) or max(max(targets, default=0), max(predictions, default=0)) + 1
     names = list(class_names) or [str(i) for i in range(n)]
-    cm = confusion_matrix(targets, predictions, labels=list(range(n)))
-    side = min(4.0 + 0.35 * n, 30.0)
-    fig = _figure(side, side)
-    ax = fig.add_subplot()
-    ConfusionMatrixDisplay(cm, display_labels=names).plot(
-        ax=ax, include_values=n <= 20, cmap="Blues", colorbar=n > 20, xticks_rotation="vertical"
-    )
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
+    counts = confusion_matrix(targets, predictions, labels=list(range(n))).tolist()
+    return draw_confusion_matrix(counts, names, path, title=title)

@@ -12,6 +12,7 @@ Optuna upgrade that changes them fails loudly.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,16 +53,86 @@ def write_trial(storage: Any, trial_id: int, *, params: Sequence[Param] = (),
 
 def _write_rdb(rdb: Any, trial_id: int, params: Sequence[Param], values: dict[int, float],
                attrs: dict[str, Any]) -> None:
+    """One transaction of a few statements: one check of the trial, one query for earlier
+    distributions of the parameters, then one insert or upsert per kind (Optuna's own steps
+    take two or three statements per item)."""
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
+    upsert = _upsert_statement(rdb.engine.name)
     with _create_scoped_session(rdb.scoped_session, True) as session:
-        for name, value, distribution in params:
-            rdb._set_trial_param_without_commit(session, trial_id, name, value, distribution)
-        for step, value in values.items():
-            rdb._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
-        for key, value in attrs.items():
-            rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+        if upsert is None:  # a database without INSERT ... ON CONFLICT (MySQL): Optuna's steps
+            _write_rdb_item_by_item(rdb, session, trial_id, params, values, attrs)
+            return
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        rdb.check_trial_is_updatable(trial_id, trial.state)
+        if params:
+            _check_against_earlier_distributions(session, trial.study_id, params)
+            session.add_all([models.TrialParamModel(trial_id=trial_id, param_name=name, param_value=value,
+                                                    distribution_json=distribution_to_json(distribution))
+                             for name, value, distribution in params])
+            session.flush()
+        kind = models.TrialIntermediateValueModel
+        if values:
+            rows = []
+            for step, value in values.items():
+                stored, value_type = kind.intermediate_value_to_stored_repr(value)
+                rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
+                             "intermediate_value_type": value_type})
+            statement = upsert(kind).values(rows)
+            session.execute(statement.on_conflict_do_update(
+                index_elements=[kind.trial_id, kind.step],
+                set_={"intermediate_value": statement.excluded.intermediate_value,
+                      "intermediate_value_type": statement.excluded.intermediate_value_type}))
+        if attrs:
+            attr = models.TrialUserAttributeModel
+            statement = upsert(attr).values([{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                                             for key, value in attrs.items()])
+            session.execute(statement.on_conflict_do_update(
+                index_elements=[attr.trial_id, attr.key], set_={"value_json": statement.excluded.value_json}))
+
+
+def _upsert_statement(dialect: str) -> Any | None:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        return None
+    return insert
+
+
+def _check_against_earlier_distributions(session: Any, study_id: int, params: Sequence[Param]) -> None:
+    """What Optuna checks for each new parameter: the study's earlier trials used a
+    compatible distribution under that name (one stored distribution per name suffices:
+    they were all checked against each other)."""
+    from optuna.distributions import check_distribution_compatibility, json_to_distribution
+    from optuna.storages._rdb import models
+    from sqlalchemy import func
+
+    param = models.TrialParamModel
+    earlier = dict(
+        session.query(param.param_name, func.min(param.distribution_json))
+        .join(models.TrialModel)
+        .filter(models.TrialModel.study_id == study_id, param.param_name.in_([p[0] for p in params]))
+        .group_by(param.param_name)
+        .all()
+    )
+    for name, _, distribution in params:
+        if name in earlier:
+            check_distribution_compatibility(json_to_distribution(earlier[name]), distribution)
+
+
+def _write_rdb_item_by_item(rdb: Any, session: Any, trial_id: int, params: Sequence[Param],
+                            values: dict[int, float], attrs: dict[str, Any]) -> None:
+    from optuna.storages._rdb import models
+
+    for name, value, distribution in params:
+        rdb._set_trial_param_without_commit(session, trial_id, name, value, distribution)
+    for step, value in values.items():
+        rdb._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+    for key, value in attrs.items():
+        rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
 
 
 def _write_journal(journal: Any, trial_id: int, params: Sequence[Param], values: dict[int, float],

@@ -191,8 +191,11 @@ def _trial_loop(study: Any, spec: Any, *, n_trials: int | None, timeout: float |
             break
         if device == "cpu":
             share_cpu()  # other workers on this machine may have started or stopped
+        from hpo.storage_proxy import one_read_of_the_study
+
         asked_at = time.perf_counter()
-        trial = study.ask()
+        with one_read_of_the_study(study._storage):  # see hpo.storage_proxy.OneReadPerTrial
+            trial = study.ask()
         watchdog.beat_for(trial._trial_id)
         # First thing: who runs it, so that a worker on this host can tell if we die.
         trial.set_user_attr("worker", worker_identity(rank))
@@ -391,12 +394,14 @@ def _sample_config(trial: Any, spec: Any, device: str) -> dict[str, Any]:
     attributes, in one write (one per parameter made sampling the slowest part of a trial's
     start on PostgreSQL); those sampled before an error are written all the same."""
     from hpo.space import sample_config
+    from hpo.storage_proxy import one_read_of_the_study
     from hpo.trial_writes import DeferredParams
 
     deferred = DeferredParams(trial.storage)
     trial.storage, context = deferred, {}
     try:
-        config = sample_config(trial, spec)
+        with one_read_of_the_study(trial.study._storage):
+            config = sample_config(trial, spec)
         context = _context_attrs(config, device)
     finally:
         trial.storage = deferred._inner

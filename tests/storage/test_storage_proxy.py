@@ -1,4 +1,5 @@
-"""The storage wrappers: reconnecting with bounded backoff, and the pruner's cheap view."""
+"""The storage wrappers: reconnecting with bounded backoff, the pruner's cheap view, and one
+read of the study per trial's sampling."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from optuna.trial import TrialState
 
 from hpo.errors import StorageError
 from hpo.storage import open_storage, resolve_storage
-from hpo.storage_proxy import PrunerView, ReconnectingStorage, is_connection_error, rdb_backend
+from hpo.storage_proxy import (
+    OneReadPerTrial,
+    PrunerView,
+    ReconnectingStorage,
+    is_connection_error,
+    one_read_of_the_study,
+    rdb_backend,
+)
 
 
 def connection_lost() -> StorageInternalError:
@@ -142,3 +150,41 @@ def test_the_pruner_view_reads_what_pruners_need_and_skips_running_curves(postgr
         for trial in study.get_trials(states=(TrialState.RUNNING,)):
             assert pruner.prune(viewed, trial) == pruner.prune(study, trial)
     rdb.engine.dispose()
+
+
+def test_a_view_with_max_age_reuses_its_read_for_that_long(postgres_url, monkeypatch):
+    rdb = optuna.storages.RDBStorage(postgres_url)
+    study = optuna.create_study(study_name="aged", storage=rdb)
+    _fill(study, finished=2, running=1, epochs=2)
+    clock = [1000.0]
+    monkeypatch.setattr("hpo.storage_proxy.time.monotonic", lambda: clock[0])
+    aged, fresh = PrunerView(_CachedStorage(rdb), rdb, max_age=1.0), PrunerView(_CachedStorage(rdb), rdb)
+    assert len(aged.get_all_trials(study._study_id)) == len(fresh.get_all_trials(study._study_id)) == 3
+    _fill(study, finished=1, running=0, epochs=2)
+    clock[0] += 0.5
+    assert len(aged.get_all_trials(study._study_id)) == 3  # within max_age: the earlier read
+    assert len(fresh.get_all_trials(study._study_id)) == 4
+    clock[0] += 0.5
+    assert len(aged.get_all_trials(study._study_id)) == 4
+    rdb.engine.dispose()
+
+
+def test_one_read_serves_a_trials_sampling_and_nothing_after_it(postgres_url):
+    storage = open_storage(resolve_storage(postgres_url), reconnect_for=5)  # hpo's worker stack
+    assert isinstance(storage._inner, OneReadPerTrial)
+    study = optuna.create_study(study_name="one-read", storage=storage)
+    reads = []
+    inner = storage._inner._inner
+    original = inner.get_all_trials
+    inner.get_all_trials = lambda *a, **k: reads.append(1) or original(*a, **k)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    with one_read_of_the_study(study._storage):
+        before = len(reads)
+        trial = study.ask()
+        for i in range(5):  # each parameter on its own: the sampler reads the study each time
+            trial.suggest_float(f"p{i}", 0, 1)
+        assert len(reads) - before == 1
+        assert len(study.get_trials()) == 3  # the one read came before this trial existed
+    study.tell(trial, 0.5)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4  # read afresh again
+    rdb_backend(storage).engine.dispose()

@@ -16,11 +16,13 @@ PARAMS = [
     ("train.optimizer", 1.0, CategoricalDistribution(["sgd", "adam"])),
 ]
 ATTRS = {"config": {"train": {"lr": 0.01}}, "seed": 0, "device": "cpu", "curves": {"val_loss": [1.0, 0.5]}}
+VALUES = {1: 0.5, 2: 0.75, 3: float("inf"), 4: float("-inf")}
 
 
 def _storages(tmp_path, postgres_url):
     yield "journal", lambda: optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
     yield "postgresql", lambda: open_storage(resolve_storage(postgres_url), reconnect_for=5)  # hpo's wrappers
+    yield "sqlite", lambda: optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
     yield "in-memory", lambda: optuna.storages.InMemoryStorage()
 
 
@@ -29,15 +31,20 @@ def test_one_write_equals_optuna_one_call_each(tmp_path, postgres_url):
         storage = make()
         study = optuna.create_study(study_name=f"w-{kind}", storage=storage)
         ours, theirs = study.ask(), study.ask()
-        write_trial(study._storage, ours._trial_id, params=PARAMS, user_attrs=ATTRS)
+        write_trial(study._storage, ours._trial_id, params=PARAMS, intermediate_values=VALUES, user_attrs=ATTRS)
+        write_trial(study._storage, ours._trial_id, intermediate_values={5: 0.9}, user_attrs={"seed": 1})
         for name, value, distribution in PARAMS:
             study._storage.set_trial_param(theirs._trial_id, name, value, distribution)
-        for key, value in ATTRS.items():
+        for step, value in {**VALUES, 5: 0.9}.items():
+            study._storage.set_trial_intermediate_value(theirs._trial_id, step, value)
+        for key, value in {**ATTRS, "seed": 1}.items():
             study._storage.set_trial_user_attr(theirs._trial_id, key, value)
         reader = make() if kind != "in-memory" else study._storage  # what a fresh reader sees
         a, b = (reader.get_trial(t._trial_id) for t in (ours, theirs))
-        assert (a.params, a.distributions, a.user_attrs) == (b.params, b.distributions, b.user_attrs), kind
+        assert (a.params, a.distributions, a.user_attrs, a.intermediate_values) == (
+            b.params, b.distributions, b.user_attrs, b.intermediate_values), kind
         assert a.params == {"train.lr": 0.01, "model.filters[0]": 16, "train.optimizer": "adam"}
+        assert a.intermediate_values == {**VALUES, 5: 0.9} and a.user_attrs["seed"] == 1
 
 
 def test_a_clashing_distribution_is_refused_as_optuna_refuses_it(tmp_path, postgres_url):
@@ -48,6 +55,15 @@ def test_a_clashing_distribution_is_refused_as_optuna_refuses_it(tmp_path, postg
         clash = [("train.lr", 1.0, CategoricalDistribution(["a", "b"]))]
         with pytest.raises(ValueError, match="Cannot set different distribution kind"):
             write_trial(study._storage, second._trial_id, params=clash)
+
+
+def test_a_finished_trial_is_refused_as_optuna_refuses_it(tmp_path, postgres_url):
+    for kind, make in _storages(tmp_path, postgres_url):
+        study = optuna.create_study(study_name=f"f-{kind}", storage=make())
+        trial = study.ask()
+        study.tell(trial, 1.0)
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            write_trial(study._storage, trial._trial_id, user_attrs={"late": True})
 
 
 def test_sampling_through_deferred_params_writes_nothing_until_asked(tmp_path):

@@ -1,4 +1,5 @@
-"""The per-trial learning-curve PNG: axes that fit the values, every series drawn."""
+"""The per-trial PNGs: a learning curve with axes that fit the values and every series drawn;
+a confusion matrix whose cells are as dark as their counts."""
 
 from __future__ import annotations
 
@@ -7,7 +8,20 @@ import math
 import pytest
 from PIL import Image
 
-from hpo.curve_image import BOTTOM, HEIGHT, LEFT, RIGHT, SERIES, TOP, WIDTH, draw_learning_curve, nice_ticks
+from hpo.trial_images import (
+    BOTTOM,
+    CM_HIGH,
+    CM_LOW,
+    HEIGHT,
+    LEFT,
+    RIGHT,
+    SERIES,
+    TOP,
+    WIDTH,
+    draw_confusion_matrix,
+    draw_learning_curve,
+    nice_ticks,
+)
 from hpo.training import EpochMetrics
 
 
@@ -43,3 +57,12 @@ def test_a_diverged_epoch_leaves_out_what_is_not_finite(tmp_path):
     # The one finite value is drawn where it belongs: mid-plot (a single epoch), at 0.1.
     at = (round((LEFT + RIGHT) / 2), round(BOTTOM - 0.1 * (BOTTOM - TOP)))
     assert image.getpixel(at) == SERIES[2][2]
+
+
+@pytest.mark.parametrize("n", [3, 25, 100])
+def test_confusion_matrix_cells_are_as_dark_as_their_counts(tmp_path, n):
+    counts = [[5 if i == j else 0 for j in range(n)] for i in range(n)]  # every image right
+    image = Image.open(draw_confusion_matrix(counts, [f"c{i}" for i in range(n)], tmp_path / "cm.png")).convert("RGB")
+    colours = {colour for _, colour in image.getcolors(image.width * image.height)}
+    assert {CM_HIGH, CM_LOW} <= colours
+    assert image.width > 6 * n and image.height > 6 * n  # every class has a cell
