@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -21,13 +22,24 @@ log = logging.getLogger("hpo.checkpoints")
 
 
 class TrialCheckpoints:
-    """The ``Checkpoints`` of one trial (see ``hpo.training.checkpoint``)."""
+    """The ``Checkpoints`` of one trial (see ``hpo.training.checkpoint``).
 
-    def __init__(self, store: Any, trial: Any):
+    ``interval``: seconds since the trial started or last saved before an epoch's end saves
+    again (``budget.checkpoint_interval``; 0: every epoch). A save costs a copy of model and
+    optimiser to the store: 12 ms an epoch for a small digits CNN, a sixth of its training,
+    while a retry after a crash repeats at most ``interval`` seconds of training.
+    """
+
+    def __init__(self, store: Any, trial: Any, *, interval: float = 0.0):
         self.store = store
         self.trial = trial
+        self.interval = interval
         self.resume_from: str | None = trial.user_attrs.get(RESUME_FROM_ATTR)
         self.current: str | None = None
+        self._saved_at = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self._saved_at >= self.interval
 
     def load(self) -> dict[str, Any] | None:
         if not self.resume_from:
@@ -52,6 +64,7 @@ class TrialCheckpoints:
         artifact_id = (f"checkpoint-{self.trial.number}-e{position['epoch']}b{position['batch']}-"
                        f"{uuid.uuid4().hex[:8]}.pt")
         self.store.write(artifact_id, io.BytesIO(to_bytes(state)))
+        self._saved_at = time.monotonic()
         self.trial.set_user_attr(CHECKPOINT_ATTR, artifact_id)
         previous, self.current = self.current or self.resume_from, artifact_id
         self.resume_from = None  # superseded: this trial's own checkpoint is the one to resume

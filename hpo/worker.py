@@ -235,7 +235,8 @@ def run_trial(study: Any, trial: Any, spec: Any, *, device: str, emit: Progress,
     reporter = TrialReporter(study, trial, metric,
                              lambda m: emit("epoch", {"trial": trial.number, "metrics": m, "metric": metric}))
     store = study_store(study)
-    checkpoints = TrialCheckpoints(store, trial) if store is not None else None
+    checkpoints = (TrialCheckpoints(store, trial, interval=spec.budget.checkpoint_interval)
+                   if store is not None else None)
     emit("trial_start", {"trial": trial.number})
     try:
         outcome = _train_and_tell(study, trial, spec, reporter, checkpoints, started, asked_at=asked_at,

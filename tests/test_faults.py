@@ -29,7 +29,7 @@ EPOCHS = 30
 SPEC = """\
 name: {name}
 objective: {{metric: val_accuracy, direction: maximize}}
-budget: {{n_trials: 1, max_retries: 2}}
+budget: {{n_trials: 1, max_retries: 2, checkpoint_interval: 0}}  # a checkpoint every epoch
 sampler: {{name: random, seed: 0}}
 pruner: {{name: none}}
 data: {{name: digits, val_fraction: 0.2, test_fraction: 0.2, split_seed: 0, augment: light}}

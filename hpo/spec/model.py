@@ -93,6 +93,11 @@ class Budget(_Strict):
         2, ge=0, description="retries of a trial whose worker died or was stopped (same "
         "parameters, resumed from its last checkpoint)"
     )
+    checkpoint_interval: float = Field(
+        10, ge=0, description="a running trial saves a checkpoint at the end of an epoch once this "
+        "many seconds have passed since its last one (0: every epoch), so a retry repeats at most "
+        "that much training; SIGTERM always saves"
+    )
     heartbeat_interval: float = Field(
         10, gt=0, description="seconds between a running trial's heartbeats (PostgreSQL)"
     )

@@ -24,6 +24,10 @@ class Checkpoints(Protocol):
         """The last saved state, or None."""
         ...
 
+    def due(self) -> bool:
+        """Whether to save at the end of this epoch (a stop request saves regardless)."""
+        ...
+
     def save(self, state: dict[str, Any]) -> None: ...
 
 

@@ -231,8 +231,8 @@ def train_model(
     Stops when ``reporter.report`` returns True (pruned), when early stopping's patience
     runs out, or after ``train.epochs``. Raises TrainingError on a non-finite loss.
 
-    ``checkpoints``: resumes from the state it holds, if any, and saves the state after every
-    epoch. ``stop_requested``: checked after every batch; when true, the state is saved (if
+    ``checkpoints``: resumes from the state it holds, if any, and saves the state after an
+    epoch when it says one is due. ``stop_requested``: checked after every batch; when true, the state is saved (if
     there is a store) and Preempted is raised.
     """
     dev = torch.device(device)
@@ -319,7 +319,7 @@ def _train(
         if early is not None and early.should_stop(metrics):
             stopped_early = True
             break
-        if epoch < train.epochs:
+        if epoch < train.epochs and checkpoints is not None and checkpoints.due():
             save(gen.get_state(), position)
 
     return TrainingResult(
