@@ -7,7 +7,8 @@ trials), so the task is the space and fixed keys of search_spaces/digits_cnn.yam
 ``data.train_fraction`` (default 0.1: ~110 training images; validation and test stay whole),
 where bad configurations score 0.1-0.5 and good ones ~0.9. Every strategy runs through hpo's
 real worker loop (``hpo.worker.run_worker``: one in-process worker, rank 0, a fresh study on an
-embedded journal per run); seed s sets ``sampler.seed``, the split and ``train.seed`` stay fixed.
+embedded journal per run); seed s sets ``sampler.seed`` (1000 + s for random search: see
+REFERENCE_SEED), the split and ``train.seed`` stay fixed.
 
 Budgets, per seed: random search runs first until it has trained E = --full-trials x epochs
 epochs; its wall time becomes T. Every other strategy runs until it has used both E epochs
@@ -42,6 +43,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FRACTIONS = (("1/8", 1 / 8), ("1/4", 1 / 4), ("1/2", 1 / 2), ("all", 1.0))
 GOAL = 1 / 4  # the default reaches random search's final best within this share of E
+# TPE draws its first n_startup_trials with a RandomSampler of its own seed: with the same seed
+# they would be random search's first trials, and the target (random search's final best) would
+# often be handed to the TPE strategies. Random search draws from seeds of its own.
+REFERENCE_SEED = 1000
 SPEC = """\
 name: {name}
 budget: {{n_trials: 100000}}
@@ -275,7 +280,8 @@ def tables(runs: dict[str, list[Run]], args: argparse.Namespace, n_train: int) -
         f"Search efficiency at equal compute: digits CNN space (search_spaces/digits_cnn.yaml), data.train_fraction "
         f"{args.fraction} ({n_train} training images; validation and test whole), {args.epochs} epochs per full trial, "
         f"E = {args.full_trials} full trials = {budget} epochs, T = random search's wall time for E "
-        f"(median {statistics.median(times):.1f} s); {args.seeds} seeds, median (min–max) over seeds. "
+        f"(median {statistics.median(times):.1f} s); {args.seeds} seeds (sampler.seed s, random search "
+        f"{REFERENCE_SEED} + s), median (min–max) over seeds. "
         f"Machine: {machine()}.", "",
         "Equal epochs (pruned trials' epochs count; best = best completed trial):", "",
         *budget_table(runs, "epochs", [budget] * args.seeds, "E"), "",
@@ -327,7 +333,8 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
-            reference = run_strategy("random", seed, args, Path(tmp), lambda epochs, seconds: epochs >= budget)
+            reference = run_strategy("random", REFERENCE_SEED + seed, args, Path(tmp),
+                                     lambda epochs, seconds: epochs >= budget)
             wall = reference.trials[-1].seconds  # T of this seed
             for label in labels:
                 run = reference if label == "random" else run_strategy(

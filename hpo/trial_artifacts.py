@@ -29,7 +29,7 @@ KEEP_ENV = "HPO_KEEP_WEIGHTS"
 DEFAULT_KEEP = "best:3"
 ARTIFACTS_ATTR = "artifacts"  # trial user attr: {file name: artifact id}
 ERROR_ATTR = "artifact_error"
-CURVE_FILE = "learning_curve.png"
+CURVE_FILE = "learning_curve.svg"
 CONFUSION_FILE = "confusion_matrix.png"
 WEIGHTS_FILE = "weights.pt"
 
@@ -67,7 +67,7 @@ def save_trial_artifacts(
             return attrs
         complete = result is not None and not result.pruned
         with tempfile.TemporaryDirectory(prefix="hpo-artifacts-") as tmp:
-            files = [(draw_learning_curve(history, Path(tmp) / CURVE_FILE, title=f"trial {trial.number}"), "image/png")]
+            files = [(draw_learning_curve(history, Path(tmp) / CURVE_FILE, title=f"trial {trial.number}"), "image/svg+xml")]
             if complete and result.val_predictions is not None:
                 path = plot_confusion_matrix(result.val_targets, result.val_predictions, result.class_names,
                                              Path(tmp) / CONFUSION_FILE, title=f"trial {trial.number}, validation")

@@ -1,5 +1,5 @@
-"""``hpo dashboard`` in a real headless Chromium: trials, the intermediate-value plot and a
-trial's PNG artifact render. Screenshots are kept in $HPO_TEST_ARTIFACTS (default
+"""``hpo dashboard`` in a real headless Chromium: trials, the intermediate-value plot, a
+trial's PNG artifact and a worker's learning-curve SVG render. Screenshots are kept in $HPO_TEST_ARTIFACTS (default
 .test-artifacts/ in the repository, which ignores itself) for a person to look at.
 """
 
@@ -73,6 +73,24 @@ def test_the_study_page_shows_the_intermediate_value_plot(served):
     # Tall enough to show the intermediate-value plot, below the history and timeline.
     chromium(binary, profile, url, f"--screenshot={artifacts_dir() / 'dashboard-study.png'}",
              "--window-size=1400,2600")
+
+
+def test_a_workers_learning_curve_svg_is_served_and_drawn_by_the_browser(served, tmp_path):
+    import optuna
+    from PIL import Image
+
+    from hpo.trial_images import SERIES
+
+    binary, study, server, profile = served
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(study.journal)))
+    trial = storage.get_all_trials(study.study_id)[0]  # run by the worker: its own curve
+    src = f"/artifacts/{study.study_id}/{trial._trial_id}/{trial.user_attrs['artifacts']['learning_curve.svg']}"
+    shot = tmp_path / "curve.png"
+    chromium(binary, profile, server.base + src, f"--screenshot={shot}", "--window-size=640,400")
+    image = Image.open(shot).convert("RGB")
+    colours = {colour for _, colour in image.getcolors(image.width * image.height)}
+    assert {colour for _, _, colour, _, _ in SERIES} <= colours  # every series' markers drawn
+    shutil.copy(shot, artifacts_dir() / "learning-curve.png")
 
 
 def test_the_trials_page_lists_the_trials_and_shows_the_png_artifact(served):

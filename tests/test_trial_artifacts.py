@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from xml.etree import ElementTree
+
 import optuna
 import pytest
 import torch
@@ -61,14 +63,16 @@ def test_every_completed_trial_gets_curve_confusion_matrix_and_weights(tuned, tm
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
     for trial in trials:
         arts = trial.user_attrs["artifacts"]
-        assert sorted(arts) == ["confusion_matrix.png", "learning_curve.png", "weights.pt"]
+        assert sorted(arts) == ["confusion_matrix.png", "learning_curve.svg", "weights.pt"]
         metas = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
         assert sorted(m.artifact_id for m in metas) == sorted(arts.values())
-        for name in ("learning_curve.png", "confusion_matrix.png"):
-            data = _read(study, arts[name], tmp_path, f"{trial.number}-{name}")
-            assert data[:8] == PNG_MAGIC
-            (tmp_path / "check.png").write_bytes(data)
-            assert imread(tmp_path / "check.png").ndim == 3  # matplotlib decodes it
+        assert {m.filename: m.mimetype for m in metas}["learning_curve.svg"] == "image/svg+xml"
+        data = _read(study, arts["confusion_matrix.png"], tmp_path, f"{trial.number}-cm")
+        assert data[:8] == PNG_MAGIC
+        (tmp_path / "check.png").write_bytes(data)
+        assert imread(tmp_path / "check.png").ndim == 3  # matplotlib decodes it
+        curve = ElementTree.fromstring(_read(study, arts["learning_curve.svg"], tmp_path, f"{trial.number}-c"))
+        assert len(list(curve.iter("{http://www.w3.org/2000/svg}polyline"))) == 3  # 2 epochs: 3 lines
         (tmp_path / "w.pt").write_bytes(_read(study, arts["weights.pt"], tmp_path, f"{trial.number}-w"))
         state = torch.load(tmp_path / "w.pt", weights_only=True)
         io = trial.user_attrs["model_io"]
@@ -87,7 +91,7 @@ def test_best_k_uploads_weights_only_for_trials_in_the_best_k_so_far(tuned, monk
         has_weights = "weights.pt" in trial.user_attrs["artifacts"]
         assert has_weights == (better_before == 0), (i, [t.value for t in trials])
         assert ("weights_skipped" in trial.user_attrs) == (not has_weights)
-        assert "learning_curve.png" in trial.user_attrs["artifacts"]
+        assert "learning_curve.svg" in trial.user_attrs["artifacts"]
     assert "weights.pt" in trials[0].user_attrs["artifacts"]
 
 
@@ -115,11 +119,11 @@ def test_a_failed_trial_gets_its_learning_curve_only(tmp_path):
     trial = study.ask()
     attrs = save_trial_artifacts(study, trial, _epochs(2))  # as the worker's _fail calls it
     uploaded = attrs["artifacts"]
-    assert list(attrs) == ["artifacts"] and list(uploaded) == ["learning_curve.png"]
+    assert list(attrs) == ["artifacts"] and list(uploaded) == ["learning_curve.svg"]
     metas = optuna.artifacts.get_all_artifact_meta(study.trials[0], storage=study._storage)
-    assert [m.artifact_id for m in metas] == [uploaded["learning_curve.png"]]
-    path = tmp_path / "store" / uploaded["learning_curve.png"]
-    assert path.read_bytes()[:8] == PNG_MAGIC
+    assert [m.artifact_id for m in metas] == [uploaded["learning_curve.svg"]]
+    path = tmp_path / "store" / uploaded["learning_curve.svg"]
+    assert path.read_text().startswith("<svg ")
 
 
 def test_a_study_without_a_recorded_store_gets_no_artifacts():

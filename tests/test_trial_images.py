@@ -1,11 +1,13 @@
-"""The per-trial PNGs: a learning curve with axes that fit the values and every series drawn;
-a confusion matrix whose cells are as dark as their counts."""
+"""The per-trial pictures: a learning-curve SVG with axes that fit the values and every series
+drawn; a confusion-matrix PNG whose cells are as dark as their counts."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from xml.etree import ElementTree
+
 from PIL import Image
 
 from hpo.trial_images import (
@@ -36,27 +38,43 @@ def test_nice_ticks_start_at_zero_and_cover_the_values(high, expected):
     assert nice_ticks(high) == pytest.approx(expected)
 
 
-def _colours(path) -> set[tuple[int, int, int]]:
-    image = Image.open(path).convert("RGB")
-    assert image.size == (WIDTH, HEIGHT)
-    return {colour for _, colour in image.getcolors(WIDTH * HEIGHT)}
+SVG = "{http://www.w3.org/2000/svg}"
 
 
-def test_every_series_is_drawn(tmp_path):
+def _series(path) -> dict[str, list[tuple[float, float]]]:
+    """The points of each series' line, by colour, from the SVG (which must parse)."""
+    root = ElementTree.parse(path).getroot()
+    assert (root.get("width"), root.get("height")) == (str(WIDTH), str(HEIGHT))
+    return {line.get("stroke"): [tuple(map(float, p.split(","))) for p in line.get("points").split()]
+            for line in root.iter(f"{SVG}polyline")}
+
+
+def _hex(colour) -> str:
+    return "#%02x%02x%02x" % colour
+
+
+def test_every_series_is_drawn_inside_the_plot(tmp_path):
     history = [EpochMetrics(epoch=e, train_loss=2 / e, val_loss=2.2 / e, val_accuracy=1 - 1 / (e + 1),
                             seconds=0.1, lr=1e-3) for e in range(1, 13)]
-    path = draw_learning_curve(history, tmp_path / "curve.png", title="trial 3")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert {colour for *_, colour, _axis, _marker in SERIES} <= _colours(path)
+    lines = _series(draw_learning_curve(history, tmp_path / "curve.svg", title="trial <3> & co"))
+    assert set(lines) == {_hex(colour) for _, _, colour, _, _ in SERIES}
+    for points in lines.values():
+        assert len(points) == 12
+        assert all(LEFT <= x <= RIGHT and TOP <= y <= BOTTOM for x, y in points)
+        assert points[0][0] == LEFT and points[-1][0] == RIGHT  # epochs span the axis
+    accuracy = lines[_hex(SERIES[2][2])]
+    assert accuracy[-1][1] == pytest.approx(BOTTOM - (1 - 1 / 13) * (BOTTOM - TOP), abs=0.1)
 
 
 def test_a_diverged_epoch_leaves_out_what_is_not_finite(tmp_path):
     history = [EpochMetrics(epoch=1, train_loss=math.nan, val_loss=math.inf, val_accuracy=0.1,
                             seconds=0.1, lr=1e-3)]
-    image = Image.open(draw_learning_curve(history, tmp_path / "curve.png")).convert("RGB")
-    # The one finite value is drawn where it belongs: mid-plot (a single epoch), at 0.1.
-    at = (round((LEFT + RIGHT) / 2), round(BOTTOM - 0.1 * (BOTTOM - TOP)))
-    assert image.getpixel(at) == SERIES[2][2]
+    root = ElementTree.parse(draw_learning_curve(history, tmp_path / "curve.svg")).getroot()
+    # One epoch, no lines; the one finite value is a marker mid-plot at 0.1.
+    assert not list(root.iter(f"{SVG}polyline"))
+    markers = [(float(p.get("points").split()[0].split(",")[0]), p) for p in root.iter(f"{SVG}polygon")]
+    centre = (LEFT + RIGHT) / 2
+    assert [x for x, _ in markers if abs(x - centre) < 1] == [centre]
 
 
 @pytest.mark.parametrize("n", [3, 25, 100])
