@@ -172,6 +172,8 @@ def stop_on_sigterm() -> Iterator[StopRequest]:
 def _trial_loop(study: Any, spec: Any, *, n_trials: int | None, timeout: float | None,
                 device: str, rank: int, emit: Progress, stop: StopRequest, watchdog: Watchdog,
                 trainer: Callable[..., Any] | None) -> WorkerReport:
+    from hpo.storage_proxy import one_read_of_the_study
+
     report = WorkerReport()
     started = time.monotonic()
     while True:
@@ -191,8 +193,6 @@ def _trial_loop(study: Any, spec: Any, *, n_trials: int | None, timeout: float |
             break
         if device == "cpu":
             share_cpu()  # other workers on this machine may have started or stopped
-        from hpo.storage_proxy import one_read_of_the_study
-
         asked_at = time.perf_counter()
         with one_read_of_the_study(study._storage):  # see hpo.storage_proxy.OneReadPerTrial
             trial = study.ask()

@@ -29,9 +29,11 @@ def journal_row(table: str) -> list[str]:
 def test_data_path_benchmark_writes_its_table(tmp_path):
     result, table = run_tiny(tmp_path, "data_path.py")
     assert table.splitlines()[0] == "CNN 2×32 filters + FC 128:" and "\nMLP 2×256:\n" in table
-    assert table.count("| path | median s/epoch | images/s |") == 2
-    assert table.count("plain: torchvision FashionMNIST + DataLoader") == table.count("hpo: in-memory tensors") == 2
-    assert table.count("Speed-up: **") == 2
+    assert "\ndigits CNN 2×32 filters + FC 64:\n" in table
+    assert table.count("| path | median s/epoch | images/s |") == 3
+    assert table.count("plain: torchvision FashionMNIST + DataLoader") == 2
+    assert table.count("plain: Dataset over scikit-learn's digits") == 1
+    assert table.count("hpo: in-memory tensors") == table.count("Speed-up: **") == 3
 
 
 def test_worker_scaling_benchmark_writes_its_tables(tmp_path, postgres_url):
