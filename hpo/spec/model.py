@@ -200,10 +200,17 @@ def _spec_model() -> type[BaseModel]:
 
         @model_validator(mode="before")
         @classmethod
-        def _multi_objective_pruner(cls, data: Any) -> Any:
-            # Optuna's Hyperband cannot prune multi-objective studies: default to median.
-            if isinstance(data, dict) and isinstance(data.get("objective"), list) and "pruner" not in data:
-                data = {**data, "pruner": {"name": default_pruner(data)}}
+        def _default_strategy_names(cls, data: Any) -> Any:
+            # A sampler or pruner without a name is the default one with those options
+            # (``sampler: {seed: 0}``); Optuna's Hyperband cannot prune multi-objective
+            # studies, so their default pruner is the median rule.
+            if not isinstance(data, dict):
+                return data
+            defaults = {"sampler": "tpe", "pruner": default_pruner(data)}
+            for key, name in defaults.items():
+                section = data.get(key, {})
+                if isinstance(section, dict) and "name" not in section:
+                    data = {**data, key: {"name": name, **section}}
             return data
 
     return Spec

@@ -89,6 +89,19 @@ def test_defaults_fill_what_the_spec_leaves_out(tmp_path):
     assert spec.budget.n_trials == 100 and spec.data.name == "digits"
 
 
+def test_a_sampler_or_pruner_without_a_name_is_the_default_one_with_those_options(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: t\nmodel: {name: mlp}\nsampler: {seed: 3}\npruner: {min_resource: 2}\n")
+    spec = load_spec(path)
+    assert (spec.sampler.name, spec.sampler.seed) == ("tpe", 3)
+    assert (spec.pruner.name, spec.pruner.min_resource) == ("hyperband", 2)
+    # A multi-objective study's default pruner is the median rule (Hyperband cannot prune it).
+    path.write_text("name: t\nmodel: {name: mlp}\nobjective: [{metric: val_accuracy}, {metric: params}]\n"
+                    "pruner: {n_startup_trials: 2}\n")
+    spec = load_spec(path)
+    assert (spec.pruner.name, spec.pruner.n_startup_trials) == ("median", 2)
+
+
 def test_direction_follows_the_metric(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: t\nmodel: {name: mlp}\nobjective: {metric: val_loss}\nbudget: {timeout: 1h30m}\n")
