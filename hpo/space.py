@@ -48,9 +48,14 @@ def to_distribution(param: SearchParam) -> Any:
                              step=None if param.step is None else float(param.step))
 
 
-def grid(spec: Any) -> dict[str, list[Any]]:
-    """The searched choices by parameter name, for the grid sampler."""
-    return {key: list(param.choices or []) for key, param in spec.search.items()}
+def space_facts(spec: Any) -> Any:
+    """What the sampler needs to know of the spec's search space."""
+    from hpo.strategies import SpaceFacts
+
+    return SpaceFacts(
+        grid={key: list(param.choices or []) for key, param in spec.search.items()},
+        conditional=any(param.when or param.repeat for param in spec.search.values()),
+    )
 
 
 def max_epochs(spec: Any) -> int:

@@ -8,7 +8,7 @@ and ``hpo --help`` stay fast; the builders import optuna only when called.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,7 +31,12 @@ class TPEOptions(StrategyOptions):
     seed: int | None = None
     n_startup_trials: int = Field(10, ge=0)
     multivariate: bool = True
-    group: bool = True
+    # Groups only differ from one joint model when trials sample different parameters, and
+    # Optuna recomputes them from every finished trial on each ask (10 ms at 1,000 trials).
+    group: bool | None = Field(
+        None, description="model conditional parameters in groups; default: exactly when the space "
+        "has `when` or `repeat` parameters"
+    )
     constant_liar: bool = True
 
 
@@ -71,25 +76,26 @@ def _worker_seed(seed: int | None, rank: int) -> int | None:
     return None if seed is None else seed + rank
 
 
-def _build_tpe(o: TPEOptions, rank: int, grid: dict[str, list[Any]]) -> Any:
+def _build_tpe(o: TPEOptions, rank: int, space: SpaceFacts) -> Any:
     import optuna
 
+    group = space.conditional if o.group is None else o.group
     return optuna.samplers.TPESampler(
         seed=_worker_seed(o.seed, rank),
         n_startup_trials=o.n_startup_trials,
         multivariate=o.multivariate,
-        group=o.group and o.multivariate,
+        group=group and o.multivariate,
         constant_liar=o.constant_liar,
     )
 
 
-def _build_random(o: RandomOptions, rank: int, grid: dict[str, list[Any]]) -> Any:
+def _build_random(o: RandomOptions, rank: int, space: SpaceFacts) -> Any:
     import optuna
 
     return optuna.samplers.RandomSampler(seed=_worker_seed(o.seed, rank))
 
 
-def _build_gp(o: GPOptions, rank: int, grid: dict[str, list[Any]]) -> Any:
+def _build_gp(o: GPOptions, rank: int, space: SpaceFacts) -> Any:
     import optuna
 
     return optuna.samplers.GPSampler(
@@ -97,7 +103,7 @@ def _build_gp(o: GPOptions, rank: int, grid: dict[str, list[Any]]) -> Any:
     )
 
 
-def _build_grid(o: GridOptions, rank: int, grid: dict[str, list[Any]]) -> Any:
+def _build_grid(o: GridOptions, rank: int, space: SpaceFacts) -> Any:
     import optuna
 
     class BudgetedGridSampler(optuna.samplers.GridSampler):
@@ -108,7 +114,7 @@ def _build_grid(o: GridOptions, rank: int, grid: dict[str, list[Any]]) -> Any:
         def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
             return None
 
-    return BudgetedGridSampler(grid, seed=_worker_seed(o.seed, rank))
+    return BudgetedGridSampler(space.grid, seed=_worker_seed(o.seed, rank))
 
 
 SAMPLERS.add("tpe", Strategy(TPEOptions, _build_tpe))
@@ -186,9 +192,16 @@ PRUNERS.add("successive_halving", Strategy(SuccessiveHalvingOptions, _build_succ
 PRUNERS.add("none", Strategy(NoPrunerOptions, _build_no_pruner))
 
 
-def build_sampler(options: StrategyOptions, *, rank: int = 0, grid: dict[str, list[Any]] | None = None) -> Any:
-    """``grid``: the searched choices by parameter name (only the grid sampler uses it)."""
-    return SAMPLERS.get(options.name).build(options, rank, grid or {})  # type: ignore[attr-defined]
+@dataclass(frozen=True)
+class SpaceFacts:
+    """What samplers need to know of the search space (``hpo.space.space_facts``)."""
+
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # the searched choices by name (grid)
+    conditional: bool = False  # some parameters are sampled only in some trials (when, repeat)
+
+
+def build_sampler(options: StrategyOptions, *, rank: int = 0, space: SpaceFacts | None = None) -> Any:
+    return SAMPLERS.get(options.name).build(options, rank, space or SpaceFacts())  # type: ignore[attr-defined]
 
 
 def build_pruner(options: StrategyOptions, *, max_epochs: int) -> Any:

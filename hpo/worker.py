@@ -82,13 +82,13 @@ def run_worker(
     ``reconnect_timeout``: how long to wait for an unreachable database before giving up.
     ``trainer``: stands in for ``hpo.training.train_model`` (benchmarks time the service alone).
     """
-    from hpo.space import grid, max_epochs
+    from hpo.space import max_epochs, space_facts
     from hpo.strategies import build_pruner, build_sampler
 
     loaded = load_study(name, target, reconnect_for=reconnect_timeout)
     spec = loaded.spec
     study = loaded.study
-    study.sampler = build_sampler(spec.sampler, rank=rank, grid=grid(spec))
+    study.sampler = build_sampler(spec.sampler, rank=rank, space=space_facts(spec))
     study.pruner = build_pruner(spec.pruner, max_epochs=max_epochs(spec))
     device = check_device(device)
     _warm_up(spec, device)
