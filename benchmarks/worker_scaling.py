@@ -5,8 +5,8 @@ Throughput: every worker runs hpo's real trial loop (``hpo.worker.run_worker``: 
 ask/tell, the global budget, one report and prune check per epoch, heartbeats, the periodic
 sweep), with a stand-in for training that sleeps ``--epoch-seconds`` per epoch. Sleeping
 trials let 2 cores host 16 workers; what they measure is the service's coordination, not
-the model. Trial artifacts (plots) are switched off for the run, as they would measure
-matplotlib. The workers start together (a barrier after their imports); throughput is
+the model. Trial artifacts (pictures, checkpoints) are switched off for the run, as they would
+measure the disk. The workers start together (a barrier after their imports); throughput is
 finished trials over the time from the first trial's start to the last one's end, and the
 parallel efficiency is that over N x the throughput of one ideal worker (1 / trial length).
 
