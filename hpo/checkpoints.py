@@ -15,8 +15,9 @@ import time
 import uuid
 from typing import Any
 
-from hpo.recovery import CHECKPOINT_ATTR, RESUME_FROM_ATTR
+from hpo.recovery import CHECKPOINT_ATTR, RESUME_FROM_ATTR, SUPERSEDED_ATTR
 from hpo.training.checkpoint import from_bytes, to_bytes
+from hpo.trial_writes import write_trial
 
 log = logging.getLogger("hpo.checkpoints")
 
@@ -37,6 +38,9 @@ class TrialCheckpoints:
         self.resume_from: str | None = trial.user_attrs.get(RESUME_FROM_ATTR)
         self.current: str | None = None
         self._saved_at = time.monotonic()
+        # A retry: the file its predecessor had just replaced when it died, if it was killed
+        # before removing it; nothing needs it.
+        self._remove(trial.user_attrs.get(SUPERSEDED_ATTR))
 
     def due(self) -> bool:
         return time.monotonic() - self._saved_at >= self.interval
@@ -65,8 +69,12 @@ class TrialCheckpoints:
                        f"{uuid.uuid4().hex[:8]}.pt")
         self.store.write(artifact_id, io.BytesIO(to_bytes(state)))
         self._saved_at = time.monotonic()
-        self.trial.set_user_attr(CHECKPOINT_ATTR, artifact_id)
         previous, self.current = self.current or self.resume_from, artifact_id
+        # The new file and the one it replaces, in one write: a worker killed before it removes
+        # the old file leaves its name to the retry (hpo.recovery), which removes it.
+        attrs = {CHECKPOINT_ATTR: artifact_id, SUPERSEDED_ATTR: previous}
+        write_trial(self.trial.study._storage, self.trial._trial_id, user_attrs=attrs)
+        self.trial._cached_frozen_trial.user_attrs.update(attrs)  # as Trial.set_user_attr keeps it
         self.resume_from = None  # superseded: this trial's own checkpoint is the one to resume
         self._remove(previous)
 

@@ -25,6 +25,9 @@ RETRY_OF_ATTR = "retry_of"
 RETRIED_ATTR = "retried"  # on a failed trial: a retry was enqueued, so it is not a failure of its config
 CHECKPOINT_ATTR = "checkpoint"  # the artifact id of the trial's latest checkpoint
 RESUME_FROM_ATTR = "resume_from"  # on a retry: the checkpoint it starts from
+# The checkpoint file the latest save replaced, removed right after it; a retry inherits it
+# in case its worker died in between.
+SUPERSEDED_ATTR = "checkpoint_superseded"
 
 
 def worker_identity(rank: int) -> dict[str, Any]:
@@ -65,6 +68,9 @@ def fail_and_retry(study: Any, trial: Any, reason: str, max_retries: int) -> boo
         checkpoint = trial.user_attrs.get(CHECKPOINT_ATTR) or trial.user_attrs.get(RESUME_FROM_ATTR)
         if checkpoint:
             attrs[RESUME_FROM_ATTR] = checkpoint
+        superseded = trial.user_attrs.get(SUPERSEDED_ATTR)
+        if superseded and superseded != checkpoint:
+            attrs[SUPERSEDED_ATTR] = superseded
         study.enqueue_trial(dict(trial.params), user_attrs=attrs)
     return True
 

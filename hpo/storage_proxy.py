@@ -237,12 +237,13 @@ class PrunerView(DelegatingStorage):
         changed = self._changed_trials(study_id)
         # Trials seen unfinished before, and new ones, that have finished since: read in full
         # once (a second query, only when there are some). What finishes after the first
-        # query stays pending and is read next time.
+        # query stays pending and is read next time, unless the second query already saw it
+        # finished (then it is not listed twice).
         done = {t._trial_id for t in changed if t.state.is_finished()}
         if done:
             for trial in self._rdb._get_trials(study_id, FINISHED_STATES, done, max(done)):
                 self._finished[trial._trial_id] = trial
-        unfinished = [t for t in changed if not t.state.is_finished()]
+        unfinished = [t for t in changed if not t.state.is_finished() and t._trial_id not in self._finished]
         self._pending = {t._trial_id for t in unfinished}
         self._watermark = max([self._watermark, *(t._trial_id for t in changed)])
         return sorted([*self._finished.values(), *unfinished], key=lambda t: t.number)

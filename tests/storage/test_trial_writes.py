@@ -82,3 +82,16 @@ def test_sampling_through_deferred_params_writes_nothing_until_asked(tmp_path):
     trial.storage = deferred._inner
     write_trial(trial.storage, trial._trial_id, params=deferred.params)
     assert stored_params(trial._trial_id) == {"lr": lr}
+
+
+def test_a_write_repeated_after_a_lost_answer_changes_nothing(tmp_path, postgres_url):
+    # ReconnectingStorage repeats a call whose answer was lost; the repeat must not fail.
+    for kind, make in _storages(tmp_path, postgres_url):
+        if kind != "postgresql" and kind != "sqlite":
+            continue  # the journal and in-memory stores are not behind ReconnectingStorage
+        study = optuna.create_study(study_name=f"r-{kind}", storage=make())
+        trial = study.ask()
+        for _ in range(2):
+            write_trial(study._storage, trial._trial_id, params=PARAMS, intermediate_values=VALUES, user_attrs=ATTRS)
+        stored = make().get_trial(trial._trial_id)
+        assert (stored.params["train.lr"], stored.intermediate_values, stored.user_attrs) == (0.01, VALUES, ATTRS)
