@@ -1,12 +1,14 @@
 """Per-trial service overhead: hpo's worker with a zero-cost model against a plain Optuna
 script doing the same reports, on the embedded journal store and on PostgreSQL.
 
-Both sides sample the same two parameters with Optuna's default TPE, report 10 intermediate
-values per trial with a median-rule prune check after each, and train nothing (the value is
-a constant, so nothing is pruned). The plain script is ``study.optimize`` with an objective of
-ten ``report``/``should_prune`` calls. hpo's side is its real trial loop (``hpo.worker.run_worker``
-with a stand-in for training): the global budget, the trial's attributes, heartbeats, the
-learning-curve artifact and the rest of its bookkeeping.
+Both sides sample the same two parameters with Optuna's default TPE, seeded alike (with the
+same history both propose the same points, so TPE's own work, most of a trial here, is the
+same), report 10 intermediate values per trial with a median-rule prune check after each, and
+train nothing (the value is a constant, so nothing is pruned). The plain script is
+``study.optimize`` with an objective of ten ``report``/``should_prune`` calls. hpo's side is
+its real trial loop (``hpo.worker.run_worker`` with a stand-in for training): the global
+budget, the trial's attributes, heartbeats, the learning-curve artifact and the rest of its
+bookkeeping.
 
 To measure at 100 and at 1,000 finished trials without running 1,000 trials first, each side
 gets a fresh study prefilled with the same finished trials (random values of the two
@@ -34,10 +36,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = 10
+SEED = 0  # both sides' TPE: the same history and seed propose the same points
 SPEC = """\
 name: {name}
 budget: {{n_trials: 100000}}
-sampler: {{name: tpe}}
+sampler: {{name: tpe, seed: {seed}}}
 pruner: {{name: median}}
 data: {{name: digits}}
 model: {{name: mlp, n_layers: 1, width: 16}}
@@ -86,7 +89,7 @@ def hpo_side(storage: str, work: Path, name: str, finished: int) -> Callable[[in
     from hpo.worker import run_worker
 
     path = work / f"{name}.yaml"
-    path.write_text(SPEC.format(name=name, epochs=REPORTS))
+    path.write_text(SPEC.format(name=name, epochs=REPORTS, seed=SEED))
     target = resolve_storage(storage)
     create_study(load_spec(path), target, artifacts=str(work / f"{name}-artifacts"))
     prefill(open_study(storage, name), finished)
@@ -125,6 +128,7 @@ def plain_side(storage: str, name: str, finished: int) -> Callable[[int], list[f
 
     def run(n: int) -> list[float]:
         ends: list[float] = []
+        study.sampler = optuna.samplers.TPESampler(seed=SEED)  # hpo's worker, too, builds its sampler per run
         study.optimize(objective, n_trials=n, callbacks=[lambda s, t: ends.append(time.perf_counter())])
         return ends
 

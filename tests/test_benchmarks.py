@@ -59,6 +59,32 @@ def test_trial_overhead_benchmark_writes_its_table(tmp_path):
     assert cells[1] == "30" and float(cells[2]) > 0 and float(cells[3]) > 0
 
 
+
+def test_trial_overhead_sides_propose_the_same_points(tmp_path, monkeypatch):
+    """The comparison rests on it: with the same history and seed, TPE's work is identical."""
+    import optuna
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import trial_overhead
+
+    from hpo.study import quiet_optuna
+
+    quiet_optuna()
+    plain = trial_overhead.plain_side(str(tmp_path / "plain.journal"), "plain", 12)
+    ours = trial_overhead.hpo_side(str(tmp_path / "hpo.journal"), tmp_path, "hpo", 12)
+    for _ in range(2):  # two turns: each side starts a new sampler per turn
+        plain(3)
+        ours(3)
+
+    def proposed(path: Path, name: str) -> list[dict]:
+        trials = optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(path)))).trials
+        return [t.params for t in trials[12:]]
+
+    points = proposed(tmp_path / "plain.journal", "plain")
+    assert len(points) == 6 and len({p["train.lr"] for p in points}) == 6
+    assert proposed(tmp_path / "hpo.journal", "hpo") == points
+
 def markdown_rows(table: str, header: str) -> list[list[str]]:
     """The cells of each row of the Markdown table that starts with ``header``."""
     block = table.split(header + "\n", 1)[1].split("\n\n", 1)[0]
