@@ -52,8 +52,10 @@ class Preempted(HpoError):
 
     def __init__(self, epoch: int, batch: int, checkpointed: bool):
         self.epoch, self.batch, self.checkpointed = epoch, batch, checkpointed
-        where = f"epoch {epoch}, batch {batch}" if batch else f"the end of epoch {epoch - 1}"
-        saved = "checkpoint saved" if checkpointed else "no checkpoint store"
+        untrained = (epoch, batch) == (1, 0)
+        where = f"epoch {epoch}, batch {batch}" if batch else (
+            "the start" if untrained else f"the end of epoch {epoch - 1}")
+        saved = "checkpoint saved" if checkpointed else "nothing to save yet" if untrained else "no checkpoint store"
         super().__init__(f"stopped by SIGTERM at {where} ({saved})")
 
 

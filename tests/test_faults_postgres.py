@@ -78,7 +78,9 @@ def training(study: optuna.Study, number: int, min_epoch: int):
 
 
 def test_a_dead_remote_workers_trial_is_swept_by_heartbeat_while_the_others_train(tmp_path, postgres_server, postgres_url):
-    env = create(tmp_path, postgres_url, "remote", n_trials=2, epochs=60)
+    # Long enough (7 s here) that trial 0 still trains when the sweep (every 1.5 s) comes round.
+    epochs = 300
+    env = create(tmp_path, postgres_url, "remote", n_trials=2, epochs=epochs)
     study = load(postgres_url, "remote")
     worker = start_hpo("worker", "remote", "--quiet", env=env, cwd=tmp_path)
     wait_until(lambda: training(study, 0, 1), "trial 0 to train", [worker])
@@ -117,13 +119,16 @@ def test_a_dead_remote_workers_trial_is_swept_by_heartbeat_while_the_others_trai
     assert len(finished) == 2, [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in trials]
     resumed = next(t for t in finished if t.user_attrs.get("retry_of") == 0)
     assert resumed.user_attrs["resumed_from"]["epoch"] >= 1
-    assert resumed.user_attrs["epochs_trained"] == 60 and sorted(resumed.intermediate_values) == list(range(1, 61))
+    assert resumed.user_attrs["epochs_trained"] == epochs
+    assert sorted(resumed.intermediate_values) == list(range(1, epochs + 1))
     assert next(t for t in finished if t.user_attrs.get("retry_of") == ghost.number).params == {"train.lr": 0.05}
 
 
 def test_workers_wait_through_a_server_restart_and_finish_exactly_the_budget(tmp_path, postgres_server, postgres_url):
     n_trials = 8
-    env = create(tmp_path, postgres_url, "restart", n_trials=n_trials, epochs=15, batch_size=32)
+    # Trials of a few seconds (300 short epochs), so that the study is still running when
+    # the server comes back, about 8 s after the first trial finished.
+    env = create(tmp_path, postgres_url, "restart", n_trials=n_trials, epochs=300, batch_size=32)
     study = load(postgres_url, "restart")
     workers = [start_hpo("worker", "restart", "--quiet", "--reconnect-timeout", "120", env=env, cwd=tmp_path)
                for _ in range(2)]

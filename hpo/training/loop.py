@@ -282,9 +282,13 @@ def _train(
 
     pruned = stopped_early = False
     last_eval: tuple[torch.Tensor, torch.Tensor] | None = None
+    # Whether the store holds the state at ``position``: saves after an epoch are paced
+    # (``Checkpoints.due``), a stop between epochs saves what is not yet there.
+    position_saved = saved is not None
     for epoch in range(position.epoch + 1, train.epochs + 1):
-        if stop_requested is not None and stop_requested():  # between epochs: already saved
-            raise Preempted(epoch, 0, checkpointed=checkpoints is not None)
+        if stop_requested is not None and stop_requested():
+            saved_now = position_saved or (position.epoch > 0 and save(gen.get_state(), position))
+            raise Preempted(epoch, 0, checkpointed=saved_now)
         epoch_start_rng = gen.get_state()  # redraws this epoch's permutation on resume
         lr = run.schedule.lr
         resume = position if position.batch else None
@@ -319,7 +323,8 @@ def _train(
         if early is not None and early.should_stop(metrics):
             stopped_early = True
             break
-        if epoch < train.epochs and checkpoints is not None and checkpoints.due():
+        position_saved = epoch < train.epochs and checkpoints is not None and checkpoints.due()
+        if position_saved:
             save(gen.get_state(), position)
 
     return TrainingResult(
