@@ -287,7 +287,7 @@ def test_a_trial_whose_worker_was_killed_is_failed_and_retried_with_the_same_par
             trials = trials_of("tiny")
             if trials and trials[0].user_attrs.get("config"):
                 break
-            time.sleep(0.5)
+            time.sleep(0.05)  # the trial takes about 2 s: kill it well before its end
         else:
             raise AssertionError("the worker never started a trial")
     finally:
