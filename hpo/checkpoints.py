@@ -17,7 +17,7 @@ from typing import Any
 
 from hpo.recovery import CHECKPOINT_ATTR, RESUME_FROM_ATTR, SUPERSEDED_ATTR
 from hpo.training.checkpoint import from_bytes, to_bytes
-from hpo.trial_writes import write_trial
+from hpo.trial_writes import write_to_trial
 
 log = logging.getLogger("hpo.checkpoints")
 
@@ -73,8 +73,7 @@ class TrialCheckpoints:
         # The new file and the one it replaces, in one write: a worker killed before it removes
         # the old file leaves its name to the retry (hpo.recovery), which removes it.
         attrs = {CHECKPOINT_ATTR: artifact_id, SUPERSEDED_ATTR: previous}
-        write_trial(self.trial.study._storage, self.trial._trial_id, user_attrs=attrs)
-        self.trial._cached_frozen_trial.user_attrs.update(attrs)  # as Trial.set_user_attr keeps it
+        write_to_trial(self.trial, user_attrs=attrs)
         self.resume_from = None  # superseded: this trial's own checkpoint is the one to resume
         self._remove(previous)
 

@@ -79,13 +79,10 @@ class TrialReporter:
 
     def write(self, user_attrs: dict[str, Any] | None = None) -> None:
         """Write the values not written yet, and ``user_attrs``, in one write."""
-        from hpo.trial_writes import write_trial
+        from hpo.trial_writes import write_to_trial
 
-        write_trial(self.study._storage, self.trial._trial_id, intermediate_values=self._unwritten,
-                    user_attrs=user_attrs)
+        write_to_trial(self.trial, intermediate_values=self._unwritten, user_attrs=user_attrs)
         self._unwritten, self._written_at = {}, time.monotonic()
-        if user_attrs:
-            self.trial._cached_frozen_trial.user_attrs.update(user_attrs)  # as set_user_attr keeps it
 
     def curves(self) -> dict[str, list[float]]:
         return {

@@ -53,6 +53,16 @@ def write_trial(storage: Any, trial_id: int, *, params: Sequence[Param] = (),
         write()
 
 
+
+def write_to_trial(trial: Any, *, params: Sequence[Param] = (),
+                   intermediate_values: dict[int, float] | None = None,
+                   user_attrs: dict[str, Any] | None = None) -> None:
+    """``write_trial`` for an ``optuna.Trial``, which then has ``user_attrs`` in its own copy
+    as ``Trial.set_user_attr`` keeps them (its reporter keeps intermediate values there)."""
+    write_trial(trial.study._storage, trial._trial_id, params=params,
+                intermediate_values=intermediate_values, user_attrs=user_attrs)
+    trial._cached_frozen_trial.user_attrs.update(user_attrs or {})
+
 def _write_rdb(rdb: Any, trial_id: int, params: Sequence[Param], values: dict[int, float],
                attrs: dict[str, Any]) -> None:
     """One transaction of a few statements: one check of the trial, one query for earlier
@@ -70,33 +80,28 @@ def _write_rdb(rdb: Any, trial_id: int, params: Sequence[Param], values: dict[in
         rdb.check_trial_is_updatable(trial_id, trial.state)
         if params:
             _check_against_earlier_distributions(session, trial.study_id, params)
-            param = models.TrialParamModel
-            statement = upsert(param).values([
-                {"trial_id": trial_id, "param_name": name, "param_value": value,
-                 "distribution_json": distribution_to_json(distribution)}
-                for name, value, distribution in params])
-            session.execute(statement.on_conflict_do_update(
-                index_elements=[param.trial_id, param.param_name],
-                set_={"param_value": statement.excluded.param_value,
-                      "distribution_json": statement.excluded.distribution_json}))
-        kind = models.TrialIntermediateValueModel
-        if values:
-            rows = []
-            for step, value in values.items():
-                stored, value_type = kind.intermediate_value_to_stored_repr(value)
-                rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
-                             "intermediate_value_type": value_type})
-            statement = upsert(kind).values(rows)
-            session.execute(statement.on_conflict_do_update(
-                index_elements=[kind.trial_id, kind.step],
-                set_={"intermediate_value": statement.excluded.intermediate_value,
-                      "intermediate_value_type": statement.excluded.intermediate_value_type}))
-        if attrs:
-            attr = models.TrialUserAttributeModel
-            statement = upsert(attr).values([{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                                             for key, value in attrs.items()])
-            session.execute(statement.on_conflict_do_update(
-                index_elements=[attr.trial_id, attr.key], set_={"value_json": statement.excluded.value_json}))
+        _upsert(session, upsert, models.TrialParamModel, ("trial_id", "param_name"), [
+            {"trial_id": trial_id, "param_name": name, "param_value": value,
+             "distribution_json": distribution_to_json(distribution)}
+            for name, value, distribution in params])
+        stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+        _upsert(session, upsert, models.TrialIntermediateValueModel, ("trial_id", "step"), [
+            {"trial_id": trial_id, "step": step,
+             **dict(zip(("intermediate_value", "intermediate_value_type"), stored(value)))}
+            for step, value in values.items()])
+        _upsert(session, upsert, models.TrialUserAttributeModel, ("trial_id", "key"), [
+            {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()])
+
+
+def _upsert(session: Any, upsert: Any, model: Any, keys: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """One INSERT of ``rows`` into ``model``'s table; a row whose ``keys`` exist already
+    replaces the stored one's other columns."""
+    if not rows:
+        return
+    statement = upsert(model).values(rows)
+    session.execute(statement.on_conflict_do_update(
+        index_elements=[getattr(model, key) for key in keys],
+        set_={column: statement.excluded[column] for column in rows[0] if column not in keys}))
 
 
 def _upsert_statement(dialect: str) -> Any | None:

@@ -217,8 +217,10 @@ def _hand_back(study: Any, trial: Any) -> None:
     """Another worker took the last slot first: close this trial without running it."""
     from optuna.trial import TrialState
 
-    _set_attrs(trial, {OVER_BUDGET_ATTR: True,
-                       "fail_reason": "not run: the study's n_trials budget was already taken"})
+    from hpo.trial_writes import write_to_trial
+
+    write_to_trial(trial, user_attrs={OVER_BUDGET_ATTR: True,
+                                      "fail_reason": "not run: the study's n_trials budget was already taken"})
     study.tell(trial, state=TrialState.FAIL)
 
 
@@ -396,7 +398,7 @@ def _sample_config(trial: Any, spec: Any, device: str) -> dict[str, Any]:
     start on PostgreSQL); those sampled before an error are written all the same."""
     from hpo.space import sample_config
     from hpo.storage_proxy import one_read_of_the_study
-    from hpo.trial_writes import DeferredParams
+    from hpo.trial_writes import DeferredParams, write_to_trial
 
     deferred = DeferredParams(trial.storage)
     trial.storage, context = deferred, {}
@@ -406,7 +408,7 @@ def _sample_config(trial: Any, spec: Any, device: str) -> dict[str, Any]:
         context = _context_attrs(config, device)
     finally:
         trial.storage = deferred._inner
-        _set_attrs(trial, context, params=deferred.params)
+        write_to_trial(trial, params=deferred.params, user_attrs=context)
     return config
 
 
@@ -443,15 +445,6 @@ def _result_attrs(reporter: Any, result: Any, asked_at: float | None) -> dict[st
         # From ask to the first optimiser step: sampling, storage, data, model, optimiser.
         attrs["startup_seconds"] = round(result.first_step_at - asked_at, 4)
     return attrs
-
-
-def _set_attrs(trial: Any, attrs: dict[str, Any], params: Any = ()) -> None:
-    """``trial.set_user_attr`` for several at once (and ``params`` already sampled, see
-    ``hpo.trial_writes``): one write."""
-    from hpo.trial_writes import write_trial
-
-    write_trial(trial.study._storage, trial._trial_id, params=params, user_attrs=attrs)
-    trial._cached_frozen_trial.user_attrs.update(attrs)  # as Trial.set_user_attr keeps it
 
 
 def _fail(study: Any, trial: Any, reporter: Any, reason: str, started: float | None = None,

@@ -232,8 +232,8 @@ def train_model(
     runs out, or after ``train.epochs``. Raises TrainingError on a non-finite loss.
 
     ``checkpoints``: resumes from the state it holds, if any, and saves the state after an
-    epoch when it says one is due. ``stop_requested``: checked after every batch; when true, the state is saved (if
-    there is a store) and Preempted is raised.
+    epoch when it says one is due. ``stop_requested``: checked after every batch; when true,
+    the state is saved (if there is a store) and Preempted is raised.
     """
     dev = torch.device(device)
     splits = load_splits(data, dev)
