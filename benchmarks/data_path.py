@@ -57,8 +57,8 @@ MODELS = {
 
 
 def make_model_and_optimizer(seed: int, model: str, in_shape: tuple[int, int, int] = (1, 28, 28)):
-    from models import create_model
-    from models.registry import parse_model_config
+    from hpo.models import create_model
+    from hpo.models.registry import parse_model_config
 
     torch.manual_seed(seed)
     net = create_model(parse_model_config(MODELS[model][1]), in_shape, 10)
@@ -119,7 +119,7 @@ def hpo_epoch(splits, data, batch_size: int, model: str) -> float:
     split held as a tensor on the device, batches drawn as index slices."""
     from hpo.training.config import TrainConfig
     from hpo.training.loop import _build, _train_epoch
-    from models.registry import parse_model_config
+    from hpo.models.registry import parse_model_config
 
     train = TrainConfig(epochs=1, batch_size=batch_size, optimizer="adam", lr=1e-3, seed=0)
     run = _build(data, parse_model_config(MODELS[model][1]), train, splits, torch.device("cpu"))

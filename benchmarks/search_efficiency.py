@@ -6,7 +6,7 @@ Full digits sits at its ceiling (random search reaches ~0.99 validation accuracy
 trials), so the task is the space and fixed keys of search_spaces/digits_cnn.yaml with
 ``data.train_fraction`` (default 0.1: ~110 training images; validation and test stay whole),
 where bad configurations score 0.1-0.5 and good ones ~0.9. Every strategy runs through hpo's
-real worker loop (``hpo.worker.run_worker``: one in-process worker, rank 0, a fresh study on an
+real worker loop (``hpo.worker.loop.run_worker``: one in-process worker, rank 0, a fresh study on an
 embedded journal per run); seed s sets ``sampler.seed`` (1000 + s for random search: see
 REFERENCE_SEED), the split and ``train.seed`` stay fixed.
 
@@ -126,9 +126,9 @@ def run_strategy(label: str, seed: int, args: argparse.Namespace, work: Path,
     """Run hpo's worker on a fresh study until ``done(epochs, seconds)``. The clock starts at
     the first trial, so the worker's one-off start (study load, warm-up) is left out."""
     from hpo.spec import load_spec
-    from hpo.storage import resolve_storage
-    from hpo.study import create_study
-    from hpo.worker import run_worker
+    from hpo.storage.urls import resolve_storage
+    from hpo.study.studies import create_study
+    from hpo.worker.loop import run_worker
 
     name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{label}-seed{seed}")
     sampler, pruner = strategy_sections(label)
@@ -171,13 +171,13 @@ def test_accuracy(target, name: str, number: int, work: Path) -> float:
     import torch
     from optuna.artifacts import download_artifact
 
-    from hpo.artifacts import study_store
-    from hpo.storage import open_storage
+    from hpo.artifacts.store import study_store
+    from hpo.storage.urls import open_storage
     from hpo.training import DataConfig
     from hpo.training.data import load_test_split
     from hpo.training.loop import evaluate_model
-    from hpo.trial_artifacts import ARTIFACTS_ATTR, WEIGHTS_FILE
-    from models.registry import create_model, parse_model_config
+    from hpo.artifacts.trial_files import ARTIFACTS_ATTR, WEIGHTS_FILE
+    from hpo.models.registry import create_model, parse_model_config
 
     study = optuna.load_study(study_name=name, storage=open_storage(target))
     (trial,) = [t for t in study.get_trials(deepcopy=False) if t.number == number]
@@ -327,9 +327,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from common import write_table
 
-    from hpo.study import quiet_optuna
-    from hpo.threads import ENV_VAR as THREADS_ENV
-    from hpo.trial_artifacts import DEFAULT_KEEP, KEEP_ENV
+    from hpo.study.studies import quiet_optuna
+    from hpo.worker.threads import ENV_VAR as THREADS_ENV
+    from hpo.artifacts.trial_files import DEFAULT_KEEP, KEEP_ENV
 
     quiet_optuna()
     os.environ[KEEP_ENV] = DEFAULT_KEEP  # the best trial's weights must be kept, as by default

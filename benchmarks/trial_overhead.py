@@ -6,7 +6,7 @@ same history both propose the same points, so TPE's own work, most of a trial he
 same), report 10 intermediate values per trial with a median-rule prune check after each, and
 train nothing (the value is a constant, so nothing is pruned). The plain script is
 ``study.optimize`` with an objective of ten ``report``/``should_prune`` calls. hpo's side is
-its real trial loop (``hpo.worker.run_worker`` with a stand-in for training): the global
+its real trial loop (``hpo.worker.loop.run_worker`` with a stand-in for training): the global
 budget, the trial's attributes, heartbeats, the learning-curve artifact and the rest of its
 bookkeeping.
 
@@ -74,7 +74,7 @@ def prefill(study, count: int) -> None:
 def open_study(storage: str, name: str):
     import optuna
 
-    from hpo.storage import open_storage, resolve_storage
+    from hpo.storage.urls import open_storage, resolve_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(resolve_storage(storage)))
 
@@ -84,9 +84,9 @@ def hpo_side(storage: str, work: Path, name: str, finished: int) -> Callable[[in
     from common import stand_in_trainer
 
     from hpo.spec import load_spec
-    from hpo.storage import resolve_storage
-    from hpo.study import create_study
-    from hpo.worker import run_worker
+    from hpo.storage.urls import resolve_storage
+    from hpo.study.studies import create_study
+    from hpo.worker.loop import run_worker
 
     path = work / f"{name}.yaml"
     path.write_text(SPEC.format(name=name, epochs=REPORTS, seed=SEED))
@@ -160,7 +160,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from common import machine, postgres, write_table
 
-    from hpo.study import quiet_optuna
+    from hpo.study.studies import quiet_optuna
 
     quiet_optuna()
     marks, turns, per_turn = ((30,), 2, 5) if args.tiny else ((100, 1000), 5, 20)

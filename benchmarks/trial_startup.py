@@ -4,10 +4,10 @@ CNN on the CPU, on the embedded store and on PostgreSQL.
 Start-up is everything between ``study.ask()`` and the end of the first optimiser step:
 sampling, the trial's storage writes, the dataset (prepared once per worker and reused),
 building the model and the optimiser, and the first batch. Each trial records it as the
-user attribute ``startup_seconds``; this runs one in-process worker (``hpo.worker.run_worker``)
+user attribute ``startup_seconds``; this runs one in-process worker (``hpo.worker.loop.run_worker``)
 over the digits CNN space (search_spaces/digits_cnn.yaml, 1 epoch per trial, no pruning) and
 reports the first trial of the worker apart from the later ones. The worker prepares the
-fixed dataset and torch's optimiser machinery before its first trial (``hpo.worker._warm_up``);
+fixed dataset and torch's optimiser machinery before its first trial (``hpo.worker.loop._warm_up``);
 ``--no-warm-up`` shows what the first trial costs without that.
 
     uv run python benchmarks/trial_startup.py            # 20 trials per storage
@@ -32,11 +32,11 @@ def startups(storage: str, n_trials: int, work: Path, name: str, warm: bool) -> 
     """``startup_seconds`` of each trial, in trial order, in milliseconds."""
     import optuna
 
-    import hpo.worker
+    import hpo.worker.loop
     from hpo.spec import load_spec
-    from hpo.storage import open_storage, resolve_storage
-    from hpo.study import create_study
-    from hpo.worker import run_worker
+    from hpo.storage.urls import open_storage, resolve_storage
+    from hpo.study.studies import create_study
+    from hpo.worker.loop import run_worker
 
     text = (ROOT / "search_spaces" / "digits_cnn.yaml").read_text()
     spec_path = work / f"{name}.yaml"
@@ -51,7 +51,7 @@ def startups(storage: str, n_trials: int, work: Path, name: str, warm: bool) -> 
     target = resolve_storage(storage)
     create_study(spec, target, artifacts=str(work / f"{name}-artifacts"))
     if not warm:
-        hpo.worker._warm_up = lambda spec, device: None  # what a worker without it does
+        hpo.worker.loop._warm_up = lambda spec, device: None  # what a worker without it does
     report = run_worker(name, target, rank=0)
     if report.exit_code:
         raise SystemExit(f"the worker stopped: {report.stop_reason}")
@@ -78,7 +78,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from common import machine, postgres, write_table
 
-    from hpo.study import quiet_optuna
+    from hpo.study.studies import quiet_optuna
 
     quiet_optuna()
     n = 3 if args.tiny else args.trials

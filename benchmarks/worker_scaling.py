@@ -1,7 +1,7 @@
 """Trial throughput of 1, 2, 4, 8 and 16 ``hpo`` workers on one PostgreSQL study, and the
 cost of one pruning check with 64 running trials x 100 reported epochs.
 
-Throughput: every worker runs hpo's real trial loop (``hpo.worker.run_worker``: sampling,
+Throughput: every worker runs hpo's real trial loop (``hpo.worker.loop.run_worker``: sampling,
 ask/tell, the global budget, one report and prune check per epoch, heartbeats, the periodic
 sweep), with a stand-in for training that sleeps ``--epoch-seconds`` per epoch. Sleeping
 trials let 2 cores host 16 workers; what they measure is the service's coordination, not
@@ -52,8 +52,8 @@ def child(args: argparse.Namespace) -> None:
     """One worker: import everything, wait for the others, run the loop."""
     from common import stand_in_trainer
 
-    from hpo.storage import resolve_storage
-    from hpo.worker import run_worker
+    from hpo.storage.urls import resolve_storage
+    from hpo.worker.loop import run_worker
 
     import hpo.training.loop  # noqa: F401 - imported before the barrier, as a worker does at start
     Path(args.ready).touch()
@@ -69,10 +69,10 @@ def throughput(url: str, n_workers: int, *, trials_per_worker: int, epochs: int,
     """Finished trials per second with ``n_workers`` workers."""
     import optuna
 
-    from hpo.artifacts import STORE_ATTR
+    from hpo.artifacts.store import STORE_ATTR
     from hpo.spec import load_spec
-    from hpo.storage import resolve_storage
-    from hpo.study import create_study
+    from hpo.storage.urls import resolve_storage
+    from hpo.study.studies import create_study
 
     name = f"scale-{tag}-{n_workers}"
     spec_path = work / f"{name}.yaml"
@@ -107,8 +107,8 @@ def prune_check_cost(url: str, *, running: int, finished: int, epochs: int, call
     import optuna
     from optuna.trial import TrialState
 
-    from hpo.storage_proxy import light_study
-    from hpo.storage import resolve_storage
+    from hpo.storage.proxies import light_study
+    from hpo.storage.urls import resolve_storage
 
     results = []
     for label, pruner in (("hyperband", optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)),
@@ -144,8 +144,8 @@ def prune_check_cost(url: str, *, running: int, finished: int, epochs: int, call
         # Optuna's own path: a worker's study object over the cached storage.
         loaded = optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(url), pruner=pruner)
         optuna_ms = timed(lambda t: optuna.trial.Trial(loaded, t._trial_id).should_prune(), live[:min(half, calls + 1)])
-        # hpo's path (hpo.reporter.TrialReporter.report): the pruner reads the view.
-        from hpo.storage import open_storage
+        # hpo's path (hpo.worker.pruning.TrialReporter.report): the pruner reads the view.
+        from hpo.storage.urls import open_storage
 
         ours = optuna.load_study(study_name=name, storage=open_storage(resolve_storage(url), reconnect_for=60),
                                  pruner=pruner)
@@ -218,7 +218,7 @@ def main() -> None:
         return
     from common import postgres, write_table
 
-    from hpo.study import quiet_optuna
+    from hpo.study.studies import quiet_optuna
 
     quiet_optuna()
     with postgres(args.storage) as url:

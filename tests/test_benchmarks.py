@@ -67,7 +67,7 @@ def test_trial_overhead_sides_propose_the_same_points(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import trial_overhead
 
-    from hpo.study import quiet_optuna
+    from hpo.study.studies import quiet_optuna
 
     quiet_optuna()
     plain = trial_overhead.plain_side(str(tmp_path / "plain.journal"), "plain", 12)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
-from hpo.checkpoints import TrialCheckpoints
-from hpo.recovery import CHECKPOINT_ATTR, SUPERSEDED_ATTR, fail_and_retry
+from hpo.worker.checkpoints import TrialCheckpoints
+from hpo.worker.recovery import CHECKPOINT_ATTR, SUPERSEDED_ATTR, fail_and_retry
 
 
 def _state(epoch: int) -> dict:

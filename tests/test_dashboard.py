@@ -55,9 +55,9 @@ def make_study(base: Path) -> DashboardStudy:
     """Study ``t`` run by the CLI (per-epoch intermediate values), plus a PNG on trial 0."""
     import optuna
 
-    from hpo.artifacts import study_store
-    from hpo.storage import resolve_storage
-    from hpo.study import load_study
+    from hpo.artifacts.store import study_store
+    from hpo.storage.urls import resolve_storage
+    from hpo.study.studies import load_study
 
     journal = base / "hpo-studies.journal"
     spec = base / "t.yaml"
@@ -106,8 +106,8 @@ def call(app: Any, path: str, auth: str | None = None) -> tuple[str, dict[str, s
 
 
 def make_app(study: DashboardStudy, credentials: Any = None) -> Any:
-    from hpo.dashboard import create_app
-    from hpo.storage import resolve_storage
+    from hpo.results.dashboard import create_app
+    from hpo.storage.urls import resolve_storage
 
     return create_app(resolve_storage(str(study.journal)), credentials)
 
@@ -128,7 +128,7 @@ def test_without_auth_the_api_lists_the_study_and_serves_its_artifact(dash_study
 
 
 def test_with_auth_requests_need_the_right_credentials(dash_study):
-    from hpo.dashboard import Credentials
+    from hpo.results.dashboard import Credentials
 
     app = make_app(dash_study, Credentials(USER, PASSWORD))
     for auth in (None, f"{USER}:wrong", f"bob:{PASSWORD}", USER):
@@ -141,7 +141,7 @@ def test_with_auth_requests_need_the_right_credentials(dash_study):
 
 
 def test_a_garbled_authorization_header_is_refused():
-    from hpo.dashboard import BasicAuth, Credentials
+    from hpo.results.dashboard import BasicAuth, Credentials
 
     app = BasicAuth(lambda environ, start: [b"in"], Credentials(USER, PASSWORD))
     for header in ("Basic !!!", "Bearer abc", "Basic", ""):
@@ -173,7 +173,7 @@ def test_a_non_loopback_host_without_auth_is_refused(host, monkeypatch, tmp_path
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.3.4.5", "::1", "localhost", "LOCALHOST"])
 def test_loopback_hosts_need_no_auth(host):
-    from hpo.dashboard import check_exposure, is_loopback
+    from hpo.results.dashboard import check_exposure, is_loopback
 
     assert is_loopback(host)
     check_exposure(host, None)
@@ -298,9 +298,9 @@ def test_artifacts_of_studies_with_different_stores_are_all_served(tmp_path):
     """Two studies, two artifact directories, one dashboard: each artifact is found."""
     import optuna
 
-    from hpo.artifacts import open_store, record_store
-    from hpo.dashboard import create_app
-    from hpo.storage import open_storage, resolve_storage
+    from hpo.artifacts.store import open_store, record_store
+    from hpo.results.dashboard import create_app
+    from hpo.storage.urls import open_storage, resolve_storage
 
     target = resolve_storage(str(tmp_path / "s.journal"))
     storage = open_storage(target)

@@ -79,7 +79,7 @@ def test_a_workers_learning_curve_svg_is_served_and_drawn_by_the_browser(served,
     import optuna
     from PIL import Image
 
-    from hpo.trial_images import SERIES
+    from hpo.artifacts.images import SERIES
 
     binary, study, server, profile = served
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(study.journal)))

@@ -23,7 +23,7 @@ try:
 except ImportError:  # tests/ is a package
     from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all
 
-from hpo.storage import open_storage, resolve_storage
+from hpo.storage.urls import open_storage, resolve_storage
 
 EPOCHS = 30
 SPEC = """\

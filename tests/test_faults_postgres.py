@@ -28,7 +28,7 @@ try:
 except ImportError:  # tests/ is a package
     from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all
 
-from hpo.study import OVER_BUDGET_ATTR
+from hpo.study.studies import OVER_BUDGET_ATTR
 
 SPEC = """\
 name: {name}
@@ -217,8 +217,8 @@ def test_out_of_memory_divergence_and_errors_are_recorded_and_too_many_failures_
 
     from hpo.cli.main import cli
     from hpo.errors import DivergedError
-    from hpo.storage import resolve_storage
-    from hpo.worker import run_worker
+    from hpo.storage.urls import resolve_storage
+    from hpo.worker.loop import run_worker
 
     create(tmp_path, postgres_url, "faults", n_trials=10, epochs=3, budget="max_failed_trials: 2")
     calls = {"n": 0}

@@ -305,7 +305,7 @@ def test_a_child_killed_mid_trial_is_restarted_and_the_study_finishes(tmp_path):
     import optuna
     from optuna.trial import TrialState
 
-    from hpo.storage import open_storage, resolve_storage
+    from hpo.storage.urls import open_storage, resolve_storage
 
     n_trials, per_child = 12, 6
     journal = tmp_path / "pool.journal"

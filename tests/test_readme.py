@@ -8,9 +8,9 @@ import click
 
 from hpo.cli.main import cli
 from hpo.spec.model import Budget, Objective, SearchParam
-from hpo.strategies import PRUNERS, SAMPLERS
+from hpo.spec.strategies import PRUNERS, SAMPLERS
 from hpo.training.config import DataConfig, EarlyStoppingConfig, TrainConfig
-from models.registry import MODELS
+from hpo.models.registry import MODELS
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

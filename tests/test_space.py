@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from hpo.space import preview, sample_config, sampling_order
+from hpo.spec.space import preview, sample_config, sampling_order
 from hpo.spec import load_spec
 
 SPEC = """\
@@ -106,7 +106,7 @@ def test_model_family_can_be_searched(tmp_path):
 
 
 def test_max_epochs_is_the_largest_a_trial_can_train(tmp_path):
-    from hpo.space import max_epochs
+    from hpo.spec.space import max_epochs
 
     path = tmp_path / "spec.yaml"
     path.write_text("name: t\nmodel: {name: mlp}\ntrain: {epochs: 5}\n")

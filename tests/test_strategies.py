@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hpo.strategies import SpaceFacts, TPEOptions, build_sampler
+from hpo.spec.strategies import SpaceFacts, TPEOptions, build_sampler
 
 
 @pytest.mark.parametrize("group,conditional,expected", [
@@ -21,7 +21,7 @@ def test_tpe_models_groups_when_the_space_is_conditional(group, conditional, exp
 
 
 def test_the_digits_space_is_conditional_and_a_flat_one_is_not(tmp_path):
-    from hpo.space import space_facts
+    from hpo.spec.space import space_facts
     from hpo.spec import load_spec
 
     digits = load_spec(Path(__file__).resolve().parents[1] / "search_spaces" / "digits_cnn.yaml")

@@ -10,14 +10,14 @@ import torch
 from click.testing import CliRunner
 from matplotlib.image import imread
 
-from hpo.artifacts import open_store, study_location
+from hpo.artifacts.store import open_store, study_location
 from hpo.cli.main import cli
 from hpo.errors import UsageError
-from hpo.storage import resolve_storage
-from hpo.study import load_study
-from hpo.trial_artifacts import keep_policy, save_trial_artifacts
+from hpo.storage.urls import resolve_storage
+from hpo.study.studies import load_study
+from hpo.artifacts.trial_files import keep_policy, save_trial_artifacts
 from hpo.training import EpochMetrics
-from models.registry import create_model, parse_model_config
+from hpo.models.registry import create_model, parse_model_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -99,7 +99,7 @@ def test_an_artifact_failure_never_fails_the_trial(tuned, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr("hpo.trial_artifacts._upload", broken)
+    monkeypatch.setattr("hpo.artifacts.trial_files._upload", broken)
     for trial in tuned().get_trials():
         assert trial.state == optuna.trial.TrialState.COMPLETE
         assert trial.user_attrs["artifact_error"] == "OSError: No space left on device"
@@ -112,7 +112,7 @@ def _epochs(n: int) -> list[EpochMetrics]:
 
 
 def test_a_failed_trial_gets_its_learning_curve_only(tmp_path):
-    from hpo.artifacts import record_store
+    from hpo.artifacts.store import record_store
 
     study = optuna.create_study()
     record_store(study, {"kind": "file", "path": str(tmp_path / "store")})

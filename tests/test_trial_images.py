@@ -10,7 +10,7 @@ from xml.etree import ElementTree
 
 from PIL import Image
 
-from hpo.trial_images import (
+from hpo.artifacts.images import (
     BOTTOM,
     CM_HIGH,
     CM_LOW,

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from hpo.cli.main import cli
-from hpo.storage import resolve_storage
-from hpo.study import load_study
+from hpo.storage.urls import resolve_storage
+from hpo.study.studies import load_study
 
 TINY = """\
 name: {name}
@@ -218,7 +218,7 @@ def test_multi_objective_records_every_metric_prunes_on_the_first_and_reports_th
 
 def test_equal_values_are_ranked_by_validation_loss():
     """One validation image is 0.28 points of accuracy on digits: ties are common."""
-    from hpo.results import ranked_trials
+    from hpo.results.summary import ranked_trials
 
     study = optuna.create_study(direction="maximize")
     for number, (loss_at_best, value) in enumerate([(0.09, 0.98), (0.05, 0.98), (0.30, 0.97)]):
@@ -298,7 +298,7 @@ def test_a_trial_whose_worker_was_killed_is_failed_and_retried_with_the_same_par
     assert orphan.user_attrs["worker"]["pid"] == victim.pid
     import socket
 
-    from hpo.recovery import sweep_dead_trials
+    from hpo.worker.recovery import sweep_dead_trials
 
     study_ = load_study("tiny", resolve_storage(None)).study
     assert sweep_dead_trials(study_, max_retries=1) == [0]

@@ -23,8 +23,8 @@ except ImportError:  # tests/ is a package
 
 from hpo.cli.main import cli
 from hpo.spec import load_spec
-from hpo.storage import ENV_VAR, open_storage, resolve_storage
-from hpo.study import OVER_BUDGET_ATTR, SPEC_ATTR
+from hpo.storage.urls import ENV_VAR, open_storage, resolve_storage
+from hpo.study.studies import OVER_BUDGET_ATTR, SPEC_ATTR
 
 STUDY = "pg-digits"
 N_WORKERS = 4
@@ -187,7 +187,7 @@ def test_best_as_yaml_is_a_spec_that_creates_a_study(run):
 def test_list_and_show_agree_about_hand_backs(postgres_url, tmp_path):
     # A trial handed back unrun (the budget race) is not a failure: `show` leaves it out,
     # and `list` must tell the same story.
-    from hpo.worker import _hand_back
+    from hpo.worker.loop import _hand_back
 
     spec = write_spec(tmp_path, "handback", n_trials=1)
     invoke(postgres_url, "study", "create", str(spec))

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from hpo.errors import HpoError
-from hpo.text import fmt_value  # noqa: F401  (re-exported for the command modules)
+from hpo.results.text import fmt_value  # noqa: F401  (re-exported for the command modules)
 
 storage_option = click.option(
     "--storage",
@@ -36,7 +36,7 @@ def format_option(*choices: str) -> Callable[[Callable[..., Any]], Callable[...,
 
 
 def storage_target(option: str | None) -> Any:
-    from hpo.storage import resolve_storage
+    from hpo.storage.urls import resolve_storage
 
     target = resolve_storage(option)
     if target.is_default:
@@ -92,7 +92,7 @@ class HpoGroup(click.Group):
 
 
 def report_error(exc: BaseException, code: int, *, internal: bool = False) -> None:
-    from hpo.storage import scrub
+    from hpo.storage.secrets import scrub
 
     if debug_enabled():
         click.echo(scrub(traceback.format_exc()), err=True)

@@ -32,7 +32,13 @@ def dashboard(storage: str | None, host: str, port: int, auth: str | None, auth_
 
     Example: hpo dashboard --port 8080, then open http://127.0.0.1:8080/dashboard
     """
-    from hpo.dashboard import check_exposure, create_app, make_dashboard_server, resolve_credentials, url_for
+    from hpo.results.dashboard import (
+        check_exposure,
+        create_app,
+        make_dashboard_server,
+        resolve_credentials,
+        url_for,
+    )
 
     credentials = resolve_credentials(auth, auth_file)
     check_exposure(host, credentials)

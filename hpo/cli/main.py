@@ -43,7 +43,7 @@ cli.add_command(dashboard)
 def main() -> None:
     import logging
 
-    from hpo.storage import ScrubSecretsFilter
+    from hpo.storage.secrets import ScrubSecretsFilter
 
     handler = logging.StreamHandler()
     handler.addFilter(ScrubSecretsFilter())

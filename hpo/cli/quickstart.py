@@ -28,10 +28,10 @@ def bundled_spec(filename: str) -> Path:
 @click.option("--name", default=None, help="Study name (default: digits-quickstart-<time>).")
 def quickstart(storage: str | None, processes: int, name: str | None) -> None:
     """Tune a CNN on scikit-learn's digits, offline: create a study, run workers, show the best."""
-    from hpo.pool import run_pool
-    from hpo.results import study_summary
+    from hpo.worker.pool import run_pool
+    from hpo.results.summary import study_summary
     from hpo.spec import load_spec
-    from hpo.study import create_study, load_study
+    from hpo.study.studies import create_study, load_study
 
     spec_path = bundled_spec(QUICKSTART_SPEC)
     name = name or f"digits-quickstart-{time.strftime('%Y%m%d-%H%M%S')}"

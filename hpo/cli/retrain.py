@@ -30,9 +30,9 @@ def retrain(name: str, trial_number: int | None, seeds: int, test: bool, output:
 
     Example: hpo retrain digits-cnn --seeds 3 --test
     """
-    from hpo.retrain import retrain as run_retrain
-    from hpo.study import load_study
-    from hpo.worker import check_device
+    from hpo.results.retrain import retrain as run_retrain
+    from hpo.study.studies import load_study
+    from hpo.worker.loop import check_device
 
     loaded = load_study(name, storage_target(storage))
     run_retrain(loaded, trial_number=trial_number, seeds=seeds, test=test, output=output,

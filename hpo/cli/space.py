@@ -26,7 +26,7 @@ def preview(spec_file: Path, count: int, seed: int, fmt: str) -> None:
     Example: hpo space preview search_spaces/digits_cnn.yaml -n 3
     """
     from hpo.spec import load_spec
-    from hpo.space import preview as draw
+    from hpo.spec.space import preview as draw
 
     spec = load_spec(spec_file)
     drawn = draw(spec, count, seed)

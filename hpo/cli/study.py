@@ -42,7 +42,7 @@ def create(spec_file: Path, name: str | None, storage: str | None, if_exists: st
     Example: hpo study create search_spaces/digits_cnn.yaml --name my-run
     """
     from hpo.spec import load_spec
-    from hpo.study import create_study
+    from hpo.study.studies import create_study
 
     spec = load_spec(spec_file, name=name)
     if spec.name is None:
@@ -51,7 +51,7 @@ def create(spec_file: Path, name: str | None, storage: str | None, if_exists: st
     study, created = create_study(spec, target, if_exists=if_exists, artifacts=artifacts)
     verb = "Created" if created else "Reusing"
     click.echo(f"{verb} study {spec.name!r} in {target.display}")
-    from hpo.artifacts import describe, study_location
+    from hpo.artifacts.store import describe, study_location
 
     location = study_location(study)
     if location:
@@ -60,7 +60,7 @@ def create(spec_file: Path, name: str | None, storage: str | None, if_exists: st
 
 
 def _storage_hint(storage: str | None) -> str:
-    from hpo.storage import redact
+    from hpo.storage.secrets import redact
 
     return f" --storage {redact(storage)}" if storage else ""
 
@@ -70,7 +70,7 @@ def _storage_hint(storage: str | None) -> str:
 @format_option("table", "json")
 def list_(storage: str | None, fmt: str) -> None:
     """List the studies in the storage, with trial counts and best values."""
-    from hpo.study import list_studies
+    from hpo.study.studies import list_studies
 
     rows = list_studies(storage_target(storage))
     if fmt == "json":
@@ -96,8 +96,8 @@ def list_(storage: str | None, fmt: str) -> None:
 @click.option("--top", default=5, show_default=True, help="How many of the best trials to list.")
 def show(name: str, storage: str | None, fmt: str, top: int) -> None:
     """State counts, best value, top trials, failures and the epochs pruning saved."""
-    from hpo.results import study_summary
-    from hpo.study import load_study
+    from hpo.results.summary import study_summary
+    from hpo.study.studies import load_study
 
     summary = study_summary(load_study(name, storage_target(storage)), top=top)
     if fmt == "json":
@@ -137,8 +137,8 @@ def best(name: str, storage: str | None, fmt: str) -> None:
     hpo study best NAME --format yaml > best.yaml && hpo study create best.yaml
     (a multi-objective study gives one spec per Pareto trial, as a YAML list).
     """
-    from hpo.results import best_trials
-    from hpo.study import load_study
+    from hpo.results.summary import best_trials
+    from hpo.study.studies import load_study
 
     results = best_trials(load_study(name, storage_target(storage)))
     multi = len(results[0]["metrics"]) > 1
@@ -168,7 +168,7 @@ def best(name: str, storage: str | None, fmt: str) -> None:
 @click.option("--yes", is_flag=True, help="Confirm the deletion (required).")
 def delete(name: str, storage: str | None, yes: bool) -> None:
     """Delete a study and all its trials."""
-    from hpo.study import delete_study
+    from hpo.study.studies import delete_study
 
     if not yes:
         raise UsageError(f"deleting study {name!r} removes all its trials; add --yes to confirm")
@@ -187,8 +187,8 @@ def export(name: str, storage: str | None, output: Path) -> None:
 
     Example: hpo study export digits-cnn --output trials.csv
     """
-    from hpo.export import export_format, export_study
-    from hpo.study import load_study
+    from hpo.results.export import export_format, export_study
+    from hpo.study.studies import load_study
 
     export_format(output)  # a bad suffix fails before the storage is opened
     count = export_study(load_study(name, storage_target(storage)), output)
@@ -207,8 +207,8 @@ def report(name: str, storage: str | None, output: Path, top: int) -> None:
 
     Example: hpo study report digits-cnn --output report/
     """
-    from hpo.report import write_report
-    from hpo.study import load_study
+    from hpo.results.report import write_report
+    from hpo.study.studies import load_study
 
     result = write_report(load_study(name, storage_target(storage)), output, top=top)
     click.echo(f"Wrote {result.markdown} and {result.html} ({len(result.figures)} figures)")

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from hpo.cli.common import storage_option, storage_target
-from hpo.storage import DEFAULT_RECONNECT_TIMEOUT
+from hpo.storage.urls import DEFAULT_RECONNECT_TIMEOUT
 
 
 @click.command()
@@ -58,13 +58,13 @@ def worker(name: str, storage: str | None, n_trials: int | None, timeout: float 
         # from proposing identical trials. Give ranks explicitly for reproducible seeds.
         rank = random.SystemRandom().randrange(1000, 1_000_000)
     if processes > 1 or gpu_ids is not None:
-        from hpo.pool import run_pool
+        from hpo.worker.pool import run_pool
 
         sys.exit(run_pool(name, target, processes=processes, rank=rank, n_trials=n_trials,
                           timeout=timeout, device=device, gpus=gpu_ids, per_gpu=per_gpu or 1,
                           max_restarts=max_restarts, reconnect_timeout=reconnect_timeout))
 
-    from hpo.worker import run_worker
+    from hpo.worker.loop import run_worker
 
     show = TrialProgress(quiet=quiet or not sys.stdout.isatty(), rank=rank if show_rank else None)
     try:
@@ -99,7 +99,7 @@ def _gpu_ids(gpus: str | None, per_gpu: int | None, processes: int) -> list[int]
     if processes > 1:
         raise UsageError("--gpus and --processes cannot be combined: use --per-gpu K for "
                          "K processes on each GPU")
-    from hpo.pool import parse_gpus
+    from hpo.worker.pool import parse_gpus
 
     return parse_gpus(gpus)
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from hpo.strategies import PrunerOptions, SamplerOptions, HyperbandOptions, TPEOptions
+from hpo.spec.strategies import PrunerOptions, SamplerOptions, HyperbandOptions, TPEOptions
 from hpo.training.config import DataConfig, TrainConfig
 
 # Reported every epoch (the first objective must be one: it drives the pruner).
@@ -161,7 +161,7 @@ class SearchParam(_Strict):
 @cache
 def model_config_union() -> Any:
     """A union of every registered model family's config, told apart by ``name``."""
-    from models.registry import MODELS
+    from hpo.models.registry import MODELS
 
     configs = tuple(MODELS.get(name).config for name in MODELS.names())
     if len(configs) == 1:

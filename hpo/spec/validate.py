@@ -21,7 +21,7 @@ from hpo.spec.model import EPOCH_METRICS, TRIAL_METRICS, Budget, Objective, Sear
 from hpo.spec.paths import SECTIONS, ConfigPaths
 from hpo.spec.problems import Problem, did_you_mean, from_validation_error
 from hpo.spec.yaml_source import YamlSource
-from hpo.strategies import PRUNERS, SAMPLERS
+from hpo.spec.strategies import PRUNERS, SAMPLERS
 
 TOP_LEVEL = ("name", "objective", "budget", "sampler", "pruner", "data", "model", "train", "search")
 
@@ -109,7 +109,7 @@ def _strategy(registry: Registry, raw: Any, key: str, spec_raw: dict[str, Any]) 
 
 def _model(raw: dict[str, Any]) -> tuple[list[Problem], list[str]]:
     """Problems under ``model``, and the model families a trial may use."""
-    from models.registry import MODELS
+    from hpo.models.registry import MODELS
 
     section = raw.get("model")
     if section is None:

@@ -13,7 +13,7 @@ from hpo.training.config import DataConfig, EarlyStoppingConfig, TrainConfig
 from hpo.training.metrics import EpochMetrics, Reporter, TrainingResult
 
 if TYPE_CHECKING:
-    from models import ModelConfig
+    from hpo.models import ModelConfig
 
 __all__ = [
     "DataConfig",

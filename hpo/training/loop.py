@@ -29,7 +29,7 @@ from hpo.training.metrics import EpochMetrics, Reporter, TrainingResult
 from hpo.training.optim import make_optimizer
 from hpo.training.runtime import MemoryMeter, Precision, deterministic_mode, resolve_precision
 from hpo.training.schedules import Schedule, make_schedule
-from models import ModelConfig, count_parameters, create_model
+from hpo.models import ModelConfig, count_parameters, create_model
 
 MIN_EVAL_BATCH = 256  # validation batches are 2x the training batch (no activations kept)
 

@@ -161,9 +161,9 @@ def test_reading_commands_do_not_create_the_embedded_store(run, tmp_path):
 
 
 def test_create_records_the_artifact_store(run, spec_file, tmp_path):
-    from hpo.artifacts import STORE_ATTR
-    from hpo.storage import resolve_storage
-    from hpo.study import load_study
+    from hpo.artifacts.store import STORE_ATTR
+    from hpo.storage.urls import resolve_storage
+    from hpo.study.studies import load_study
 
     result = run("study", "create", str(spec_file), "--artifacts", "shared/art")
     assert result.exit_code == 0

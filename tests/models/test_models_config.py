@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from hpo.errors import UnknownNameError
-from models import (
+from hpo.models import (
     ACTIVATIONS,
     MODELS,
     CNNConfig,
@@ -18,7 +18,7 @@ from models import (
     parse_model_config,
     register_model,
 )
-from models.layers import make_activation
+from hpo.models.layers import make_activation
 
 
 def _messages(exc: pytest.ExceptionInfo) -> list[str]:

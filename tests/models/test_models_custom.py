@@ -7,7 +7,7 @@ import torch
 from pydantic import ValidationError
 
 from hpo.errors import TrainingError
-from models import CustomConfig, create_model, parse_model_config
+from hpo.models import CustomConfig, create_model, parse_model_config
 
 NETS = textwrap.dedent('''
     import torch

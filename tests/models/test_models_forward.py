@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hpo.errors import TrainingError
-from models import (
+from hpo.models import (
     MODELS,
     CNNConfig,
     MLPConfig,
@@ -150,7 +150,7 @@ def test_cnn_pooling_never_shrinks_below_one_pixel():
 
 
 def test_squeezenet_widths_stages_se_and_residual():
-    from models._fire_layers import Fire, SqueezeExcite
+    from hpo.models._fire_layers import Fire, SqueezeExcite
 
     cfg = SqueezeNetConfig(n_fire=5, squeeze=8, expand=16, growth=2.0, pool_every=2, stem=32,
                            se=True, residual=True)
@@ -170,7 +170,7 @@ def test_squeezenet_widths_stages_se_and_residual():
 
 
 def test_squeezenet_residual_output_is_input_plus_fire():
-    from models._fire_layers import Fire
+    from hpo.models._fire_layers import Fire
 
     torch.manual_seed(0)
     fire = Fire(16, 4, 8, batch_norm=False, activation="relu", se_ratio=None, residual=True)
@@ -181,7 +181,7 @@ def test_squeezenet_residual_output_is_input_plus_fire():
 
 
 def test_patch_mlp_structure():
-    from models._mixer_layers import MixerBlock
+    from hpo.models._mixer_layers import MixerBlock
 
     cfg = PatchMLPConfig(patch_size=7, depth=3, hidden=24, token_mlp=5, channel_mlp=40)
     model = create_model(cfg, (1, 28, 28), 10)
@@ -218,7 +218,7 @@ def test_count_parameters_exact_and_frozen():
 
 
 def test_bare_model_config_gets_family_defaults():
-    from models import ModelConfig
+    from hpo.models import ModelConfig
 
     model = create_model(ModelConfig(name="mlp"), (1, 8, 8), 10)
     reference = create_model(MLPConfig(), (1, 8, 8), 10)

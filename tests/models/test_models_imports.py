@@ -5,19 +5,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import models
+import hpo.models as models
 
 CONFIG_MODULES = sorted(
-    f"models.{m.name}" for m in pkgutil.iter_modules([str(Path(models.__file__).parent)])
+    f"hpo.models.{m.name}" for m in pkgutil.iter_modules([str(Path(models.__file__).parent)])
     if not m.name.startswith("_")
 )
 
 
 def test_config_modules_do_not_import_torch():
-    assert {"models.backbone", "models.custom", "models.patch_mlp", "models.squeezenet"} <= set(CONFIG_MODULES)
+    assert {"hpo.models.backbone", "hpo.models.custom", "hpo.models.patch_mlp", "hpo.models.squeezenet"} <= set(CONFIG_MODULES)
     code = (
         f"import {', '.join(CONFIG_MODULES)}\n"
-        "import models, sys\n"
+        "import hpo.models as models, sys\n"
         "models.parse_model_config({'name': 'torchvision', 'arch': 'resnet18', 'pretrained': 'hub'})\n"
         "models.parse_model_config({'name': 'custom', 'module': 'no_such_pkg.nets:Net'})\n"
         "heavy = sorted(m for m in ('torch', 'torchvision', 'numpy', 'no_such_pkg') if m in sys.modules)\n"

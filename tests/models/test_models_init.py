@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import INITIALIZERS, MLPConfig, apply_initializer, create_model
+from hpo.models import INITIALIZERS, MLPConfig, apply_initializer, create_model
 from hpo.errors import UnknownNameError
 
 

@@ -10,9 +10,9 @@ import torchvision
 from torch import nn
 
 from hpo.errors import TrainingError
-from models import ARCHS, TorchvisionConfig, count_parameters, create_model
-from models._backbone_layers import Backbone, default_weights
-from models.backbone import head_paths
+from hpo.models import ARCHS, TorchvisionConfig, count_parameters, create_model
+from hpo.models._backbone_layers import Backbone, default_weights
+from hpo.models.backbone import head_paths
 
 
 def _build(in_shape=(3, 32, 32), num_classes=10, **kwargs) -> Backbone:
@@ -121,7 +121,7 @@ def test_pretrained_file_loads_the_backbone_and_keeps_a_new_head(tmp_path, caplo
     path = tmp_path / "weights" / "r18.pth"
     saved = _saved_resnet18(path)
     torch.manual_seed(0)
-    with caplog.at_level(logging.INFO, logger="models._backbone_layers"):
+    with caplog.at_level(logging.INFO, logger="hpo.models._backbone_layers"):
         model = _build(arch="resnet18", pretrained=str(path), init="kaiming_normal")
     state = model.net.state_dict()
     backbone = [k for k in saved if not k.startswith("fc.")]

@@ -20,8 +20,8 @@ try:
 except ImportError:  # tests/ is a package
     from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
 
-from hpo.study import OVER_BUDGET_ATTR, SPEC_ATTR
-from hpo.storage import open_storage, resolve_storage
+from hpo.study.studies import OVER_BUDGET_ATTR, SPEC_ATTR
+from hpo.storage.urls import open_storage, resolve_storage
 
 N_WORKERS = 8
 N_TRIALS = 32

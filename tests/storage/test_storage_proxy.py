@@ -13,8 +13,8 @@ from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import TrialState
 
 from hpo.errors import StorageError
-from hpo.storage import open_storage, resolve_storage
-from hpo.storage_proxy import (
+from hpo.storage.urls import open_storage, resolve_storage
+from hpo.storage.proxies import (
     OneReadPerTrial,
     PrunerView,
     ReconnectingStorage,
@@ -157,7 +157,7 @@ def test_a_view_with_max_age_reuses_its_read_for_that_long(postgres_url, monkeyp
     study = optuna.create_study(study_name="aged", storage=rdb)
     _fill(study, finished=2, running=1, epochs=2)
     clock = [1000.0]
-    monkeypatch.setattr("hpo.storage_proxy.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("hpo.storage.proxies.time.monotonic", lambda: clock[0])
     aged, fresh = PrunerView(_CachedStorage(rdb), rdb, max_age=1.0), PrunerView(_CachedStorage(rdb), rdb)
     assert len(aged.get_all_trials(study._study_id)) == len(fresh.get_all_trials(study._study_id)) == 3
     _fill(study, finished=1, running=0, epochs=2)

@@ -18,15 +18,8 @@ except ImportError:  # tests/ is a package
 
 from hpo.cli.main import cli
 from hpo.errors import UsageError
-from hpo.storage import (
-    DEFAULT_FILE,
-    ENV_VAR,
-    ScrubSecretsFilter,
-    open_storage,
-    redact,
-    resolve_storage,
-    scrub,
-)
+from hpo.storage.urls import DEFAULT_FILE, ENV_VAR, open_storage, resolve_storage
+from hpo.storage.secrets import ScrubSecretsFilter, redact, scrub
 
 ACCEPTED = (
     "(expected postgresql://USER:PASSWORD@HOST:5432/DB, sqlite:///FILE, or a file path for "
@@ -276,7 +269,7 @@ def test_optunas_own_log_handler_scrubs_passwords():
     import io
     import logging
 
-    from hpo.study import quiet_optuna
+    from hpo.study.studies import quiet_optuna
 
     resolve_storage("postgresql://hpo:optuna-log-secret@db:5432/hpo")  # remembers the password
     quiet_optuna()

@@ -7,8 +7,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages.journal import JournalFileBackend
 
-from hpo.storage import resolve_storage, open_storage
-from hpo.trial_writes import DeferredParams, write_trial
+from hpo.storage.urls import resolve_storage, open_storage
+from hpo.storage.writes import DeferredParams, write_trial
 
 PARAMS = [
     ("train.lr", 0.01, FloatDistribution(1e-4, 1e-1, log=True)),

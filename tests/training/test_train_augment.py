@@ -17,7 +17,7 @@ from hpo.training.augment import (
     resolve_augment,
 )
 from hpo.training.augment_ops import Augment, warp
-from models import MLPConfig
+from hpo.models import MLPConfig
 
 GRAY = {"in_shape": (1, 8, 8), "mean": (0.5,), "std": (0.25,)}
 RGB = {"in_shape": (3, 8, 8), "mean": (0.4, 0.5, 0.6), "std": (0.2, 0.25, 0.3)}

@@ -10,7 +10,7 @@ from hpo.errors import TrainingError
 from hpo.training import DataConfig, TrainConfig, train_model
 from hpo.training.data import load_splits
 from hpo.training.losses import balanced_class_weights, make_loss
-from models import MLPConfig, create_model
+from hpo.models import MLPConfig, create_model
 
 DATA = DataConfig()
 TINY = MLPConfig(n_layers=1, width=16)

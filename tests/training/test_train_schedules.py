@@ -11,7 +11,7 @@ import torch
 
 from hpo.training import DataConfig, TrainConfig, train_model
 from hpo.training.schedules import SCHEDULES, make_schedule
-from models import MLPConfig
+from hpo.models import MLPConfig
 
 DATA = DataConfig()
 TINY = MLPConfig(n_layers=1, width=16)

@@ -13,7 +13,7 @@ from hpo.training import (
     TrainingResult,
     train_model,
 )
-from models import CNNConfig, MLPConfig
+from hpo.models import CNNConfig, MLPConfig
 
 DATA = DataConfig()
 SMALL_MLP = MLPConfig(n_layers=1, width=64)

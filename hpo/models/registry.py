@@ -1,0 +1,108 @@
+"""The model registry: ``@register_model(name, ConfigClass)`` and ``create_model(cfg, ...)``.
+
+Each family declares a pydantic config (validated when the spec is, without torch) and a
+builder that imports torch only when called, so ``hpo --help`` and spec checks stay fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hpo.errors import unknown_name_message
+from hpo.registry import Registry
+from hpo.models.init import DEFAULT_STD, INITIALIZERS, apply_initializer
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class ModelConfig(BaseModel):
+    """Keys every model family accepts; families subclass it and narrow ``name``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    init: str = "default"  # weight initialiser of Linear and Conv layers (models.init)
+    init_std: float = Field(DEFAULT_STD, gt=0, le=1)  # std of the normal and trunc_normal inits
+
+    @field_validator("init")
+    @classmethod
+    def _known_initializer(cls, v: str) -> str:
+        if v not in INITIALIZERS:
+            raise ValueError(unknown_name_message("initialiser", v, INITIALIZERS.names()))
+        return v
+
+
+Builder = Callable[[Any, tuple[int, int, int], int], "nn.Module"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    config: type[ModelConfig]
+    build: Builder
+    # The builder applies ``cfg.init`` itself, e.g. only to the new head of a pretrained
+    # backbone, whose weights an initialiser must not overwrite.
+    initialises: bool = False
+
+
+MODELS = Registry[ModelEntry]("model")
+
+
+def register_model(
+    name: str, config: type[ModelConfig], *, initialises: bool = False
+) -> Callable[[Builder], Builder]:
+    """Register ``build(cfg, in_shape, num_classes) -> nn.Module`` under ``name``.
+
+    The config's default ``name`` must equal the registered name, so that ``config()``
+    and ``model_config_class(name)`` can never disagree. ``initialises``: the builder
+    applies ``cfg.init`` itself, so ``create_model`` does not.
+    """
+    default = config.model_fields["name"].default
+    if default != name:
+        raise ValueError(f"{config.__name__}.name defaults to {default!r}, not {name!r}")
+
+    def decorator(build: Builder) -> Builder:
+        MODELS.add(name, ModelEntry(config=config, build=build, initialises=initialises))
+        return build
+
+    return decorator
+
+
+def model_config_class(name: str) -> type[ModelConfig]:
+    """The config class of a model family; raises UnknownNameError for unknown names."""
+    return MODELS.get(name).config
+
+
+def parse_model_config(data: Mapping[str, Any]) -> ModelConfig:
+    """Validate a ``model:`` mapping with its family's config class (chosen by ``name``)."""
+    if "name" not in data:
+        raise ValueError(f"a model needs a name (known: {', '.join(MODELS.names())})")
+    return model_config_class(data["name"]).model_validate(dict(data))
+
+
+def create_model(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Build the model ``cfg`` describes for inputs of ``in_shape`` (C, H, W), then initialise.
+
+    A bare ``ModelConfig`` is re-validated as its family's config, so defaults still apply.
+    """
+    entry = MODELS.get(cfg.name)
+    if not isinstance(cfg, entry.config):
+        cfg = entry.config.model_validate(cfg.model_dump(exclude_unset=True))
+    model = entry.build(cfg, tuple(in_shape), num_classes)
+    if entry.initialises:
+        return model
+    return apply_initializer(model, cfg.init, cfg.init_std)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; they differ once a backbone is frozen."""
+    trainable = total = 0
+    for p in model.parameters():
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total

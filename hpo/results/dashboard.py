@@ -1,0 +1,272 @@
+"""optuna-dashboard on the study storage, with each study's artifact store and optional login.
+
+optuna-dashboard takes one artifact store, but every hpo study records its own (see
+hpo.artifacts), and two studies in one storage may keep their files in different places.
+``StudyArtifactStores`` is one store that routes each request to the store of the study the
+request is about: every dashboard route that touches artifacts names the study in its path,
+so a small WSGI wrapper notes the study id for the request and the store looks its location
+up in the storage (studies created while the dashboard runs are found too).
+
+optuna-dashboard has no authentication, and its API can delete studies and their artifacts,
+so it binds to loopback by default and ``--host`` elsewhere requires a user and password.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextvars
+import hmac
+import ipaddress
+import os
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any, BinaryIO
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from hpo.errors import UsageError
+from hpo.storage.urls import StorageTarget, open_storage
+
+AUTH_ENV = "HPO_DASHBOARD_AUTH"
+REALM = "hpo"
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# /artifacts/<study_id>/..., /api/artifacts/<study_id>/... and DELETE /api/studies/<study_id>
+# (which removes the study's artifacts too): the routes that reach the artifact store.
+_STUDY_IN_PATH = re.compile(r"^/(?:api/)?(?:artifacts|studies)/(\d+)(?:/|$)")
+_current_study: contextvars.ContextVar[int | None] = contextvars.ContextVar("hpo_dashboard_study", default=None)
+
+
+# -- authentication ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: str
+    password: str
+
+    def __repr__(self) -> str:  # keep the password out of tracebacks and debug output
+        return f"Credentials(user={self.user!r}, password='***')"
+
+
+def parse_credentials(value: str, source: str) -> Credentials:
+    """``USER:PASSWORD`` (the password may contain colons); errors never echo the value."""
+    user, sep, password = value.strip("\r\n").partition(":")
+    if not sep or not user or not password:
+        raise UsageError(f"{source} must be USER:PASSWORD with a non-empty user and password")
+    return Credentials(user, password)
+
+
+def resolve_credentials(auth: str | None, auth_file: str | None) -> Credentials | None:
+    """``--auth``, else ``--auth-file`` (first line), else ``$HPO_DASHBOARD_AUTH``, else None."""
+    if auth and auth_file:
+        raise UsageError("give --auth or --auth-file, not both")
+    if auth:
+        return parse_credentials(auth, "--auth")
+    if auth_file:
+        try:
+            lines = Path(auth_file).expanduser().read_text().splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read --auth-file {auth_file}: {exc.strerror}") from None
+        return parse_credentials(lines[0] if lines else "", f"the first line of {auth_file}")
+    env = os.environ.get(AUTH_ENV)
+    if env:
+        return parse_credentials(env, f"${AUTH_ENV}")
+    return None
+
+
+class BasicAuth:
+    """HTTP Basic authentication around a WSGI app.
+
+    Written by hand because optuna-dashboard offers no authentication of its own, and a
+    dozen lines here beat a dependency. Use it behind TLS (a reverse proxy) on untrusted
+    networks: Basic credentials travel in clear text.
+    """
+
+    def __init__(self, app: WSGIApp, credentials: Credentials) -> None:
+        self.app = app
+        self._expected = f"{credentials.user}:{credentials.password}".encode()
+
+    def _authorised(self, header: str) -> bool:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            given = base64.b64decode(token.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        # Constant-time comparison: response times must not reveal how much matched.
+        return hmac.compare_digest(given, self._expected)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self._authorised(environ.get("HTTP_AUTHORIZATION", "")):
+            return self.app(environ, start_response)
+        body = b"Authentication required.\n"
+        start_response("401 Unauthorized", [
+            ("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+        ])
+        return [body]
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost; anything else (0.0.0.0, a name, an address) is not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, credentials: Credentials | None) -> None:
+    if credentials is None and not is_loopback(host):
+        raise UsageError(
+            f"--host {host} would expose the dashboard, which has no authentication and can "
+            "delete studies, to the network; add --auth USER:PASSWORD (or --auth-file, or "
+            f"${AUTH_ENV})"
+        )
+
+
+# -- artifacts ------------------------------------------------------------------------------
+
+
+class StudyArtifactStores:
+    """Optuna's ArtifactStore protocol (open_reader/write/remove) over every study's store.
+
+    The store of the request's study (see ``_STUDY_IN_PATH``) comes first; reads and
+    removals then try the other stores seen so far, so an artifact is found wherever it is.
+    Studies without a recorded store use ``fallback`` (where ``hpo study create`` would
+    have put them).
+    """
+
+    def __init__(self, storage: Any, fallback: dict[str, str]) -> None:
+        self._storage = storage
+        self._fallback = fallback
+        self._stores: dict[str, Any] = {}  # location key -> store
+        self._lock = threading.Lock()
+
+    def _open(self, location: dict[str, str]) -> Any:
+        from hpo.artifacts.store import open_store
+
+        key = repr(sorted(location.items()))
+        with self._lock:
+            if key not in self._stores:
+                self._stores[key] = open_store(location)
+            return self._stores[key]
+
+    def location_of(self, study_id: int | None) -> dict[str, str]:
+        from hpo.artifacts.store import STORE_ATTR
+
+        if study_id is not None:
+            try:
+                location = self._storage.get_study_user_attrs(study_id).get(STORE_ATTR)
+            except KeyError:  # no such study: the dashboard answers 404 itself
+                location = None
+            if location:
+                return location
+        return self._fallback
+
+    def _candidates(self) -> list[Any]:
+        first = self._open(self.location_of(_current_study.get()))
+        with self._lock:
+            others = [s for s in self._stores.values() if s is not first]
+        return [first, *others]
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        from optuna.artifacts.exceptions import ArtifactNotFound
+
+        for store in self._candidates():
+            try:
+                return store.open_reader(artifact_id)
+            except ArtifactNotFound:
+                continue
+        raise ArtifactNotFound(f"artifact {artifact_id} not found in any study's artifact store")
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self._candidates()[0].write(artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        from optuna.artifacts.exceptions import ArtifactNotFound
+
+        for store in self._candidates():
+            try:
+                store.remove(artifact_id)
+                return
+            except ArtifactNotFound:
+                continue
+        raise ArtifactNotFound(f"artifact {artifact_id} not found in any study's artifact store")
+
+
+def _note_study(app: WSGIApp) -> WSGIApp:
+    """Tell ``StudyArtifactStores`` which study the request is about."""
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        match = _STUDY_IN_PATH.match(environ.get("PATH_INFO", ""))
+        token = _current_study.set(int(match.group(1)) if match else None)
+        try:
+            # Artifacts stream from an open file after this returns; the store is chosen
+            # while the app runs, so resetting here is safe.
+            return app(environ, start_response)
+        finally:
+            _current_study.reset(token)
+
+    return wrapped
+
+
+# -- the app and the server -----------------------------------------------------------------
+
+
+def create_app(target: StorageTarget, credentials: Credentials | None = None) -> WSGIApp:
+    """The dashboard's WSGI app on ``target``, behind Basic auth when ``credentials``."""
+    import optuna_dashboard
+
+    from hpo.artifacts.store import default_location
+    from hpo.study.studies import quiet_optuna
+
+    if target.kind == "journal" and not Path(target.url).expanduser().exists():
+        # A reader must not leave an empty store behind (in the wrong directory, often).
+        raise UsageError(
+            f"{target.display} does not exist: create a study first (hpo study create SPEC), "
+            "or point --storage (or $HPO_STORAGE) at your studies"
+        )
+    quiet_optuna()
+    storage = open_storage(target)
+    stores = StudyArtifactStores(storage, default_location(target))
+    app: WSGIApp = _note_study(optuna_dashboard.wsgi(storage, artifact_store=stores))
+    return BasicAuth(app, credentials) if credentials else app
+
+
+class _ThreadedServer(ThreadingMixIn, WSGIServer):
+    """The standard library's WSGI server, a thread per request, as optuna-dashboard's CLI."""
+
+    daemon_threads = True  # the dashboard polls; open requests must not hold up Ctrl-C
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        pass
+
+
+def make_dashboard_server(app: WSGIApp, host: str, port: int, *, access_log: bool = False) -> WSGIServer:
+    """Bind (port 0 picks a free one); ``server.server_port`` says which."""
+    server_class = _ThreadedServer
+    if ":" in host:  # IPv6 literal such as ::1
+        server_class = type("_ThreadedServer6", (_ThreadedServer,), {"address_family": socket.AF_INET6})
+    handler = WSGIRequestHandler if access_log else _QuietHandler
+    try:
+        return make_server(host.strip("[]"), port, app, server_class=server_class, handler_class=handler)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def url_for(host: str, port: int) -> str:
+    shown = f"[{host.strip('[]')}]" if ":" in host else host
+    return f"http://{shown}:{port}/dashboard"

@@ -1,0 +1,152 @@
+"""``hpo study export``: one row per trial, as CSV, JSON or Parquet, through pandas.
+
+The frame is built from the frozen trials rather than ``study.trials_dataframe()``: that
+one nests user attributes as whole dicts (``user_attrs_config``), names multi-objective
+columns after Optuna's conventions, and cannot leave out hpo's unrun hand-backs; building
+the rows here keeps the columns the same for one and several objectives.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hpo.errors import UsageError
+from hpo.study.studies import OVER_BUDGET_ATTR, LoadedStudy, visible_trials
+
+FORMATS = (".csv", ".json", ".parquet")
+# What a user compares first; every other user attribute follows in name order.
+LEADING_ATTRS = (
+    "params_total", "params_trainable", "peak_memory_mb", "seconds_per_epoch", "images_per_second",
+    "epochs_trained", "pruned_at_epoch", "stopped_early", "fail_reason", "seed", "device",
+)
+
+
+def export_format(path: Path) -> str:
+    """The format named by ``path``'s suffix; checked before the study is opened."""
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        shown = repr(suffix) if suffix else "no suffix"
+        raise UsageError(f"cannot export to {path}: unknown format {shown} (expected .csv, .json or .parquet)")
+    return suffix
+
+
+def flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    """Nested dicts become dotted columns (``config.train.lr``); lists stay whole."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            flatten(inner, f"{prefix}.{key}" if prefix else str(key), out)
+    else:
+        out[prefix] = value
+
+
+def trial_row(trial: Any, n_objectives: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"number": trial.number, "state": trial.state.name.lower()}
+    if n_objectives == 1:
+        row["value"] = trial.value if trial.values else None
+    else:
+        values = trial.values or [None] * n_objectives
+        row.update({f"value_{i}": v for i, v in enumerate(values)})
+    row["datetime_start"] = trial.datetime_start
+    row["datetime_complete"] = trial.datetime_complete
+    duration = trial.duration
+    row["duration_s"] = duration.total_seconds() if duration is not None else None
+    row.update({f"param_{name}": value for name, value in trial.params.items()})
+    attrs: dict[str, Any] = {}
+    flatten({k: v for k, v in trial.user_attrs.items() if k != OVER_BUDGET_ATTR}, "", attrs)
+    row.update(attrs)
+    return row
+
+
+def _column_order(columns: list[str], n_objectives: int) -> list[str]:
+    values = ["value"] if n_objectives == 1 else [f"value_{i}" for i in range(n_objectives)]
+    head = ["number", "state", *values, "datetime_start", "datetime_complete", "duration_s"]
+    params = sorted(c for c in columns if c.startswith("param_") and c not in LEADING_ATTRS)
+    leading = [c for c in LEADING_ATTRS if c in columns]
+    taken = set(head) | set(params) | set(leading)
+    return head + params + leading + sorted(c for c in columns if c not in taken)
+
+
+def trials_frame(study: Any) -> Any:
+    """One row per trial (hand-backs left out), user attributes flattened into columns."""
+    import pandas as pd
+
+    n_objectives = len(study.directions)
+    rows = [trial_row(t, n_objectives) for t in visible_trials(study.get_trials(deepcopy=False))]
+    frame = pd.DataFrame(rows)
+    columns = list(frame.columns) if rows else []
+    frame = frame.reindex(columns=_column_order(columns, n_objectives))
+    for column in ("datetime_start", "datetime_complete"):
+        frame[column] = pd.to_datetime(frame[column])
+    return frame
+
+
+def _is_nested(value: Any) -> bool:
+    return isinstance(value, (list, tuple, dict))
+
+
+def _as_json_strings(frame: Any, columns: list[str]) -> Any:
+    frame = frame.copy()
+    for column in columns:
+        frame[column] = frame[column].map(lambda v: json.dumps(v) if _is_nested(v) else v)
+    return frame
+
+
+def _nested_columns(frame: Any) -> list[str]:
+    return [c for c in frame.columns if frame[c].dtype == object and frame[c].map(_is_nested).any()]
+
+
+def _parquet_ready(frame: Any) -> Any:
+    """Parquet keeps lists as lists where pyarrow can type the column; a column that mixes
+    kinds (a list in one trial, a number in another) is written as JSON strings instead."""
+    import pyarrow as pa
+
+    mixed = []
+    for column in frame.columns:
+        if frame[column].dtype != object:
+            continue
+        try:
+            pa.array(frame[column], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            mixed.append(column)
+    frame = _as_json_strings(frame, mixed)
+    for column in mixed:  # still mixed scalars (numbers and strings): text it is
+        frame[column] = frame[column].map(lambda v: v if v is None or isinstance(v, str) else str(v))
+    return frame
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    """Rows with missing cells as null; json.dumps keeps every float digit (pandas' to_json
+    rounds to 10 significant digits by default, so a learning rate would not read back equal)."""
+    plain = frame.astype(object).where(frame.notna(), None)
+    return plain.to_dict(orient="records")
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def write_frame(frame: Any, path: Path) -> None:
+    suffix = export_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        _as_json_strings(frame, _nested_columns(frame)).to_csv(path, index=False)
+    elif suffix == ".json":
+        path.write_text(json.dumps(_records(frame), indent=2, default=_json_default) + "\n")
+    else:
+        _parquet_ready(frame).to_parquet(path, index=False)
+
+
+def export_study(loaded: LoadedStudy, path: Path) -> int:
+    """Write the study's trials to ``path`` (format by suffix); returns the row count."""
+    export_format(path)
+    frame = trials_frame(loaded.study)
+    write_frame(frame, path)
+    return len(frame)

@@ -1,0 +1,414 @@
+"""``hpo study report``: PNG figures plus one page (report.md and report.html) per study.
+
+Optuna's matplotlib plots where Optuna has the plot (history, importances, parallel
+coordinates, Pareto front); hpo's own for what only hpo records (learning curves from the
+``curves`` user attribute, accuracy against size, memory and time). Every figure is drawn
+off-screen, so the command runs on a headless server; a plot that cannot be drawn becomes a
+note on the page instead of an error.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpo.results.summary import ranked_trials
+from hpo.study.studies import LoadedStudy, count_states, visible_trials
+from hpo.results.text import fmt_value
+
+DPI = 100
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list[tuple[str, Any]] = field(default_factory=list)  # (text|image|table, payload)
+
+    def text(self, value: str) -> None:
+        self.blocks.append(("text", value))
+
+    def image(self, name: str, alt: str) -> None:
+        self.blocks.append(("image", (name, alt)))
+
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        self.blocks.append(("table", (header, rows)))
+
+
+@dataclass
+class ReportResult:
+    markdown: Path
+    html: Path
+    figures: list[Path]
+    notes: list[str]
+
+
+@dataclass
+class _Context:
+    study: Any
+    spec: Any
+    output: Path
+    top: int
+    names: list[str]  # one per objective
+    trials: list[Any]  # visible trials
+    complete: list[Any]
+    pruned: list[Any]
+    ranked: list[Any]  # best first; the Pareto front when there are several objectives
+    figures: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.names) > 1
+
+    def note(self, section: Section, message: str) -> None:
+        section.text(f"*Note: {message}*")
+        self.notes.append(message)
+
+    def save(self, figure: Any, name: str, section: Section, alt: str) -> None:
+        import matplotlib.pyplot as plt
+
+        path = self.output / name
+        figure.savefig(path, dpi=DPI, bbox_inches="tight")
+        plt.close(figure)
+        self.figures.append(path)
+        section.image(name, alt)
+
+
+def objective_names(study: Any, spec: Any) -> list[str]:
+    """Metric names for the study's objectives: Optuna's metric names, else the spec's."""
+    count = len(study.directions)
+    names = getattr(study, "metric_names", None)
+    if names and len(names) == count:
+        return list(names)
+    objective = getattr(spec, "objective", None)
+    objectives = objective if isinstance(objective, (list, tuple)) else getattr(objective, "objectives", None)
+    if objectives and len(objectives) == count:
+        return [str(getattr(o, "metric", f"value_{i}")) for i, o in enumerate(objectives)]
+    metric = getattr(objective, "metric", None)
+    if count == 1 and isinstance(metric, str):
+        return [metric]
+    if isinstance(metric, (list, tuple)) and len(metric) == count:
+        return [str(m) for m in metric]
+    return ["value"] if count == 1 else [f"value_{i}" for i in range(count)]
+
+
+def rank_trials(study: Any, complete: list[Any]) -> list[Any]:
+    """Best first, as ``hpo study show`` ranks them (ties broken by validation loss); with
+    several objectives, the Pareto front in that order."""
+    ranked = ranked_trials(study, complete)
+    if len(study.directions) > 1:
+        front = {t.number for t in study.best_trials}
+        return [t for t in ranked if t.number in front]
+    return ranked
+
+
+def _target(ctx: _Context, index: int) -> Callable[[Any], float] | None:
+    return (lambda t: t.values[index]) if ctx.multi else None
+
+
+# --- Optuna's plots --------------------------------------------------------------------
+
+
+def history(ctx: _Context, section: Section) -> None:
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    if not ctx.complete:
+        ctx.note(section, "no completed trial yet: no optimisation history to plot")
+        return
+    for i, name in enumerate(ctx.names):
+        ax = plot_optimization_history(ctx.study, target=_target(ctx, i), target_name=name)
+        ax.set_title(f"Optimisation history: {name}")
+        file = "history.png" if not ctx.multi else f"history_{i}.png"
+        ctx.save(ax.figure, file, section, f"optimisation history of {name}")
+
+
+def importance_problem(ctx: _Context) -> str | None:
+    """Why importances cannot be computed, in the user's terms; None when they can."""
+    if len(ctx.complete) < 2:
+        return (f"parameter importances need at least 2 complete trials "
+                f"(the study has {len(ctx.complete)})")
+    values: dict[str, set[str]] = {}
+    for trial in ctx.complete:
+        for key, value in trial.params.items():
+            values.setdefault(key, set()).add(repr(value))
+    if not any(len(v) > 1 for v in values.values()):
+        return "parameter importances need at least 1 parameter that varies across the complete trials"
+    return None
+
+
+def importances(ctx: _Context, section: Section) -> None:
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    problem = importance_problem(ctx)
+    if problem:
+        ctx.note(section, f"cannot compute: {problem}")
+        return
+    for i, name in enumerate(ctx.names):
+        try:
+            scores = optuna.importance.get_param_importances(
+                ctx.study, evaluator=FanovaImportanceEvaluator(seed=0), target=_target(ctx, i))
+        except (ValueError, RuntimeError) as exc:
+            ctx.note(section, f"cannot compute the importances for {name}: {exc}")
+            continue
+        if not scores:
+            ctx.note(section, f"cannot compute the importances for {name}: no parameter is "
+                     "shared by all complete trials")
+            continue
+        ax = plot_param_importances(ctx.study, evaluator=FanovaImportanceEvaluator(seed=0),
+                                    target=_target(ctx, i), target_name=name)
+        ax.set_title(f"Hyperparameter importances (fANOVA): {name}")
+        file = "importances.png" if not ctx.multi else f"importances_{i}.png"
+        ctx.save(ax.figure, file, section, f"hyperparameter importances for {name}")
+        section.table(["parameter", f"importance for {name}"],
+                      [[key, f"{score:.3f}"] for key, score in scores.items()])
+
+
+def parallel(ctx: _Context, section: Section) -> None:
+    from optuna.visualization.matplotlib import plot_parallel_coordinate
+
+    if not ctx.complete or not any(t.params for t in ctx.complete):
+        ctx.note(section, "no completed trial with searched parameters: nothing to plot")
+        return
+    ax = plot_parallel_coordinate(ctx.study, target=_target(ctx, 0), target_name=ctx.names[0])
+    n_params = len({key for t in ctx.complete for key in t.params})
+    ax.figure.set_size_inches(max(8.0, 1.2 * (n_params + 1)), 5)
+    ctx.save(ax.figure, "parallel_coordinates.png", section, "parallel coordinates")
+
+
+def pareto(ctx: _Context, section: Section) -> None:
+    from optuna.visualization.matplotlib import plot_pareto_front
+
+    if len(ctx.complete) < 1:
+        ctx.note(section, "no completed trial yet: no Pareto front to plot")
+        return
+    try:
+        ax = plot_pareto_front(ctx.study, target_names=ctx.names)
+    except ValueError as exc:  # more than 3 objectives
+        ctx.note(section, f"cannot plot the Pareto front: {exc}")
+        return
+    ctx.save(ax.figure, "pareto_front.png", section, "Pareto front")
+
+
+# --- hpo's own plots --------------------------------------------------------------------
+
+
+def _curve(trial: Any, key: str) -> list[float]:
+    curves = trial.user_attrs.get("curves") or {}
+    return [v for v in curves.get(key) or [] if v is not None]
+
+
+def learning_curves(ctx: _Context, section: Section) -> None:
+    import matplotlib.pyplot as plt
+
+    top = [t for t in ctx.ranked[:ctx.top] if _curve(t, "val_loss")]
+    pruned = [t for t in ctx.pruned if _curve(t, "val_loss")]
+    if not top and not pruned:
+        ctx.note(section, "no trial recorded learning curves yet")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for key, ax, label in ((("val_accuracy", axes[0], "validation accuracy")),
+                           (("val_loss", axes[1], "validation loss"))):
+        for n, trial in enumerate(pruned):
+            ys = _curve(trial, key)
+            ax.plot(range(1, len(ys) + 1), ys, color="0.6", lw=0.8, ls="--",
+                    label="pruned trials" if n == 0 else None)
+        for trial in top:
+            ys = _curve(trial, key)
+            ax.plot(range(1, len(ys) + 1), ys, lw=1.8, marker="o", ms=3, label=f"trial {trial.number}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Learning curves: top {len(top)} trials and {len(pruned)} pruned")
+    ctx.save(fig, "learning_curves.png", section, "learning curves")
+
+
+def training_seconds(trial: Any) -> float | None:
+    seconds = _curve(trial, "seconds")
+    if seconds:
+        return float(sum(seconds))
+    per_epoch, epochs = trial.user_attrs.get("seconds_per_epoch"), trial.user_attrs.get("epochs_trained")
+    return per_epoch * epochs if per_epoch is not None and epochs else None
+
+
+def tradeoffs(ctx: _Context, section: Section) -> None:
+    import matplotlib.pyplot as plt
+
+    trials = [t for t in ctx.complete + ctx.pruned if _curve(t, "val_accuracy")]
+    if not trials:
+        ctx.note(section, "no trial recorded a validation accuracy yet")
+        return
+    top = {t.number for t in ctx.ranked[:ctx.top]}
+    panels = [("params_total", "parameters", lambda t: t.user_attrs.get("params_total"), True),
+              ("peak_memory_mb", "peak memory (MB)", lambda t: t.user_attrs.get("peak_memory_mb"), False),
+              ("seconds", "training time (s)", training_seconds, False)]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
+    for (key, label, get, log), ax in zip(panels, axes):
+        for state, group, style in (("complete", ctx.complete, {"color": "C0"}),
+                                    ("pruned", ctx.pruned, {"color": "0.6", "marker": "x"})):
+            points = [(get(t), max(_curve(t, "val_accuracy")), t.number) for t in group
+                      if t in trials and get(t) is not None]
+            if points:
+                ax.scatter([p[0] for p in points], [p[1] for p in points], s=25, label=state, **style)
+                for x, y, number in points:
+                    if number in top:
+                        ax.annotate(str(number), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if log and ax.has_data():
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("best validation accuracy")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Accuracy against size, memory and training time (top trials numbered)")
+    ctx.save(fig, "tradeoffs.png", section, "accuracy against parameter count, peak memory and training time")
+    if any(t.user_attrs.get("device") == "cpu" for t in trials):
+        section.text("On CPU, peak memory is the worker process's peak resident set size, which "
+                     "spans every trial that worker ran before; compare it across GPU trials only.")
+
+
+def comparison(ctx: _Context, section: Section) -> None:
+    if not ctx.ranked:
+        ctx.note(section, "no completed trial yet: nothing to compare")
+        return
+    if ctx.multi:
+        section.text(f"The Pareto front ({len(ctx.ranked)} trials), ordered by {ctx.names[0]}.")
+    fixed = ["params_total", "peak_memory_mb", "seconds_per_epoch", "training s", "epochs", "params"]
+    objectives = [f"{name} (objective)" if name in fixed else name for name in ctx.names]
+    header = ["trial", *objectives, *fixed]
+    rows = []
+    for trial in ctx.ranked[:ctx.top]:
+        attrs = trial.user_attrs
+        params = ", ".join(f"{k}={fmt_value(v)}" for k, v in trial.params.items())
+        rows.append([str(trial.number), *(fmt_value(v) for v in trial.values), fmt_value(attrs.get("params_total")),
+                     fmt_value(attrs.get("peak_memory_mb")), fmt_value(attrs.get("seconds_per_epoch")),
+                     fmt_value(training_seconds(trial)), fmt_value(attrs.get("epochs_trained")), params])
+    section.table(header, rows)
+
+
+# --- the page ---------------------------------------------------------------------------
+
+
+def _md_cell(value: str) -> str:
+    return value.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(title: str, intro: list[str], sections: list[Section]) -> str:
+    lines = [f"# {title}", "", *intro, ""]
+    for section in sections:
+        lines += [f"## {section.title}", ""]
+        for kind, payload in section.blocks:
+            if kind == "text":
+                lines += [payload, ""]
+            elif kind == "image":
+                name, alt = payload
+                lines += [f"![{alt}]({name})", ""]
+            else:
+                header, rows = payload
+                lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
+                lines.append("|" + "---|" * len(header))
+                lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+                lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+       "img{max-width:100%;border:1px solid #ddd}table{border-collapse:collapse;font-size:.9em}"
+       "td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left}th{background:#f4f4f4}"
+       ".note{color:#805000}")
+
+
+def render_html(title: str, intro: list[str], sections: list[Section]) -> str:
+    e = html.escape
+    parts = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">", f"<title>{e(title)}</title>",
+             f"<style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    parts += [f"<p>{e(line)}</p>" for line in intro]
+    for section in sections:
+        parts.append(f"<h2>{e(section.title)}</h2>")
+        for kind, payload in section.blocks:
+            if kind == "text":
+                if payload.startswith("*Note: "):
+                    parts.append(f"<p class=\"note\">{e(payload.strip('*'))}</p>")
+                else:
+                    parts.append(f"<p>{e(payload)}</p>")
+            elif kind == "image":
+                name, alt = payload
+                parts.append(f"<p><a href=\"{e(name)}\"><img src=\"{e(name)}\" alt=\"{e(alt)}\"></a></p>")
+            else:
+                header, rows = payload
+                parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+                parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+                parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _use_headless_backend() -> None:
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:  # a caller that chose a backend keeps it
+        matplotlib.use("Agg")
+
+
+def _intro(ctx: _Context) -> list[str]:
+    counts = count_states(ctx.trials)
+    states = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no trials yet"
+    directions = ", ".join(f"{d.name.lower()} {n}" for d, n in zip(ctx.study.directions, ctx.names))
+    lines = [f"Objective: {directions}. Trials: {states}."]
+    if ctx.ranked and not ctx.multi:
+        best = ctx.ranked[0]
+        lines.append(f"Best: trial {best.number}, {ctx.names[0]} = {fmt_value(best.value)}.")
+    return lines
+
+
+def write_report(loaded: LoadedStudy, output: Path, *, top: int = 5) -> ReportResult:
+    """Render every figure into ``output`` and write report.md and report.html beside them."""
+    import optuna
+    from optuna.trial import TrialState
+    from rich.console import Console
+    from rich.progress import Progress
+
+    _use_headless_backend()
+    output.mkdir(parents=True, exist_ok=True)
+    study = loaded.study
+    trials = visible_trials(study.get_trials(deepcopy=False))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    ctx = _Context(study=study, spec=loaded.spec, output=output, top=top,
+                   names=objective_names(study, loaded.spec), trials=trials, complete=complete,
+                   pruned=[t for t in trials if t.state == TrialState.PRUNED],
+                   ranked=rank_trials(study, complete))
+    steps: list[tuple[str, Callable[[_Context, Section], None]]] = [
+        ("Optimisation history", history),
+        ("Hyperparameter importances", importances),
+        ("Parallel coordinates", parallel),
+        ("Learning curves", learning_curves),
+        ("Accuracy against size, memory and time", tradeoffs),
+        ("Model comparison", comparison),
+    ]
+    if ctx.multi:
+        steps.insert(0, ("Pareto front", pareto))
+    sections = []
+    console = Console(stderr=True)
+    with warnings.catch_warnings(), Progress(console=console, transient=True,
+                                             disable=not console.is_terminal) as progress:
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)  # matplotlib on flat axes: the figure is fine
+        task = progress.add_task("Report", total=len(steps))
+        for title, step in steps:
+            progress.update(task, description=title)
+            section = Section(title)
+            step(ctx, section)
+            sections.append(section)
+            progress.advance(task)
+    title = f"Study {study.study_name}"
+    intro = _intro(ctx)
+    markdown, page = output / "report.md", output / "report.html"
+    markdown.write_text(render_markdown(title, intro, sections))
+    page.write_text(render_html(title, intro, sections))
+    return ReportResult(markdown, page, ctx.figures, ctx.notes)

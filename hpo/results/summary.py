@@ -1,0 +1,137 @@
+"""Summaries of a study for ``hpo study show`` and ``hpo study best``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from hpo.errors import HpoError
+from hpo.spec import spec_to_json
+from hpo.study.studies import LoadedStudy, count_states, visible_trials
+
+
+def ranked_trials(study: Any, trials: list[Any]) -> list[Any]:
+    """Complete trials, best first by the first objective (the only one, usually).
+
+    Equal values are common on small validation sets (one digits image is 0.28 points of
+    accuracy), and Optuna then keeps the first trial. hpo breaks ties by the other
+    validation metric at the trial's best epoch: the lower loss for equal accuracies, the
+    higher accuracy for equal losses, which generalises better.
+    """
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    maximize = study.directions[0] == StudyDirection.MAXIMIZE
+    sign = -1.0 if maximize else 1.0
+    return sorted(complete, key=lambda t: (sign * t.values[0], _tie_breaker(t, maximize), t.number))
+
+
+def _tie_breaker(trial: Any, accuracy_first: bool) -> float:
+    """Lower is better: the val loss at the best-accuracy epoch when the objective is an
+    accuracy (maximised), else minus the val accuracy at the lowest-loss epoch."""
+    curves = trial.user_attrs.get("curves") or {}
+    accuracy, loss = curves.get("val_accuracy") or [], curves.get("val_loss") or []
+    if not accuracy or len(loss) != len(accuracy):
+        return 0.0
+    if accuracy_first:
+        return loss[max(range(len(accuracy)), key=accuracy.__getitem__)]
+    return -accuracy[min(range(len(loss)), key=loss.__getitem__)]
+
+
+def _trial_row(trial: Any) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    return {
+        "number": trial.number,
+        "value": trial.values[0] if trial.values else None,
+        "values": list(trial.values) if trial.values else None,
+        "epochs": attrs.get("epochs_trained"),
+        "seconds_per_epoch": attrs.get("seconds_per_epoch"),
+        "params_total": attrs.get("params_total"),
+        "params": dict(trial.params),
+    }
+
+
+def study_summary(loaded: LoadedStudy, *, top: int = 5) -> dict[str, Any]:
+    """State counts, best value, top trials, why trials failed, and epochs pruning saved."""
+    from optuna.trial import TrialState
+
+    study, spec = loaded.study, loaded.spec
+    trials = visible_trials(study.get_trials(deepcopy=False))
+    ranked = ranked_trials(study, trials)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    trained = sum(t.user_attrs.get("epochs_trained") or 0 for t in finished)
+    full = sum((t.user_attrs.get("config") or {}).get("train", {}).get("epochs", spec.train.epochs) for t in finished)
+    # Why trials stopped abnormally: failures, and trials closed as pruned because they
+    # diverged or ran out of memory (see hpo.worker.loop._steer_away).
+    failures = Counter(
+        t.user_attrs.get("fail_reason", "unknown") for t in trials
+        if t.state == TrialState.FAIL or (t.state == TrialState.PRUNED and "fail_reason" in t.user_attrs)
+    )
+    objectives = spec.objectives()
+    pareto = (sorted(study.best_trials, key=lambda t: t.number) if len(objectives) > 1 else [])
+    return {
+        "name": study.study_name,
+        "metric": objectives[0].metric,
+        "direction": objectives[0].direction,
+        "objectives": [{"metric": o.metric, "direction": o.direction} for o in objectives],
+        "pareto": [_trial_row(t) for t in pareto],
+        "states": count_states(trials),
+        "budget": {"n_trials": spec.budget.n_trials, "timeout": spec.budget.timeout,
+                   "max_failed_trials": spec.budget.max_failed_trials},
+        "best": _trial_row(ranked[0]) if ranked else None,
+        "top": [_trial_row(t) for t in ranked[:top]],
+        "pruned": [
+            {"number": t.number, "pruned_at_epoch": t.user_attrs.get("pruned_at_epoch"),
+             "reason": t.user_attrs.get("fail_reason", "pruner")}
+            for t in trials if t.state == TrialState.PRUNED
+        ],
+        "epochs": {"trained": trained, "without_pruning": full, "saved": full - trained},
+        "failures": [{"reason": r, "count": n} for r, n in failures.most_common()],
+    }
+
+
+def best_trials(loaded: LoadedStudy) -> list[dict[str, Any]]:
+    """The best trial (single objective) or the Pareto front (several), each with its
+    params, full resolved config and a spec that re-runs it."""
+    study = loaded.study
+    ranked = ranked_trials(study, study.get_trials(deepcopy=False))
+    if not ranked:
+        counts = count_states(visible_trials(study.get_trials(deepcopy=False)))
+        summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "no trials"
+        raise HpoError(f"study {study.study_name!r} has no completed trial yet ({summary})")
+    if len(study.directions) == 1:
+        return [_best_entry(loaded, ranked[0])]
+    front = {t.number for t in study.best_trials}
+    return [_best_entry(loaded, t) for t in ranked if t.number in front]
+
+
+def best_trial(loaded: LoadedStudy) -> dict[str, Any]:
+    """The best trial by the first objective (of a multi-objective study's Pareto front)."""
+    return best_trials(loaded)[0]
+
+
+def _best_entry(loaded: LoadedStudy, trial: Any) -> dict[str, Any]:
+    study, spec = loaded.study, loaded.spec
+    objectives = spec.objectives()
+    config = trial.user_attrs["config"]
+    rerun = spec_to_json(spec)
+    rerun.update(config)
+    rerun.update({
+        "name": f"{study.study_name}-trial-{trial.number}",
+        "search": {},
+        "budget": {"n_trials": 1},
+        "pruner": {"name": "none"},
+    })
+    return {
+        "study": study.study_name,
+        "number": trial.number,
+        "metric": objectives[0].metric,
+        "direction": objectives[0].direction,
+        "metrics": [o.metric for o in objectives],
+        "value": trial.values[0],
+        "values": list(trial.values),
+        "params": dict(trial.params),
+        "config": config,
+        "spec": rerun,
+    }

@@ -1,0 +1,151 @@
+"""Spec ``search`` -> Optuna suggestions -> the full resolved config of one trial.
+
+``when`` conditions and ``repeat`` counts make the space conditional, so parameters are
+sampled in dependency order; the resolved config is then validated by the same pydantic
+models as a fixed config, which fills in every default and makes it re-runnable.
+"""
+
+from __future__ import annotations
+
+import copy
+import graphlib
+from typing import Any
+
+from hpo.errors import HpoError
+from hpo.spec.model import SearchParam
+from hpo.spec.paths import SECTIONS
+from hpo.spec.validate import dependencies
+
+
+def sampling_order(search: dict[str, SearchParam]) -> list[str]:
+    """Keys in spec order, except that a parameter comes after those it depends on."""
+    sorter = graphlib.TopologicalSorter()
+    for key, param in search.items():
+        sorter.add(key, *sorted(dependencies(param, search), key=list(search).index))
+    order: list[str] = []
+    sorter.prepare()
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=list(search).index)
+        order.extend(ready)
+        sorter.done(*ready)
+    return order
+
+
+def to_distribution(param: SearchParam) -> Any:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    kind = param.kind()
+    if kind == "categorical":
+        return CategoricalDistribution(param.choices)  # type: ignore[arg-type]
+    if kind == "int":
+        return IntDistribution(int(param.low), int(param.high), log=param.log,  # type: ignore[arg-type]
+                               step=int(param.step or 1))
+    return FloatDistribution(float(param.low), float(param.high), log=param.log,  # type: ignore[arg-type]
+                             step=None if param.step is None else float(param.step))
+
+
+def space_facts(spec: Any) -> Any:
+    """What the sampler needs to know of the spec's search space."""
+    from hpo.spec.strategies import SpaceFacts
+
+    return SpaceFacts(
+        grid={key: list(param.choices or []) for key, param in spec.search.items()},
+        conditional=any(param.when or param.repeat for param in spec.search.values()),
+    )
+
+
+def max_epochs(spec: Any) -> int:
+    """The most epochs any trial can train: the pruner's full budget (``max_resource``)."""
+    param = spec.search.get("train.epochs")
+    if param is None:
+        return spec.train.epochs
+    values = param.choices if param.choices is not None else [param.high]
+    return int(max(values))  # type: ignore[type-var]
+
+
+def fixed_config(spec: Any) -> dict[str, Any]:
+    return {section: getattr(spec, section).model_dump(mode="json") for section in SECTIONS}
+
+
+def sample_config(trial: Any, spec: Any) -> dict[str, Any]:
+    """Ask ``trial`` for every searched value that applies; return the resolved config."""
+    fixed = fixed_config(spec)
+    sampled: dict[str, Any] = {}
+    for key in sampling_order(spec.search):
+        param = spec.search[key]
+        if not _condition_holds(param, sampled, fixed):
+            continue
+        if param.repeat:
+            count = _lookup(param.repeat, sampled, fixed)
+            sampled[key] = [suggest(trial, f"{key}[{i}]", param) for i in range(count)]
+        else:
+            sampled[key] = suggest(trial, key, param)
+    return resolve(fixed, sampled)
+
+
+def suggest(trial: Any, name: str, param: SearchParam) -> Any:
+    d = to_distribution(param)
+    kind = param.kind()
+    if kind == "categorical":
+        return trial.suggest_categorical(name, d.choices)
+    if kind == "int":
+        return trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+    return trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
+
+
+def resolve(fixed: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:
+    """Apply sampled values to the fixed config and validate each section (fills defaults)."""
+    from hpo.training.config import DataConfig, TrainConfig
+    from hpo.models.registry import MODELS
+
+    config = copy.deepcopy(fixed)
+    family = sampled.get("model.name", config["model"]["name"])
+    if family != config["model"]["name"]:
+        # Switching family keeps only the fixed keys the new family also has.
+        fields = MODELS.get(family).config.model_fields
+        config["model"] = {k: v for k, v in config["model"].items() if k in fields}
+    for key, value in sampled.items():
+        section, *parts = key.split(".")
+        node = config[section]
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}  # e.g. train.early_stopping is null until a key is searched
+            node = node[part]
+        node[parts[-1]] = value
+    classes = {"data": DataConfig, "train": TrainConfig, "model": MODELS.get(family).config}
+    try:
+        return {s: classes[s].model_validate(config[s]).model_dump(mode="json") for s in SECTIONS}
+    except ValueError as exc:
+        raise HpoError(f"the sampled configuration is invalid: {exc}") from None
+
+
+def _lookup(path: str, sampled: dict[str, Any], fixed: dict[str, Any]) -> Any:
+    if path in sampled:
+        return sampled[path]
+    node: Any = fixed
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _condition_holds(param: SearchParam, sampled: dict[str, Any], fixed: dict[str, Any]) -> bool:
+    return all(_lookup(path, sampled, fixed) in accepted for path, accepted in param.condition().items())
+
+
+def preview(spec: Any, n: int, seed: int = 0) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``n`` (params, resolved config) pairs drawn at random, without training anything."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    drawn = []
+    for _ in range(n):
+        trial = study.ask()
+        config = sample_config(trial, spec)
+        drawn.append((dict(trial.params), config))
+        study.tell(trial, 0.0)
+    return drawn

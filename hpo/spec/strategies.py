@@ -1,0 +1,212 @@
+"""Sampler and pruner registries: the spec names one, each worker rebuilds it.
+
+Optuna does not persist samplers or pruners, so every worker builds its own from the
+stored spec. Option models live here (torch- and optuna-free) so that validating a spec
+and ``hpo --help`` stay fast; the builders import optuna only when called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hpo.registry import Registry
+
+
+class StrategyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- samplers
+
+
+class TPEOptions(StrategyOptions):
+    """Optuna's TPE; multivariate + group handle conditional (``when``) spaces, and the
+    constant liar keeps parallel workers from proposing the same point twice."""
+
+    name: Literal["tpe"] = "tpe"
+    seed: int | None = None
+    n_startup_trials: int = Field(10, ge=0)
+    multivariate: bool = True
+    # Groups only differ from one joint model when trials sample different parameters, and
+    # Optuna recomputes them from every finished trial on each ask (10 ms at 1,000 trials).
+    group: bool | None = Field(
+        None, description="model conditional parameters in groups; default: exactly when the space "
+        "has `when` or `repeat` parameters"
+    )
+    constant_liar: bool = True
+
+
+class RandomOptions(StrategyOptions):
+    name: Literal["random"] = "random"
+    seed: int | None = None
+
+
+class GPOptions(StrategyOptions):
+    """Gaussian-process sampler: strong for few, expensive trials; ignores pruned trials."""
+
+    name: Literal["gp"] = "gp"
+    seed: int | None = None
+    n_startup_trials: int = Field(10, ge=0)
+
+
+class GridOptions(StrategyOptions):
+    """Every combination of the searched choices (Optuna's GridSampler; workers share the
+    grid). Needs every searched key to give `choices`, without `when` or `repeat`."""
+
+    name: Literal["grid"] = "grid"
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Strategy:
+    options: type[StrategyOptions]
+    build: Callable[..., Any]
+
+
+SAMPLERS: Registry[Strategy] = Registry("sampler")
+PRUNERS: Registry[Strategy] = Registry("pruner")
+
+
+def _worker_seed(seed: int | None, rank: int) -> int | None:
+    # Identical seeds in every worker make duplicate trials: offset by the worker's rank.
+    return None if seed is None else seed + rank
+
+
+def _build_tpe(o: TPEOptions, rank: int, space: SpaceFacts) -> Any:
+    import optuna
+
+    group = space.conditional if o.group is None else o.group
+    return optuna.samplers.TPESampler(
+        seed=_worker_seed(o.seed, rank),
+        n_startup_trials=o.n_startup_trials,
+        multivariate=o.multivariate,
+        group=group and o.multivariate,
+        constant_liar=o.constant_liar,
+    )
+
+
+def _build_random(o: RandomOptions, rank: int, space: SpaceFacts) -> Any:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=_worker_seed(o.seed, rank))
+
+
+def _build_gp(o: GPOptions, rank: int, space: SpaceFacts) -> Any:
+    import optuna
+
+    return optuna.samplers.GPSampler(
+        seed=_worker_seed(o.seed, rank), n_startup_trials=o.n_startup_trials
+    )
+
+
+def _build_grid(o: GridOptions, rank: int, space: SpaceFacts) -> Any:
+    import optuna
+
+    class BudgetedGridSampler(optuna.samplers.GridSampler):
+        """Optuna's grid, minus its ``study.stop()`` once the grid is used up: that only
+        works inside ``study.optimize``; here the study's budget (at most the grid size,
+        checked with the spec) stops the workers."""
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return BudgetedGridSampler(space.grid, seed=_worker_seed(o.seed, rank))
+
+
+SAMPLERS.add("tpe", Strategy(TPEOptions, _build_tpe))
+SAMPLERS.add("grid", Strategy(GridOptions, _build_grid))
+SAMPLERS.add("random", Strategy(RandomOptions, _build_random))
+SAMPLERS.add("gp", Strategy(GPOptions, _build_gp))
+
+
+# ---------------------------------------------------------------- pruners
+
+
+class HyperbandOptions(StrategyOptions):
+    """Hyperband over epochs. Resources are explicit: Optuna's "auto" is computed per
+    process, so workers could disagree about brackets."""
+
+    name: Literal["hyperband"] = "hyperband"
+    min_resource: int = Field(1, ge=1, description="fewest epochs before a trial can be pruned")
+    max_resource: int | None = Field(
+        None, ge=1, description="epochs of a full trial; defaults to train.epochs (its largest searched value)"
+    )
+    reduction_factor: int = Field(3, ge=2)
+
+
+class MedianOptions(StrategyOptions):
+    name: Literal["median"] = "median"
+    n_startup_trials: int = Field(5, ge=0)
+    n_warmup_steps: int = Field(0, ge=0, description="epochs before pruning is considered")
+
+
+class SuccessiveHalvingOptions(StrategyOptions):
+    name: Literal["successive_halving"] = "successive_halving"
+    min_resource: int = Field(1, ge=1)
+    reduction_factor: int = Field(3, ge=2)
+
+
+class NoPrunerOptions(StrategyOptions):
+    name: Literal["none"] = "none"
+
+
+def _build_hyperband(o: HyperbandOptions, max_epochs: int) -> Any:
+    import optuna
+
+    return optuna.pruners.HyperbandPruner(
+        min_resource=o.min_resource,
+        max_resource=o.max_resource or max_epochs,
+        reduction_factor=o.reduction_factor,
+    )
+
+
+def _build_median(o: MedianOptions, max_epochs: int) -> Any:
+    import optuna
+
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=o.n_startup_trials, n_warmup_steps=o.n_warmup_steps
+    )
+
+
+def _build_successive_halving(o: SuccessiveHalvingOptions, max_epochs: int) -> Any:
+    import optuna
+
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=o.min_resource, reduction_factor=o.reduction_factor
+    )
+
+
+def _build_no_pruner(o: NoPrunerOptions, max_epochs: int) -> Any:
+    import optuna
+
+    return optuna.pruners.NopPruner()
+
+
+PRUNERS.add("hyperband", Strategy(HyperbandOptions, _build_hyperband))
+PRUNERS.add("median", Strategy(MedianOptions, _build_median))
+PRUNERS.add("successive_halving", Strategy(SuccessiveHalvingOptions, _build_successive_halving))
+PRUNERS.add("none", Strategy(NoPrunerOptions, _build_no_pruner))
+
+
+@dataclass(frozen=True)
+class SpaceFacts:
+    """What samplers need to know of the search space (``hpo.spec.space.space_facts``)."""
+
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # the searched choices by name (grid)
+    conditional: bool = False  # some parameters are sampled only in some trials (when, repeat)
+
+
+def build_sampler(options: StrategyOptions, *, rank: int = 0, space: SpaceFacts | None = None) -> Any:
+    return SAMPLERS.get(options.name).build(options, rank, space or SpaceFacts())  # type: ignore[attr-defined]
+
+
+def build_pruner(options: StrategyOptions, *, max_epochs: int) -> Any:
+    return PRUNERS.get(options.name).build(options, max_epochs)  # type: ignore[attr-defined]
+
+
+SamplerOptions = TPEOptions | RandomOptions | GPOptions | GridOptions
+PrunerOptions = HyperbandOptions | MedianOptions | SuccessiveHalvingOptions | NoPrunerOptions

@@ -1,0 +1,338 @@
+"""Storage wrappers: a worker that survives a PostgreSQL restart, and the cheap view of a study
+that a pruner reads.
+
+Optuna has neither: RDBStorage raises on the first statement the server could not answer
+(``pool_pre_ping`` only revives connections that died while idle in the pool), and its
+cached storage re-reads every running trial with all its intermediate values on each
+``get_all_trials``, which every ``should_prune`` calls.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import copy
+import inspect
+import json
+import logging
+import math
+import time
+import weakref
+from collections.abc import Callable, Container, Iterator
+from typing import Any
+
+from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.errors import StorageError
+from hpo.storage.secrets import scrub
+
+log = logging.getLogger("hpo.storage")
+
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+class DelegatingStorage(BaseStorage, BaseHeartbeat):
+    """Forwards every storage and heartbeat method to ``inner`` through ``_call``.
+
+    Subclasses override ``_call`` (every method) or single methods. Written by hand because
+    Optuna's storages are abstract base classes with no proxy of their own.
+    """
+
+    def __init__(self, inner: BaseStorage):
+        self._inner = inner
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._inner, name)(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # anything else an Optuna internal may look for
+        if name == "_inner":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def get_heartbeat_interval(self) -> int | None:
+        getter = getattr(self._inner, "get_heartbeat_interval", None)
+        return getter() if getter else None
+
+
+def _forwarder(name: str) -> Callable[..., Any]:
+    def forward(self: DelegatingStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, *args, **kwargs)
+
+    forward.__name__ = name
+    return forward
+
+
+_FORWARDED = sorted(
+    {name for name, _ in inspect.getmembers(BaseStorage, inspect.isfunction) if not name.startswith("__")}
+    | {"record_heartbeat", "_get_stale_trial_ids", "get_heartbeat_stale_trial_callback"}
+)
+for _name in _FORWARDED:
+    setattr(DelegatingStorage, _name, _forwarder(_name))
+abc.update_abstractmethods(DelegatingStorage)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the database could not be reached."""
+    import sqlalchemy.exc as sa
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError)):
+            return True
+        if getattr(seen, "connection_invalidated", False):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class ReconnectingStorage(DelegatingStorage):
+    """Retries a storage call while the database is unreachable, with exponential backoff
+    from ``first_wait`` to ``max_wait`` seconds, for at most ``give_up_after`` seconds in all;
+    then raises StorageError.
+
+    Each call is one or more transactions that either committed or did not, so repeating it
+    is safe with two exceptions handled here: a state change that did commit before the
+    connection dropped (the retry finds the trial finished) counts as done; a trial created
+    in a commit whose answer was lost is left running without a heartbeat (a window of
+    milliseconds during a server restart; ``hpo study show`` lists it).
+    """
+
+    def __init__(self, inner: BaseStorage, display: str, *, give_up_after: float,
+                 first_wait: float = 0.5, max_wait: float = 8.0):
+        super().__init__(inner)
+        self._display = display
+        self.give_up_after = give_up_after
+        self.first_wait = first_wait
+        self.max_wait = max_wait
+        self.last_outage_end = float("-inf")  # monotonic time the last outage ended
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.retrying(name, getattr(self._inner, name), *args, **kwargs)
+
+    def retrying(self, name: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``method(*args, **kwargs)``, retried as described above (``name`` for messages)."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        started = time.monotonic()
+        wait = self.first_wait
+        retried = False
+        while True:
+            try:
+                result = method(*args, **kwargs)
+            except UpdateFinishedTrialError:
+                if retried and name == "set_trial_state_values" and self._committed_state(*args, **kwargs):
+                    return True
+                raise
+            except Exception as exc:  # noqa: BLE001 - only connection errors are retried
+                if not is_connection_error(exc):
+                    raise
+                waited = time.monotonic() - started
+                if waited + wait > self.give_up_after:
+                    raise StorageError(
+                        f"lost the connection to {self._display} for {waited:.0f} s and gave up "
+                        f"(after {self.give_up_after:g} s): {_reason(exc)}"
+                    ) from None
+                log.warning("storage %s unreachable (%s); retrying in %.1f s", self._display, _reason(exc), wait)
+                time.sleep(wait)
+                wait = min(wait * 2, self.max_wait)
+                retried = True
+                continue
+            if retried:
+                self.last_outage_end = time.monotonic()
+                log.warning("storage %s reachable again after %.1f s", self._display, time.monotonic() - started)
+            return result
+
+    def _committed_state(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        return self._inner.get_trial(trial_id).state == state
+
+
+class OneReadPerTrial(DelegatingStorage):
+    """While ``one_read()`` is active, ``get_all_trials`` answers every call from one read.
+
+    Asking for a trial and sampling its parameters read the study's trials again and again:
+    Optuna's samplers read them for each parameter sampled on its own (a repeated or
+    conditional one), and on a database each read is several queries (the cached storage
+    re-reads every running trial in full). A trial's sampling takes milliseconds, so one read
+    serves it all (TPE leaves out the trial being sampled itself).
+    """
+
+    def __init__(self, inner: BaseStorage):
+        super().__init__(inner)
+        self._reads: dict[int, list[FrozenTrial]] | None = None  # study id -> trials, while active
+
+    @contextlib.contextmanager
+    def one_read(self) -> Iterator[None]:
+        self._reads = {}
+        try:
+            yield
+        finally:
+            self._reads = None
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        if self._reads is None:
+            return self._inner.get_all_trials(study_id, deepcopy=deepcopy, states=states)
+        if study_id not in self._reads:
+            self._reads[study_id] = self._inner.get_all_trials(study_id, deepcopy=False)
+        trials = self._reads[study_id]
+        if states is not None:
+            trials = [t for t in trials if t.state in states]
+        return copy.deepcopy(trials) if deepcopy else list(trials)
+
+
+def one_read_of_the_study(storage: Any) -> contextlib.AbstractContextManager[None]:
+    """``OneReadPerTrial.one_read`` of the layer under ``storage``'s wrappers, if it has one."""
+    while storage is not None and not isinstance(storage, OneReadPerTrial):
+        storage = getattr(storage, "_inner", None)
+    return storage.one_read() if storage is not None else contextlib.nullcontext()
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of the driver's message, password-free."""
+    seen: BaseException | None = exc
+    while seen is not None and seen.__cause__ is not None:
+        seen = seen.__cause__
+    text = scrub(str(getattr(seen, "orig", None) or seen)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class PrunerView(DelegatingStorage):
+    """The storage as a pruner sees it: ``get_all_trials`` without running trials' curves.
+
+    Optuna's pruners read finished trials' intermediate values (median, percentile) and every
+    trial's rung attributes (successive halving, Hyperband), never a running trial's curve;
+    the global budget needs finished trials' attributes and the others' states only.
+    Optuna's cached storage nevertheless re-reads each running trial with all its reported
+    values on every call: 64 running trials x 100 epochs is 6,400 rows per ``should_prune``,
+    per worker, per epoch. Here finished trials are read once and kept (they never change) and
+    running trials come from one light query of their system attributes.
+
+    ``max_age``: seconds for which a read is reused (0: read every time).
+    """
+
+    def __init__(self, inner: BaseStorage, rdb: Any, *, max_age: float = 0.0):
+        super().__init__(inner)
+        self._rdb = rdb  # the RDBStorage underneath, for the light query
+        self.max_age = max_age
+        self._finished: dict[int, FrozenTrial] = {}
+        self._pending: set[int] = set()  # ids seen unfinished
+        self._watermark = -1  # highest trial id seen
+        self._last: tuple[float, list[FrozenTrial]] = (-math.inf, [])  # (monotonic time, trials)
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        read_at, trials = self._last
+        if time.monotonic() - read_at >= self.max_age:
+            trials = self._read(study_id)
+            self._last = (time.monotonic(), trials)
+        if states is not None:
+            trials = [t for t in trials if t.state in states]
+        if deepcopy:
+            trials = copy.deepcopy(trials)
+        return trials
+
+    def _read(self, study_id: int) -> list[FrozenTrial]:
+        changed = self._changed_trials(study_id)
+        # Trials seen unfinished before, and new ones, that have finished since: read in full
+        # once (a second query, only when there are some). What finishes after the first
+        # query stays pending and is read next time, unless the second query already saw it
+        # finished (then it is not listed twice).
+        done = {t._trial_id for t in changed if t.state.is_finished()}
+        if done:
+            for trial in self._rdb._get_trials(study_id, FINISHED_STATES, done, max(done)):
+                self._finished[trial._trial_id] = trial
+        unfinished = [t for t in changed if not t.state.is_finished() and t._trial_id not in self._finished]
+        self._pending = {t._trial_id for t in unfinished}
+        self._watermark = max([self._watermark, *(t._trial_id for t in changed)])
+        return sorted([*self._finished.values(), *unfinished], key=lambda t: t.number)
+
+    def _changed_trials(self, study_id: int) -> list[FrozenTrial]:
+        """Unfinished trials, those seen unfinished before and new ones, light (state and
+        system attributes only): one query, without the ORM (its objects cost more than the
+        query)."""
+        # Optuna's ORM models are internal; tests/storage/test_storage_proxy.py checks this
+        # against the full read so an Optuna upgrade that changes them fails loudly.
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from sqlalchemy import or_, select
+
+        trials, attrs = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
+        which = [trials.c.state.in_((TrialState.RUNNING, TrialState.WAITING)),
+                 trials.c.trial_id > self._watermark]
+        if self._pending:
+            which.append(trials.c.trial_id.in_(self._pending))
+        query = (
+            select(trials.c.trial_id, trials.c.number, trials.c.state, trials.c.datetime_start,
+                   attrs.c.key, attrs.c.value_json)
+            .select_from(trials.outerjoin(attrs, attrs.c.trial_id == trials.c.trial_id))
+            .where(trials.c.study_id == study_id, or_(*which))
+        )
+        with _create_scoped_session(self._rdb.scoped_session) as session:
+            rows = session.execute(query).all()
+        light: dict[int, FrozenTrial] = {}
+        for trial_id, number, state, started, key, value in rows:
+            if trial_id not in light:
+                light[trial_id] = _light_trial(trial_id, number, state, started)
+            if key is not None:
+                light[trial_id].system_attrs[key] = json.loads(value)
+        return list(light.values())
+
+
+def _light_trial(trial_id: int, number: int, state: TrialState, started: Any) -> FrozenTrial:
+    return FrozenTrial(
+        number=number,
+        state=state,
+        value=None,
+        values=None,
+        datetime_start=started,
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={},
+        intermediate_values={},
+        trial_id=trial_id,
+    )
+
+
+def pruner_storage(storage: Any, *, max_age: float = 0.0) -> Any:
+    """A PrunerView of ``storage`` when it is a database (with the same reconnect policy);
+    ``storage`` itself otherwise (the journal store replays only new log lines: cheap)."""
+    rdb = rdb_backend(storage)
+    if rdb is None:
+        return storage
+    view = PrunerView(storage, rdb, max_age=max_age)
+    if isinstance(storage, ReconnectingStorage):
+        return ReconnectingStorage(view, storage._display, give_up_after=storage.give_up_after,
+                                   first_wait=storage.first_wait, max_wait=storage.max_wait)
+    return view
+
+
+_light_studies: weakref.WeakKeyDictionary[Any, dict[float, Any]] = weakref.WeakKeyDictionary()
+
+
+def light_study(study: Any, *, max_age: float = 0.0) -> Any:
+    """``study`` over ``pruner_storage``: as the pruner (every epoch) and the budget check
+    (every trial) read it; ``max_age`` as for PrunerView. One per study object and age, so
+    that what the view has read is kept."""
+    views = _light_studies.setdefault(study, {})
+    if max_age not in views:
+        storage = pruner_storage(study._storage, max_age=max_age)
+        if storage is study._storage:  # nothing to save on this storage
+            return study
+        import optuna
+
+        views[max_age] = optuna.Study(study_name=study.study_name, storage=storage,
+                                      sampler=study.sampler, pruner=study.pruner)
+    return views[max_age]
+
+
+def rdb_backend(storage: Any) -> Any | None:
+    """The RDBStorage under ``storage``'s wrappers, or None (journal and others)."""
+    from optuna.storages import RDBStorage
+
+    while storage is not None and not isinstance(storage, RDBStorage):
+        storage = getattr(storage, "_inner", None) or getattr(storage, "_backend", None)
+    return storage

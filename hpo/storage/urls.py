@@ -1,0 +1,99 @@
+"""Storage URL -> Optuna storage: the embedded journal file by default, PostgreSQL for many
+machines (passwords are kept out of every output by ``hpo.storage.secrets``).
+
+The embedded default is Optuna's JournalStorage on a local file: unlike SQLite it takes
+concurrent writers from many processes without "database is locked" errors, and it
+needs no server.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpo.errors import StorageError, UsageError
+from hpo.storage.secrets import redact, remember_password, scrub
+
+ENV_VAR = "HPO_STORAGE"
+DEFAULT_FILE = "hpo-studies.journal"
+RDB_SCHEMES = ("postgresql", "sqlite", "mysql")
+# How long a worker waits for an unreachable database (hpo worker --reconnect-timeout): a
+# PostgreSQL restart takes seconds, a failover or a maintenance window minutes. Past this
+# the worker exits with an error rather than hang unnoticed.
+DEFAULT_RECONNECT_TIMEOUT = 300.0
+
+# PostgreSQL's default limit is 100 connections: keep each worker to a couple, check a
+# pooled connection before use (servers restart), and fail fast on an unreachable host.
+POSTGRES_ENGINE_KWARGS: dict[str, Any] = {
+    "pool_size": 1,
+    "max_overflow": 1,
+    "pool_pre_ping": True,
+    "pool_recycle": 1800,
+    "connect_args": {"connect_timeout": 10},
+}
+
+@dataclass(frozen=True)
+class StorageTarget:
+    url: str  # as given, password included: never print this
+    display: str  # safe to print and store
+    kind: str  # "journal" or "rdb"
+    is_default: bool = False
+
+
+def resolve_storage(option: str | None) -> StorageTarget:
+    """``--storage``, else ``$HPO_STORAGE``, else the journal file in the current directory."""
+    url = option or os.environ.get(ENV_VAR) or ""
+    if not url:
+        path = Path.cwd() / DEFAULT_FILE
+        return StorageTarget(str(path), str(path), "journal", is_default=True)
+    if "://" not in url:
+        return StorageTarget(url, url, "journal")
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in RDB_SCHEMES:
+        raise UsageError(
+            f"unsupported storage URL scheme {scheme!r} in {redact(url)} (expected "
+            "postgresql://USER:PASSWORD@HOST:5432/DB, sqlite:///FILE, or a file path for "
+            "the embedded journal store)"
+        )
+    remember_password(url)
+    return StorageTarget(url, redact(url), "rdb")
+
+
+def open_storage(target: StorageTarget, *, reconnect_for: float | None = None) -> Any:
+    """The Optuna storage object for ``target``; errors never show the password.
+
+    ``reconnect_for``: on a database, wait up to this many seconds (with backoff) for it to
+    come back whenever a call cannot reach it, instead of failing at once (workers do this;
+    commands a user types fail fast)."""
+    import optuna
+
+    try:
+        if target.kind == "journal":
+            from optuna.storages.journal import JournalFileBackend
+
+            path = str(Path(target.url).expanduser())
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # Optuna's default lock, because optuna-dashboard opens the file with it too:
+            # writers holding different kinds of lock would not exclude each other.
+            backend = JournalFileBackend(path)
+            return optuna.storages.JournalStorage(backend)
+        engine_kwargs = POSTGRES_ENGINE_KWARGS if target.url.startswith("postgresql") else {}
+        rdb = optuna.storages.RDBStorage(target.url, engine_kwargs=engine_kwargs)
+        if not reconnect_for:
+            return rdb
+        from optuna.storages._cached_storage import _CachedStorage
+
+        from hpo.storage.proxies import OneReadPerTrial, ReconnectingStorage
+
+        # What optuna.load_study would wrap the RDBStorage in, under the reconnecting layer.
+        return ReconnectingStorage(OneReadPerTrial(_CachedStorage(rdb)), target.display,
+                                   give_up_after=reconnect_for)
+    except (OSError, ImportError, ValueError) as exc:
+        raise StorageError(f"cannot open storage {target.display}: {scrub(str(exc))}") from None
+    except Exception as exc:  # sqlalchemy's errors: connection refused, bad password, ...
+        reason = scrub(str(getattr(exc, "orig", None) or exc)).strip().splitlines()
+        raise StorageError(
+            f"cannot open storage {target.display}: {reason[0] if reason else type(exc).__name__}"
+        ) from None

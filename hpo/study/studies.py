@@ -1,0 +1,189 @@
+"""Create, load, list and delete studies. The spec travels inside the study.
+
+A study's user attributes hold the validated spec (JSON) and its sha256, so a worker
+needs only the study name and the storage; it rebuilds the sampler and pruner from the
+spec because Optuna does not persist them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpo.errors import StudyNotFoundError, UsageError
+from hpo.spec import spec_from_json, spec_sha256, spec_to_json
+from hpo.storage.secrets import ScrubSecretsFilter
+from hpo.storage.urls import StorageTarget, open_storage
+
+OVER_BUDGET_ATTR = "over_budget"  # a trial handed back unrun: another worker took the last slot
+SPEC_ATTR = "hpo:spec"
+SPEC_HASH_ATTR = "hpo:spec_sha256"
+STARTED_AT_ATTR = "hpo:budget_started_at"  # epoch seconds; storages disagree on time zones
+
+
+def quiet_optuna() -> None:
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs through its own handler, which does not pass through the CLI's filter.
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, ScrubSecretsFilter) for f in handler.filters):
+            handler.addFilter(ScrubSecretsFilter())
+    # TPE's multivariate/group options are marked experimental; they are deliberate here.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+@dataclass
+class LoadedStudy:
+    study: Any  # optuna.Study
+    spec: Any  # hpo Spec
+
+
+def create_study(
+    spec: Any, target: StorageTarget, *, if_exists: str = "fail", artifacts: str | None = None
+) -> tuple[Any, bool]:
+    """Create the study for ``spec``; returns (study, created). ``if_exists``: fail | reuse.
+
+    ``artifacts``: a directory or s3://BUCKET for the trials' files (default: beside the
+    journal file, or ./hpo-artifacts); recorded in the study for every worker and reader.
+    """
+    from hpo.artifacts.store import default_location, parse_location, record_store
+
+    location = parse_location(artifacts) if artifacts else default_location(target)
+    import optuna
+
+    quiet_optuna()
+    storage = open_storage(target)
+    data = spec_to_json(spec)
+    digest = spec_sha256(data)
+    try:
+        study = optuna.create_study(
+            study_name=spec.name, storage=storage,
+            directions=[objective.direction for objective in spec.objectives()],
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        if if_exists != "reuse":
+            raise UsageError(
+                f"study {spec.name!r} already exists in {target.display} "
+                "(use --if-exists reuse to keep it, or --name to pick another name)"
+            ) from None
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+        stored = study.user_attrs.get(SPEC_HASH_ATTR)
+        if stored != digest:
+            raise UsageError(
+                f"study {spec.name!r} already exists in {target.display} with a different spec "
+                f"(sha256 {str(stored)[:12]} there, {digest[:12]} here); use --name to create a new study"
+            ) from None
+        return study, False
+    study.set_user_attr(SPEC_ATTR, data)
+    study.set_user_attr(SPEC_HASH_ATTR, digest)
+    record_store(study, location)
+    return study, True
+
+
+def _require_store(name: str, target: StorageTarget) -> None:
+    """Reading commands must not create an empty journal file where none exists."""
+    if target.kind == "journal" and not Path(target.url).expanduser().exists():
+        raise StudyNotFoundError(f"no study named {name!r}: {target.display} does not exist")
+
+
+def load_study(name: str, target: StorageTarget, *, sampler: Any = None, pruner: Any = None,
+               reconnect_for: float | None = None) -> LoadedStudy:
+    """Load a study created by ``hpo study create`` together with its spec
+    (``reconnect_for``: see ``open_storage``)."""
+    import optuna
+
+    quiet_optuna()
+    _require_store(name, target)
+    storage = open_storage(target, reconnect_for=reconnect_for)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        names = [s.study_name for s in storage.get_all_studies()]
+        known = ", ".join(sorted(names)) or "none"
+        raise StudyNotFoundError(f"no study named {name!r} in {target.display} (studies: {known})") from None
+    data = study.user_attrs.get(SPEC_ATTR)
+    if data is None:
+        raise UsageError(
+            f"study {name!r} in {target.display} has no hpo spec: it was not created with "
+            "'hpo study create'"
+        )
+    return LoadedStudy(study, spec_from_json(data))
+
+
+def list_studies(target: StorageTarget) -> list[dict[str, Any]]:
+    """One row per study: name, direction, trial counts by state, best value."""
+    import optuna
+
+    quiet_optuna()
+    if target.kind == "journal" and not Path(target.url).expanduser().exists():
+        return []
+    storage = open_storage(target)
+    rows = []
+    for frozen in storage.get_all_studies():
+        trials = visible_trials(storage.get_all_trials(frozen._study_id, deepcopy=False))
+        counts = count_states(trials)
+        direction = frozen.directions[0].name.lower()
+        # The first objective's best (the only one for single-objective studies).
+        values = [t.values[0] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        best = (max if direction == "maximize" else min)(values) if values else None
+        spec = frozen.user_attrs.get(SPEC_ATTR) or {}
+        objective = spec.get("objective") or {}
+        first = objective[0] if isinstance(objective, list) and objective else objective
+        rows.append({
+            "name": frozen.study_name,
+            "direction": direction,
+            "metric": first.get("metric") if isinstance(first, dict) else None,
+            "objectives": len(frozen.directions),
+            "trials": len(trials),
+            **counts,
+            "best_value": best,
+            "budget_trials": (spec.get("budget") or {}).get("n_trials"),
+        })
+    return sorted(rows, key=lambda row: row["name"])
+
+
+def visible_trials(trials: list[Any]) -> list[Any]:
+    """Trials without the unrun hand-backs of the budget race (see hpo.budget)."""
+    return [t for t in trials if not t.user_attrs.get(OVER_BUDGET_ATTR)]
+
+
+def count_states(trials: list[Any]) -> dict[str, int]:
+    counts = {"complete": 0, "pruned": 0, "running": 0, "waiting": 0, "fail": 0}
+    for trial in trials:
+        counts[trial.state.name.lower()] += 1
+    return counts
+
+
+def delete_study(name: str, target: StorageTarget) -> None:
+    import optuna
+
+    quiet_optuna()
+    _require_store(name, target)
+    storage = open_storage(target)
+    try:
+        optuna.delete_study(study_name=name, storage=storage)
+    except KeyError:
+        raise StudyNotFoundError(f"no study named {name!r} in {target.display}") from None
+
+
+_started_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
+def budget_started_at(study: Any) -> float:
+    """When the study's ``budget.timeout`` clock started (the first worker sets it). Read
+    from the storage once per study object: once set, it never changes."""
+    if study not in _started_at:
+        started = study.user_attrs.get(STARTED_AT_ATTR)
+        if started is None:
+            started = time.time()
+            study.set_user_attr(STARTED_AT_ATTR, started)
+        _started_at[study] = float(started)
+    return _started_at[study]

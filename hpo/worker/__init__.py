@@ -1,0 +1,10 @@
+"""One ``hpo worker`` process and the local pool of them.
+
+- ``loop``: ask, run and tell trials until the study's budget is spent;
+- ``pruning``: the bridge from the training loop's epochs to the Optuna trial and its pruner;
+- ``checkpoints``: a trial's checkpoints in the study's artifact store;
+- ``budget``, ``heartbeat``, ``recovery``: the study's global budget, the running trial's
+  heartbeat, and the retry of trials whose worker is gone;
+- ``threads``: CPU threads shared by the workers of one machine;
+- ``pool``: ``--processes``/``--gpus``: several worker processes, supervised.
+"""

@@ -1,0 +1,75 @@
+"""A worker's background thread: the running trial's heartbeat, and the periodic sweep.
+
+Optuna beats hearts only inside ``study.optimize``; hpo asks and tells itself, so it runs
+its own thread. It records the current trial's heartbeat every ``interval`` seconds (on a
+database: the journal store has none) and, every ``sweep_every`` seconds, fails and retries
+trials whose worker is gone (``hpo.recovery``), so that dead trials are found while every
+live worker is busy training, not only when one starts a new trial. Torch releases the GIL
+in its kernels, so a long epoch does not starve the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hpo.worker.recovery import sweep_dead_trials
+
+log = logging.getLogger("hpo.heartbeat")
+
+
+class Watchdog:
+    def __init__(self, study: Any, *, max_retries: int, interval: float, grace_period: float | None,
+                 sweep_every: float, on_swept: Callable[[int], None] | None = None):
+        self.study = study
+        self.max_retries = max_retries
+        self.interval = interval
+        self.grace_period = grace_period  # None: no heartbeats (journal store)
+        self.sweep_every = sweep_every
+        self.on_swept = on_swept
+        self._trial_id: int | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hpo-watchdog", daemon=True)
+        self._last_sweep = time.monotonic()
+
+    def __enter__(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+    def beat_for(self, trial_id: int | None) -> None:
+        """The trial now running (None: between trials). Its first heartbeat is recorded now:
+        a trial with no heartbeat at all is never judged stale."""
+        with self._lock:
+            self._trial_id = trial_id
+        if trial_id is not None:
+            self._beat(trial_id)
+
+    def sweep(self) -> None:
+        self._last_sweep = time.monotonic()
+        for number in sweep_dead_trials(self.study, self.max_retries, grace_period=self.grace_period):
+            if self.on_swept:
+                self.on_swept(number)
+
+    def _beat(self, trial_id: int) -> None:
+        if self.grace_period is not None:
+            self.study._storage.record_heartbeat(trial_id)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with self._lock:
+                    trial_id = self._trial_id
+                if trial_id is not None:
+                    self._beat(trial_id)
+                if time.monotonic() - self._last_sweep >= self.sweep_every:
+                    self.sweep()
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive a bad moment
+                log.warning("heartbeat/sweep failed: %s", exc)

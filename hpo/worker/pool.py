@@ -1,0 +1,331 @@
+"""``hpo worker --processes K`` and ``--gpus IDS [--per-gpu K]``: local worker processes on
+one study, supervised by the parent.
+
+Separate processes rather than threads: training holds the GIL between kernels, and a
+process per worker keeps a crash in one trial from taking the others down. Each child
+gets its own rank (so its sampler seed differs; CPU threads are shared by hpo.threads); the
+storage URL reaches it through the environment, never on a command line that other
+users of the machine could read.
+
+With ``--gpus`` each child sees only its own GPU (``CUDA_VISIBLE_DEVICES``) and trains on
+``cuda:0``: libraries that allocate on the "current" device (cuDNN workspaces, NCCL, a
+stray ``.cuda()``) then cannot touch another worker's GPU.
+
+The parent supervises. A child that ends on its own terms is left alone: 0 (the study's
+budget is spent, or its own ``--n-trials``/``--timeout``), 1 (``budget.max_failed_trials``
+reached, or the storage failed), 2 (a usage error: restarting cannot help) and 130
+(interrupted). A child killed by a signal (the OOM killer, a segfault in a CUDA library)
+or ending with any other code is restarted, after a short backoff, at most
+``max_restarts`` times per slot. A restarted child gets a fresh rank (``rank + slot +
+restarts * slots``): with the same rank a seeded sampler would propose again the very
+params its predecessor already ran.
+
+SIGINT, SIGTERM and SIGHUP are forwarded to every child (SIGHUP as SIGTERM); the children
+run in their own process groups, so a Ctrl-C on the terminal reaches each child once, from
+the parent. The parent then waits ``stop_grace`` seconds and kills what is still running
+(a second signal kills at once). It exits when every child is done, after one report line
+per child.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpo.errors import UsageError
+from hpo.storage.urls import ENV_VAR, StorageTarget
+
+#: Exit codes that a worker chooses (see the module docstring): never restarted.
+FINAL_CODES = frozenset({0, 1, 2, 130})
+DEFAULT_MAX_RESTARTS = 3
+MAX_BACKOFF = 30.0
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def cuda_device_count() -> int:
+    """GPUs torch sees in this process (torch imported only when ``--gpus`` is used)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def parse_gpus(text: str, device_count: Callable[[], int] | None = None) -> list[int]:
+    """``--gpus`` as torch device indices: ``all`` or a comma-separated list like ``0,1,3``.
+
+    Raises UsageError (exit 2) for malformed lists, repeated ids, and ids this machine
+    does not have. ``device_count`` defaults to :func:`cuda_device_count` (looked up at
+    call time, so tests can stub it)."""
+    count = device_count or (lambda: cuda_device_count())
+    text = text.strip()
+    if text.lower() == "all":
+        n = count()
+        if n <= 0:
+            raise UsageError("--gpus all: no CUDA GPU is visible on this machine")
+        return list(range(n))
+    parts = [p.strip() for p in text.split(",")]
+    if not text or any(not p.isdigit() for p in parts):
+        raise UsageError(f"--gpus {text}: expected 'all' or GPU ids separated by commas, like 0,1,2,3")
+    ids = [int(p) for p in parts]
+    seen: set[int] = set()
+    for gpu in ids:
+        if gpu in seen:
+            raise UsageError(f"--gpus {text}: GPU {gpu} is listed twice "
+                             "(use --per-gpu K for K processes on each GPU)")
+        seen.add(gpu)
+    n = count()
+    if n <= 0:
+        raise UsageError(f"--gpus {text}: no CUDA GPU is visible on this machine")
+    beyond = [gpu for gpu in ids if gpu >= n]
+    if beyond:
+        raise UsageError(f"--gpus {text}: no GPU {beyond[0]} on this machine; "
+                         f"{n} GPU(s) are visible (ids 0-{n - 1})")
+    return ids
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One supervised child: what it runs on, and how to start it with a given rank."""
+
+    index: int
+    rank: int  # the rank of its first start
+    label: str  # "cpu" or "gpu N" (N as given to --gpus)
+    device: str  # the --device inside the child
+    env: Mapping[str, str]  # added to the parent's environment (never the storage URL)
+    args: tuple[str, ...]  # ``hpo worker`` arguments other than --rank
+
+    def command(self, rank: int | None = None) -> list[str]:
+        return [sys.executable, "-m", "hpo", "worker", *self.args,
+                "--rank", str(self.rank if rank is None else rank)]
+
+
+def plan_slots(
+    name: str,
+    *,
+    rank: int,
+    processes: int = 1,
+    gpus: Sequence[int] | None = None,
+    per_gpu: int = 1,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    device: str = "cpu",
+    environ: Mapping[str, str] | None = None,
+    reconnect_timeout: float | None = None,
+) -> list[Slot]:
+    """The children to start: ``processes`` on ``device``, or ``per_gpu`` per GPU in ``gpus``
+    (torch indices in this process). Ranks are consecutive from ``rank``, GPU by GPU.
+
+    When this process itself sees a subset of the GPUs (``CUDA_VISIBLE_DEVICES`` set), GPU
+    ``i`` is the i-th entry of that list, and the child is given that entry."""
+    environ = os.environ if environ is None else environ
+    common: list[str] = [name, "--quiet"]
+    if n_trials is not None:
+        common += ["--n-trials", str(n_trials)]
+    if timeout is not None:
+        common += ["--timeout", str(timeout)]
+    if reconnect_timeout is not None:
+        common += ["--reconnect-timeout", str(reconnect_timeout)]
+    if gpus is None:
+        return [Slot(i, rank + i, "cpu" if device == "cpu" else device, device, {},
+                     (*common, "--device", device)) for i in range(processes)]
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    physical = [v.strip() for v in visible.split(",")] if visible else None
+    slots = []
+    for gpu in gpus:
+        pinned = physical[gpu] if physical is not None and gpu < len(physical) else str(gpu)
+        for _ in range(per_gpu):
+            i = len(slots)
+            slots.append(Slot(i, rank + i, f"gpu {gpu}", "cuda:0", {"CUDA_VISIBLE_DEVICES": pinned},
+                              (*common, "--device", "cuda:0")))
+    return slots
+
+
+# --------------------------------------------------------------------------- supervising
+
+
+Spawn = Callable[[list[str], dict[str, str]], Any]  # -> a Popen-like object
+
+
+def spawn_child(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Its own process group: a terminal's Ctrl-C reaches the parent only, which forwards it
+    # once (two SIGINTs would interrupt the child's recording of its interrupted trial).
+    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, process_group=0)
+
+
+@dataclass
+class ChildRecord:
+    slot: Slot
+    proc: Any = None
+    restarts: int = 0
+    ranks: list[int] = field(default_factory=list)
+    code: int | None = None  # the last exit code (negative: killed by that signal)
+    restart_at: float | None = None
+    done: bool = False
+    note: str = ""
+
+
+def describe_code(code: int | None) -> str:
+    if code is None:
+        return "not started"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
+
+
+def report_line(child: ChildRecord) -> str:
+    line = f"[worker {child.slot.rank}] {child.slot.label}: {describe_code(child.code)}"
+    if child.restarts:
+        plural = "s" if child.restarts != 1 else ""
+        again = ", ".join(str(r) for r in child.ranks[1:])
+        line += f" after {child.restarts} restart{plural} (as rank {again})"
+    if child.note:
+        line += f"; {child.note}"
+    return line
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_pool(
+    name: str,
+    target: StorageTarget,
+    *,
+    processes: int = 1,
+    rank: int,
+    n_trials: int | None,
+    timeout: float | None,
+    device: str = "cpu",
+    gpus: Sequence[int] | None = None,
+    per_gpu: int = 1,
+    max_restarts: int = DEFAULT_MAX_RESTARTS,
+    backoff: float = 1.0,
+    stop_grace: float = 30.0,
+    spawn: Spawn | None = None,
+    poll_interval: float = 0.1,
+    reconnect_timeout: float | None = None,
+) -> int:
+    """Start the planned children, supervise them (see the module docstring), print one
+    line per child, and return the pool's exit code: 0 when every child ended with 0, else
+    the worst child's code (a signal N counts as 128 + N)."""
+    slots = plan_slots(name, rank=rank, processes=processes, gpus=gpus, per_gpu=per_gpu,
+                       n_trials=n_trials, timeout=timeout, device=device,
+                       reconnect_timeout=reconnect_timeout)
+    return supervise(slots, {ENV_VAR: target.url}, max_restarts=max_restarts, backoff=backoff,
+                     stop_grace=stop_grace, spawn=spawn or spawn_child, poll_interval=poll_interval)
+
+
+def supervise(
+    slots: Sequence[Slot],
+    extra_env: Mapping[str, str],
+    *,
+    max_restarts: int = DEFAULT_MAX_RESTARTS,
+    backoff: float = 1.0,
+    stop_grace: float = 30.0,
+    spawn: Spawn = spawn_child,
+    poll_interval: float = 0.1,
+) -> int:
+    base_env = dict(os.environ)
+    base_env.update(extra_env)
+    base_env.pop("HPO_WORKER_RANK", None)  # --rank on the command line says it
+    children = [ChildRecord(slot) for slot in slots]
+    n_slots = len(children)
+    state = {"stopping": False, "deadline": None, "killed": False}
+
+    def start(child: ChildRecord) -> None:
+        child_rank = child.slot.rank + child.restarts * n_slots
+        env = dict(base_env)
+        env.update(child.slot.env)
+        child.ranks.append(child_rank)
+        child.restart_at = None
+        child.proc = spawn(child.slot.command(child_rank), env)
+
+    def kill_all() -> None:
+        state["killed"] = True
+        for child in children:
+            if child.proc is not None and child.proc.poll() is None:
+                try:
+                    child.proc.kill()
+                except ProcessLookupError:
+                    pass
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if state["stopping"]:
+            _log("Second interrupt: killing the workers")
+            kill_all()
+            return
+        state["stopping"] = True
+        state["deadline"] = time.monotonic() + stop_grace
+        forward = signal.SIGTERM if signum == signal.SIGHUP else signum
+        for child in children:
+            if child.proc is not None and child.proc.poll() is None:
+                try:
+                    child.proc.send_signal(forward)
+                except ProcessLookupError:
+                    pass
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, on_signal) for s in handled}
+    try:
+        for child in children:
+            start(child)
+        while True:
+            now = time.monotonic()
+            for child in children:
+                if child.done:
+                    continue
+                if child.proc is not None:
+                    code = child.proc.poll()
+                    if code is None:
+                        continue
+                    child.proc, child.code = None, code
+                    if state["stopping"] or code in FINAL_CODES:
+                        child.done = True
+                    elif child.restarts >= max_restarts:
+                        child.done = True
+                        child.note = f"not restarted: --max-restarts {max_restarts} used up"
+                        _log(f"{report_line(child)}")
+                    else:
+                        child.restarts += 1
+                        wait = min(backoff * 2 ** (child.restarts - 1), MAX_BACKOFF)
+                        child.restart_at = now + wait
+                        _log(f"[worker {child.slot.rank}] {child.slot.label}: {describe_code(code)}; "
+                             f"restarting in {wait:g} s as rank {child.slot.rank + child.restarts * n_slots} "
+                             f"(restart {child.restarts} of {max_restarts})")
+                elif child.restart_at is not None:
+                    if state["stopping"]:
+                        child.done = True  # stopped before its restart
+                    elif now >= child.restart_at:
+                        start(child)
+            if all(child.done for child in children):
+                break
+            deadline = state["deadline"]
+            if deadline is not None and not state["killed"] and now >= deadline:
+                _log(f"Workers still running {stop_grace:g} s after the stop signal: killing them")
+                kill_all()
+            time.sleep(poll_interval)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if not all(child.done for child in children):  # an error of ours: leave no orphans
+            kill_all()
+
+    for child in children:
+        print(report_line(child), flush=True)
+    return pool_exit_code([child.code for child in children])
+
+
+def pool_exit_code(codes: Sequence[int | None]) -> int:
+    """0 when every child ended with 0; else the worst (signals as 128 + N)."""
+    shell = [128 - c if c is not None and c < 0 else (c or 0) for c in codes]
+    return max(shell, key=lambda code: (code != 0, code), default=0)

@@ -1,0 +1,112 @@
+"""The bridge from the training loop (which never imports optuna) to an Optuna trial."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hpo.training import EpochMetrics
+
+# Seconds a reported value may wait before it is written: values of quicker epochs go out
+# together (and the last ones with the trial's results).
+WRITE_INTERVAL = 1.0
+
+
+class TrialReporter:
+    """Reports the objective once per epoch and asks the pruner; keeps the curves.
+
+    Per-epoch only: every report and prune check is a storage round trip, and other
+    workers' pruning decisions read every reported value, so per-batch reports would
+    make the storage load grow with workers x batches.
+
+    Values reach the storage at most ``WRITE_INTERVAL`` seconds after their epoch, several
+    in one write, and the rest with the trial's results (``write``): with epochs of a few
+    milliseconds (digits, small MLPs) one write per epoch was most of what a trial cost the
+    service. Nothing is lost by waiting: pruners never read another trial's values while it
+    runs (the median rule reads finished trials, Hyperband the rung attributes it writes at
+    once), this trial's own pruner gets them from here, and the dashboard is a second late.
+    """
+
+    def __init__(self, study: Any, trial: Any, metric: str,
+                 on_epoch: Callable[[EpochMetrics], None] | None = None):
+        self.study = study
+        self.multi_objective = len(study.directions) > 1
+        self.trial = trial
+        self.metric = metric
+        self.on_epoch = on_epoch
+        self.history: list[EpochMetrics] = []
+        self._unwritten: dict[int, float] = {}  # epoch -> value
+        self._written_at = time.monotonic()
+
+    def report(self, metrics: EpochMetrics) -> bool:
+        self.history.append(metrics)
+        if self.on_epoch:
+            self.on_epoch(metrics)
+        self.record(getattr(metrics, self.metric), metrics.epoch)
+        # What Trial.should_prune does, but the pruner reads the study through a cheap view
+        # (see hpo.storage.proxies.PrunerView), at most WRITE_INTERVAL old: other trials'
+        # news may wait as long as this one's does. Multi-objective trials: by the first.
+        from hpo.storage.proxies import light_study
+
+        judged = light_study(self.study, max_age=WRITE_INTERVAL)
+        if self.multi_objective:
+            judged = FirstObjectiveView(judged)
+        # The trial as Trial.should_prune passes it: its own copy (this worker wrote every
+        # value), system attributes read from the storage only if the pruner asks.
+        frozen = self.trial._get_latest_trial()
+        return bool(self.study.pruner.prune(judged, frozen))
+
+    def resumed(self, history: list[EpochMetrics]) -> None:
+        """A retry resuming from a checkpoint: the epochs trained before the restart become
+        this trial's curve too (values recorded, not judged again by the pruner)."""
+        for metrics in history:
+            self.history.append(metrics)
+            self.record(getattr(metrics, self.metric), metrics.epoch)
+
+    def record(self, value: float, epoch: int) -> None:
+        """Store the first objective's value for ``epoch`` as the trial's intermediate value.
+
+        What ``Trial.report`` does, written as described above. Optuna refuses ``report``
+        and ``should_prune`` in multi-objective studies; hpo prunes on the first objective
+        there, against a view of the study that has only the first direction."""
+        value = float(value)
+        self.trial._cached_frozen_trial.intermediate_values[epoch] = value  # as report keeps it
+        self._unwritten[epoch] = value
+        if time.monotonic() - self._written_at >= WRITE_INTERVAL:
+            self.write()
+
+    def write(self, user_attrs: dict[str, Any] | None = None) -> None:
+        """Write the values not written yet, and ``user_attrs``, in one write."""
+        from hpo.storage.writes import write_to_trial
+
+        write_to_trial(self.trial, intermediate_values=self._unwritten, user_attrs=user_attrs)
+        self._unwritten, self._written_at = {}, time.monotonic()
+
+    def curves(self) -> dict[str, list[float]]:
+        return {
+            "train_loss": [m.train_loss for m in self.history],
+            "val_loss": [m.val_loss for m in self.history],
+            "val_accuracy": [m.val_accuracy for m in self.history],
+            "seconds": [round(m.seconds, 4) for m in self.history],
+            "lr": [m.lr for m in self.history],
+        }
+
+
+class FirstObjectiveView:
+    """A multi-objective study as a pruner sees it: the first direction only."""
+
+    def __init__(self, study: Any):
+        self._study = study
+
+    @property
+    def direction(self) -> Any:
+        return self._study.directions[0]
+
+    @property
+    def directions(self) -> list[Any]:
+        return self._study.directions[:1]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
