@@ -176,7 +176,8 @@ def test_accuracy(target, name: str, number: int, work: Path) -> float:
     from hpo.training import DataConfig
     from hpo.training.data import load_test_split
     from hpo.training.loop import evaluate_model
-    from hpo.artifacts.trial_files import ARTIFACTS_ATTR, WEIGHTS_FILE
+    from hpo.artifacts.trial_files import WEIGHTS_FILE
+    from hpo.study.attrs import ARTIFACTS as ARTIFACTS_ATTR
     from hpo.models.registry import create_model, parse_model_config
 
     study = optuna.load_study(study_name=name, storage=open_storage(target))

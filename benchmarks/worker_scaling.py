@@ -69,7 +69,7 @@ def throughput(url: str, n_workers: int, *, trials_per_worker: int, epochs: int,
     """Finished trials per second with ``n_workers`` workers."""
     import optuna
 
-    from hpo.artifacts.store import STORE_ATTR
+    from hpo.study.attrs import ARTIFACT_STORE as STORE_ATTR
     from hpo.spec import load_spec
     from hpo.storage.urls import resolve_storage
     from hpo.study.studies import create_study

@@ -6,8 +6,10 @@ from __future__ import annotations
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 
+from hpo.study.attrs import CHECKPOINT as CHECKPOINT_ATTR
+from hpo.study.attrs import CHECKPOINT_SUPERSEDED as SUPERSEDED_ATTR
 from hpo.worker.checkpoints import TrialCheckpoints
-from hpo.worker.recovery import CHECKPOINT_ATTR, SUPERSEDED_ATTR, fail_and_retry
+from hpo.worker.recovery import fail_and_retry
 
 
 def _state(epoch: int) -> dict:

@@ -4,6 +4,7 @@ every hpo command they run exists with the options they pass)."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shlex
 from pathlib import Path
@@ -188,6 +189,37 @@ def test_dockerignore_keeps_secrets_and_local_state_out():
     for needed in ("pyproject.toml", "uv.lock", "README.md", "hpo/", "models/", "search_spaces/"):
         assert f"!{needed}" in rules
     assert "**/*.env" in rules
+
+
+def dockerignored(path: str, rules: list[str]) -> bool:
+    """Whether the build context leaves ``path`` out: the last rule matching the path or one of
+    its parent directories decides (``!`` re-includes), as Docker reads an ignore file."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    ignored = False
+    for rule in rules:
+        pattern = rule.removeprefix("!").rstrip("/")
+        if any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
+            ignored = not rule.startswith("!")
+    return ignored
+
+
+def test_the_image_gets_the_package_with_its_model_zoo_and_the_users_example_folder():
+    lines = [line.strip() for line in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()]
+    rules = [line for line in lines if line and not line.startswith("#")]
+    for kept in ("hpo/models/custom.py", "hpo/models/cnn.py", "hpo/cli/quickstart.py",
+                 "search_spaces/digits_cnn.yaml", "models/example_net.py", "models/README.md"):
+        assert (ROOT / kept).is_file() and not dockerignored(kept, rules), kept
+    for left_out in ("docker/hpo.env", ".venv/bin/python", "hpo/__pycache__/cli.cpython-311.pyc",
+                     "tests/test_pool.py", "hpo-studies.journal"):
+        assert dockerignored(left_out, rules), left_out
+    text = (DOCKER / "Dockerfile").read_text()
+    copies = re.findall(r"^COPY (\S+) \./(\S+)$", text, re.M)
+    assert {("hpo", "hpo"), ("search_spaces", "search_spaces"), ("models", "models")} <= set(copies)
+    # Installed from its wheel, as users get it: the source tree (and so the example models/
+    # folder) is not on the image's sys.path, and quickstart reads the specs packed in the wheel.
+    syncs = re.findall(r"uv sync [^\n]*", text)
+    assert syncs and all("--no-editable" in s for s in syncs)
 
 
 # ---- Compose ----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ try:
 except ImportError:  # tests/ is a package
     from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all
 
-from hpo.study.studies import OVER_BUDGET_ATTR
+from hpo.study.attrs import OVER_BUDGET as OVER_BUDGET_ATTR
 
 SPEC = """\
 name: {name}

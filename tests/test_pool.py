@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hpo import pool
+from hpo.worker import pool
 from hpo.cli.main import cli
 from hpo.errors import UsageError
 
@@ -80,8 +80,10 @@ def test_plan_pins_each_child_to_its_gpu_and_numbers_ranks_from_rank():
         (13, "gpu 2", {"CUDA_VISIBLE_DEVICES": "2"}),
     ]
     command = slots[2].command()
-    assert command[:4] == [sys.executable, "-m", "hpo", "worker"]
-    assert command[4:] == ["s", "--quiet", "--n-trials", "5", "--device", "cuda:0", "--rank", "12"]
+    # -P and the entry below: the working directory is searched last, never first
+    # (tests/worker/test_pool_child_imports.py runs a pool among shadowing files).
+    assert command[:5] == [sys.executable, "-P", "-c", pool.CHILD_ENTRY, "worker"]
+    assert command[5:] == ["s", "--quiet", "--n-trials", "5", "--device", "cuda:0", "--rank", "12"]
     assert slots[2].command(21)[-2:] == ["--rank", "21"]
 
 
@@ -96,7 +98,7 @@ def test_plan_on_the_cpu():
     slots = pool.plan_slots("s", rank=4, processes=3, timeout=2.5, environ={})
     assert [(s.rank, s.label, dict(s.env), s.device) for s in slots] == [
         (4, "cpu", {}, "cpu"), (5, "cpu", {}, "cpu"), (6, "cpu", {}, "cpu")]
-    assert slots[0].command()[4:] == ["s", "--quiet", "--timeout", "2.5", "--device", "cpu", "--rank", "4"]
+    assert slots[0].command()[5:] == ["s", "--quiet", "--timeout", "2.5", "--device", "cpu", "--rank", "4"]
 
 
 # ----------------------------------------------------------------------------- supervising

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from hpo import threads
+from hpo.worker import threads
 
 
 @pytest.fixture(autouse=True)

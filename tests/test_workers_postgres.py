@@ -24,7 +24,8 @@ except ImportError:  # tests/ is a package
 from hpo.cli.main import cli
 from hpo.spec import load_spec
 from hpo.storage.urls import ENV_VAR, open_storage, resolve_storage
-from hpo.study.studies import OVER_BUDGET_ATTR, SPEC_ATTR
+from hpo.study.attrs import OVER_BUDGET as OVER_BUDGET_ATTR
+from hpo.study.attrs import SPEC as SPEC_ATTR
 
 STUDY = "pg-digits"
 N_WORKERS = 4

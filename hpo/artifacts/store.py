@@ -14,8 +14,8 @@ from typing import Any
 
 from hpo.errors import HpoError, UsageError
 from hpo.storage.urls import StorageTarget
+from hpo.study.attrs import ARTIFACT_STORE, StudyRecord
 
-STORE_ATTR = "hpo:artifact_store"
 DEFAULT_DIR = "hpo-artifacts"
 
 _stores: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # study -> its store
@@ -49,12 +49,12 @@ def describe(location: dict[str, str]) -> str:
 
 
 def record_store(study: Any, location: dict[str, str]) -> None:
-    study.set_user_attr(STORE_ATTR, location)
+    study.set_user_attr(ARTIFACT_STORE, location)
     _stores.pop(study, None)
 
 
 def study_location(study: Any) -> dict[str, str] | None:
-    return study.user_attrs.get(STORE_ATTR)
+    return StudyRecord.from_attrs(study.user_attrs).artifact_store
 
 
 def open_store(location: dict[str, str]) -> Any:

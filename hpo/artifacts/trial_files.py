@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import UsageError
+from hpo.study.attrs import ARTIFACT_ERROR, ARTIFACTS, MODEL_IO, WEIGHTS_MB, WEIGHTS_SKIPPED
 
 log = logging.getLogger(__name__)
 
 KEEP_ENV = "HPO_KEEP_WEIGHTS"
 DEFAULT_KEEP = "best:3"
-ARTIFACTS_ATTR = "artifacts"  # trial user attr: {file name: artifact id}
-ERROR_ATTR = "artifact_error"
 CURVE_FILE = "learning_curve.svg"
 CONFUSION_FILE = "confusion_matrix.png"
 WEIGHTS_FILE = "weights.pt"
@@ -76,20 +75,20 @@ def save_trial_artifacts(
                 keep, why = _keep_weights(study, trial, history, spec)
                 if keep:
                     path = _save_weights(result.model, Path(tmp) / WEIGHTS_FILE)
-                    attrs["weights_mb"] = round(path.stat().st_size / 2**20, 3)
-                    attrs["model_io"] = {"in_shape": list(result.in_shape),
+                    attrs[WEIGHTS_MB] = round(path.stat().st_size / 2**20, 3)
+                    attrs[MODEL_IO] = {"in_shape": list(result.in_shape),
                                          "num_classes": len(result.class_names)}
                     files.append((path, "application/octet-stream"))
                 else:
-                    attrs["weights_skipped"] = why
+                    attrs[WEIGHTS_SKIPPED] = why
             for path, mimetype in files:
                 uploaded[path.name] = _upload(store, path, trial, mimetype)
     except Exception as exc:  # a full disk or an S3 outage must not cost the trial
         reason = f"{type(exc).__name__}: {exc}"
         log.warning("trial %s: artifacts not saved: %s", trial.number, reason)
-        attrs[ERROR_ATTR] = reason[:1000]
+        attrs[ARTIFACT_ERROR] = reason[:1000]
     if uploaded:
-        attrs[ARTIFACTS_ATTR] = uploaded
+        attrs[ARTIFACTS] = uploaded
     return attrs
 
 
@@ -104,7 +103,7 @@ def _upload(store: Any, path: Path, trial: Any, mimetype: str) -> str:
 
 def _objective(spec: Any, study: Any) -> tuple[str, bool]:
     """(metric, maximize) of the first objective, the per-epoch one: what ``best:K`` ranks by."""
-    objectives = spec.objectives() if hasattr(spec, "objectives") else [spec.objective]
+    objectives = spec.objectives
     maximize = study.directions[0].name.lower() == "maximize"
     return str(objectives[0].metric), maximize
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 
 import click
@@ -10,15 +13,24 @@ import click
 from hpo.cli.common import fmt_value, storage_option, storage_target
 
 QUICKSTART_SPEC = "digits_cnn.yaml"
+#: Where the wheel carries search_spaces/ (pyproject.toml maps it there): hpo/spec/examples/.
+EXAMPLES_PACKAGE, EXAMPLES_FOLDER = "hpo.spec", "examples"
 
 
-def bundled_spec(filename: str) -> Path:
-    """An example spec: from the source tree, or from the copy packed into the wheel."""
-    package = Path(__file__).resolve().parents[1]
-    for folder in (package.parent / "search_spaces", package / "search_spaces"):
-        if (folder / filename).is_file():
-            return folder / filename
-    raise FileNotFoundError(f"the example spec {filename} is missing from {package.parent / 'search_spaces'}")
+@contextmanager
+def bundled_spec(filename: str) -> Iterator[Path]:
+    """An example spec as a file: the copy packed into an installed wheel, else (a source
+    checkout, an editable install) the repository's search_spaces/ itself."""
+    packaged = resources.files(EXAMPLES_PACKAGE) / EXAMPLES_FOLDER / filename
+    if packaged.is_file():
+        with resources.as_file(packaged) as path:
+            yield path
+        return
+    checkout = Path(__file__).resolve().parents[2] / "search_spaces" / filename
+    if not checkout.is_file():
+        raise FileNotFoundError(f"the example spec {filename} is missing: neither {packaged} "
+                                f"(an installed hpo) nor {checkout} (a source checkout) exists")
+    yield checkout
 
 
 @click.command()
@@ -28,14 +40,14 @@ def bundled_spec(filename: str) -> Path:
 @click.option("--name", default=None, help="Study name (default: digits-quickstart-<time>).")
 def quickstart(storage: str | None, processes: int, name: str | None) -> None:
     """Tune a CNN on scikit-learn's digits, offline: create a study, run workers, show the best."""
-    from hpo.worker.pool import run_pool
     from hpo.results.summary import study_summary
     from hpo.spec import load_spec
     from hpo.study.studies import create_study, load_study
+    from hpo.worker.pool import run_pool
 
-    spec_path = bundled_spec(QUICKSTART_SPEC)
     name = name or f"digits-quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
-    spec = load_spec(spec_path, name=name)
+    with bundled_spec(QUICKSTART_SPEC) as spec_path:
+        spec = load_spec(spec_path, name=name)
     target = storage_target(storage)
     create_study(spec, target)
     click.echo(f"Created study {name!r} from {spec_path.name} in {target.display}")

@@ -97,6 +97,7 @@ def list_(storage: str | None, fmt: str) -> None:
 def show(name: str, storage: str | None, fmt: str, top: int) -> None:
     """State counts, best value, top trials, failures and the epochs pruning saved."""
     from hpo.results.summary import study_summary
+    from hpo.study.attrs import PARAMS_TOTAL, SECONDS_PER_EPOCH
     from hpo.study.studies import load_study
 
     summary = study_summary(load_study(name, storage_target(storage)), top=top)
@@ -119,7 +120,7 @@ def show(name: str, storage: str | None, fmt: str, top: int) -> None:
         for row in summary["top"]:
             params = ", ".join(f"{k}={fmt_value(v)}" for k, v in row["params"].items())
             table.add_row(str(row["number"]), fmt_value(row["value"]), fmt_value(row["epochs"]),
-                          fmt_value(row["seconds_per_epoch"]), fmt_value(row["params_total"]), params)
+                          fmt_value(row[SECONDS_PER_EPOCH]), fmt_value(row[PARAMS_TOTAL]), params)
         out.print(table)
     for failure in summary["failures"]:
         out.print(f"Failed ({failure['count']}): {failure['reason']}")
@@ -138,6 +139,7 @@ def best(name: str, storage: str | None, fmt: str) -> None:
     (a multi-objective study gives one spec per Pareto trial, as a YAML list).
     """
     from hpo.results.summary import best_trials
+    from hpo.study.attrs import CONFIG
     from hpo.study.studies import load_study
 
     results = best_trials(load_study(name, storage_target(storage)))
@@ -158,7 +160,7 @@ def best(name: str, storage: str | None, fmt: str) -> None:
             for key, value in result["params"].items():
                 out.print(f"  {key}: {fmt_value(value)}")
             out.print("Config:")
-            for section, values in result["config"].items():
+            for section, values in result[CONFIG].items():
                 out.print(f"  {section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
 
 

@@ -163,11 +163,11 @@ class StudyArtifactStores:
             return self._stores[key]
 
     def location_of(self, study_id: int | None) -> dict[str, str]:
-        from hpo.artifacts.store import STORE_ATTR
+        from hpo.study.attrs import StudyRecord
 
         if study_id is not None:
             try:
-                location = self._storage.get_study_user_attrs(study_id).get(STORE_ATTR)
+                location = StudyRecord.from_attrs(self._storage.get_study_user_attrs(study_id)).artifact_store
             except KeyError:  # no such study: the dashboard answers 404 itself
                 location = None
             if location:

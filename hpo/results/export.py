@@ -9,17 +9,33 @@ the rows here keeps the columns the same for one and several objectives.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hpo.errors import UsageError
-from hpo.study.studies import OVER_BUDGET_ATTR, LoadedStudy, visible_trials
+from hpo.study.attrs import (
+    DEVICE,
+    EPOCHS_TRAINED,
+    FAIL_REASON,
+    IMAGES_PER_SECOND,
+    OVER_BUDGET,
+    PARAMS_TOTAL,
+    PARAMS_TRAINABLE,
+    PEAK_MEMORY_MB,
+    PRUNED_AT_EPOCH,
+    SECONDS_PER_EPOCH,
+    SEED,
+    STOPPED_EARLY,
+    TrialRecord,
+)
+from hpo.study.studies import LoadedStudy, visible_trials
 
 FORMATS = (".csv", ".json", ".parquet")
 # What a user compares first; every other user attribute follows in name order.
 LEADING_ATTRS = (
-    "params_total", "params_trainable", "peak_memory_mb", "seconds_per_epoch", "images_per_second",
-    "epochs_trained", "pruned_at_epoch", "stopped_early", "fail_reason", "seed", "device",
+    PARAMS_TOTAL, PARAMS_TRAINABLE, PEAK_MEMORY_MB, SECONDS_PER_EPOCH, IMAGES_PER_SECOND,
+    EPOCHS_TRAINED, PRUNED_AT_EPOCH, STOPPED_EARLY, FAIL_REASON, SEED, DEVICE,
 )
 
 
@@ -41,12 +57,12 @@ def flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def trial_row(trial: Any, n_objectives: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"number": trial.number, "state": trial.state.name.lower()}
+def trial_row(trial: TrialRecord, n_objectives: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"number": trial.number, "state": trial.state_name}
     if n_objectives == 1:
-        row["value"] = trial.value if trial.values else None
+        row["value"] = trial.value
     else:
-        values = trial.values or [None] * n_objectives
+        values: Sequence[float | None] = trial.values or [None] * n_objectives
         row.update({f"value_{i}": v for i, v in enumerate(values)})
     row["datetime_start"] = trial.datetime_start
     row["datetime_complete"] = trial.datetime_complete
@@ -54,7 +70,7 @@ def trial_row(trial: Any, n_objectives: int) -> dict[str, Any]:
     row["duration_s"] = duration.total_seconds() if duration is not None else None
     row.update({f"param_{name}": value for name, value in trial.params.items()})
     attrs: dict[str, Any] = {}
-    flatten({k: v for k, v in trial.user_attrs.items() if k != OVER_BUDGET_ATTR}, "", attrs)
+    flatten({k: v for k, v in trial.user_attrs.items() if k != OVER_BUDGET}, "", attrs)
     row.update(attrs)
     return row
 
@@ -73,7 +89,8 @@ def trials_frame(study: Any) -> Any:
     import pandas as pd
 
     n_objectives = len(study.directions)
-    rows = [trial_row(t, n_objectives) for t in visible_trials(study.get_trials(deepcopy=False))]
+    trials = visible_trials(study.get_trials(deepcopy=False))
+    rows = [trial_row(TrialRecord.from_frozen(t), n_objectives) for t in trials]
     frame = pd.DataFrame(rows)
     columns = list(frame.columns) if rows else []
     frame = frame.reindex(columns=_column_order(columns, n_objectives))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.results.summary import ranked_trials
+from hpo.study.attrs import PARAMS_TOTAL, PEAK_MEMORY_MB, SECONDS_PER_EPOCH, TrialRecord, trial_records
 from hpo.study.studies import LoadedStudy, count_states, visible_trials
 from hpo.results.text import fmt_value
 
@@ -54,10 +55,10 @@ class _Context:
     output: Path
     top: int
     names: list[str]  # one per objective
-    trials: list[Any]  # visible trials
-    complete: list[Any]
-    pruned: list[Any]
-    ranked: list[Any]  # best first; the Pareto front when there are several objectives
+    trials: list[TrialRecord]  # visible trials
+    complete: list[TrialRecord]
+    pruned: list[TrialRecord]
+    ranked: list[TrialRecord]  # best first; the Pareto front when there are several objectives
     figures: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -97,7 +98,7 @@ def objective_names(study: Any, spec: Any) -> list[str]:
     return ["value"] if count == 1 else [f"value_{i}" for i in range(count)]
 
 
-def rank_trials(study: Any, complete: list[Any]) -> list[Any]:
+def rank_trials(study: Any, complete: list[TrialRecord]) -> list[TrialRecord]:
     """Best first, as ``hpo study show`` ranks them (ties broken by validation loss); with
     several objectives, the Pareto front in that order."""
     ranked = ranked_trials(study, complete)
@@ -199,9 +200,8 @@ def pareto(ctx: _Context, section: Section) -> None:
 # --- hpo's own plots --------------------------------------------------------------------
 
 
-def _curve(trial: Any, key: str) -> list[float]:
-    curves = trial.user_attrs.get("curves") or {}
-    return [v for v in curves.get(key) or [] if v is not None]
+def _curve(trial: TrialRecord, key: str) -> list[float]:
+    return trial.curve(key)
 
 
 def learning_curves(ctx: _Context, section: Section) -> None:
@@ -230,11 +230,11 @@ def learning_curves(ctx: _Context, section: Section) -> None:
     ctx.save(fig, "learning_curves.png", section, "learning curves")
 
 
-def training_seconds(trial: Any) -> float | None:
+def training_seconds(trial: TrialRecord) -> float | None:
     seconds = _curve(trial, "seconds")
     if seconds:
         return float(sum(seconds))
-    per_epoch, epochs = trial.user_attrs.get("seconds_per_epoch"), trial.user_attrs.get("epochs_trained")
+    per_epoch, epochs = trial.seconds_per_epoch, trial.epochs_trained
     return per_epoch * epochs if per_epoch is not None and epochs else None
 
 
@@ -246,14 +246,14 @@ def tradeoffs(ctx: _Context, section: Section) -> None:
         ctx.note(section, "no trial recorded a validation accuracy yet")
         return
     top = {t.number for t in ctx.ranked[:ctx.top]}
-    panels = [("params_total", "parameters", lambda t: t.user_attrs.get("params_total"), True),
-              ("peak_memory_mb", "peak memory (MB)", lambda t: t.user_attrs.get("peak_memory_mb"), False),
+    panels = [(PARAMS_TOTAL, "parameters", lambda t: t.params_total, True),
+              (PEAK_MEMORY_MB, "peak memory (MB)", lambda t: t.peak_memory_mb, False),
               ("seconds", "training time (s)", training_seconds, False)]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
     for (key, label, get, log), ax in zip(panels, axes):
         for state, group, style in (("complete", ctx.complete, {"color": "C0"}),
                                     ("pruned", ctx.pruned, {"color": "0.6", "marker": "x"})):
-            points = [(get(t), max(_curve(t, "val_accuracy")), t.number) for t in group
+            points = [(get(t), t.best_val_accuracy, t.number) for t in group
                       if t in trials and get(t) is not None]
             if points:
                 ax.scatter([p[0] for p in points], [p[1] for p in points], s=25, label=state, **style)
@@ -268,7 +268,7 @@ def tradeoffs(ctx: _Context, section: Section) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle("Accuracy against size, memory and training time (top trials numbered)")
     ctx.save(fig, "tradeoffs.png", section, "accuracy against parameter count, peak memory and training time")
-    if any(t.user_attrs.get("device") == "cpu" for t in trials):
+    if any(t.device == "cpu" for t in trials):
         section.text("On CPU, peak memory is the worker process's peak resident set size, which "
                      "spans every trial that worker ran before; compare it across GPU trials only.")
 
@@ -279,16 +279,15 @@ def comparison(ctx: _Context, section: Section) -> None:
         return
     if ctx.multi:
         section.text(f"The Pareto front ({len(ctx.ranked)} trials), ordered by {ctx.names[0]}.")
-    fixed = ["params_total", "peak_memory_mb", "seconds_per_epoch", "training s", "epochs", "params"]
+    fixed = [PARAMS_TOTAL, PEAK_MEMORY_MB, SECONDS_PER_EPOCH, "training s", "epochs", "params"]
     objectives = [f"{name} (objective)" if name in fixed else name for name in ctx.names]
     header = ["trial", *objectives, *fixed]
     rows = []
     for trial in ctx.ranked[:ctx.top]:
-        attrs = trial.user_attrs
         params = ", ".join(f"{k}={fmt_value(v)}" for k, v in trial.params.items())
-        rows.append([str(trial.number), *(fmt_value(v) for v in trial.values), fmt_value(attrs.get("params_total")),
-                     fmt_value(attrs.get("peak_memory_mb")), fmt_value(attrs.get("seconds_per_epoch")),
-                     fmt_value(training_seconds(trial)), fmt_value(attrs.get("epochs_trained")), params])
+        rows.append([str(trial.number), *(fmt_value(v) for v in trial.values or []), fmt_value(trial.params_total),
+                     fmt_value(trial.peak_memory_mb), fmt_value(trial.seconds_per_epoch),
+                     fmt_value(training_seconds(trial)), fmt_value(trial.epochs_trained), params])
     section.table(header, rows)
 
 
@@ -377,7 +376,7 @@ def write_report(loaded: LoadedStudy, output: Path, *, top: int = 5) -> ReportRe
     _use_headless_backend()
     output.mkdir(parents=True, exist_ok=True)
     study = loaded.study
-    trials = visible_trials(study.get_trials(deepcopy=False))
+    trials = trial_records(visible_trials(study.get_trials(deepcopy=False)))
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     ctx = _Context(study=study, spec=loaded.spec, output=output, top=top,
                    names=objective_names(study, loaded.spec), trials=trials, complete=complete,

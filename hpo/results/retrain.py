@@ -15,17 +15,16 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hpo.errors import HpoError, UsageError
+from hpo.study.attrs import TrialRecord, retrain_key
 from hpo.study.studies import LoadedStudy
-
-RETRAIN_ATTR = "hpo:retrain:{trial}"  # study user attr: the latest retrain of that trial
 
 Say = Callable[[str], None]
 
 
-def choose_trial(loaded: LoadedStudy, number: int | None) -> Any:
+def choose_trial(loaded: LoadedStudy, number: int | None) -> TrialRecord:
     """Trial ``number``, or the best completed one (single-objective studies)."""
     from optuna.trial import TrialState
 
@@ -35,10 +34,10 @@ def choose_trial(loaded: LoadedStudy, number: int | None) -> Any:
         found = [t for t in trials if t.number == number]
         if not found:
             raise UsageError(f"study {study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})")
-        trial = found[0]
-        if "config" not in trial.user_attrs:
+        trial = TrialRecord.from_frozen(found[0])
+        if trial.config is None:
             raise UsageError(f"trial {number} of {study.study_name!r} has no recorded config "
-                             f"(state {trial.state.name.lower()}): it never started training")
+                             f"(state {trial.state_name}): it never started training")
         return trial
     if len(study.directions) > 1:
         raise UsageError(f"study {study.study_name!r} has several objectives, so no single best trial: "
@@ -84,20 +83,17 @@ def retrain(
     """Retrain, optionally test, write the files to ``output``; returns what metrics.json holds."""
     import torch
 
-    from hpo.training import DataConfig, TrainConfig
+    from hpo.spec.trial_config import TrialConfig
     from hpo.training import data as data_module
     from hpo.training.loop import evaluate_model, train_final
     from hpo.artifacts.trial_files import plot_confusion_matrix
-    from hpo.models.registry import parse_model_config
 
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
     study = loaded.study
     trial = choose_trial(loaded, trial_number)
-    config = trial.user_attrs["config"]
-    data_cfg = DataConfig.model_validate(config["data"])
-    model_cfg = parse_model_config(config["model"])
-    train_cfg = TrainConfig.model_validate(config["train"])
+    config = TrialConfig.from_json(cast("dict[str, Any]", trial.config))  # choose_trial: it has one
+    data_cfg, model_cfg, train_cfg = config.data, config.model, config.train
     out = Path(output) if output else Path(f"retrain-{study.study_name}-{trial.number}")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -124,13 +120,13 @@ def retrain(
     metrics: dict[str, Any] = {
         "study": study.study_name,
         "trial": trial.number,
-        "trial_state": trial.state.name.lower(),
+        "trial_state": trial.state_name,
         "trial_values": trial.values,
         "seeds": [run["seed"] for run, _ in runs],
         "epochs": train_cfg.epochs,
         "device": device,
         "train_images": len(splits.train),
-        "model": {"config": config["model"], "in_shape": list(splits.in_shape),
+        "model": {"config": model_cfg.model_dump(mode="json"), "in_shape": list(splits.in_shape),
                   "num_classes": splits.num_classes, "class_names": list(splits.class_names)},
         "train": {"accuracy": _mean_std([r["train_accuracy"] for r, _ in runs]),
                   "loss": _mean_std([r["train_loss"] for r, _ in runs])},
@@ -148,7 +144,7 @@ def retrain(
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     summary = {k: metrics[k] for k in ("seeds", "epochs", "train", "test", "test_split_used", "timestamp")}
     summary["output"] = str(out.resolve())
-    study.set_user_attr(RETRAIN_ATTR.format(trial=trial.number), summary)
+    study.set_user_attr(retrain_key(trial.number), summary)
     say(f"Wrote {out / 'metrics.json'}")
     return metrics
 

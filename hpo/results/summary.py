@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 from hpo.errors import HpoError
 from hpo.spec import spec_to_json
+from hpo.study.attrs import CONFIG, PARAMS_TOTAL, PRUNED_AT_EPOCH, SECONDS_PER_EPOCH, TrialRecord, trial_records
 from hpo.study.studies import LoadedStudy, count_states, visible_trials
 
 
-def ranked_trials(study: Any, trials: list[Any]) -> list[Any]:
-    """Complete trials, best first by the first objective (the only one, usually).
+def ranked_trials(study: Any, trials: list[Any]) -> list[TrialRecord]:
+    """Complete trials (FrozenTrials or TrialRecords) as TrialRecords, best first by the
+    first objective (the only one, usually).
 
     Equal values are common on small validation sets (one digits image is 0.28 points of
     accuracy), and Optuna then keeps the first trial. hpo breaks ties by the other
@@ -21,16 +23,17 @@ def ranked_trials(study: Any, trials: list[Any]) -> list[Any]:
     from optuna.study import StudyDirection
     from optuna.trial import TrialState
 
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete = trial_records(t for t in trials if t.state == TrialState.COMPLETE)
     maximize = study.directions[0] == StudyDirection.MAXIMIZE
     sign = -1.0 if maximize else 1.0
-    return sorted(complete, key=lambda t: (sign * t.values[0], _tie_breaker(t, maximize), t.number))
+    # Complete trials have values.
+    return sorted(complete, key=lambda t: (sign * cast(float, t.value), _tie_breaker(t, maximize), t.number))
 
 
-def _tie_breaker(trial: Any, accuracy_first: bool) -> float:
+def _tie_breaker(trial: TrialRecord, accuracy_first: bool) -> float:
     """Lower is better: the val loss at the best-accuracy epoch when the objective is an
     accuracy (maximised), else minus the val accuracy at the lowest-loss epoch."""
-    curves = trial.user_attrs.get("curves") or {}
+    curves = trial.curves
     accuracy, loss = curves.get("val_accuracy") or [], curves.get("val_loss") or []
     if not accuracy or len(loss) != len(accuracy):
         return 0.0
@@ -39,15 +42,15 @@ def _tie_breaker(trial: Any, accuracy_first: bool) -> float:
     return -accuracy[min(range(len(loss)), key=loss.__getitem__)]
 
 
-def _trial_row(trial: Any) -> dict[str, Any]:
-    attrs = trial.user_attrs
+def _trial_row(trial: TrialRecord) -> dict[str, Any]:
+    """A trial in ``show``'s output; its measurements named as the trial attributes are."""
     return {
         "number": trial.number,
-        "value": trial.values[0] if trial.values else None,
+        "value": trial.value,
         "values": list(trial.values) if trial.values else None,
-        "epochs": attrs.get("epochs_trained"),
-        "seconds_per_epoch": attrs.get("seconds_per_epoch"),
-        "params_total": attrs.get("params_total"),
+        "epochs": trial.epochs_trained,
+        SECONDS_PER_EPOCH: trial.seconds_per_epoch,
+        PARAMS_TOTAL: trial.params_total,
         "params": dict(trial.params),
     }
 
@@ -57,19 +60,19 @@ def study_summary(loaded: LoadedStudy, *, top: int = 5) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     study, spec = loaded.study, loaded.spec
-    trials = visible_trials(study.get_trials(deepcopy=False))
+    trials = trial_records(visible_trials(study.get_trials(deepcopy=False)))
     ranked = ranked_trials(study, trials)
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    trained = sum(t.user_attrs.get("epochs_trained") or 0 for t in finished)
-    full = sum((t.user_attrs.get("config") or {}).get("train", {}).get("epochs", spec.train.epochs) for t in finished)
+    trained = sum(t.epochs_trained or 0 for t in finished)
+    full = sum((t.config or {}).get("train", {}).get("epochs", spec.train.epochs) for t in finished)
     # Why trials stopped abnormally: failures, and trials closed as pruned because they
     # diverged or ran out of memory (see hpo.worker.loop._steer_away).
     failures = Counter(
-        t.user_attrs.get("fail_reason", "unknown") for t in trials
-        if t.state == TrialState.FAIL or (t.state == TrialState.PRUNED and "fail_reason" in t.user_attrs)
+        t.fail_reason if t.fail_reason is not None else "unknown" for t in trials
+        if t.state == TrialState.FAIL or (t.state == TrialState.PRUNED and t.fail_reason is not None)
     )
-    objectives = spec.objectives()
-    pareto = (sorted(study.best_trials, key=lambda t: t.number) if len(objectives) > 1 else [])
+    objectives = spec.objectives
+    pareto = trial_records(sorted(study.best_trials, key=lambda t: t.number) if len(objectives) > 1 else [])
     return {
         "name": study.study_name,
         "metric": objectives[0].metric,
@@ -82,8 +85,8 @@ def study_summary(loaded: LoadedStudy, *, top: int = 5) -> dict[str, Any]:
         "best": _trial_row(ranked[0]) if ranked else None,
         "top": [_trial_row(t) for t in ranked[:top]],
         "pruned": [
-            {"number": t.number, "pruned_at_epoch": t.user_attrs.get("pruned_at_epoch"),
-             "reason": t.user_attrs.get("fail_reason", "pruner")}
+            {"number": t.number, PRUNED_AT_EPOCH: t.pruned_at_epoch,
+             "reason": t.fail_reason if t.fail_reason is not None else "pruner"}
             for t in trials if t.state == TrialState.PRUNED
         ],
         "epochs": {"trained": trained, "without_pruning": full, "saved": full - trained},
@@ -111,10 +114,11 @@ def best_trial(loaded: LoadedStudy) -> dict[str, Any]:
     return best_trials(loaded)[0]
 
 
-def _best_entry(loaded: LoadedStudy, trial: Any) -> dict[str, Any]:
+def _best_entry(loaded: LoadedStudy, trial: TrialRecord) -> dict[str, Any]:
     study, spec = loaded.study, loaded.spec
-    objectives = spec.objectives()
-    config = trial.user_attrs["config"]
+    objectives = spec.objectives
+    config = cast("dict[str, Any]", trial.config)  # recorded before training, so a complete trial has it
+    values = cast("list[float]", trial.values)
     rerun = spec_to_json(spec)
     rerun.update(config)
     rerun.update({
@@ -129,9 +133,9 @@ def _best_entry(loaded: LoadedStudy, trial: Any) -> dict[str, Any]:
         "metric": objectives[0].metric,
         "direction": objectives[0].direction,
         "metrics": [o.metric for o in objectives],
-        "value": trial.values[0],
-        "values": list(trial.values),
+        "value": values[0],
+        "values": list(values),
         "params": dict(trial.params),
-        "config": config,
+        CONFIG: config,
         "spec": rerun,
     }

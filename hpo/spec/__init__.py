@@ -7,25 +7,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from hpo.spec.model import SearchParam, spec_model
+from hpo.spec.model import SearchParam, Spec
 from hpo.spec.yaml_source import read_yaml
 
 
-def load_spec(path: str | Path, *, name: str | None = None) -> Any:
+def load_spec(path: str | Path, *, name: str | None = None) -> Spec:
     """Read and validate a spec file; ``name`` (from ``--name``) overrides the file's."""
     from hpo.spec.validate import validate_source
 
     return validate_source(read_yaml(path), name=name)
 
 
-def spec_from_json(data: dict[str, Any]) -> Any:
+def spec_from_json(data: dict[str, Any]) -> Spec:
     """Rebuild a spec stored in a study (already validated when it was created)."""
-    return spec_model().model_validate(data)
+    return Spec.model_validate(data)
 
 
-def spec_to_json(spec: BaseModel) -> dict[str, Any]:
+def spec_to_json(spec: Spec) -> dict[str, Any]:
     return spec.model_dump(mode="json")
 
 
@@ -34,4 +32,4 @@ def spec_sha256(data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-__all__ = ["SearchParam", "load_spec", "spec_from_json", "spec_sha256", "spec_to_json", "spec_model"]
+__all__ = ["SearchParam", "Spec", "load_spec", "spec_from_json", "spec_sha256", "spec_to_json"]

@@ -1,7 +1,7 @@
 """The validated spec: pydantic models for the top level and for searched parameters.
 
 The keys inside ``data``, ``model`` and ``train`` are defined next to the code that uses
-them (``hpo.training.config`` and each family in ``models/``); this module composes them,
+them (``hpo.training.config`` and each family in ``hpo.models``); this module composes them,
 so each default lives in exactly one place. The JSON Schema of the spec is generated
 from these models (see ``hpo.spec.schema``).
 """
@@ -9,12 +9,13 @@ from these models (see ``hpo.spec.schema``).
 from __future__ import annotations
 
 import re
-from functools import cache
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from hpo.spec.strategies import PrunerOptions, SamplerOptions, HyperbandOptions, TPEOptions
+import hpo.models  # noqa: F401  (registers every model family before the Spec is built)
+from hpo.models.registry import MODELS, ModelConfig
+from hpo.spec.strategies import HyperbandOptions, PrunerOptions, SamplerOptions, TPEOptions
 from hpo.training.config import DataConfig, TrainConfig
 
 # Reported every epoch (the first objective must be one: it drives the pruner).
@@ -158,70 +159,68 @@ class SearchParam(_Strict):
         }
 
 
-@cache
 def model_config_union() -> Any:
     """A union of every registered model family's config, told apart by ``name``."""
-    from hpo.models.registry import MODELS
-
     configs = tuple(MODELS.get(name).config for name in MODELS.names())
     if len(configs) == 1:
         return configs[0]
     return Annotated[Union[configs], Field(discriminator="name")]  # noqa: UP007
 
 
-def _spec_model() -> type[BaseModel]:
+if TYPE_CHECKING:
+    ModelSection = ModelConfig  # what code reads: the keys every family shares
+else:
+    # What pydantic validates: exactly one family, chosen by ``name``. Importing hpo.models
+    # (above) registered them all.
     ModelSection = model_config_union()
 
-    class Spec(_Strict):
-        """A study: what to train, how to search it, and the budget."""
 
-        model_config = ConfigDict(extra="forbid", frozen=True, title="hpo study spec")
+class Spec(_Strict):
+    """A study: what to train, how to search it, and the budget."""
 
-        name: str | None = Field(
-            None, pattern=STUDY_NAME_PATTERN, description="study name; `--name` overrides it"
-        )
-        objective: Objective | list[Objective] = Field(
-            Objective(), description="one objective, or a list for multi-objective (pruned on the first)"
-        )
-        budget: Budget = Budget()
-        sampler: Annotated[SamplerOptions, Field(discriminator="name")] = TPEOptions()
-        pruner: Annotated[PrunerOptions, Field(discriminator="name")] = HyperbandOptions()
-        data: DataConfig = DataConfig()
-        model: ModelSection  # type: ignore[valid-type]
-        train: TrainConfig = TrainConfig()
-        search: dict[str, SearchParam] = Field(
-            default_factory=dict,
-            description="dotted paths into data/model/train mapped to distributions",
-        )
+    model_config = ConfigDict(extra="forbid", frozen=True, title="hpo study spec")
 
-        def objectives(self) -> list[Objective]:
-            """Always a list: one entry for a single-objective study."""
-            return list(self.objective) if isinstance(self.objective, list) else [self.objective]
+    name: str | None = Field(
+        None, pattern=STUDY_NAME_PATTERN, description="study name; `--name` overrides it"
+    )
+    objective: Objective | list[Objective] = Field(
+        Objective(), description="one objective, or a list for multi-objective (pruned on the first)"
+    )
+    budget: Budget = Budget()
+    sampler: Annotated[SamplerOptions, Field(discriminator="name")] = TPEOptions()
+    pruner: Annotated[PrunerOptions, Field(discriminator="name")] = HyperbandOptions()
+    data: DataConfig = DataConfig()
+    model: ModelSection
+    train: TrainConfig = TrainConfig()
+    search: dict[str, SearchParam] = Field(
+        default_factory=dict,
+        description="dotted paths into data/model/train mapped to distributions",
+    )
 
-        @model_validator(mode="before")
-        @classmethod
-        def _default_strategy_names(cls, data: Any) -> Any:
-            # A sampler or pruner without a name is the default one with those options
-            # (``sampler: {seed: 0}``); Optuna's Hyperband cannot prune multi-objective
-            # studies, so their default pruner is the median rule.
-            if not isinstance(data, dict):
-                return data
-            defaults = {"sampler": "tpe", "pruner": default_pruner(data)}
-            for key, name in defaults.items():
-                section = data.get(key, {})
-                if isinstance(section, dict) and "name" not in section:
-                    data = {**data, key: {"name": name, **section}}
+    @property
+    def objectives(self) -> list[Objective]:
+        """Always a list, the first the one pruned on: one entry for a single objective.
+
+        ``objective`` keeps the shape the YAML had, so that the stored spec (and its hash)
+        reads back exactly as written."""
+        return list(self.objective) if isinstance(self.objective, list) else [self.objective]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_strategy_names(cls, data: Any) -> Any:
+        # A sampler or pruner without a name is the default one with those options
+        # (``sampler: {seed: 0}``); Optuna's Hyperband cannot prune multi-objective
+        # studies, so their default pruner is the median rule.
+        if not isinstance(data, dict):
             return data
-
-    return Spec
+        defaults = {"sampler": "tpe", "pruner": default_pruner(data)}
+        for key, name in defaults.items():
+            section = data.get(key, {})
+            if isinstance(section, dict) and "name" not in section:
+                data = {**data, key: {"name": name, **section}}
+        return data
 
 
 def default_pruner(raw: dict[str, Any]) -> str:
     """``hyperband``, or ``median`` for a multi-objective spec (see Spec)."""
     return "median" if isinstance(raw.get("objective"), list) else "hyperband"
-
-
-@cache
-def spec_model() -> type[BaseModel]:
-    """The ``Spec`` class, built once the model registry is filled."""
-    return _spec_model()

@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hpo.spec.model import spec_model
+from hpo.spec.model import Spec
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "search_spaces" / "spec.schema.json"
 
 
 def spec_json_schema() -> dict[str, Any]:
-    schema = spec_model().model_json_schema()
+    schema = Spec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     # Search keys are dotted paths into data, model and train.
     schema["properties"]["search"]["propertyNames"] = {"pattern": r"^(data|model|train)\.[A-Za-z_][A-Za-z0-9_.]*$"}

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import copy
 import graphlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo.errors import HpoError
-from hpo.spec.model import SearchParam
+from hpo.models.registry import MODELS
+from hpo.spec.model import SearchParam, Spec
 from hpo.spec.paths import SECTIONS
+from hpo.spec.strategies import SpaceFacts
+from hpo.spec.trial_config import TrialConfig
 from hpo.spec.validate import dependencies
+
+if TYPE_CHECKING:  # optuna's import is paid only where a study runs
+    from optuna.distributions import BaseDistribution
+    from optuna.trial import Trial
 
 
 def sampling_order(search: dict[str, SearchParam]) -> list[str]:
@@ -31,7 +38,7 @@ def sampling_order(search: dict[str, SearchParam]) -> list[str]:
     return order
 
 
-def to_distribution(param: SearchParam) -> Any:
+def to_distribution(param: SearchParam) -> BaseDistribution:
     from optuna.distributions import (
         CategoricalDistribution,
         FloatDistribution,
@@ -48,17 +55,15 @@ def to_distribution(param: SearchParam) -> Any:
                              step=None if param.step is None else float(param.step))
 
 
-def space_facts(spec: Any) -> Any:
+def space_facts(spec: Spec) -> SpaceFacts:
     """What the sampler needs to know of the spec's search space."""
-    from hpo.spec.strategies import SpaceFacts
-
     return SpaceFacts(
         grid={key: list(param.choices or []) for key, param in spec.search.items()},
         conditional=any(param.when or param.repeat for param in spec.search.values()),
     )
 
 
-def max_epochs(spec: Any) -> int:
+def max_epochs(spec: Spec) -> int:
     """The most epochs any trial can train: the pruner's full budget (``max_resource``)."""
     param = spec.search.get("train.epochs")
     if param is None:
@@ -67,11 +72,11 @@ def max_epochs(spec: Any) -> int:
     return int(max(values))  # type: ignore[type-var]
 
 
-def fixed_config(spec: Any) -> dict[str, Any]:
+def fixed_config(spec: Spec) -> dict[str, Any]:
     return {section: getattr(spec, section).model_dump(mode="json") for section in SECTIONS}
 
 
-def sample_config(trial: Any, spec: Any) -> dict[str, Any]:
+def sample_config(trial: Trial, spec: Spec) -> TrialConfig:
     """Ask ``trial`` for every searched value that applies; return the resolved config."""
     fixed = fixed_config(spec)
     sampled: dict[str, Any] = {}
@@ -87,7 +92,7 @@ def sample_config(trial: Any, spec: Any) -> dict[str, Any]:
     return resolve(fixed, sampled)
 
 
-def suggest(trial: Any, name: str, param: SearchParam) -> Any:
+def suggest(trial: Trial, name: str, param: SearchParam) -> Any:
     d = to_distribution(param)
     kind = param.kind()
     if kind == "categorical":
@@ -97,10 +102,8 @@ def suggest(trial: Any, name: str, param: SearchParam) -> Any:
     return trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
 
 
-def resolve(fixed: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:
+def resolve(fixed: dict[str, Any], sampled: dict[str, Any]) -> TrialConfig:
     """Apply sampled values to the fixed config and validate each section (fills defaults)."""
-    from hpo.training.config import DataConfig, TrainConfig
-    from hpo.models.registry import MODELS
 
     config = copy.deepcopy(fixed)
     family = sampled.get("model.name", config["model"]["name"])
@@ -116,9 +119,8 @@ def resolve(fixed: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:
                 node[part] = {}  # e.g. train.early_stopping is null until a key is searched
             node = node[part]
         node[parts[-1]] = value
-    classes = {"data": DataConfig, "train": TrainConfig, "model": MODELS.get(family).config}
     try:
-        return {s: classes[s].model_validate(config[s]).model_dump(mode="json") for s in SECTIONS}
+        return TrialConfig.from_json(config)
     except ValueError as exc:
         raise HpoError(f"the sampled configuration is invalid: {exc}") from None
 
@@ -136,7 +138,7 @@ def _condition_holds(param: SearchParam, sampled: dict[str, Any], fixed: dict[st
     return all(_lookup(path, sampled, fixed) in accepted for path, accepted in param.condition().items())
 
 
-def preview(spec: Any, n: int, seed: int = 0) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def preview(spec: Spec, n: int, seed: int = 0) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """``n`` (params, resolved config) pairs drawn at random, without training anything."""
     import optuna
 
@@ -146,6 +148,6 @@ def preview(spec: Any, n: int, seed: int = 0) -> list[tuple[dict[str, Any], dict
     for _ in range(n):
         trial = study.ask()
         config = sample_config(trial, spec)
-        drawn.append((dict(trial.params), config))
+        drawn.append((dict(trial.params), config.to_json()))
         study.tell(trial, 0.0)
     return drawn

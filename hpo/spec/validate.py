@@ -17,7 +17,15 @@ from pydantic import BaseModel, ValidationError
 
 from hpo.errors import SpecError
 from hpo.registry import Registry
-from hpo.spec.model import EPOCH_METRICS, TRIAL_METRICS, Budget, Objective, SearchParam, default_pruner, spec_model
+from hpo.spec.model import (
+    EPOCH_METRICS,
+    TRIAL_METRICS,
+    Budget,
+    Objective,
+    SearchParam,
+    Spec,
+    default_pruner,
+)
 from hpo.spec.paths import SECTIONS, ConfigPaths
 from hpo.spec.problems import Problem, did_you_mean, from_validation_error
 from hpo.spec.yaml_source import YamlSource
@@ -26,7 +34,7 @@ from hpo.spec.strategies import PRUNERS, SAMPLERS
 TOP_LEVEL = ("name", "objective", "budget", "sampler", "pruner", "data", "model", "train", "search")
 
 
-def validate_source(source: YamlSource, name: str | None = None) -> BaseModel:
+def validate_source(source: YamlSource, name: str | None = None) -> Spec:
     """The frozen Spec, or SpecError listing every problem as ``FILE:LINE: ...``."""
     problems = collect_problems(source.data, name)
     if problems:
@@ -35,7 +43,7 @@ def validate_source(source: YamlSource, name: str | None = None) -> BaseModel:
     data = dict(source.data)
     if name is not None:
         data["name"] = name
-    return spec_model().model_validate(data, strict=True)
+    return Spec.model_validate(data, strict=True)
 
 
 def collect_problems(raw: Any, name: str | None = None) -> list[Problem]:
@@ -46,7 +54,6 @@ def collect_problems(raw: Any, name: str | None = None) -> list[Problem]:
         for key in raw
         if key not in TOP_LEVEL
     ]
-    Spec = spec_model()
     if name is None and "name" in raw:
         problems += _section(Spec, {"name": raw["name"]}, (), only=("name",))
     problems += _objectives(raw)

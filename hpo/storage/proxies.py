@@ -22,10 +22,19 @@ from collections.abc import Callable, Container, Iterator
 from typing import Any
 
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import StorageError
+from hpo.storage.optuna_internals import (
+    FORWARDED_HEARTBEAT_METHODS,
+    BaseHeartbeat,
+    rdb_models,
+    rdb_session,
+    rdb_trials_by_id,
+    storage_of,
+    trial_id_of,
+    unwrap,
+)
 from hpo.storage.secrets import scrub
 
 log = logging.getLogger("hpo.storage")
@@ -42,6 +51,12 @@ class DelegatingStorage(BaseStorage, BaseHeartbeat):
 
     def __init__(self, inner: BaseStorage):
         self._inner = inner
+
+    @property
+    def inner(self) -> BaseStorage:
+        """The storage this one wraps (``hpo.storage.optuna_internals.unwrap`` goes down
+        the layers through it)."""
+        return self._inner
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return getattr(self._inner, name)(*args, **kwargs)
@@ -66,7 +81,7 @@ def _forwarder(name: str) -> Callable[..., Any]:
 
 _FORWARDED = sorted(
     {name for name, _ in inspect.getmembers(BaseStorage, inspect.isfunction) if not name.startswith("__")}
-    | {"record_heartbeat", "_get_stale_trial_ids", "get_heartbeat_stale_trial_callback"}
+    | set(FORWARDED_HEARTBEAT_METHODS)
 )
 for _name in _FORWARDED:
     setattr(DelegatingStorage, _name, _forwarder(_name))
@@ -107,6 +122,11 @@ class ReconnectingStorage(DelegatingStorage):
         self.first_wait = first_wait
         self.max_wait = max_wait
         self.last_outage_end = float("-inf")  # monotonic time the last outage ended
+
+    @property
+    def display(self) -> str:
+        """The storage as messages name it (password-free)."""
+        return self._display
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return self.retrying(name, getattr(self._inner, name), *args, **kwargs)
@@ -184,9 +204,8 @@ class OneReadPerTrial(DelegatingStorage):
 
 def one_read_of_the_study(storage: Any) -> contextlib.AbstractContextManager[None]:
     """``OneReadPerTrial.one_read`` of the layer under ``storage``'s wrappers, if it has one."""
-    while storage is not None and not isinstance(storage, OneReadPerTrial):
-        storage = getattr(storage, "_inner", None)
-    return storage.one_read() if storage is not None else contextlib.nullcontext()
+    layer = unwrap(storage, OneReadPerTrial)
+    return layer.one_read() if layer is not None else contextlib.nullcontext()
 
 
 def _reason(exc: BaseException) -> str:
@@ -239,13 +258,13 @@ class PrunerView(DelegatingStorage):
         # once (a second query, only when there are some). What finishes after the first
         # query stays pending and is read next time, unless the second query already saw it
         # finished (then it is not listed twice).
-        done = {t._trial_id for t in changed if t.state.is_finished()}
+        done = {trial_id_of(t) for t in changed if t.state.is_finished()}
         if done:
-            for trial in self._rdb._get_trials(study_id, FINISHED_STATES, done, max(done)):
-                self._finished[trial._trial_id] = trial
-        unfinished = [t for t in changed if not t.state.is_finished() and t._trial_id not in self._finished]
-        self._pending = {t._trial_id for t in unfinished}
-        self._watermark = max([self._watermark, *(t._trial_id for t in changed)])
+            for trial in rdb_trials_by_id(self._rdb, study_id, done, FINISHED_STATES):
+                self._finished[trial_id_of(trial)] = trial
+        unfinished = [t for t in changed if not t.state.is_finished() and trial_id_of(t) not in self._finished]
+        self._pending = {trial_id_of(t) for t in unfinished}
+        self._watermark = max([self._watermark, *(trial_id_of(t) for t in changed)])
         return sorted([*self._finished.values(), *unfinished], key=lambda t: t.number)
 
     def _changed_trials(self, study_id: int) -> list[FrozenTrial]:
@@ -254,10 +273,9 @@ class PrunerView(DelegatingStorage):
         query)."""
         # Optuna's ORM models are internal; tests/storage/test_storage_proxy.py checks this
         # against the full read so an Optuna upgrade that changes them fails loudly.
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
         from sqlalchemy import or_, select
 
+        models = rdb_models()
         trials, attrs = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
         which = [trials.c.state.in_((TrialState.RUNNING, TrialState.WAITING)),
                  trials.c.trial_id > self._watermark]
@@ -269,7 +287,7 @@ class PrunerView(DelegatingStorage):
             .select_from(trials.outerjoin(attrs, attrs.c.trial_id == trials.c.trial_id))
             .where(trials.c.study_id == study_id, or_(*which))
         )
-        with _create_scoped_session(self._rdb.scoped_session) as session:
+        with rdb_session(self._rdb) as session:
             rows = session.execute(query).all()
         light: dict[int, FrozenTrial] = {}
         for trial_id, number, state, started, key, value in rows:
@@ -305,7 +323,7 @@ def pruner_storage(storage: Any, *, max_age: float = 0.0) -> Any:
         return storage
     view = PrunerView(storage, rdb, max_age=max_age)
     if isinstance(storage, ReconnectingStorage):
-        return ReconnectingStorage(view, storage._display, give_up_after=storage.give_up_after,
+        return ReconnectingStorage(view, storage.display, give_up_after=storage.give_up_after,
                                    first_wait=storage.first_wait, max_wait=storage.max_wait)
     return view
 
@@ -319,8 +337,8 @@ def light_study(study: Any, *, max_age: float = 0.0) -> Any:
     that what the view has read is kept."""
     views = _light_studies.setdefault(study, {})
     if max_age not in views:
-        storage = pruner_storage(study._storage, max_age=max_age)
-        if storage is study._storage:  # nothing to save on this storage
+        storage = pruner_storage(storage_of(study), max_age=max_age)
+        if storage is storage_of(study):  # nothing to save on this storage
             return study
         import optuna
 
@@ -333,6 +351,4 @@ def rdb_backend(storage: Any) -> Any | None:
     """The RDBStorage under ``storage``'s wrappers, or None (journal and others)."""
     from optuna.storages import RDBStorage
 
-    while storage is not None and not isinstance(storage, RDBStorage):
-        storage = getattr(storage, "_inner", None) or getattr(storage, "_backend", None)
-    return storage
+    return unwrap(storage, RDBStorage)

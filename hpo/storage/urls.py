@@ -83,12 +83,11 @@ def open_storage(target: StorageTarget, *, reconnect_for: float | None = None) -
         rdb = optuna.storages.RDBStorage(target.url, engine_kwargs=engine_kwargs)
         if not reconnect_for:
             return rdb
-        from optuna.storages._cached_storage import _CachedStorage
-
+        from hpo.storage.optuna_internals import cached_storage
         from hpo.storage.proxies import OneReadPerTrial, ReconnectingStorage
 
         # What optuna.load_study would wrap the RDBStorage in, under the reconnecting layer.
-        return ReconnectingStorage(OneReadPerTrial(_CachedStorage(rdb)), target.display,
+        return ReconnectingStorage(OneReadPerTrial(cached_storage(rdb)), target.display,
                                    give_up_after=reconnect_for)
     except (OSError, ImportError, ValueError) as exc:
         raise StorageError(f"cannot open storage {target.display}: {scrub(str(exc))}") from None

@@ -19,7 +19,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from optuna.distributions import BaseDistribution, distribution_to_json
+from optuna.storages import JournalStorage
 
+from hpo.storage.optuna_internals import (
+    cached_frozen_trial,
+    journal_append,
+    rdb_models,
+    rdb_session,
+    rdb_set_intermediate_value,
+    rdb_set_param,
+    rdb_set_user_attr,
+    storage_of,
+    trial_id_of,
+    unwrap,
+)
 from hpo.storage.proxies import DelegatingStorage, ReconnectingStorage, rdb_backend
 
 Param = tuple[str, float, BaseDistribution]  # name, value in Optuna's internal repr, distribution
@@ -34,7 +47,7 @@ def write_trial(storage: Any, trial_id: int, *, params: Sequence[Param] = (),
     if not params and not values and not attrs:
         return
     rdb = rdb_backend(storage)
-    journal = None if rdb is not None else _journal_backend(storage)
+    journal = None if rdb is not None else unwrap(storage, JournalStorage)
     if rdb is not None:
         write = lambda: _write_rdb(rdb, trial_id, params, values, attrs)  # noqa: E731
     elif journal is not None:
@@ -59,20 +72,18 @@ def write_to_trial(trial: Any, *, params: Sequence[Param] = (),
                    user_attrs: dict[str, Any] | None = None) -> None:
     """``write_trial`` for an ``optuna.Trial``, which then has ``user_attrs`` in its own copy
     as ``Trial.set_user_attr`` keeps them (its reporter keeps intermediate values there)."""
-    write_trial(trial.study._storage, trial._trial_id, params=params,
+    write_trial(storage_of(trial.study), trial_id_of(trial), params=params,
                 intermediate_values=intermediate_values, user_attrs=user_attrs)
-    trial._cached_frozen_trial.user_attrs.update(user_attrs or {})
+    cached_frozen_trial(trial).user_attrs.update(user_attrs or {})
 
 def _write_rdb(rdb: Any, trial_id: int, params: Sequence[Param], values: dict[int, float],
                attrs: dict[str, Any]) -> None:
     """One transaction of a few statements: one check of the trial, one query for earlier
     distributions of the parameters, then one upsert per kind (Optuna's own steps
     take two or three statements per item)."""
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
+    models = rdb_models()
     upsert = _upsert_statement(rdb.engine.name)
-    with _create_scoped_session(rdb.scoped_session, True) as session:
+    with rdb_session(rdb, True) as session:
         if upsert is None:  # a database without INSERT ... ON CONFLICT (MySQL): Optuna's steps
             _write_rdb_item_by_item(rdb, session, trial_id, params, values, attrs)
             return
@@ -119,9 +130,9 @@ def _check_against_earlier_distributions(session: Any, study_id: int, params: Se
     compatible distribution under that name (one stored distribution per name suffices:
     they were all checked against each other)."""
     from optuna.distributions import check_distribution_compatibility, json_to_distribution
-    from optuna.storages._rdb import models
     from sqlalchemy import func
 
+    models = rdb_models()
     param = models.TrialParamModel
     earlier = dict(
         session.query(param.param_name, func.min(param.distribution_json))
@@ -137,40 +148,23 @@ def _check_against_earlier_distributions(session: Any, study_id: int, params: Se
 
 def _write_rdb_item_by_item(rdb: Any, session: Any, trial_id: int, params: Sequence[Param],
                             values: dict[int, float], attrs: dict[str, Any]) -> None:
-    from optuna.storages._rdb import models
-
     for name, value, distribution in params:
-        rdb._set_trial_param_without_commit(session, trial_id, name, value, distribution)
+        rdb_set_param(rdb, session, trial_id, name, value, distribution)
     for step, value in values.items():
-        rdb._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+        rdb_set_intermediate_value(rdb, session, trial_id, step, value)
     for key, value in attrs.items():
-        rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+        rdb_set_user_attr(rdb, session, trial_id, key, value)
 
 
 def _write_journal(journal: Any, trial_id: int, params: Sequence[Param], values: dict[int, float],
                    attrs: dict[str, Any]) -> None:
-    from optuna.storages.journal._storage import JournalOperation
-
-    with journal._thread_lock:
-        entry = {"worker_id": journal._replay_result.worker_id, "trial_id": trial_id}
-        logs = [{"op_code": JournalOperation.SET_TRIAL_PARAM, **entry, "param_name": name,
-                 "param_value_internal": value, "distribution": distribution_to_json(distribution)}
-                for name, value, distribution in params]
-        logs += [{"op_code": JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE, **entry, "step": step,
-                  "intermediate_value": value} for step, value in values.items()]
-        logs += [{"op_code": JournalOperation.SET_TRIAL_USER_ATTR, **entry, "user_attr": {key: value}}
-                 for key, value in attrs.items()]
-        journal._backend.append_logs(logs)
-        journal._sync_with_backend()
-
-
-def _journal_backend(storage: Any) -> Any | None:
-    """The JournalStorage under ``storage``'s wrappers, or None."""
-    from optuna.storages import JournalStorage
-
-    while storage is not None and not isinstance(storage, JournalStorage):
-        storage = getattr(storage, "_inner", None)
-    return storage
+    entries = [("SET_TRIAL_PARAM", {"param_name": name, "param_value_internal": value,
+                                    "distribution": distribution_to_json(distribution)})
+               for name, value, distribution in params]
+    entries += [("SET_TRIAL_INTERMEDIATE_VALUE", {"step": step, "intermediate_value": value})
+                for step, value in values.items()]
+    entries += [("SET_TRIAL_USER_ATTR", {"user_attr": {key: value}}) for key, value in attrs.items()]
+    journal_append(journal, trial_id, entries)
 
 
 class DeferredParams(DelegatingStorage):

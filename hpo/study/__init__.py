@@ -1,1 +1,2 @@
-"""Study bookkeeping: create, load, list and delete studies, with their spec stored inside."""
+"""Study bookkeeping: create, load, list and delete studies, with their spec stored inside
+(``studies``), and the one schema of study and trial attributes (``attrs``)."""

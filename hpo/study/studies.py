@@ -18,11 +18,7 @@ from hpo.errors import StudyNotFoundError, UsageError
 from hpo.spec import spec_from_json, spec_sha256, spec_to_json
 from hpo.storage.secrets import ScrubSecretsFilter
 from hpo.storage.urls import StorageTarget, open_storage
-
-OVER_BUDGET_ATTR = "over_budget"  # a trial handed back unrun: another worker took the last slot
-SPEC_ATTR = "hpo:spec"
-SPEC_HASH_ATTR = "hpo:spec_sha256"
-STARTED_AT_ATTR = "hpo:budget_started_at"  # epoch seconds; storages disagree on time zones
+from hpo.study.attrs import BUDGET_STARTED_AT, OVER_BUDGET, SPEC, SPEC_SHA256, StudyRecord
 
 
 def quiet_optuna() -> None:
@@ -66,7 +62,7 @@ def create_study(
     try:
         study = optuna.create_study(
             study_name=spec.name, storage=storage,
-            directions=[objective.direction for objective in spec.objectives()],
+            directions=[objective.direction for objective in spec.objectives],
         )
     except optuna.exceptions.DuplicatedStudyError:
         if if_exists != "reuse":
@@ -75,15 +71,15 @@ def create_study(
                 "(use --if-exists reuse to keep it, or --name to pick another name)"
             ) from None
         study = optuna.load_study(study_name=spec.name, storage=storage)
-        stored = study.user_attrs.get(SPEC_HASH_ATTR)
+        stored = StudyRecord.from_attrs(study.user_attrs).spec_sha256
         if stored != digest:
             raise UsageError(
                 f"study {spec.name!r} already exists in {target.display} with a different spec "
                 f"(sha256 {str(stored)[:12]} there, {digest[:12]} here); use --name to create a new study"
             ) from None
         return study, False
-    study.set_user_attr(SPEC_ATTR, data)
-    study.set_user_attr(SPEC_HASH_ATTR, digest)
+    study.set_user_attr(SPEC, data)
+    study.set_user_attr(SPEC_SHA256, digest)
     record_store(study, location)
     return study, True
 
@@ -109,7 +105,7 @@ def load_study(name: str, target: StorageTarget, *, sampler: Any = None, pruner:
         names = [s.study_name for s in storage.get_all_studies()]
         known = ", ".join(sorted(names)) or "none"
         raise StudyNotFoundError(f"no study named {name!r} in {target.display} (studies: {known})") from None
-    data = study.user_attrs.get(SPEC_ATTR)
+    data = StudyRecord.from_attrs(study.user_attrs).spec
     if data is None:
         raise UsageError(
             f"study {name!r} in {target.display} has no hpo spec: it was not created with "
@@ -122,19 +118,21 @@ def list_studies(target: StorageTarget) -> list[dict[str, Any]]:
     """One row per study: name, direction, trial counts by state, best value."""
     import optuna
 
+    from hpo.storage.optuna_internals import study_id_of
+
     quiet_optuna()
     if target.kind == "journal" and not Path(target.url).expanduser().exists():
         return []
     storage = open_storage(target)
     rows = []
     for frozen in storage.get_all_studies():
-        trials = visible_trials(storage.get_all_trials(frozen._study_id, deepcopy=False))
+        trials = visible_trials(storage.get_all_trials(study_id_of(frozen), deepcopy=False))
         counts = count_states(trials)
         direction = frozen.directions[0].name.lower()
         # The first objective's best (the only one for single-objective studies).
         values = [t.values[0] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = (max if direction == "maximize" else min)(values) if values else None
-        spec = frozen.user_attrs.get(SPEC_ATTR) or {}
+        spec = StudyRecord.from_attrs(frozen.user_attrs).spec or {}
         objective = spec.get("objective") or {}
         first = objective[0] if isinstance(objective, list) and objective else objective
         rows.append({
@@ -152,7 +150,7 @@ def list_studies(target: StorageTarget) -> list[dict[str, Any]]:
 
 def visible_trials(trials: list[Any]) -> list[Any]:
     """Trials without the unrun hand-backs of the budget race (see hpo.budget)."""
-    return [t for t in trials if not t.user_attrs.get(OVER_BUDGET_ATTR)]
+    return [t for t in trials if not t.user_attrs.get(OVER_BUDGET)]
 
 
 def count_states(trials: list[Any]) -> dict[str, int]:
@@ -181,9 +179,9 @@ def budget_started_at(study: Any) -> float:
     """When the study's ``budget.timeout`` clock started (the first worker sets it). Read
     from the storage once per study object: once set, it never changes."""
     if study not in _started_at:
-        started = study.user_attrs.get(STARTED_AT_ATTR)
+        started = StudyRecord.from_attrs(study.user_attrs).budget_started_at
         if started is None:
             started = time.time()
-            study.set_user_attr(STARTED_AT_ATTR, started)
+            study.set_user_attr(BUDGET_STARTED_AT, started)
         _started_at[study] = float(started)
     return _started_at[study]

@@ -1,8 +1,9 @@
 """Batch augmentation: named, parameterised transforms applied to each training batch on the
 device, with per-image random parameters drawn as tensors (no per-image Python work).
 
-This module is torch-free so ``data.augment`` is checked without torch; the kernels live in
-``hpo.training.augment_ops`` and are imported when a trial builds its ``Augment``.
+This module is torch-free so ``data.augment`` is checked without torch; the kernels and
+``build_augment`` live in ``hpo.training.augment_ops``, which imports this one (never the
+other way round).
 
 ``data.augment`` is a preset (``none``, ``light``, ``strong``), one transform's name, or a
 list of names and ``{name: ..., <param>: ...}`` mappings, applied in order. Batches arrive
@@ -11,8 +12,8 @@ normalised, so "zero" (padding, erasing) is the training set's mean colour.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -26,9 +27,6 @@ from pydantic import (
 
 from hpo.errors import unknown_name_message
 from hpo.registry import Registry
-
-if TYPE_CHECKING:
-    import torch
 
 PRESETS = ("none", "light", "strong")
 
@@ -162,7 +160,7 @@ AugmentSpec = Annotated[
 
 
 def resolve_augment(
-    value: str | list[AugmentStep], in_shape: tuple[int, int, int]
+    value: str | Sequence[AugmentStep], in_shape: tuple[int, int, int]
 ) -> list[AugmentStep]:
     """The steps a preset or name stands for, at this image size (crop padding is 1/8 of it)."""
     if not isinstance(value, str):
@@ -178,19 +176,3 @@ def resolve_augment(
         return presets[value]
     return [AUGMENTATIONS.get(value)()]
 
-
-def build_augment(
-    value: str | list[AugmentStep],
-    *,
-    in_shape: tuple[int, int, int],
-    mean: Any,
-    std: Any,
-    seed: int,
-) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """A callable augmenting a normalised batch in place of the original, or None for none."""
-    steps = resolve_augment(value, in_shape)
-    if not steps:
-        return None
-    from hpo.training.augment_ops import Augment
-
-    return Augment(steps, in_shape=in_shape, mean=mean, std=std, seed=seed)

@@ -25,6 +25,7 @@ from hpo.training.augment import (
     RandomErasing,
     Rotation,
     VFlip,
+    resolve_augment,
 )
 
 Kernel = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -235,3 +236,19 @@ class Augment:
             for kernel in self._kernels:
                 x = kernel(x, gen)
         return x
+
+
+def build_augment(
+    value: str | Sequence[AugmentStep],
+    *,
+    in_shape: tuple[int, int, int],
+    mean: Any,
+    std: Any,
+    seed: int,
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A callable augmenting a normalised batch in place of the original, or None for none
+    (so the loop skips the call, and the checkpoint has no generator to save)."""
+    steps = resolve_augment(value, in_shape)
+    if not steps:
+        return None
+    return Augment(steps, in_shape=in_shape, mean=mean, std=std, seed=seed)

@@ -83,7 +83,7 @@ class TensorBatches:
 
     ``x`` keeps the source's dtype (uint8 pixels 0..255, or float for digits) at the stored
     size; conversion to float, normalisation and the resize to ``image_size`` happen one batch
-    at a time, so CIFAR at 224 px costs one batch of memory, not 30 GB.
+    at a time, so upsampling a large split costs one batch of memory, not the whole split's.
     """
 
     def __init__(

@@ -24,7 +24,8 @@ import torch
 from hpo.errors import TrainingError, close_matches
 from hpo.training.batches import BatchSource, LoaderBatches, TensorBatches
 from hpo.training.config import DataConfig
-from hpo.training.datasets import DATASETS, RawDataset, resolve_root
+from hpo.training.datasets import DATASETS, resolve_root
+from hpo.training.raw import RawDataset
 
 __all__ = ["BatchSource", "Splits", "TestSplit", "load_splits", "load_test_split", "load_train_val"]
 

@@ -1,10 +1,11 @@
 """Dataset registry: names -> loaders. Torch-free, so the spec can check ``data.name``.
 
-A loader returns the dataset as its source has it (``RawDataset``): numpy pixels or image file
-paths, in one or more parts. ``hpo.training.data`` selects classes, splits, computes the
-normalisation statistics and builds the batch sources. Loaders take explicit keyword
-arguments named like ``data.*`` keys (``root``, ``download``, ``path``, ...); the adapter in
-``hpo.training.data`` passes exactly the ones a loader declares, which also keys its cache.
+A loader returns the dataset as its source has it (``hpo.training.raw.RawDataset``): numpy
+pixels or image file paths, in one or more parts. ``hpo.training.data`` selects classes,
+splits, computes the normalisation statistics and builds the batch sources. Loaders take
+explicit keyword arguments named like ``data.*`` keys (``root``, ``download``, ``path``, ...);
+the adapter in ``hpo.training.data`` passes exactly the ones a loader declares, which also
+keys its cache.
 Heavy dependencies (torchvision, PIL, scikit-learn) are imported inside the loaders.
 """
 
@@ -12,44 +13,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from hpo.registry import Registry
+from hpo.training.raw import Part, RawDataset
 
 DATA_ROOT_ENV = "HPO_DATA_ROOT"
 DEFAULT_DATA_ROOT = "data"
-
-
-@dataclass(frozen=True, eq=False)
-class Part:
-    """Examples of one source split."""
-
-    # numpy (N, C, H, W): uint8 0..255, or float32 unnormalised (digits); or, for image files
-    # streamed by a DataLoader, a numpy object array (N,) of paths.
-    x: Any
-    y: Any  # numpy int64 (N,), values 0..len(class_names)-1
-    # File-backed parts only: float64 (N, 2, C), per image the sum and the sum of squares of
-    # its [0, 1] pixels per channel at the decoded size, so the training split's statistics
-    # need no second decoding pass.
-    pixel_sums: Any = None
-
-    @property
-    def file_backed(self) -> bool:
-        return self.x.ndim == 1
-
-
-@dataclass(frozen=True, eq=False)
-class RawDataset:
-    # "train" always: the official training set, or the whole dataset where the source has
-    # no split. "val" and "test" where the source provides them (official test sets,
-    # pre-split folders); whatever is missing is carved out of "train".
-    parts: dict[str, Part]
-    class_names: tuple[str, ...]
-    shape: tuple[int, int, int]  # (C, H, W) of one stored (or decoded) image
-    scale: float = 255.0  # stored value of a white pixel: x / scale lies in [0, 1]
-    skipped: dict[str, str] = field(default_factory=dict)  # unreadable files: path -> reason
-
 
 DATASETS = Registry[Callable[..., RawDataset]]("dataset")
 
@@ -66,7 +35,7 @@ def resolve_root(root: str | None) -> str:
 @DATASETS.register("digits")
 def load_digits() -> RawDataset:
     """scikit-learn's bundled 8x8 digits (1797 images, pixels 0..16): offline and tiny,
-    so tests, examples and the quick start run anywhere in seconds."""
+    so tests, examples and the quick start run anywhere, with no download."""
     import numpy as np
     from sklearn.datasets import load_digits as sk_load_digits
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from hpo.errors import TrainingError
-from hpo.training.datasets import Part, RawDataset
+from hpo.training.raw import Part, RawDataset
 
 log = logging.getLogger(__name__)
 
@@ -147,28 +147,24 @@ def _reason(e: Exception) -> str:
     return f"{type(e).__name__}: {e}".strip().rstrip(":")
 
 
-def load_folder(*, path: str | None, image_size: int | None, in_memory: bool | None) -> RawDataset:
-    if not path:
-        raise TrainingError("image_folder needs data.path: the directory of class folders")
-    size = image_size or DEFAULT_IMAGE_SIZE
-    class_names, files = _scan(path)
-    all_paths = [p for paths, _ in files.values() for p in paths]
-    skipped: dict[str, str] = {}
-
-    modes = _parallel(_header, all_paths)
-    for p, m in zip(all_paths, modes):
+def _channels(paths: Sequence[str], skipped: dict[str, str]) -> int:
+    """1 when every readable image is grayscale, else 3; files PIL cannot read go to ``skipped``."""
+    modes = _parallel(_header, paths)
+    for p, m in zip(paths, modes):
         if isinstance(m, Exception):
             skipped[p] = _reason(m)
     good_modes = [m for m in modes if not isinstance(m, Exception)]
-    channels = 1 if good_modes and all(m in _GRAY_MODES for m in good_modes) else 3
+    return 1 if good_modes and all(m in _GRAY_MODES for m in good_modes) else 3
 
-    n_ok = len(all_paths) - len(skipped)
-    if in_memory is None:
-        in_memory = n_ok * channels * size * size <= MAX_IN_MEMORY_BYTES
 
-    todo = [p for p in all_paths if p not in skipped]
-    row = {p: i for i, p in enumerate(todo)}
-    pixels = np.empty((len(todo) if in_memory else 0, channels, size, size), dtype=np.uint8)
+def _decode_all(
+    paths: Sequence[str], size: int, channels: int, in_memory: bool
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(pixels, per path: None | pixel sums | the error). In memory, image i of ``paths`` is
+    written into row i of one preallocated array, so the pixels are held once; streamed, only
+    each image's sums are kept, for the statistics."""
+    row = {p: i for i, p in enumerate(paths)}
+    pixels = np.empty((len(paths) if in_memory else 0, channels, size, size), dtype=np.uint8)
 
     def decode(p: str) -> Any:
         a = decode_image(p, size, channels)
@@ -178,10 +174,28 @@ def load_folder(*, path: str | None, image_size: int | None, in_memory: bool | N
         x = a.reshape(channels, -1).astype(np.float64) / 255
         return np.stack([x.sum(axis=1), np.square(x).sum(axis=1)])  # (2, C)
 
-    results = dict(zip(todo, _parallel(decode, todo)))
+    return pixels, dict(zip(paths, _parallel(decode, paths)))
+
+
+def load_folder(*, path: str | None, image_size: int | None, in_memory: bool | None) -> RawDataset:
+    """The folder's images, decoded and checked once; see the module's docstring."""
+    if not path:
+        raise TrainingError("image_folder needs data.path: the directory of class folders")
+    size = image_size or DEFAULT_IMAGE_SIZE
+    class_names, files = _scan(path)
+    all_paths = [p for paths, _ in files.values() for p in paths]
+    skipped: dict[str, str] = {}
+    channels = _channels(all_paths, skipped)
+    n_ok = len(all_paths) - len(skipped)
+    if in_memory is None:
+        in_memory = n_ok * channels * size * size <= MAX_IN_MEMORY_BYTES
+
+    todo = [p for p in all_paths if p not in skipped]
+    pixels, results = _decode_all(todo, size, channels, in_memory)
     for p, r in results.items():
         if isinstance(r, Exception):
             skipped[p] = _reason(r)
+    row = {p: i for i, p in enumerate(todo)}
 
     parts = {}
     for split, (paths, labels) in files.items():
@@ -194,8 +208,7 @@ def load_folder(*, path: str | None, image_size: int | None, in_memory: bool | N
             sums = np.stack([results[p] for p in kept]) if kept else np.zeros((0, 2, channels))
             parts[split] = Part(np.asarray(kept, dtype=object), y, pixel_sums=sums)
         counts = np.bincount(y, minlength=len(class_names)).tolist()
-        per_class = dict(zip(class_names, counts))
-        log.info("%s %s: %d images, per class %s", path, split, len(y), per_class)
+        log.info("%s %s: %d images, per class %s", path, split, len(y), dict(zip(class_names, counts)))
     return RawDataset(
         parts=parts,
         class_names=class_names,

@@ -4,6 +4,10 @@ No per-batch host synchronisation: the loss of every batch stays on the device a
 back once per epoch, which is also when a NaN/inf loss is detected; the lr schedule, gradient
 clipping and augmentation run on the device or in host bookkeeping. (fp16's GradScaler is the
 exception: torch checks its inf/NaN flag on the host at every step.)
+
+A trial is a few named steps: ``_build`` (model, optimiser, loss, schedule), ``_resume`` (from
+the last checkpoint, if any), ``_Epochs.run`` once per epoch (train, validate, record), and
+``_result`` (what the trial reports).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -19,21 +24,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpo.errors import DivergedError, Preempted, TrainingError
-from hpo.training.augment import build_augment
+from hpo.models import ModelConfig, count_parameters, create_model
+from hpo.training.augment_ops import build_augment
 from hpo.training.batches import BatchSource, batch_bounds
 from hpo.training.checkpoint import Checkpoints, Position, Progress, restore, snapshot
 from hpo.training.config import DataConfig, EarlyStoppingConfig, TrainConfig
 from hpo.training.data import Splits, load_splits
-from hpo.training.losses import Loss, make_loss
+from hpo.training.factories import loss_from_config, optimizer_from_config, schedule_from_config
+from hpo.training.losses import Loss
 from hpo.training.metrics import EpochMetrics, Reporter, TrainingResult
-from hpo.training.optim import make_optimizer
 from hpo.training.runtime import MemoryMeter, Precision, deterministic_mode, resolve_precision
-from hpo.training.schedules import Schedule, make_schedule
-from hpo.models import ModelConfig, count_parameters, create_model
+from hpo.training.schedules import Schedule
 
 MIN_EVAL_BATCH = 256  # validation batches are 2x the training batch (no activations kept)
 
 __all__ = ["EpochMetrics", "Reporter", "TrainingResult", "evaluate_model", "train_final", "train_model"]
+
+# Predictions and true labels of the last validation pass, still on the device.
+_Predictions = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -58,6 +66,9 @@ class _Run:
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+    def eval_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inputs(x, train=False)
 
     def step(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
@@ -122,37 +133,53 @@ def _train_epoch(
     if not losses and not done.sizes:
         raise TrainingError(f"the training split is empty (epoch {epoch})")
     current = torch.stack(losses).float().cpu() if losses else torch.empty(0)  # the one sync of the epoch
-    losses_host = torch.cat([torch.tensor(done.losses, dtype=torch.float32), current])
     sizes = done.sizes + sizes
-    bad = (~torch.isfinite(losses_host)).nonzero()
+    losses_host = torch.cat([torch.tensor(done.losses, dtype=torch.float32), current])
+    return _mean_loss(losses_host, sizes, epoch), sum(sizes)
+
+
+def _mean_loss(losses: torch.Tensor, sizes: list[int], epoch: int) -> float:
+    """The epoch's loss, each batch weighted by its size; checked here because this is the
+    first time the host sees the batch losses."""
+    bad = (~torch.isfinite(losses)).nonzero()
     if len(bad):
         b = int(bad[0])
-        raise DivergedError(f"loss became {losses_host[b].item()} at epoch {epoch}, batch {b + 1}")
-    weights = torch.tensor(sizes, dtype=losses_host.dtype)
-    return float((losses_host * weights).sum() / weights.sum()), sum(sizes)
+        raise DivergedError(f"loss became {losses[b].item()} at epoch {epoch}, batch {b + 1}")
+    weights = torch.tensor(sizes, dtype=losses.dtype)
+    return float((losses * weights).sum() / weights.sum())
 
 
 @torch.no_grad()
-def _evaluate(run: _Run, source: BatchSource, batch_size: int) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+def _evaluate(
+    net: nn.Module,
+    source: BatchSource,
+    batch_size: int,
+    *,
+    autocast: Callable[[], AbstractContextManager[object]] = nullcontext,
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    empty_message: str = "the validation split is empty",
+) -> tuple[float, float, torch.Tensor, torch.Tensor]:
     """(mean plain cross-entropy, accuracy, predictions, targets) in eval mode.
 
     Sums and predictions stay on the device; the predictions reuse the accuracy's argmax, so
     keeping them costs no extra pass (the caller copies the last epoch's to the host once).
+    ``autocast`` and ``prepare`` are the trial's precision and input layout; a model
+    evaluated outside a trial (``evaluate_model``) runs in fp32 on the batches as they come.
     """
-    run.net.eval()
+    net.eval()
     loss_sums: list[torch.Tensor] = []
     preds: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
     n = 0
     for x, y in source.batches(batch_size):
-        with run.precision.autocast():
-            logits = run.net(run.inputs(x, train=False))
+        with autocast():
+            logits = net(x if prepare is None else prepare(x))
         loss_sums.append(F.cross_entropy(logits.float(), y, reduction="sum"))
         preds.append(logits.argmax(dim=1))
         targets.append(y)
         n += len(y)
     if n == 0:
-        raise TrainingError("the validation split is empty")
+        raise TrainingError(empty_message)
     pred, target = torch.cat(preds), torch.cat(targets)
     totals = torch.stack([torch.stack(loss_sums).sum(), (pred == target).sum().float()])
     loss, acc = totals.tolist()  # the one sync of the validation pass
@@ -193,15 +220,15 @@ def _build(
     params = [p for p in net.parameters() if p.requires_grad]  # a frozen backbone's are not
     if not params:
         raise TrainingError("the model has no trainable parameters (is everything frozen?)")
-    opt = make_optimizer(params, train)
+    opt = optimizer_from_config(params, train)
     steps_per_epoch = len(batch_bounds(len(splits.train), train.batch_size, train=True))
     precision = resolve_precision(train.precision, device)
     return _Run(
         net=net,
         params=params,
         opt=opt,
-        loss=make_loss(train, splits.train.labels, splits.num_classes, device),
-        schedule=make_schedule(opt, train, steps_per_epoch),
+        loss=loss_from_config(train, splits.train.labels, splits.num_classes, device),
+        schedule=schedule_from_config(opt, train, steps_per_epoch),
         precision=precision,
         scaler=precision.scaler(),
         grad_clip=train.grad_clip,
@@ -214,6 +241,85 @@ def _build(
         ),
         channels_last=train.channels_last,
     )
+
+
+def _resume(
+    run: _Run,
+    gen: torch.Generator,
+    checkpoints: Checkpoints | None,
+    early: _EarlyStopping | None,
+    reporter: Reporter | None,
+) -> tuple[Position, Progress, bool]:
+    """Where the run starts and what it has done so far: the checkpoint's state put back into
+    ``run``, ``gen`` and ``early`` when the store holds one (the third value says so), else
+    the very beginning. The reporter is shown the epochs before the restart, not asked to
+    judge them: they were judged when they ran."""
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is None:
+        return Position(), Progress(history=[]), False
+    position, progress = restore(run, gen, saved)
+    if early is not None and progress.early_stopping is not None:
+        early.best, early.stale = progress.early_stopping
+    if reporter is not None and hasattr(reporter, "resumed"):
+        reporter.resumed(progress.history)
+    return position, progress, True
+
+
+@dataclass
+class _Epochs:
+    """What the epochs of one run share, and the two things they do: run and save."""
+
+    run: _Run
+    splits: Splits
+    batch_size: int
+    gen: torch.Generator  # shuffling, independent of init
+    progress: Progress
+    early: _EarlyStopping | None
+    checkpoints: Checkpoints | None
+    stop_requested: Callable[[], bool] | None
+
+    def stopping(self) -> bool:
+        return self.stop_requested is not None and self.stop_requested()
+
+    def save(self, shuffle_state: torch.Tensor, where: Position) -> bool:
+        """Save the state at ``where``; False when there is no store to save it in."""
+        if self.checkpoints is None:
+            return False
+        self.progress.early_stopping = self.early.state if self.early is not None else None
+        state = snapshot(self.run, shuffle_state=shuffle_state, position=where, progress=self.progress)
+        self.checkpoints.save(state)
+        return True
+
+    def run_epoch(self, epoch: int, position: Position) -> tuple[EpochMetrics, _Predictions | None]:
+        """Train (the rest of) ``epoch``, validate, record; a stop request mid-epoch saves
+        the batch reached and raises Preempted."""
+        epoch_start_rng = self.gen.get_state()  # redraws this epoch's permutation on resume
+        lr = self.run.schedule.lr
+        resume = position if position.batch else None
+        t0 = time.perf_counter() - (resume.seconds if resume else 0.0)
+        try:
+            train_loss, seen = _train_epoch(self.run, self.splits.train, self.batch_size, self.gen,
+                                            epoch, resume=resume, stop_requested=self.stop_requested)
+        except _StopAtBatch as stop:
+            saved_now = self.save(epoch_start_rng, stop.position)
+            raise Preempted(epoch, stop.position.batch, checkpointed=saved_now) from None
+        t1 = time.perf_counter()  # after the epoch's sync, so device time is included
+        predictions = None
+        if self.splits.val is not None:
+            val_loss, val_acc, pred, target = _evaluate(
+                self.run.net, self.splits.val, max(MIN_EVAL_BATCH, 2 * self.batch_size),
+                autocast=self.run.precision.autocast, prepare=self.run.eval_inputs,
+            )
+            predictions = (pred, target)
+        else:  # retraining on train+val: no validation; plateau steps on the training loss
+            val_loss, val_acc = train_loss, math.nan
+        metrics = EpochMetrics(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
+                               val_accuracy=val_acc, seconds=time.perf_counter() - t0, lr=lr)
+        self.progress.images += seen
+        self.progress.train_seconds += t1 - t0
+        self.progress.history.append(metrics)
+        self.run.schedule.after_epoch(metrics)
+        return metrics, predictions
 
 
 def train_model(
@@ -258,65 +364,20 @@ def _train(
 ) -> TrainingResult:
     run = _build(data, model, train, splits, dev)
     gen = torch.Generator().manual_seed(train.seed)  # shuffling, independent of init
-    trainable, total = count_parameters(run.net)
-    eval_batch = max(MIN_EVAL_BATCH, 2 * train.batch_size)
     early = _EarlyStopping(train.early_stopping) if train.early_stopping else None
-
-    saved = checkpoints.load() if checkpoints is not None else None
-    if saved is not None:
-        position, progress = restore(run, gen, saved)
-        if early is not None and progress.early_stopping is not None:
-            early.best, early.stale = progress.early_stopping
-        if reporter is not None and hasattr(reporter, "resumed"):
-            reporter.resumed(progress.history)  # the epochs before the restart, unjudged
-    else:
-        position, progress = Position(), Progress(history=[])
-    history = progress.history
-
-    def save(shuffle_state: torch.Tensor, where: Position) -> bool:
-        if checkpoints is None:
-            return False
-        progress.early_stopping = early.state if early is not None else None
-        checkpoints.save(snapshot(run, shuffle_state=shuffle_state, position=where, progress=progress))
-        return True
-
+    position, progress, resumed = _resume(run, gen, checkpoints, early, reporter)
+    epochs = _Epochs(run, splits, train.batch_size, gen, progress, early, checkpoints, stop_requested)
     pruned = stopped_early = False
-    last_eval: tuple[torch.Tensor, torch.Tensor] | None = None
+    predictions: _Predictions | None = None
     # Whether the store holds the state at ``position``: saves after an epoch are paced
     # (``Checkpoints.due``), a stop between epochs saves what is not yet there.
-    position_saved = saved is not None
+    position_saved = resumed
     for epoch in range(position.epoch + 1, train.epochs + 1):
-        if stop_requested is not None and stop_requested():
-            saved_now = position_saved or (position.epoch > 0 and save(gen.get_state(), position))
+        if epochs.stopping():
+            saved_now = position_saved or (position.epoch > 0 and epochs.save(gen.get_state(), position))
             raise Preempted(epoch, 0, checkpointed=saved_now)
-        epoch_start_rng = gen.get_state()  # redraws this epoch's permutation on resume
-        lr = run.schedule.lr
-        resume = position if position.batch else None
-        t0 = time.perf_counter() - (resume.seconds if resume else 0.0)
-        try:
-            train_loss, seen = _train_epoch(run, splits.train, train.batch_size, gen, epoch,
-                                            resume=resume, stop_requested=stop_requested)
-        except _StopAtBatch as stop:
-            saved_now = save(epoch_start_rng, stop.position)
-            raise Preempted(epoch, stop.position.batch, checkpointed=saved_now) from None
+        metrics, predictions = epochs.run_epoch(epoch, position)
         position = Position(epoch=epoch)
-        t1 = time.perf_counter()  # after the epoch's sync, so device time is included
-        if splits.val is not None:
-            val_loss, val_acc, *last_eval = _evaluate(run, splits.val, eval_batch)
-        else:  # retraining on train+val: no validation; plateau steps on the training loss
-            val_loss, val_acc = train_loss, math.nan
-        metrics = EpochMetrics(
-            epoch=epoch,
-            train_loss=train_loss,
-            val_loss=val_loss,
-            val_accuracy=val_acc,
-            seconds=time.perf_counter() - t0,
-            lr=lr,
-        )
-        progress.images += seen
-        progress.train_seconds += t1 - t0
-        history.append(metrics)
-        run.schedule.after_epoch(metrics)
         if reporter is not None and reporter.report(metrics):
             pruned = True
             break
@@ -325,8 +386,28 @@ def _train(
             break
         position_saved = epoch < train.epochs and checkpoints is not None and checkpoints.due()
         if position_saved:
-            save(gen.get_state(), position)
+            epochs.save(gen.get_state(), position)
+    return _result(run, splits, progress, pruned=pruned, stopped_early=stopped_early,
+                   predictions=predictions, seed=train.seed, memory=memory, device_name=device_name)
 
+
+def _result(
+    run: _Run,
+    splits: Splits,
+    progress: Progress,
+    *,
+    pruned: bool,
+    stopped_early: bool,
+    predictions: _Predictions | None,
+    seed: int,
+    memory: MemoryMeter,
+    device_name: str,
+) -> TrainingResult:
+    """What the trial reports: its curves and outcome, what the user compares trials by (size,
+    memory, speed), what the data side found, and the final model with its predictions."""
+    trainable, total = count_parameters(run.net)
+    history = progress.history
+    seconds = progress.train_seconds
     return TrainingResult(
         history=history,
         pruned=pruned,
@@ -335,9 +416,9 @@ def _train(
         params_total=total,
         seconds_per_epoch=sum(m.seconds for m in history) / len(history),
         device=str(device_name),
-        seed=train.seed,
+        seed=seed,
         peak_memory_mb=memory.peak_mb(),
-        images_per_second=progress.images / progress.train_seconds if progress.train_seconds > 0 else 0.0,
+        images_per_second=progress.images / seconds if seconds > 0 else 0.0,
         precision=run.precision.name,
         data_report={
             "class_counts": splits.class_counts,
@@ -346,8 +427,8 @@ def _train(
             "skipped_examples": dict(list(splits.skipped.items())[:20]),
         },
         model=run.net,
-        val_predictions=last_eval[0].cpu().tolist() if last_eval else None,
-        val_targets=last_eval[1].cpu().tolist() if last_eval else None,
+        val_predictions=predictions[0].cpu().tolist() if predictions else None,
+        val_targets=predictions[1].cpu().tolist() if predictions else None,
         in_shape=tuple(splits.in_shape),
         class_names=tuple(splits.class_names),
         first_step_at=run.first_step_at,
@@ -357,8 +438,8 @@ def _train(
 def warm_up(data: DataConfig | None, device: str = "cpu") -> None:
     """What the first trial of a worker would otherwise pay once: the dataset, when the spec
     fixes it (``data`` None: searched, nothing to prepare), and torch's lazily imported
-    optimiser machinery (the first optimiser built in a process imports torch._dynamo,
-    seconds on a small CPU)."""
+    optimiser machinery (the first optimiser built in a process imports torch._dynamo;
+    BENCHMARKS.md has what that costs)."""
     dev = torch.device(device)
     if data is not None:
         load_splits(data, dev)
@@ -403,23 +484,11 @@ class _Watching:
         return False
 
 
-@torch.no_grad()
 def evaluate_model(
     net: nn.Module, source: BatchSource, *, batch_size: int = MIN_EVAL_BATCH
 ) -> tuple[float, float, list[int], list[int]]:
-    """(mean cross-entropy, accuracy, predictions, targets) of ``net`` on ``source``, fp32."""
-    net.eval()
-    loss_sums: list[torch.Tensor] = []
-    preds: list[torch.Tensor] = []
-    targets: list[torch.Tensor] = []
-    for x, y in source.batches(batch_size):
-        logits = net(x).float()
-        loss_sums.append(F.cross_entropy(logits, y, reduction="sum"))
-        preds.append(logits.argmax(dim=1))
-        targets.append(y)
-    if not preds:
-        raise TrainingError("cannot evaluate on an empty split")
-    pred, target = torch.cat(preds).cpu(), torch.cat(targets).cpu()
-    n = len(target)
-    loss, correct = float(torch.stack(loss_sums).sum()), float((pred == target).sum())
-    return loss / n, correct / n, pred.tolist(), target.tolist()
+    """(mean cross-entropy, accuracy, predictions, targets) of ``net`` on ``source``, fp32:
+    the loop's own validation pass, so a retrained model's numbers mean what a trial's do."""
+    loss, acc, pred, target = _evaluate(net, source, batch_size,
+                                        empty_message="cannot evaluate on an empty split")
+    return loss, acc, pred.cpu().tolist(), target.cpu().tolist()

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from hpo.errors import TrainingError
-from hpo.training.config import TrainConfig
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -31,15 +30,22 @@ def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tens
 
 
 def make_loss(
-    cfg: TrainConfig, labels: torch.Tensor, num_classes: int, device: torch.device
+    labels: torch.Tensor,
+    num_classes: int,
+    device: torch.device,
+    *,
+    label_smoothing: float,
+    class_weights: str,
 ) -> Loss:
-    """``loss(logits, y)``, the mean over the batch (weighted by class when asked)."""
+    """``loss(logits, y)``, the mean over the batch (weighted by class when asked).
+
+    ``labels``: the training split's, which balanced class weights are counted from.
+    """
     weight = None
-    if cfg.class_weights == "balanced":
+    if class_weights == "balanced":
         weight = balanced_class_weights(labels, num_classes).to(device)
-    smoothing = cfg.label_smoothing
 
     def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y, weight=weight, label_smoothing=smoothing)
+        return F.cross_entropy(logits, y, weight=weight, label_smoothing=label_smoothing)
 
     return loss

@@ -1,7 +1,9 @@
-"""Optimiser registry. Factories take explicit keywords; only ``make_optimizer`` reads a config.
+"""Optimiser registry. Factories take explicit keywords and never see a config: the one
+adapter reading ``TrainConfig`` is ``hpo.training.factories.optimizer_kwargs``.
 
 Every factory accepts the same keywords so a search can switch optimiser without the other
-``train.*`` keys changing meaning; keys an optimiser has no use for are ignored.
+``train.*`` keys changing meaning; keys an optimiser has no use for are ignored. The values
+arrive validated (``TrainConfig``) and are passed on as they are.
 Torch is imported inside the factories, so the registry (and spec validation) is torch-free.
 """
 
@@ -15,8 +17,6 @@ from hpo.registry import Registry
 
 if TYPE_CHECKING:
     import torch
-
-    from hpo.training.config import TrainConfig
 
 OptimizerFactory = Callable[..., "torch.optim.Optimizer"]
 OPTIMIZERS = Registry[OptimizerFactory]("optimizer")
@@ -65,13 +65,15 @@ def rmsprop(
     return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def make_optimizer(params: Iterable[Any], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser ``cfg.optimizer`` names, configured from ``cfg``."""
-    factory = OPTIMIZERS.get(cfg.optimizer)
-    return factory(
-        params,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-    )
+def make_optimizer(
+    params: Iterable[Any],
+    *,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float,
+    nesterov: bool,
+) -> torch.optim.Optimizer:
+    """The optimiser registered as ``name``; no defaults here, ``TrainConfig`` holds them."""
+    factory = OPTIMIZERS.get(name)
+    return factory(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)

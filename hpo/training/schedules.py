@@ -21,7 +21,6 @@ from hpo.registry import Registry
 if TYPE_CHECKING:
     import torch
 
-    from hpo.training.config import TrainConfig
     from hpo.training.metrics import EpochMetrics
 
 ONE_CYCLE_RISE = 0.3  # share of one_cycle spent rising when warmup_epochs is 0 (torch's default)
@@ -43,7 +42,8 @@ class Steps:
 
 @dataclass(frozen=True)
 class ScheduleEntry:
-    # (optimizer, steps, cfg) -> an LRScheduler, or None for a constant lr
+    # (optimizer, steps, **settings) -> an LRScheduler, or None for a constant lr; each
+    # builder names the settings it uses and ignores the rest (see make_schedule)
     build: Callable[..., Any]
     per_epoch: bool = False  # stepped once per epoch with the validation metric (plateau)
     own_warmup: bool = False  # rises by itself; warmup_epochs sets how long (one_cycle)
@@ -52,34 +52,39 @@ class ScheduleEntry:
 SCHEDULES = Registry[ScheduleEntry]("schedule")
 
 
-def _constant(opt: torch.optim.Optimizer, steps: Steps, cfg: TrainConfig) -> None:
+def _constant(opt: torch.optim.Optimizer, steps: Steps, **_: object) -> None:
     return None
 
 
-def _step(opt: torch.optim.Optimizer, steps: Steps, cfg: TrainConfig) -> Any:
+def _step(
+    opt: torch.optim.Optimizer, steps: Steps, *, step_size: int, gamma: float, **_: object
+) -> Any:
     from torch.optim.lr_scheduler import StepLR
 
-    return StepLR(opt, step_size=cfg.step_size * steps.per_epoch, gamma=cfg.gamma)
+    return StepLR(opt, step_size=step_size * steps.per_epoch, gamma=gamma)
 
 
-def _cosine(opt: torch.optim.Optimizer, steps: Steps, cfg: TrainConfig) -> Any:
+def _cosine(opt: torch.optim.Optimizer, steps: Steps, *, min_lr: float, **_: object) -> Any:
     from torch.optim.lr_scheduler import CosineAnnealingLR
 
-    return CosineAnnealingLR(opt, T_max=steps.after_warmup, eta_min=cfg.min_lr)
+    return CosineAnnealingLR(opt, T_max=steps.after_warmup, eta_min=min_lr)
 
 
-def _one_cycle(opt: torch.optim.Optimizer, steps: Steps, cfg: TrainConfig) -> Any:
+def _one_cycle(
+    opt: torch.optim.Optimizer, steps: Steps, *, warmup_epochs: int, **_: object
+) -> Any:
     from torch.optim.lr_scheduler import OneCycleLR
 
     # Each phase must span a step or OneCycleLR divides by zero; a 1-2 batch run gets the
     # start of a 3-step cycle.
     total = max(steps.per_epoch * steps.epochs, 3)
-    rise = cfg.warmup_epochs / steps.epochs if cfg.warmup_epochs else ONE_CYCLE_RISE
+    rise = warmup_epochs / steps.epochs if warmup_epochs else ONE_CYCLE_RISE
     rise = min(max(rise, 1.5 / total), 1 - 0.5 / total)
+    # The peak is the optimiser's own lr (train.lr), so the lr reaches torch in one place.
     # cycle_momentum=False: train.momentum keeps its meaning (OneCycleLR would override it).
     return OneCycleLR(
         opt,
-        max_lr=cfg.lr,
+        max_lr=[group["lr"] for group in opt.param_groups],
         total_steps=total,
         pct_start=rise,
         div_factor=ONE_CYCLE_DIV,
@@ -87,17 +92,26 @@ def _one_cycle(opt: torch.optim.Optimizer, steps: Steps, cfg: TrainConfig) -> An
     )
 
 
-def _plateau(opt: torch.optim.Optimizer, steps: Steps, cfg: TrainConfig) -> Any:
+def _plateau(
+    opt: torch.optim.Optimizer,
+    steps: Steps,
+    *,
+    gamma: float,
+    min_lr: float,
+    plateau_patience: int,
+    plateau_metric: str,
+    **_: object,
+) -> Any:
     from torch.optim.lr_scheduler import ReduceLROnPlateau
 
     return ReduceLROnPlateau(
         opt,
-        mode="max" if cfg.plateau_metric == "val_accuracy" else "min",
-        factor=cfg.gamma,
+        mode="max" if plateau_metric == "val_accuracy" else "min",
+        factor=gamma,
         # Ours counts the bad epochs before a decay (like early stopping's patience);
         # torch's counts the bad epochs it tolerates.
-        patience=cfg.plateau_patience - 1,
-        min_lr=cfg.min_lr,
+        patience=plateau_patience - 1,
+        min_lr=min_lr,
     )
 
 
@@ -167,14 +181,39 @@ class Schedule:
             self._per_epoch.step(getattr(metrics, self._metric))
 
 
-def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
-    """The schedule ``cfg.schedule`` names, after ``cfg.warmup_epochs`` of linear warm-up."""
+def make_schedule(
+    opt: torch.optim.Optimizer,
+    *,
+    name: str,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: int,
+    step_size: int,
+    gamma: float,
+    min_lr: float,
+    plateau_patience: int,
+    plateau_metric: str,
+) -> Schedule:
+    """The schedule registered as ``name``, after ``warmup_epochs`` of linear warm-up.
+
+    Every setting is required (``TrainConfig`` holds the defaults); the one adapter reading a
+    config is ``hpo.training.factories.schedule_kwargs``.
+    """
     from torch.optim.lr_scheduler import LinearLR, SequentialLR
 
-    entry = SCHEDULES.get(cfg.schedule)
-    warmup = 0 if entry.own_warmup else min(cfg.warmup_epochs, cfg.epochs) * steps_per_epoch
-    steps = Steps(per_epoch=steps_per_epoch, epochs=cfg.epochs, warmup=warmup)
-    main = entry.build(opt, steps, cfg)
+    entry = SCHEDULES.get(name)
+    warmup = 0 if entry.own_warmup else min(warmup_epochs, epochs) * steps_per_epoch
+    steps = Steps(per_epoch=steps_per_epoch, epochs=epochs, warmup=warmup)
+    main = entry.build(
+        opt,
+        steps,
+        warmup_epochs=warmup_epochs,
+        step_size=step_size,
+        gamma=gamma,
+        min_lr=min_lr,
+        plateau_patience=plateau_patience,
+        plateau_metric=plateau_metric,
+    )
     per_epoch = main if entry.per_epoch else None
     per_batch = None if entry.per_epoch else main
     if warmup:
@@ -185,8 +224,8 @@ def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch:
         opt,
         per_batch,
         per_epoch,
-        metric=cfg.plateau_metric,
+        metric=plateau_metric,
         warmup_steps=warmup,
         # The last batch's step would only set the lr of a batch that never comes.
-        max_steps=steps_per_epoch * cfg.epochs - 1,
+        max_steps=steps_per_epoch * epochs - 1,
     )

@@ -7,8 +7,8 @@ Integrity: torchvision checks MNIST-family files for presence only, but CIFAR fi
 the md5 sums of the official release. We check presence for both (and say exactly which files
 are missing and where they go), then let torchvision parse them and check the result's shape
 and labels; a truncated or foreign file fails there with a clear error. We drop the md5 check
-of files already on disk because re-hashing 180 MB on every worker start buys little over the
-parse-and-shape check, and it rejects faithful copies that were re-pickled (and the tiny
+of files already on disk because re-hashing the whole dataset on every worker start buys little
+over the parse-and-shape check, and it rejects faithful copies that were re-pickled (and the tiny
 batches our tests write). Downloads (``data.download: true``) still verify the archive's md5.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpo.errors import TrainingError
-from hpo.training.datasets import Part, RawDataset
+from hpo.training.raw import Part, RawDataset
 
 _MNIST_FILES = (
     "train-images-idx3-ubyte",

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from hpo.worker.recovery import RETRIED_ATTR
-from hpo.study.studies import OVER_BUDGET_ATTR, budget_started_at
+from hpo.study.attrs import OVER_BUDGET, RETRIED
+from hpo.study.studies import budget_started_at
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ def budget_state(study: Any, budget: Any) -> BudgetState:
     # nothing about the spec: they do not count towards max_failed_trials.
     failed = sum(
         t.state == TrialState.FAIL
-        and not t.user_attrs.get(OVER_BUDGET_ATTR)
-        and not t.user_attrs.get(RETRIED_ATTR)
+        and not t.user_attrs.get(OVER_BUDGET)
+        and not t.user_attrs.get(RETRIED)
         for t in trials
     )
     reason, exhausted = None, False

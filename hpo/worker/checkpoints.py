@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import Any
 
-from hpo.worker.recovery import CHECKPOINT_ATTR, RESUME_FROM_ATTR, SUPERSEDED_ATTR
+from hpo.study.attrs import CHECKPOINT, CHECKPOINT_SUPERSEDED, RESUME_FROM, RESUMED_FROM, ResumedFrom
 from hpo.training.checkpoint import from_bytes, to_bytes
 from hpo.storage.writes import write_to_trial
 
@@ -35,12 +35,12 @@ class TrialCheckpoints:
         self.store = store
         self.trial = trial
         self.interval = interval
-        self.resume_from: str | None = trial.user_attrs.get(RESUME_FROM_ATTR)
+        self.resume_from: str | None = trial.user_attrs.get(RESUME_FROM)
         self.current: str | None = None
         self._saved_at = time.monotonic()
         # A retry: the file its predecessor had just replaced when it died, if it was killed
         # before removing it; nothing needs it.
-        self._remove(trial.user_attrs.get(SUPERSEDED_ATTR))
+        self._remove(trial.user_attrs.get(CHECKPOINT_SUPERSEDED))
 
     def due(self) -> bool:
         return time.monotonic() - self._saved_at >= self.interval
@@ -58,9 +58,8 @@ class TrialCheckpoints:
                         self.trial.number, self.resume_from)
             return None
         position = state["position"]
-        self.trial.set_user_attr("resumed_from", {
-            "checkpoint": self.resume_from, "epoch": position["epoch"], "batch": position["batch"],
-        })
+        resumed = ResumedFrom(self.resume_from, position["epoch"], position["batch"])
+        self.trial.set_user_attr(RESUMED_FROM, resumed.as_attr())
         return state
 
     def save(self, state: dict[str, Any]) -> None:
@@ -72,7 +71,7 @@ class TrialCheckpoints:
         previous, self.current = self.current or self.resume_from, artifact_id
         # The new file and the one it replaces, in one write: a worker killed before it removes
         # the old file leaves its name to the retry (hpo.recovery), which removes it.
-        attrs = {CHECKPOINT_ATTR: artifact_id, SUPERSEDED_ATTR: previous}
+        attrs = {CHECKPOINT: artifact_id, CHECKPOINT_SUPERSEDED: previous}
         write_to_trial(self.trial, user_attrs=attrs)
         self.resume_from = None  # superseded: this trial's own checkpoint is the one to resume
         self._remove(previous)

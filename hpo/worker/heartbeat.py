@@ -60,7 +60,9 @@ class Watchdog:
 
     def _beat(self, trial_id: int) -> None:
         if self.grace_period is not None:
-            self.study._storage.record_heartbeat(trial_id)
+            from hpo.storage.optuna_internals import storage_of
+
+            storage_of(self.study).record_heartbeat(trial_id)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

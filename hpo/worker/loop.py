@@ -16,7 +16,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo.worker.budget import budget_state, is_over_budget
 from hpo.artifacts.store import study_store
@@ -24,8 +24,16 @@ from hpo.errors import DivergedError, HpoError, Preempted, StorageError, UsageEr
 from hpo.worker.heartbeat import Watchdog
 from hpo.worker.recovery import worker_identity
 from hpo.storage.urls import DEFAULT_RECONNECT_TIMEOUT, StorageTarget
-from hpo.study.studies import OVER_BUDGET_ATTR, load_study
+from hpo.study.attrs import (
+    CONFIG, CPU_THREADS, CURVES, DATA_REPORT, DEVICE, EPOCHS_TRAINED, FAIL_REASON, IMAGES_PER_SECOND,
+    OVER_BUDGET, PARAMS_TOTAL, PARAMS_TRAINABLE, PEAK_MEMORY_MB, PRECISION, PRUNED_AT_EPOCH,
+    SECONDS_PER_EPOCH, SEED, STARTUP_SECONDS, STOPPED_EARLY, TRACEBACK, VERSIONS, WORKER,
+)
+from hpo.study.studies import load_study
 from hpo.worker.threads import registered_worker, share_cpu
+
+if TYPE_CHECKING:
+    from hpo.spec.trial_config import TrialConfig
 
 
 @dataclass
@@ -110,12 +118,10 @@ def run_worker(
 def _warm_up(spec: Any, device: str) -> None:
     """Pay the one-off costs (torch's import, the fixed dataset) before the first trial, so
     that no trial's start-up or heartbeat includes them."""
-    from hpo.spec.space import fixed_config
-    from hpo.training import DataConfig
     from hpo.training.loop import warm_up
 
     searched = any(key.startswith("data.") for key in spec.search)
-    data = None if searched else DataConfig.model_validate(fixed_config(spec)["data"])
+    data = None if searched else spec.data
     try:
         warm_up(data, device)
     except Exception:  # noqa: BLE001 - the first trial meets the same problem and records it
@@ -125,9 +131,10 @@ def _warm_up(spec: Any, device: str) -> None:
 def _enable_heartbeats(study: Any, budget: Any) -> float | None:
     """Turn on the database's heartbeat bookkeeping with the study's settings; returns the
     grace period, or None where there are no heartbeats (the journal store)."""
+    from hpo.storage.optuna_internals import storage_of
     from hpo.storage.proxies import rdb_backend
 
-    rdb = rdb_backend(study._storage)
+    rdb = rdb_backend(storage_of(study))
     if rdb is None:
         return None
     # RDBStorage takes these in its constructor, before the study (and its spec) is read.
@@ -172,6 +179,7 @@ def stop_on_sigterm() -> Iterator[StopRequest]:
 def _trial_loop(study: Any, spec: Any, *, n_trials: int | None, timeout: float | None,
                 device: str, rank: int, emit: Progress, stop: StopRequest, watchdog: Watchdog,
                 trainer: Callable[..., Any] | None) -> WorkerReport:
+    from hpo.storage.optuna_internals import storage_of, trial_id_of
     from hpo.storage.proxies import one_read_of_the_study
 
     report = WorkerReport()
@@ -194,11 +202,11 @@ def _trial_loop(study: Any, spec: Any, *, n_trials: int | None, timeout: float |
         if device == "cpu":
             share_cpu()  # other workers on this machine may have started or stopped
         asked_at = time.perf_counter()
-        with one_read_of_the_study(study._storage):  # see hpo.storage.proxies.OneReadPerTrial
+        with one_read_of_the_study(storage_of(study)):  # see hpo.storage.proxies.OneReadPerTrial
             trial = study.ask()
-        watchdog.beat_for(trial._trial_id)
+        watchdog.beat_for(trial_id_of(trial))
         # First thing: who runs it, so that a worker on this host can tell if we die.
-        trial.set_user_attr("worker", worker_identity(rank))
+        trial.set_user_attr(WORKER, worker_identity(rank))
         try:
             if is_over_budget(study, trial.number, spec.budget):
                 _hand_back(study, trial)
@@ -219,8 +227,8 @@ def _hand_back(study: Any, trial: Any) -> None:
 
     from hpo.storage.writes import write_to_trial
 
-    write_to_trial(trial, user_attrs={OVER_BUDGET_ATTR: True,
-                                      "fail_reason": "not run: the study's n_trials budget was already taken"})
+    write_to_trial(trial, user_attrs={OVER_BUDGET: True,
+                                      FAIL_REASON: "not run: the study's n_trials budget was already taken"})
     study.tell(trial, state=TrialState.FAIL)
 
 
@@ -229,11 +237,12 @@ def run_trial(study: Any, trial: Any, spec: Any, *, device: str, emit: Progress,
               trainer: Callable[..., Any] | None = None, asked_at: float | None = None) -> TrialOutcome:
     """Sample, train and tell one trial; a failure fails the trial, never the worker.
     ``asked_at``: perf_counter before ``ask``, for the trial's ``startup_seconds``."""
+    from hpo.storage.optuna_internals import storage_of, trial_id_of
     from hpo.worker.checkpoints import TrialCheckpoints
     from hpo.worker.pruning import TrialReporter
 
     started = time.monotonic()
-    metric = spec.objectives()[0].metric  # reported every epoch; the pruner acts on it
+    metric = spec.objectives[0].metric  # reported every epoch; the pruner acts on it
     reporter = TrialReporter(study, trial, metric,
                              lambda m: emit("epoch", {"trial": trial.number, "metrics": m, "metric": metric}))
     store = study_store(study)
@@ -251,7 +260,7 @@ def run_trial(study: Any, trial: Any, spec: Any, *, device: str, emit: Progress,
         # Another worker judged this trial dead (its heartbeats did not reach the database
         # within the grace period) and failed it: Optuna then refuses every update
         # (UpdateFinishedTrialError, or ValueError from tell). The retry resumes elsewhere.
-        if not study._storage.get_trial(trial._trial_id).state.is_finished():
+        if not storage_of(study).get_trial(trial_id_of(trial)).state.is_finished():
             raise
         reason = "taken over: another worker marked it failed and retried it (missed heartbeats)"
         return TrialOutcome(trial.number, "fail", None, len(reporter.history), time.monotonic() - started, reason)
@@ -266,18 +275,17 @@ def _train_and_tell(study: Any, trial: Any, spec: Any, reporter: Any, checkpoint
                     trainer: Callable[..., Any] | None) -> TrialOutcome:
     from optuna.trial import TrialState
 
-    from hpo.training import DataConfig, TrainConfig, train_model
     from hpo.artifacts.trial_files import save_trial_artifacts
-    from hpo.models.registry import parse_model_config
+    from hpo.training import train_model
 
-    objectives = spec.objectives()
+    objectives = spec.objectives
     metric = objectives[0].metric
     try:
         config = _sample_config(trial, spec, device)
         result = (trainer or train_model)(
-            DataConfig.model_validate(config["data"]),
-            parse_model_config(config["model"]),
-            TrainConfig.model_validate(config["train"]),
+            config.data,
+            config.model,
+            config.train,
             device=device,
             reporter=reporter,
             checkpoints=checkpoints,
@@ -309,7 +317,7 @@ def _train_and_tell(study: Any, trial: Any, spec: Any, reporter: Any, checkpoint
     attrs.update(save_trial_artifacts(study, trial, reporter.history, result, spec=spec))
     epochs = len(result.history)
     if result.pruned:
-        attrs["pruned_at_epoch"] = epochs
+        attrs[PRUNED_AT_EPOCH] = epochs
     reporter.write(attrs)
     if result.pruned:
         study.tell(trial, state=TrialState.PRUNED)
@@ -322,13 +330,14 @@ def _train_and_tell(study: Any, trial: Any, spec: Any, reporter: Any, checkpoint
 def _preempted(study: Any, trial: Any, reporter: Any, reason: str, started: float, max_retries: int) -> TrialOutcome:
     """Hand the trial back: failed with the reason, and retried (from its checkpoint) by
     whichever worker asks next, here or on another machine."""
+    from hpo.storage.optuna_internals import storage_of, trial_id_of
     from hpo.worker.recovery import fail_and_retry
 
-    attrs: dict[str, Any] = {"epochs_trained": len(reporter.history)}
+    attrs: dict[str, Any] = {EPOCHS_TRAINED: len(reporter.history)}
     if reporter.history:
-        attrs["curves"] = reporter.curves()
+        attrs[CURVES] = reporter.curves()
     reporter.write(attrs)
-    fresh = study._storage.get_trial(trial._trial_id)  # with the checkpoint attribute just set
+    fresh = storage_of(study).get_trial(trial_id_of(trial))  # with the checkpoint attribute just set
     fail_and_retry(study, fresh, reason, max_retries)
     return TrialOutcome(trial.number, "preempted", None, len(reporter.history), time.monotonic() - started, reason)
 
@@ -367,9 +376,9 @@ def _steer_away(study: Any, trial: Any, reporter: Any, reason: str, started: flo
     worst = -math.inf if first.direction == "maximize" else math.inf
     epochs = len(reporter.history)
     reporter.record(worst, epochs + 1)
-    attrs = {"fail_reason": reason, "epochs_trained": epochs, "pruned_at_epoch": epochs}
+    attrs = {FAIL_REASON: reason, EPOCHS_TRAINED: epochs, PRUNED_AT_EPOCH: epochs}
     if reporter.history:
-        attrs["curves"] = reporter.curves()
+        attrs[CURVES] = reporter.curves()
     reporter.write(attrs)
     study.tell(trial, state=TrialState.PRUNED)
     return TrialOutcome(trial.number, "steered", None, epochs, time.monotonic() - started, reason)
@@ -392,58 +401,59 @@ def _free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _sample_config(trial: Any, spec: Any, device: str) -> dict[str, Any]:
+def _sample_config(trial: Any, spec: Any, device: str) -> TrialConfig:
     """The trial's resolved config. Its parameters are written together with the context
     attributes, in one write (one per parameter made sampling the slowest part of a trial's
     start on PostgreSQL); those sampled before an error are written all the same."""
     from hpo.spec.space import sample_config
+    from hpo.storage.optuna_internals import storage_of, trial_storage, trial_storage_as
     from hpo.storage.proxies import one_read_of_the_study
     from hpo.storage.writes import DeferredParams, write_to_trial
 
-    deferred = DeferredParams(trial.storage)
-    trial.storage, context = deferred, {}
+    deferred = DeferredParams(trial_storage(trial))
+    context: dict[str, Any] = {}
     try:
-        with one_read_of_the_study(trial.study._storage):
-            config = sample_config(trial, spec)
-        context = _context_attrs(config, device)
+        with trial_storage_as(trial, deferred):
+            with one_read_of_the_study(storage_of(trial.study)):
+                config = sample_config(trial, spec)
+            context = _context_attrs(config, device)
     finally:
-        trial.storage = deferred._inner
         write_to_trial(trial, params=deferred.params, user_attrs=context)
     return config
 
 
-def _context_attrs(config: dict[str, Any], device: str) -> dict[str, Any]:
+def _context_attrs(config: TrialConfig, device: str) -> dict[str, Any]:
     import optuna
     import torch
 
     import hpo
 
     return {
-        "config": config,
-        "seed": config["train"]["seed"],
-        "device": device,
-        "cpu_threads": torch.get_num_threads(),
-        "versions": {"hpo": hpo.__version__, "optuna": optuna.__version__, "torch": torch.__version__,
+        CONFIG: config.to_json(),
+        SEED: config.train.seed,
+        DEVICE: device,
+        CPU_THREADS: torch.get_num_threads(),
+        VERSIONS: {"hpo": hpo.__version__, "optuna": optuna.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
     }
 
 
 def _result_attrs(reporter: Any, result: Any, asked_at: float | None) -> dict[str, Any]:
     attrs = {
-        "params_trainable": result.params_trainable,
-        "params_total": result.params_total,
-        "seconds_per_epoch": round(result.seconds_per_epoch, 4),
-        "images_per_second": round(result.images_per_second, 1),
-        "peak_memory_mb": result.peak_memory_mb and round(result.peak_memory_mb, 1),
-        "precision": result.precision,
-        "data": result.data_report,
-        "epochs_trained": len(result.history),
-        "stopped_early": result.stopped_early,
-        "curves": reporter.curves(),
+        PARAMS_TRAINABLE: result.params_trainable,
+        PARAMS_TOTAL: result.params_total,
+        SECONDS_PER_EPOCH: round(result.seconds_per_epoch, 4),
+        IMAGES_PER_SECOND: round(result.images_per_second, 1),
+        PEAK_MEMORY_MB: result.peak_memory_mb and round(result.peak_memory_mb, 1),
+        PRECISION: result.precision,
+        DATA_REPORT: result.data_report,
+        EPOCHS_TRAINED: len(result.history),
+        STOPPED_EARLY: result.stopped_early,
+        CURVES: reporter.curves(),
     }
     if result.first_step_at is not None and asked_at is not None:
         # From ask to the first optimiser step: sampling, storage, data, model, optimiser.
-        attrs["startup_seconds"] = round(result.first_step_at - asked_at, 4)
+        attrs[STARTUP_SECONDS] = round(result.first_step_at - asked_at, 4)
     return attrs
 
 
@@ -451,13 +461,13 @@ def _fail(study: Any, trial: Any, reporter: Any, reason: str, started: float | N
           error_trace: str | None = None) -> TrialOutcome:
     from optuna.trial import TrialState
 
-    attrs: dict[str, Any] = {"fail_reason": reason, "epochs_trained": len(reporter.history)}
+    attrs: dict[str, Any] = {FAIL_REASON: reason, EPOCHS_TRAINED: len(reporter.history)}
     if error_trace is not None:
-        attrs["traceback"] = error_trace
+        attrs[TRACEBACK] = error_trace
     if reporter.history:
         from hpo.artifacts.trial_files import save_trial_artifacts
 
-        attrs["curves"] = reporter.curves()
+        attrs[CURVES] = reporter.curves()
         attrs.update(save_trial_artifacts(study, trial, reporter.history))  # the curve of what it reached
     reporter.write(attrs)
     study.tell(trial, state=TrialState.FAIL)

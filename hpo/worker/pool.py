@@ -29,6 +29,7 @@ per child.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -90,6 +91,15 @@ def parse_gpus(text: str, device_count: Callable[[], int] | None = None) -> list
     return ids
 
 
+#: What a child runs. Not ``python -m hpo``: that puts the working directory FIRST on sys.path,
+#: so a user's ``hpo.py``, ``optuna.py`` or ``torch/`` there would be imported instead of ours.
+#: ``-P`` (Python 3.11+) puts nothing there; the working directory is then appended, searched
+#: after everything installed, so that a custom model named as ``models.nets:Net`` is still
+#: found in the user's project, from the start (before a checkout's namespace ``models/``
+#: folder could be cached in its place).
+CHILD_ENTRY = "import os, sys; sys.path.append(os.getcwd()); from hpo.cli.main import main; main()"
+
+
 @dataclass(frozen=True)
 class Slot:
     """One supervised child: what it runs on, and how to start it with a given rank."""
@@ -102,7 +112,7 @@ class Slot:
     args: tuple[str, ...]  # ``hpo worker`` arguments other than --rank
 
     def command(self, rank: int | None = None) -> list[str]:
-        return [sys.executable, "-m", "hpo", "worker", *self.args,
+        return [sys.executable, "-P", "-c", CHILD_ENTRY, "worker", *self.args,
                 "--rank", str(self.rank if rank is None else rank)]
 
 
@@ -235,94 +245,119 @@ def supervise(
     spawn: Spawn = spawn_child,
     poll_interval: float = 0.1,
 ) -> int:
-    base_env = dict(os.environ)
-    base_env.update(extra_env)
-    base_env.pop("HPO_WORKER_RANK", None)  # --rank on the command line says it
-    children = [ChildRecord(slot) for slot in slots]
-    n_slots = len(children)
-    state = {"stopping": False, "deadline": None, "killed": False}
-
-    def start(child: ChildRecord) -> None:
-        child_rank = child.slot.rank + child.restarts * n_slots
-        env = dict(base_env)
-        env.update(child.slot.env)
-        child.ranks.append(child_rank)
-        child.restart_at = None
-        child.proc = spawn(child.slot.command(child_rank), env)
-
-    def kill_all() -> None:
-        state["killed"] = True
-        for child in children:
-            if child.proc is not None and child.proc.poll() is None:
-                try:
-                    child.proc.kill()
-                except ProcessLookupError:
-                    pass
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        if state["stopping"]:
-            _log("Second interrupt: killing the workers")
-            kill_all()
-            return
-        state["stopping"] = True
-        state["deadline"] = time.monotonic() + stop_grace
-        forward = signal.SIGTERM if signum == signal.SIGHUP else signum
-        for child in children:
-            if child.proc is not None and child.proc.poll() is None:
-                try:
-                    child.proc.send_signal(forward)
-                except ProcessLookupError:
-                    pass
-
+    """Run ``slots`` under a :class:`Supervisor` until every child is done; prints one line
+    per child and returns the pool's exit code."""
+    supervisor = Supervisor(slots, extra_env, max_restarts=max_restarts, backoff=backoff,
+                            stop_grace=stop_grace, spawn=spawn)
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {s: signal.signal(s, on_signal) for s in handled}
+    previous = {s: signal.signal(s, supervisor.on_signal) for s in handled}
     try:
-        for child in children:
-            start(child)
-        while True:
-            now = time.monotonic()
-            for child in children:
-                if child.done:
-                    continue
-                if child.proc is not None:
-                    code = child.proc.poll()
-                    if code is None:
-                        continue
-                    child.proc, child.code = None, code
-                    if state["stopping"] or code in FINAL_CODES:
-                        child.done = True
-                    elif child.restarts >= max_restarts:
-                        child.done = True
-                        child.note = f"not restarted: --max-restarts {max_restarts} used up"
-                        _log(f"{report_line(child)}")
-                    else:
-                        child.restarts += 1
-                        wait = min(backoff * 2 ** (child.restarts - 1), MAX_BACKOFF)
-                        child.restart_at = now + wait
-                        _log(f"[worker {child.slot.rank}] {child.slot.label}: {describe_code(code)}; "
-                             f"restarting in {wait:g} s as rank {child.slot.rank + child.restarts * n_slots} "
-                             f"(restart {child.restarts} of {max_restarts})")
-                elif child.restart_at is not None:
-                    if state["stopping"]:
-                        child.done = True  # stopped before its restart
-                    elif now >= child.restart_at:
-                        start(child)
-            if all(child.done for child in children):
-                break
-            deadline = state["deadline"]
-            if deadline is not None and not state["killed"] and now >= deadline:
-                _log(f"Workers still running {stop_grace:g} s after the stop signal: killing them")
-                kill_all()
-            time.sleep(poll_interval)
+        supervisor.run(poll_interval)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        if not all(child.done for child in children):  # an error of ours: leave no orphans
-            kill_all()
-
-    for child in children:
+        if not supervisor.all_done():  # an error of ours: leave no orphans
+            supervisor.kill_all()
+    for child in supervisor.children:
         print(report_line(child), flush=True)
-    return pool_exit_code([child.code for child in children])
+    return pool_exit_code([child.code for child in supervisor.children])
+
+
+class Supervisor:
+    """The parent's bookkeeping: start each child, restart the ones that crash (with backoff,
+    under a new rank), forward a stop signal once, and kill what outlives the grace period."""
+
+    def __init__(self, slots: Sequence[Slot], extra_env: Mapping[str, str], *, max_restarts: int,
+                 backoff: float, stop_grace: float, spawn: Spawn):
+        self.children = [ChildRecord(slot) for slot in slots]
+        self.max_restarts = max_restarts
+        self.backoff = backoff
+        self.stop_grace = stop_grace
+        self.spawn = spawn
+        self.base_env = {**os.environ, **extra_env}
+        self.base_env.pop("HPO_WORKER_RANK", None)  # --rank on the command line says it
+        self.stopping = False
+        self.deadline: float | None = None
+        self.killed = False
+
+    def rank_of(self, child: ChildRecord, restarts: int) -> int:
+        """Each restart takes a rank no other child has had, so its sampler seed differs."""
+        return child.slot.rank + restarts * len(self.children)
+
+    def run(self, poll_interval: float) -> None:
+        for child in self.children:
+            self.start(child)
+        while not self.all_done():
+            now = time.monotonic()
+            for child in self.children:
+                if not child.done:
+                    self.check(child, now)
+            if self.all_done():
+                break
+            if self.deadline is not None and not self.killed and now >= self.deadline:
+                _log(f"Workers still running {self.stop_grace:g} s after the stop signal: killing them")
+                self.kill_all()
+            time.sleep(poll_interval)
+
+    def all_done(self) -> bool:
+        return all(child.done for child in self.children)
+
+    def start(self, child: ChildRecord) -> None:
+        child_rank = self.rank_of(child, child.restarts)
+        child.ranks.append(child_rank)
+        child.restart_at = None
+        child.proc = self.spawn(child.slot.command(child_rank), {**self.base_env, **child.slot.env})
+
+    def check(self, child: ChildRecord, now: float) -> None:
+        """One look at a child: still running, ended (for good or to restart), or due to restart."""
+        if child.proc is not None:
+            code = child.proc.poll()
+            if code is not None:
+                child.proc, child.code = None, code
+                self.ended(child, code, now)
+        elif child.restart_at is not None:
+            if self.stopping:
+                child.done = True  # stopped before its restart
+            elif now >= child.restart_at:
+                self.start(child)
+
+    def ended(self, child: ChildRecord, code: int, now: float) -> None:
+        if self.stopping or code in FINAL_CODES:
+            child.done = True
+        elif child.restarts >= self.max_restarts:
+            child.done = True
+            child.note = f"not restarted: --max-restarts {self.max_restarts} used up"
+            _log(report_line(child))
+        else:
+            child.restarts += 1
+            wait = min(self.backoff * 2 ** (child.restarts - 1), MAX_BACKOFF)
+            child.restart_at = now + wait
+            _log(f"[worker {child.slot.rank}] {child.slot.label}: {describe_code(code)}; "
+                 f"restarting in {wait:g} s as rank {self.rank_of(child, child.restarts)} "
+                 f"(restart {child.restarts} of {self.max_restarts})")
+
+    def running(self) -> list[Any]:
+        return [child.proc for child in self.children if child.proc is not None and child.proc.poll() is None]
+
+    def kill_all(self) -> None:
+        self.killed = True
+        for proc in self.running():
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        """The first signal is forwarded (SIGHUP as SIGTERM) and starts the grace period;
+        a second one kills every child."""
+        if self.stopping:
+            _log("Second interrupt: killing the workers")
+            self.kill_all()
+            return
+        self.stopping = True
+        self.deadline = time.monotonic() + self.stop_grace
+        forward = signal.SIGTERM if signum == signal.SIGHUP else signum
+        for proc in self.running():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(forward)
 
 
 def pool_exit_code(codes: Sequence[int | None]) -> int:

@@ -48,6 +48,7 @@ class TrialReporter:
         # What Trial.should_prune does, but the pruner reads the study through a cheap view
         # (see hpo.storage.proxies.PrunerView), at most WRITE_INTERVAL old: other trials'
         # news may wait as long as this one's does. Multi-objective trials: by the first.
+        from hpo.storage.optuna_internals import latest_trial
         from hpo.storage.proxies import light_study
 
         judged = light_study(self.study, max_age=WRITE_INTERVAL)
@@ -55,7 +56,7 @@ class TrialReporter:
             judged = FirstObjectiveView(judged)
         # The trial as Trial.should_prune passes it: its own copy (this worker wrote every
         # value), system attributes read from the storage only if the pruner asks.
-        frozen = self.trial._get_latest_trial()
+        frozen = latest_trial(self.trial)
         return bool(self.study.pruner.prune(judged, frozen))
 
     def resumed(self, history: list[EpochMetrics]) -> None:
@@ -71,8 +72,10 @@ class TrialReporter:
         What ``Trial.report`` does, written as described above. Optuna refuses ``report``
         and ``should_prune`` in multi-objective studies; hpo prunes on the first objective
         there, against a view of the study that has only the first direction."""
+        from hpo.storage.optuna_internals import cached_frozen_trial
+
         value = float(value)
-        self.trial._cached_frozen_trial.intermediate_values[epoch] = value  # as report keeps it
+        cached_frozen_trial(self.trial).intermediate_values[epoch] = value  # as report keeps it
         self._unwritten[epoch] = value
         if time.monotonic() - self._written_at >= WRITE_INTERVAL:
             self.write()

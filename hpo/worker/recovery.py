@@ -20,18 +20,21 @@ import socket
 import time
 from typing import Any
 
-RETRIES_ATTR = "retries"
-RETRY_OF_ATTR = "retry_of"
-RETRIED_ATTR = "retried"  # on a failed trial: a retry was enqueued, so it is not a failure of its config
-CHECKPOINT_ATTR = "checkpoint"  # the artifact id of the trial's latest checkpoint
-RESUME_FROM_ATTR = "resume_from"  # on a retry: the checkpoint it starts from
-# The checkpoint file the latest save replaced, removed right after it; a retry inherits it
-# in case its worker died in between.
-SUPERSEDED_ATTR = "checkpoint_superseded"
+from hpo.study.attrs import (
+    CHECKPOINT_SUPERSEDED,
+    FAIL_REASON,
+    RESUME_FROM,
+    RETRIED,
+    RETRIES,
+    RETRY_OF,
+    TrialRecord,
+    WorkerIdentity,
+)
 
 
 def worker_identity(rank: int) -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "rank": rank}
+    """The ``worker`` attribute of a trial this process runs."""
+    return WorkerIdentity(socket.gethostname(), os.getpid(), rank).as_attr()
 
 
 def _process_exists(pid: int) -> bool:
@@ -52,25 +55,28 @@ def fail_and_retry(study: Any, trial: Any, reason: str, max_retries: int) -> boo
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    storage = study._storage
-    retries = int(trial.user_attrs.get(RETRIES_ATTR, 0))
+    from hpo.storage.optuna_internals import storage_of, trial_id_of
+
+    storage, trial_id = storage_of(study), trial_id_of(trial)
+    record = TrialRecord.from_frozen(trial)
+    retries = int(record.retries)
     retry = retries < max_retries
     try:
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+        storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
         if retry:
-            storage.set_trial_user_attr(trial._trial_id, RETRIED_ATTR, True)
-        if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            storage.set_trial_user_attr(trial_id, RETRIED, True)
+        if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
             return False
     except UpdateFinishedTrialError:
         return False
     if retry:
-        attrs = {RETRY_OF_ATTR: trial.number, RETRIES_ATTR: retries + 1}
-        checkpoint = trial.user_attrs.get(CHECKPOINT_ATTR) or trial.user_attrs.get(RESUME_FROM_ATTR)
+        attrs = {RETRY_OF: trial.number, RETRIES: retries + 1}
+        checkpoint = record.checkpoint or record.resume_from
         if checkpoint:
-            attrs[RESUME_FROM_ATTR] = checkpoint
-        superseded = trial.user_attrs.get(SUPERSEDED_ATTR)
+            attrs[RESUME_FROM] = checkpoint
+        superseded = record.checkpoint_superseded
         if superseded and superseded != checkpoint:
-            attrs[SUPERSEDED_ATTR] = superseded
+            attrs[CHECKPOINT_SUPERSEDED] = superseded
         study.enqueue_trial(dict(trial.params), user_attrs=attrs)
     return True
 
@@ -82,17 +88,19 @@ def sweep_dead_trials(study: Any, max_retries: int, *, grace_period: float | Non
     than this is gone too (None: only dead processes on this host are detected)."""
     from optuna.trial import TrialState
 
+    from hpo.storage.optuna_internals import trial_id_of
+
     host = socket.gethostname()
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     stale = _stale_trial_ids(study, grace_period) if grace_period is not None else set()
     swept = []
     for trial in running:
-        worker = trial.user_attrs.get("worker") or {}
-        pid = worker.get("pid")
-        if trial._trial_id in stale:
-            where = f"process {pid} on {worker.get('host')}" if pid else "its worker"
+        worker = TrialRecord.from_frozen(trial).worker or WorkerIdentity()
+        pid = worker.pid
+        if trial_id_of(trial) in stale:
+            where = f"process {pid} on {worker.host}" if pid else "its worker"
             reason = f"worker {where} stopped sending heartbeats for over {grace_period:g} s"
-        elif worker.get("host") == host and isinstance(pid, int) and not _process_exists(pid):
+        elif worker.host == host and isinstance(pid, int) and not _process_exists(pid):
             reason = f"worker process {pid} on {host} died"
         else:
             continue
@@ -105,11 +113,12 @@ def _stale_trial_ids(study: Any, grace_period: float) -> set[int]:
     """Running trials whose heartbeat is older than the storage's grace period; none right
     after this worker's own connection came back (the others' heartbeats could not reach
     the database either, so they look old without being dead)."""
+    from hpo.storage.optuna_internals import stale_trial_ids, storage_of, study_id_of
     from hpo.storage.proxies import ReconnectingStorage
 
-    storage = study._storage
+    storage = storage_of(study)
     if not getattr(storage, "get_heartbeat_interval", lambda: None)():
         return set()
     if isinstance(storage, ReconnectingStorage) and time.monotonic() - storage.last_outage_end < grace_period:
         return set()
-    return set(storage._get_stale_trial_ids(study._study_id))
+    return set(stale_trial_ids(storage, study_id_of(study)))

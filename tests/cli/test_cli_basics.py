@@ -161,8 +161,8 @@ def test_reading_commands_do_not_create_the_embedded_store(run, tmp_path):
 
 
 def test_create_records_the_artifact_store(run, spec_file, tmp_path):
-    from hpo.artifacts.store import STORE_ATTR
     from hpo.storage.urls import resolve_storage
+    from hpo.study.attrs import ARTIFACT_STORE as STORE_ATTR
     from hpo.study.studies import load_study
 
     result = run("study", "create", str(spec_file), "--artifacts", "shared/art")

@@ -189,5 +189,5 @@ def test_multi_objective_defaults_to_the_median_pruner(tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(BASE + "objective: [{metric: val_accuracy}, {metric: params}]\n")
     spec = load_spec(path)
-    assert [(o.metric, o.direction) for o in spec.objectives()] == [("val_accuracy", "maximize"), ("params", "minimize")]
+    assert [(o.metric, o.direction) for o in spec.objectives] == [("val_accuracy", "maximize"), ("params", "minimize")]
     assert spec.pruner.name == "median"

@@ -20,7 +20,7 @@ try:
 except ImportError:  # tests/ is a package
     from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
 
-from hpo.study.studies import OVER_BUDGET_ATTR, SPEC_ATTR
+from hpo.study.attrs import OVER_BUDGET as OVER_BUDGET_ATTR, SPEC as SPEC_ATTR
 from hpo.storage.urls import open_storage, resolve_storage
 
 N_WORKERS = 8

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from hpo.errors import TrainingError
+from hpo.models import MLPConfig
 from hpo.training import DataConfig, TrainConfig, loop, train_model
 from hpo.training.augment import (
     AUGMENTATIONS,
@@ -13,11 +14,9 @@ from hpo.training.augment import (
     RandomCrop,
     RandomErasing,
     Rotation,
-    build_augment,
     resolve_augment,
 )
-from hpo.training.augment_ops import Augment, warp
-from hpo.models import MLPConfig
+from hpo.training.augment_ops import Augment, build_augment, warp
 
 GRAY = {"in_shape": (1, 8, 8), "mean": (0.5,), "std": (0.25,)}
 RGB = {"in_shape": (3, 8, 8), "mean": (0.4, 0.5, 0.6), "std": (0.2, 0.25, 0.3)}

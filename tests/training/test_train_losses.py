@@ -7,10 +7,11 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 
 from hpo.errors import TrainingError
+from hpo.models import MLPConfig, create_model
 from hpo.training import DataConfig, TrainConfig, train_model
 from hpo.training.data import load_splits
+from hpo.training.factories import loss_from_config
 from hpo.training.losses import balanced_class_weights, make_loss
-from hpo.models import MLPConfig, create_model
 
 DATA = DataConfig()
 TINY = MLPConfig(n_layers=1, width=16)
@@ -22,8 +23,8 @@ def test_label_smoothing_is_torchs_and_changes_the_loss():
     logits = torch.randn(32, 5, generator=gen)
     y = torch.randint(0, 5, (32,), generator=gen)
     labels = torch.arange(5)
-    plain = make_loss(TrainConfig(), labels, 5, CPU)(logits, y)
-    smooth = make_loss(TrainConfig(label_smoothing=0.2), labels, 5, CPU)(logits, y)
+    plain = loss_from_config(TrainConfig(), labels, 5, CPU)(logits, y)
+    smooth = make_loss(labels, 5, CPU, label_smoothing=0.2, class_weights="none")(logits, y)
     assert torch.equal(plain, F.cross_entropy(logits, y))
     assert torch.equal(smooth, F.cross_entropy(logits, y, label_smoothing=0.2))
     assert not torch.isclose(plain, smooth)
@@ -42,7 +43,7 @@ def test_balanced_weights_are_sklearns_on_imbalanced_labels():
 def test_balanced_weights_reach_the_loss():
     labels = torch.tensor([0] * 9 + [1])
     logits = torch.randn(10, 2, generator=torch.Generator().manual_seed(1))
-    loss = make_loss(TrainConfig(class_weights="balanced"), labels, 2, CPU)(logits, labels)
+    loss = loss_from_config(TrainConfig(class_weights="balanced"), labels, 2, CPU)(logits, labels)
     weight = torch.tensor([10 / 18, 10 / 2])
     assert torch.allclose(loss, F.cross_entropy(logits, labels, weight=weight))
     assert not torch.allclose(loss, F.cross_entropy(logits, labels))

@@ -7,9 +7,9 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from hpo.errors import TrainingError
+from hpo.models import CNNConfig, MLPConfig
 from hpo.training import DataConfig, EpochMetrics, TrainConfig, train_model
 from hpo.training.runtime import MemoryMeter, deterministic_mode, resolve_precision
-from hpo.models import CNNConfig, MLPConfig
 
 DATA = DataConfig()
 TINY = MLPConfig(n_layers=1, width=16)

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hpo.training import DataConfig, TrainConfig, train_model
-from hpo.training.schedules import SCHEDULES, make_schedule
 from hpo.models import MLPConfig
+from hpo.training import DataConfig, TrainConfig, train_model
+from hpo.training.factories import schedule_from_config
+from hpo.training.schedules import SCHEDULES
 
 DATA = DataConfig()
 TINY = MLPConfig(n_layers=1, width=16)
@@ -98,7 +99,7 @@ def test_plateau_decays_after_patience_epochs_without_improvement():
 def _unit(cfg: TrainConfig, steps: int, metric: list[float] | None = None) -> list[float]:
     """The lr at each epoch's start, stepping a schedule by hand (no training)."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    schedule = make_schedule(opt, cfg, steps)
+    schedule = schedule_from_config(opt, cfg, steps)
     lrs = []
     for epoch in range(cfg.epochs):
         lrs.append(schedule.lr)
@@ -144,7 +145,7 @@ def test_plateau_floor_is_min_lr():
 def test_cosine_is_smooth_within_an_epoch():
     cfg = TrainConfig(epochs=2, lr=1.0, schedule="cosine")
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    schedule = make_schedule(opt, cfg, 4)
+    schedule = schedule_from_config(opt, cfg, 4)
     seen = []
     for _ in range(8):
         seen.append(schedule.lr)
@@ -159,7 +160,7 @@ def test_more_batches_than_counted_never_raise(name):
     # the schedule stops stepping at the count instead.
     cfg = TrainConfig(epochs=1, lr=1.0, schedule=name)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    schedule = make_schedule(opt, cfg, 2)
+    schedule = schedule_from_config(opt, cfg, 2)
     for _ in range(10):
         opt.step()
         schedule.after_batch()
@@ -178,7 +179,7 @@ def test_a_skipped_first_optimiser_step_is_not_warned_about():
     # fp16's GradScaler skips steps while calibrating; torch would warn on the first one.
     cfg = TrainConfig(epochs=2, lr=1.0, schedule="cosine", warmup_epochs=1)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    schedule = make_schedule(opt, cfg, 3)
+    schedule = schedule_from_config(opt, cfg, 3)
     schedule.after_batch()  # no opt.step() before it
     opt.step()
     schedule.after_batch()

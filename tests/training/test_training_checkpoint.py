@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from hpo.errors import Preempted
+from hpo.models import CNNConfig
 from hpo.training import DataConfig, TrainConfig, train_model
 from hpo.training.checkpoint import from_bytes, to_bytes
-from hpo.models import CNNConfig
 
 DATA = DataConfig(name="digits", augment="light")
 MODEL = CNNConfig(n_blocks=1, filters=8, dropout=0.2, batch_norm=True)

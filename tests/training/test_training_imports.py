@@ -6,9 +6,11 @@ import sys
 
 def test_config_modules_do_not_import_torch():
     code = (
-        "import models, models.registry, models.mlp, models.cnn, models.init, models.layers\n"
-        "import hpo.training, hpo.training.config, hpo.training.optim\n"
-        "import hpo.training.datasets, hpo.training.metrics\n"
+        "import hpo.models, hpo.models.registry, hpo.models.mlp, hpo.models.cnn\n"
+        "import hpo.models.init, hpo.models.layers\n"
+        "import hpo.training, hpo.training.config, hpo.training.optim, hpo.training.schedules\n"
+        "import hpo.training.datasets, hpo.training.raw, hpo.training.augment\n"
+        "import hpo.training.metrics\n"
         "import sys\n"
         "heavy = sorted(m for m in ('torch', 'sklearn', 'numpy', 'optuna') if m in sys.modules)\n"
         "assert not heavy, heavy\n"

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from hpo.errors import TrainingError
+from hpo.models import CNNConfig, MLPConfig
 from hpo.training import (
     DataConfig,
     EarlyStoppingConfig,
@@ -13,7 +14,6 @@ from hpo.training import (
     TrainingResult,
     train_model,
 )
-from hpo.models import CNNConfig, MLPConfig
 
 DATA = DataConfig()
 SMALL_MLP = MLPConfig(n_layers=1, width=64)

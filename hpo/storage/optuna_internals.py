@@ -1,0 +1,258 @@
+"""Every use hpo makes of Optuna's private names, each behind one small function.
+
+Optuna has no public way to do some of what hpo needs: a trial's storage key, a study's
+storage, a trial's own copy of itself (which ``report`` and ``set_user_attr`` keep up to
+date), several writes in one transaction or one journal append, the heartbeat bookkeeping of
+ask/tell workers, a light query of the trials table. Each function below says which Optuna
+version its body was checked against (in the installed source) and the public behaviour it
+mirrors, so that an Optuna upgrade is checked here and nowhere else. The tests named in the
+docstrings compare the results with Optuna's own calls; tests/architecture/
+test_optuna_boundary.py keeps every other module of hpo off Optuna's private names.
+
+Optuna's private modules are imported inside the functions, as their callers did before:
+importing this module costs what ``optuna.storages`` costs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Container, Iterator, Sequence
+from typing import Any
+
+# Optuna 5.0.0: the base class of storages with heartbeats (RDBStorage, _CachedStorage);
+# ``optuna.storages.fail_stale_trials`` and ``Study.optimize`` test for it. hpo's storage
+# wrappers derive from it so that Optuna sees a database's heartbeats through them.
+from optuna.storages._heartbeat import BaseHeartbeat
+
+__all__ = [
+    "BaseHeartbeat",
+    "FORWARDED_HEARTBEAT_METHODS",
+    "cached_frozen_trial",
+    "cached_storage",
+    "inner_layer",
+    "journal_append",
+    "latest_trial",
+    "rdb_models",
+    "rdb_session",
+    "rdb_set_intermediate_value",
+    "rdb_set_param",
+    "rdb_set_user_attr",
+    "rdb_trials_by_id",
+    "stale_trial_ids",
+    "storage_of",
+    "study_id_of",
+    "trial_id_of",
+    "trial_storage",
+    "trial_storage_as",
+    "unwrap",
+]
+
+# Optuna 5.0.0: BaseHeartbeat's methods that a wrapper must forward by name (``__getattr__``
+# would not do: they are defined on the base class). ``get_heartbeat_interval`` is left to the
+# wrapper itself (it answers None for storages without heartbeats).
+FORWARDED_HEARTBEAT_METHODS = ("record_heartbeat", "_get_stale_trial_ids",
+                               "get_heartbeat_stale_trial_callback")
+
+
+# --- Studies and trials --------------------------------------------------------------------
+
+def trial_id_of(trial: Any) -> int:
+    """The storage's key of ``trial`` (an ``optuna.Trial`` or a ``FrozenTrial``): what every
+    ``BaseStorage.*trial*`` method takes. ``trial.number`` is unique within a study only.
+
+    Optuna 5.0.0: ``Trial.__init__`` and ``FrozenTrial.__init__`` keep it as ``_trial_id``
+    (trial/_trial.py, trial/_frozen.py); Optuna's own callers (``Study.tell``,
+    ``fail_stale_trials``) read it there."""
+    return trial._trial_id
+
+
+def study_id_of(study: Any) -> int:
+    """The storage's key of ``study`` (an ``optuna.Study`` or a ``FrozenStudy`` from
+    ``get_all_studies``): what ``BaseStorage.get_all_trials`` and kin take.
+
+    Optuna 5.0.0: kept as ``_study_id`` (study/study.py, study/_frozen.py); the public way,
+    ``storage.get_study_id_from_name(study.study_name)``, costs a query."""
+    return study._study_id
+
+
+def storage_of(study: Any) -> Any:
+    """The storage ``study`` reads and writes: what was passed to ``load_study`` /
+    ``create_study`` (an RDBStorage or a URL comes back wrapped in ``_CachedStorage``).
+
+    Optuna 5.0.0: ``Study.__init__`` keeps ``storages.get_storage(storage)`` as ``_storage``;
+    ``Trial.__init__`` starts from it too."""
+    return study._storage
+
+
+def trial_storage(trial: Any) -> Any:
+    """The storage ``trial``'s own methods (``suggest_*``, ``report``, ``set_user_attr``)
+    call: ``storage_of(trial.study)`` unless ``trial_storage_as`` replaced it.
+
+    Optuna 5.0.0: ``Trial.storage``, set in ``Trial.__init__``; undocumented."""
+    return trial.storage
+
+
+@contextlib.contextmanager
+def trial_storage_as(trial: Any, storage: Any) -> Iterator[None]:
+    """While active, ``trial``'s own methods call ``storage`` instead of its study's storage
+    (reads through the study are unchanged).
+
+    Optuna 5.0.0: every ``Trial`` method goes through ``self.storage`` (trial/_trial.py), so
+    replacing that attribute redirects them; ``trial_storage`` reads it back."""
+    original = trial.storage
+    trial.storage = storage
+    try:
+        yield
+    finally:
+        trial.storage = original
+
+
+def cached_frozen_trial(trial: Any) -> Any:
+    """``trial``'s own copy of itself, a FrozenTrial: what ``Trial.params``, ``user_attrs``
+    and ``should_prune`` read. Whoever writes to the trial around ``Trial``'s methods updates
+    it as they do (``report`` sets ``intermediate_values[step]``, ``set_user_attr`` sets
+    ``user_attrs[key]``), so that the trial reads what was written without a storage read.
+
+    Optuna 5.0.0: ``Trial._cached_frozen_trial``, read once in ``Trial.__init__``."""
+    return trial._cached_frozen_trial
+
+
+def latest_trial(trial: Any) -> Any:
+    """The FrozenTrial that ``Trial.should_prune`` hands the pruner: a shallow copy of
+    ``cached_frozen_trial(trial)`` whose system attributes are read from the storage only if
+    the pruner looks at them.
+
+    Optuna 5.0.0: ``Trial._get_latest_trial`` (trial/_trial.py), called by ``should_prune``."""
+    return trial._get_latest_trial()
+
+
+# --- Heartbeats ----------------------------------------------------------------------------
+
+def stale_trial_ids(storage: Any, study_id: int) -> list[int]:
+    """Ids of ``study_id``'s RUNNING trials whose last heartbeat is older than the storage's
+    grace period (2 x the heartbeat interval if unset); ``storage`` must have heartbeats
+    (``get_heartbeat_interval()`` not None). Called through hpo's wrappers, so that the
+    reconnecting layer retries it.
+
+    Optuna 5.0.0: ``BaseHeartbeat._get_stale_trial_ids``, which
+    ``optuna.storages.fail_stale_trials`` calls before failing those trials."""
+    return storage._get_stale_trial_ids(study_id)
+
+
+# --- The layers of a storage ---------------------------------------------------------------
+
+def cached_storage(rdb: Any) -> Any:
+    """``rdb`` (an RDBStorage) as ``optuna.load_study(storage=rdb)`` would wrap it: the cache
+    that keeps finished trials in memory and re-reads only unfinished ones.
+
+    Optuna 5.0.0: ``optuna.storages.get_storage`` wraps an RDBStorage in ``_CachedStorage``."""
+    from optuna.storages import _CachedStorage
+
+    return _CachedStorage(rdb)
+
+
+def inner_layer(storage: Any) -> Any | None:
+    """The storage directly under ``storage``, or None: hpo's wrappers
+    (``hpo.storage.proxies.DelegatingStorage``) name theirs ``inner``; Optuna's cache keeps
+    its RDBStorage as ``_backend``. Optuna's other storages wrap none.
+
+    Optuna 5.0.0: ``_CachedStorage.__init__(backend)`` keeps ``self._backend = backend``."""
+    from optuna.storages import _CachedStorage
+
+    if isinstance(storage, _CachedStorage):
+        return storage._backend
+    return getattr(storage, "inner", None)
+
+
+def unwrap(storage: Any, kind: type[Any]) -> Any | None:
+    """The first layer of ``storage`` (itself included) that is a ``kind``, going down
+    through hpo's wrappers and Optuna's cache (``inner_layer``); None if there is none.
+    A few attribute reads: cheap enough for every write."""
+    layer = storage
+    while layer is not None and not isinstance(layer, kind):
+        layer = inner_layer(layer)
+    return layer
+
+
+# --- RDBStorage ----------------------------------------------------------------------------
+
+def rdb_models() -> Any:
+    """The module of RDBStorage's SQLAlchemy models (``TrialModel``, ``TrialParamModel``,
+    ``TrialUserAttributeModel``, ...), for queries and writes Optuna has no call for.
+
+    Optuna 5.0.0: ``optuna.storages._rdb.models``, schema version v3.2.0.a; the tests of
+    hpo.storage.proxies and hpo.storage.writes compare hpo's queries with Optuna's calls."""
+    from optuna.storages._rdb import models
+
+    return models
+
+
+def rdb_session(rdb: Any, ignore_integrity_error: bool = False) -> contextlib.AbstractContextManager[Any]:
+    """A session of ``rdb``'s database as each RDBStorage method opens one: committed when
+    the block ends; rolled back on an error, SQLAlchemy's raised as StorageInternalError
+    (an IntegrityError ignored with ``ignore_integrity_error``).
+
+    Optuna 5.0.0: ``optuna.storages._rdb.storage._create_scoped_session(rdb.scoped_session,
+    ignore_integrity_error)``."""
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    return _create_scoped_session(rdb.scoped_session, ignore_integrity_error)
+
+
+def rdb_trials_by_id(rdb: Any, study_id: int, trial_ids: set[int],
+                     states: Container[Any] | None) -> list[Any]:
+    """The FrozenTrials of ``study_id`` with these ids (non-empty) and one of ``states``,
+    read in full (params, values, attributes, intermediate values) in one go, as
+    ``get_all_trials`` reads them.
+
+    Optuna 5.0.0: ``RDBStorage._get_trials(study_id, states, included_trial_ids,
+    trial_id_greater_than)`` returns the trials with an id above the last argument or among
+    the included ones: with ``max(trial_ids)`` there, exactly these."""
+    return rdb._get_trials(study_id, states, trial_ids, max(trial_ids))
+
+
+def rdb_set_param(rdb: Any, session: Any, trial_id: int, name: str, value: float,
+                  distribution: Any) -> None:
+    """``RDBStorage.set_trial_param`` inside ``session`` (committed with it): the same checks
+    (trial updatable, distribution compatible with the study's earlier ones).
+
+    Optuna 5.0.0: ``RDBStorage._set_trial_param_without_commit``."""
+    rdb._set_trial_param_without_commit(session, trial_id, name, value, distribution)
+
+
+def rdb_set_intermediate_value(rdb: Any, session: Any, trial_id: int, step: int, value: float) -> None:
+    """``RDBStorage.set_trial_intermediate_value`` inside ``session`` (committed with it).
+
+    Optuna 5.0.0: ``RDBStorage._set_trial_intermediate_value_without_commit``."""
+    rdb._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+
+
+def rdb_set_user_attr(rdb: Any, session: Any, trial_id: int, key: str, value: Any) -> None:
+    """``RDBStorage.set_trial_user_attr`` inside ``session`` (committed with it).
+
+    Optuna 5.0.0: ``RDBStorage._set_trial_attr_without_commit`` with
+    ``models.TrialUserAttributeModel``."""
+    rdb._set_trial_attr_without_commit(session, rdb_models().TrialUserAttributeModel, trial_id, key, value)
+
+
+# --- JournalStorage ------------------------------------------------------------------------
+
+def journal_append(journal: Any, trial_id: int, entries: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Append one log line per ``(operation, fields)`` for trial ``trial_id`` to ``journal``
+    (a JournalStorage) in one ``append_logs`` call (one lock and one fsync on a file), then
+    replay the log as each JournalStorage method does, so that reads see the writes.
+    ``operation``: a ``JournalOperation`` name (``SET_TRIAL_PARAM``,
+    ``SET_TRIAL_INTERMEDIATE_VALUE``, ``SET_TRIAL_USER_ATTR``); ``fields``: what Optuna's own
+    method logs for it.
+
+    Optuna 5.0.0: ``JournalStorage.set_trial_*`` each take ``_thread_lock``, ``_write_log``
+    one ``{"op_code", "worker_id", **fields}`` line (worker id from ``_replay_result``) through
+    ``_backend.append_logs`` and ``_sync_with_backend``; tests/storage/test_trial_writes.py
+    compares the result with those calls."""
+    from optuna.storages.journal._storage import JournalOperation
+
+    with journal._thread_lock:
+        entry = {"worker_id": journal._replay_result.worker_id, "trial_id": trial_id}
+        logs = [{"op_code": JournalOperation[operation], **entry, **fields} for operation, fields in entries]
+        journal._backend.append_logs(logs)
+        journal._sync_with_backend()

@@ -1,0 +1,125 @@
+"""``hpo worker --processes K`` among the user's own files: the children never import a file
+of the working directory in place of hpo's own modules or its dependencies (``python -m hpo``
+would: it puts the working directory first on sys.path), yet a custom model's module in
+that directory (``models.nets:Net``) is still found, and so is the example in the
+repository's ``models/`` folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+try:
+    from specs import describe, hpo_env, run_hpo, spec_text
+except ImportError:  # tests/ is a package
+    from tests.specs import describe, hpo_env, run_hpo, spec_text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Each would break the worker if imported: the user's modules that share a name with hpo, with
+# a dependency of hpo, or with the package ``models`` that the spec names (a package beats a
+# module of the same name in one directory, so models.py is never the one meant).
+SHADOWS = {
+    "hpo.py": "raise SystemExit('the working directory hpo.py ran instead of hpo')\n",
+    "optuna.py": "raise ImportError('the working directory optuna.py was imported')\n",
+    "torch.py": "raise ImportError('the working directory torch.py was imported')\n",
+    "models.py": "raise ImportError('the working directory models.py was imported')\n",
+}
+
+NETS = textwrap.dedent('''
+    import os
+    from pathlib import Path
+
+    from torch import nn
+
+    # Which processes imported this module (the pool's children, not the parent).
+    Path(__file__).with_name(f"imported-by-{os.getpid()}").touch()
+
+
+    class TinyNet(nn.Module):
+        def __init__(self, in_shape, num_classes, width=8):
+            super().__init__()
+            c, h, w = in_shape
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, width), nn.ReLU(),
+                                     nn.Linear(width, num_classes))
+
+        def forward(self, x):
+            return self.net(x)
+''')
+
+
+def hpo_script() -> list[str]:
+    """``hpo`` as a user runs it: the console script beside this interpreter (which, unlike
+    ``python -m hpo``, does not search the working directory first)."""
+    script = Path(sys.executable).with_name("hpo")
+    return [str(script)] if script.is_file() else [sys.executable, "-P", "-m", "hpo"]
+
+
+def run_pool_in(cwd: Path, name: str, journal: Path, processes: int = 2):
+    import subprocess
+
+    return subprocess.run([*hpo_script(), "worker", name, "--processes", str(processes),
+                           "--storage", str(journal)], cwd=cwd, env=hpo_env(),
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+
+def finished(journal: Path, name: str) -> dict[str, int]:
+    import optuna
+
+    from hpo.storage.urls import open_storage, resolve_storage
+
+    study = optuna.load_study(study_name=name, storage=open_storage(resolve_storage(str(journal))))
+    states: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    return states
+
+
+@pytest.mark.subprocess
+def test_processes_never_import_the_working_directorys_shadows_but_find_its_models(tmp_path):
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    for filename, text in SHADOWS.items():
+        (project / filename).write_text(text)
+    (project / "models" / "__init__.py").write_text("")
+    (project / "models" / "shadow_nets.py").write_text(NETS)
+    name, journal = "shadowed", tmp_path / "studies.journal"
+    spec = tmp_path / "shadowed.yaml"
+    spec.write_text(spec_text(name, n_trials=4).replace(
+        "model: {name: mlp, n_layers: 1, width: 16, activation: relu}",
+        "model: {name: custom, module: 'models.shadow_nets:TinyNet', kwargs: {width: 8}}"))
+    created = run_hpo("study", "create", str(spec), "--storage", str(journal), cwd=tmp_path)
+    assert created.returncode == 0, describe([created])
+
+    result = run_pool_in(project, name, journal)
+
+    assert result.returncode == 0, describe([result])
+    assert "working directory" not in result.stdout + result.stderr, describe([result])
+    assert result.stdout.count(": exit 0") == 2, describe([result])
+    assert finished(journal, name) == {"COMPLETE": 4}, describe([result])
+    assert list((project / "models").glob("imported-by-*")), "the project's models package was not used"
+
+
+@pytest.mark.subprocess
+def test_the_example_custom_model_trains_from_the_repository_root(tmp_path):
+    """models/example_net.py, with models/digits_sefire.yaml cut to two one-epoch trials."""
+    yaml = YAML(typ="safe")
+    spec = yaml.load((ROOT / "models" / "digits_sefire.yaml").read_text())
+    assert spec["model"] == {**spec["model"], "name": "custom", "module": "models.example_net:SEFireNet"}
+    spec["budget"] = {"n_trials": 2, "max_failed_trials": 1}
+    spec["train"]["epochs"] = 1
+    name, journal = spec["name"], tmp_path / "studies.journal"
+    spec_file = tmp_path / "sefire.yaml"
+    spec_file.write_text(json.dumps(spec))  # JSON is YAML
+    created = run_hpo("study", "create", str(spec_file), "--storage", str(journal), cwd=tmp_path)
+    assert created.returncode == 0, describe([created])
+
+    result = run_pool_in(ROOT, name, journal)
+
+    assert result.returncode == 0, describe([result])
+    assert finished(journal, name) == {"COMPLETE": 2}, describe([result])
