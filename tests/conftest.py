@@ -1,4 +1,9 @@
-"""Fixtures shared by the whole suite: a real PostgreSQL server for storage tests."""
+"""Fixtures shared by the whole suite: a real PostgreSQL server for storage tests.
+
+Every test that uses the server (through ``postgres_server`` or ``postgres_url``, directly or
+through another fixture) is marked ``postgres`` here, at collection, so the mark cannot be
+forgotten: ``-m "not postgres"`` runs the rest without a server.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,20 @@ if __package__:  # tests/ became a package (tests/__init__.py exists)
 else:  # rootdir-style imports: tests/ itself is on sys.path
     from postgres import PostgresServer, find_pg_bin_dir
 
+POSTGRES_FIXTURES = frozenset({"postgres_server", "postgres_url"})
+
 PG_MISSING = (
     "PostgreSQL server binaries not found: install postgresql "
     "(Debian: apt-get install postgresql) or set HPO_PG_BIN"
 )
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``postgres`` every test whose fixtures (their whole closure) include the server."""
+    for item in items:
+        if POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture(scope="session")

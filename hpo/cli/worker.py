@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import random
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hpo.cli.common import storage_option, storage_target
 from hpo.storage.urls import DEFAULT_RECONNECT_TIMEOUT
+
+if TYPE_CHECKING:
+    from hpo.worker.trial import TrialOutcome
 
 
 @click.command()
@@ -65,6 +68,7 @@ def worker(name: str, storage: str | None, n_trials: int | None, timeout: float 
                           max_restarts=max_restarts, reconnect_timeout=reconnect_timeout))
 
     from hpo.worker.loop import run_worker
+    from hpo.worker.trial import Outcome
 
     show = TrialProgress(quiet=quiet or not sys.stdout.isatty(), rank=rank if show_rank else None)
     try:
@@ -73,12 +77,11 @@ def worker(name: str, storage: str | None, n_trials: int | None, timeout: float 
     finally:
         show.close()
     outcomes = report.outcomes
-    counts = {state: sum(o.state == state for o in outcomes)
-              for state in ("complete", "pruned", "fail", "preempted")}
-    counts["pruned"] += sum(o.state == "steered" for o in outcomes)  # closed as pruned, see worker
-    handed_back = f", {counts['preempted']} handed back" if counts["preempted"] else ""
-    click.echo(f"{show.prefix}Worker done: {len(outcomes)} trials ({counts['complete']} complete, "
-               f"{counts['pruned']} pruned, {counts['fail']} failed{handed_back}); {report.stop_reason}")
+    counts = {state: sum(o.state == state for o in outcomes) for state in Outcome}
+    pruned = counts[Outcome.PRUNED] + counts[Outcome.STEERED]  # steered: closed as pruned
+    handed_back = f", {counts[Outcome.PREEMPTED]} handed back" if counts[Outcome.PREEMPTED] else ""
+    click.echo(f"{show.prefix}Worker done: {len(outcomes)} trials ({counts[Outcome.COMPLETE]} complete, "
+               f"{pruned} pruned, {counts[Outcome.FAIL]} failed{handed_back}); {report.stop_reason}")
     if report.exit_code:
         click.echo(f"Error: {report.stop_reason}", err=True)
         sys.exit(report.exit_code)
@@ -139,15 +142,18 @@ class TrialProgress:
             self.status.stop()
 
 
-def describe(outcome: Any) -> str:
-    if outcome.state == "fail":
+def describe(outcome: TrialOutcome) -> str:
+    from hpo.worker.trial import Outcome
+
+    if outcome.state == Outcome.FAIL:
         return f"trial {outcome.number} failed after {outcome.epochs} epochs: {outcome.reason}"
-    if outcome.state == "preempted":
+    if outcome.state == Outcome.PREEMPTED:
         return (f"trial {outcome.number} {outcome.reason}; handed back to be resumed by the next "
                 "worker (up to budget.max_retries)")
-    if outcome.state == "steered":
+    if outcome.state == Outcome.STEERED:
         return (f"trial {outcome.number} stopped after {outcome.epochs} epochs: {outcome.reason} "
                 "(recorded as pruned with the worst value, so the sampler avoids this region)")
-    verb = "pruned at epoch" if outcome.state == "pruned" else "complete after"
-    return (f"trial {outcome.number} {verb} {outcome.epochs}" + (" epochs" if outcome.state != "pruned" else "")
+    pruned = outcome.state == Outcome.PRUNED
+    verb = "pruned at epoch" if pruned else "complete after"
+    return (f"trial {outcome.number} {verb} {outcome.epochs}" + ("" if pruned else " epochs")
             + f": {outcome.value:.4f} ({outcome.seconds:.1f} s)")

@@ -15,9 +15,9 @@ import time
 import uuid
 from typing import Any
 
+from hpo.storage.writes import write_to_trial
 from hpo.study.attrs import CHECKPOINT, CHECKPOINT_SUPERSEDED, RESUME_FROM, RESUMED_FROM, ResumedFrom
 from hpo.training.checkpoint import from_bytes, to_bytes
-from hpo.storage.writes import write_to_trial
 
 log = logging.getLogger("hpo.checkpoints")
 

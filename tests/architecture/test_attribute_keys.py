@@ -45,9 +45,9 @@ NOT_KEYS: dict[tuple[str, str], str] = {
     ("hpo/spec/", "images_per_second"): _METRIC,
     ("hpo/training/", "data"): "the data section of a config",
     ("hpo/training/", "device"): "a field of the augmentation generator's checkpoint state",
-    ("hpo/worker/loop.py:objective_values", "peak_memory_mb"): _METRIC,
-    ("hpo/worker/loop.py:objective_values", "seconds_per_epoch"): _METRIC,
-    ("hpo/worker/loop.py:objective_values", "images_per_second"): _METRIC,
+    ("hpo/worker/trial.py:objective_values", "peak_memory_mb"): _METRIC,
+    ("hpo/worker/trial.py:objective_values", "seconds_per_epoch"): _METRIC,
+    ("hpo/worker/trial.py:objective_values", "images_per_second"): _METRIC,
     ("hpo/worker/pool.py:Slot.command", "worker"): "the `hpo worker` command a child runs",
     ("hpo/cli/worker.py:_gpu_ids", "device"): "the --device option's parameter name",
     ("hpo/cli/space.py:preview", "config"): "a key of `hpo space preview`'s output: a drawn config, no trial",
@@ -213,7 +213,7 @@ def test_the_scan_knows_a_key_wherever_it_stands():
     assert _looks_like_key("hpo:retrain:3", keys, prefixes) and _looks_like_key("hpo:new", keys, prefixes)
     assert not _looks_like_key("val_loss", keys, prefixes)
     assert _excuse("hpo/spec/space.py", "sample_config", "data") == ("hpo/spec/", "data")
-    assert _excuse("hpo/worker/loop.py", "_result_attrs", "seconds_per_epoch") is None
+    assert _excuse("hpo/worker/trial.py", "_result_attrs", "seconds_per_epoch") is None
 
 
 def test_each_key_is_declared_once():

@@ -32,6 +32,7 @@ def spec_file(tmp_path):
     return path
 
 
+@pytest.mark.subprocess
 def test_help_imports_neither_torch_nor_optuna():
     code = (
         "import sys\n"

@@ -13,6 +13,7 @@ CONFIG_MODULES = sorted(
 )
 
 
+@pytest.mark.subprocess
 def test_config_modules_do_not_import_torch():
     assert {"hpo.models.backbone", "hpo.models.custom", "hpo.models.patch_mlp", "hpo.models.squeezenet"} <= set(CONFIG_MODULES)
     code = (

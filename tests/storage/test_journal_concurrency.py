@@ -15,13 +15,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-try:
-    from specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
-except ImportError:  # tests/ is a package
-    from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
+from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
 
 from hpo.study.attrs import OVER_BUDGET as OVER_BUDGET_ATTR, SPEC as SPEC_ATTR
 from hpo.storage.urls import open_storage, resolve_storage
+
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 N_WORKERS = 8
 N_TRIALS = 32

@@ -114,6 +114,7 @@ def test_create_database_rejects_names_that_need_quoting(postgres_server):
         postgres_server.create_database('x"; DROP DATABASE hpo; --')
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("ci", "outcome"),
     [("true", "1 error"), ("", "1 skipped")],

@@ -11,10 +11,7 @@ import pytest
 import sqlalchemy
 from click.testing import CliRunner
 
-try:
-    from specs import write_spec
-except ImportError:  # tests/ is a package
-    from tests.specs import write_spec
+from tests.specs import write_spec
 
 from hpo.cli.main import cli
 from hpo.errors import UsageError

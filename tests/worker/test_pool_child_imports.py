@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-try:
-    from specs import describe, hpo_env, run_hpo, spec_text
-except ImportError:  # tests/ is a package
-    from tests.specs import describe, hpo_env, run_hpo, spec_text
+from tests.specs import describe, hpo_env, run_hpo, spec_text
+
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,7 +79,6 @@ def finished(journal: Path, name: str) -> dict[str, int]:
     return states
 
 
-@pytest.mark.subprocess
 def test_processes_never_import_the_working_directorys_shadows_but_find_its_models(tmp_path):
     project = tmp_path / "project"
     (project / "models").mkdir(parents=True)
@@ -105,7 +103,6 @@ def test_processes_never_import_the_working_directorys_shadows_but_find_its_mode
     assert list((project / "models").glob("imported-by-*")), "the project's models package was not used"
 
 
-@pytest.mark.subprocess
 def test_the_example_custom_model_trains_from_the_repository_root(tmp_path):
     """models/example_net.py, with models/digits_sefire.yaml cut to two one-epoch trials."""
     yaml = YAML(typ="safe")

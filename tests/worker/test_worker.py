@@ -269,6 +269,8 @@ def test_out_of_memory_is_recorded_with_the_batch_size(study, monkeypatch):
         assert t.intermediate_values == {1: float("-inf")}
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_trial_whose_worker_was_killed_is_failed_and_retried_with_the_same_params(study, tmp_path):
     import os
     import signal

@@ -23,12 +23,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-try:
-    from specs import describe, hpo_env, run_hpo, start_hpo, wait_all
-except ImportError:  # tests/ is a package
-    from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all
+from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all
 
 from hpo.study.attrs import OVER_BUDGET as OVER_BUDGET_ATTR
+
+pytestmark = [pytest.mark.subprocess]
 
 SPEC = """\
 name: {name}
@@ -77,6 +76,7 @@ def training(study: optuna.Study, number: int, min_epoch: int):
     return trial if ok else None
 
 
+@pytest.mark.slow
 def test_a_dead_remote_workers_trial_is_swept_by_heartbeat_while_the_others_train(tmp_path, postgres_server, postgres_url):
     # Long enough (7 s here) that trial 0 still trains when the sweep (every 1.5 s) comes round.
     epochs = 300
@@ -124,6 +124,7 @@ def test_a_dead_remote_workers_trial_is_swept_by_heartbeat_while_the_others_trai
     assert next(t for t in finished if t.user_attrs.get("retry_of") == ghost.number).params == {"train.lr": 0.05}
 
 
+@pytest.mark.slow
 def test_workers_wait_through_a_server_restart_and_finish_exactly_the_budget(tmp_path, postgres_server, postgres_url):
     n_trials = 8
     # Trials of a few seconds (300 short epochs), so that the study is still running when
@@ -160,6 +161,7 @@ def test_workers_wait_through_a_server_restart_and_finish_exactly_the_budget(tmp
     assert reported == n_trials, describe(results)
 
 
+@pytest.mark.slow
 def test_16_workers_share_one_study_exactly_within_2_connections_each(tmp_path, postgres_server):
     n_workers, n_trials = 16, 32
     if not postgres_server.is_running:

@@ -261,6 +261,7 @@ class Server:
         return self.output
 
 
+@pytest.mark.subprocess
 def test_over_a_loopback_socket_without_auth(dash_study):
     server = Server(dash_study)
     try:
@@ -275,6 +276,7 @@ def test_over_a_loopback_socket_without_auth(dash_study):
     assert "GET /api/studies" not in output  # quiet access log by default
 
 
+@pytest.mark.subprocess
 def test_over_a_socket_with_auth_from_the_environment(dash_study):
     server = Server(dash_study, "--host", "0.0.0.0", env={"HPO_DASHBOARD_AUTH": f"{USER}:{PASSWORD}"})
     try:

@@ -20,10 +20,7 @@ from hpo.worker import pool
 from hpo.cli.main import cli
 from hpo.errors import UsageError
 
-try:
-    from specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
-except ImportError:  # tests/ is a package
-    from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
+from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
 
 
 def gpus(n: int):
@@ -302,6 +299,8 @@ def children_of(pid: int) -> set[int]:
     return found
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_a_child_killed_mid_trial_is_restarted_and_the_study_finishes(tmp_path):
     import optuna

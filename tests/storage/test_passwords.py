@@ -16,10 +16,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 import pytest
 
-try:
-    from specs import hpo_env, run_hpo, start_hpo, wait_all, write_spec
-except ImportError:  # tests/ is a package
-    from tests.specs import hpo_env, run_hpo, start_hpo, wait_all, write_spec
+from tests.specs import hpo_env, run_hpo, start_hpo, wait_all, write_spec
+
+pytestmark = [pytest.mark.subprocess]
 
 STUDY = "secret-study"
 N_TRIALS = 4
@@ -132,6 +131,7 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label", COMMANDS)
 def test_successful_commands_never_print_the_password(run, label):
     result = run.outputs[label]
@@ -140,6 +140,7 @@ def test_successful_commands_never_print_the_password(run, label):
     assert "Traceback" not in result.stderr, shown(result, run.password)
 
 
+@pytest.mark.slow
 def test_commands_that_name_the_storage_show_it_redacted(run):
     create = run.outputs["create"].stdout.splitlines()
     assert create[0] == f"Created study '{STUDY}' in {run.redacted}"
@@ -148,6 +149,7 @@ def test_commands_that_name_the_storage_show_it_redacted(run):
     assert create[2] == f"Start workers with: hpo worker {STUDY} --storage {run.redacted}"
 
 
+@pytest.mark.slow
 def test_the_commands_really_read_the_study(run):
     # Guard for the tests above: outputs without a password must be real outputs.
     assert "Worker done: " in run.outputs["worker env"].stdout
@@ -179,6 +181,7 @@ def stored_text(url: str) -> list[tuple[str, str]]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_nothing_stored_contains_the_password(run):
     rows = stored_text(run.url)
     counts = collections.Counter(table for table, _ in rows)
@@ -193,6 +196,7 @@ def test_nothing_stored_contains_the_password(run):
     assert not urls, f"a storage URL is stored in table(s) {urls}"
 
 
+@pytest.mark.slow
 def test_delete_names_the_storage_redacted(run):
     result = run.hpo("delete", "study", "delete", STUDY, "--yes", via="option")
     assert result.returncode == 0, shown(result, run.password)

@@ -17,7 +17,7 @@ from hpo.training import DataConfig
 from hpo.training import data as data_module
 from hpo.models.registry import create_model, parse_model_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -57,6 +57,7 @@ def _digits_cnn_one_trial() -> str:
     return text[: text.index("search:")] + "search: {}\n"
 
 
+@pytest.mark.slow
 def test_tuning_never_sees_the_test_split_and_retrain_tests_once(tmp_path, monkeypatch, test_split_calls):
     loaded = _study(tmp_path, monkeypatch, _digits_cnn_one_trial(), "cnn")
     assert test_split_calls == []  # a whole worker run never loaded it

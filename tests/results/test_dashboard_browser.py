@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-if __package__:  # tests/ became a package
-    from .test_dashboard import Server, make_study
-else:  # rootdir-style imports: tests/ itself is on sys.path
-    from test_dashboard import Server, make_study
+from tests.results.test_dashboard import Server, make_study
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_MISSING = "chromium not found: install Debian's chromium package (apt-get install chromium chromium-driver)"
 
 

@@ -24,7 +24,7 @@ def test_the_digits_space_is_conditional_and_a_flat_one_is_not(tmp_path):
     from hpo.spec.space import space_facts
     from hpo.spec import load_spec
 
-    digits = load_spec(Path(__file__).resolve().parents[1] / "search_spaces" / "digits_cnn.yaml")
+    digits = load_spec(Path(__file__).resolve().parents[2] / "search_spaces" / "digits_cnn.yaml")
     assert space_facts(digits).conditional  # when: on momentum, repeat: on filters
     flat = tmp_path / "flat.yaml"
     flat.write_text("name: f\nmodel: {name: mlp}\nsearch: {train.lr: {low: 1.0e-4, high: 0.1, log: true}}\n")

@@ -15,7 +15,7 @@ from ruamel.yaml import YAML
 
 from hpo.cli.main import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 K8S = DOCKER / "k8s"
 YAML_FILES = sorted(p for ext in ("*.yaml", "*.yml") for p in DOCKER.rglob(ext))
@@ -211,7 +211,7 @@ def test_the_image_gets_the_package_with_its_model_zoo_and_the_users_example_fol
                  "search_spaces/digits_cnn.yaml", "models/example_net.py", "models/README.md"):
         assert (ROOT / kept).is_file() and not dockerignored(kept, rules), kept
     for left_out in ("docker/hpo.env", ".venv/bin/python", "hpo/__pycache__/cli.cpython-311.pyc",
-                     "tests/test_pool.py", "hpo-studies.journal"):
+                     "tests/worker/test_pool.py", "hpo-studies.journal"):
         assert dockerignored(left_out, rules), left_out
     text = (DOCKER / "Dockerfile").read_text()
     copies = re.findall(r"^COPY (\S+) \./(\S+)$", text, re.M)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_tiny(tmp_path: Path, script: str, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
@@ -26,6 +26,8 @@ def journal_row(table: str) -> list[str]:
     return [cell.strip() for cell in row.strip("|").split("|")]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_data_path_benchmark_writes_its_table(tmp_path):
     result, table = run_tiny(tmp_path, "data_path.py")
     assert table.splitlines()[0] == "CNN 2×32 filters + FC 128:" and "\nMLP 2×256:\n" in table
@@ -36,6 +38,8 @@ def test_data_path_benchmark_writes_its_table(tmp_path):
     assert table.count("hpo: in-memory tensors") == table.count("Speed-up: **") == 3
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_worker_scaling_benchmark_writes_its_tables(tmp_path, postgres_url):
     result, table = run_tiny(tmp_path, "worker_scaling.py", "--storage", postgres_url, "--calls", "3")
     assert "| workers | trials/s (median) | ideal trials/s | parallel efficiency |" in table
@@ -45,6 +49,8 @@ def test_worker_scaling_benchmark_writes_its_tables(tmp_path, postgres_url):
     assert postgres_url.split("@")[0].split(":")[-1] not in table + result.stdout + result.stderr  # no password
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_trial_startup_benchmark_writes_its_table(tmp_path):
     result, table = run_tiny(tmp_path, "trial_startup.py")
     assert "| storage | first trial (ms) | later trials, median (ms) | p90 (ms) | later trials | goal met |" in table
@@ -52,6 +58,8 @@ def test_trial_startup_benchmark_writes_its_table(tmp_path):
     assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[4] == "2" and cells[5] in ("yes", "no")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_trial_overhead_benchmark_writes_its_table(tmp_path):
     result, table = run_tiny(tmp_path, "trial_overhead.py")
     assert "| storage | finished trials | plain Optuna script (ms) | hpo worker (ms) | hpo / plain |" in table
@@ -91,6 +99,8 @@ def markdown_rows(table: str, header: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in block.splitlines()[1:]]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_search_efficiency_benchmark_writes_its_tables(tmp_path):
     result, table = run_tiny(tmp_path, "search_efficiency.py")
     value = r"(none|∞|\d+(\.\d+)?)"

@@ -25,12 +25,9 @@ import pytest
 
 from hpo import __version__
 
-try:
-    from specs import describe, hpo_env, spec_text
-except ImportError:  # tests/ is a package
-    from tests.specs import describe, hpo_env, spec_text
+from tests.specs import describe, hpo_env, spec_text
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.name for p in (ROOT / "search_spaces").iterdir() if p.suffix in (".yaml", ".json"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]

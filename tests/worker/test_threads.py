@@ -28,6 +28,7 @@ def test_a_registered_worker_counts_while_it_runs(private_registry):
     assert not (private_registry / str(os.getpid())).exists()
 
 
+@pytest.mark.subprocess
 def test_cores_are_divided_among_live_workers_and_dead_ones_are_forgotten(private_registry):
     others = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) for _ in range(3)]
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

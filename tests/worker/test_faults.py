@@ -18,12 +18,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-try:
-    from specs import describe, hpo_env, run_hpo, start_hpo, wait_all
-except ImportError:  # tests/ is a package
-    from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all
+from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all
 
 from hpo.storage.urls import open_storage, resolve_storage
+
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 EPOCHS = 30
 SPEC = """\

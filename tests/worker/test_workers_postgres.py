@@ -16,10 +16,7 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-try:
-    from specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
-except ImportError:  # tests/ is a package
-    from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
+from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
 
 from hpo.cli.main import cli
 from hpo.spec import load_spec
@@ -69,6 +66,8 @@ def finished(study) -> list:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_every_worker_exits_0(run):
     _, _, results, _ = run
     assert [r.returncode for r in results] == [0] * N_WORKERS, describe(results)
@@ -77,6 +76,8 @@ def test_every_worker_exits_0(run):
         assert "budget spent" in result.stdout, describe(results)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_workers_finish_exactly_the_budget(run):
     _, _, results, study = run
     trials = study.get_trials(deepcopy=False)
@@ -93,6 +94,8 @@ def test_workers_finish_exactly_the_budget(run):
     assert len({t.user_attrs["worker"]["pid"] for t in finished(study)}) > 1
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_workers_do_not_run_the_same_params_twice(run):
     # The learning rate is drawn from a continuous range: two equal draws are not chance,
     # they are workers with the same sampler seed proposing the same sequence. Workers
@@ -103,6 +106,8 @@ def test_workers_do_not_run_the_same_params_twice(run):
     assert not repeated, f"{len(repeated)} param sets were run more than once: {sorted(repeated)}"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_study_show_reports_the_run(run):
     url, _, _, study = run
     summary = json.loads(invoke(url, "study", "show", STUDY, "--format", "json").stdout)
@@ -127,6 +132,8 @@ def test_study_show_reports_the_run(run):
     assert len(summary["pruned"]) == states["pruned"]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_study_best_reports_params_and_the_full_config(run):
     url, _, _, study = run
     best = json.loads(invoke(url, "study", "best", STUDY, "--format", "json").stdout)
@@ -143,6 +150,8 @@ def test_study_best_reports_params_and_the_full_config(run):
     assert config["train"]["epochs"] == EPOCHS and config["train"]["batch_size"] == 128
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_study_list_shows_the_study_with_its_trials(run):
     url, _, _, study = run
     rows = json.loads(invoke(url, "study", "list", "--format", "json").stdout)
@@ -156,6 +165,8 @@ def test_study_list_shows_the_study_with_its_trials(run):
     assert row["best_value"] == pytest.approx(max(t.value for t in complete))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_study_list_table_shows_whole_study_names_when_piped(run):
     # The name is what every other command takes: a table that cuts it short ("pg-di…")
     # in a log or a pipe (no terminal, 80 columns) leaves the user guessing.
@@ -165,6 +176,8 @@ def test_study_list_table_shows_whole_study_names_when_piped(run):
     assert STUDY in result.stdout, result.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_best_as_yaml_is_a_spec_that_creates_a_study(run):
     url, root, _, study = run
     text = invoke(url, "study", "best", STUDY, "--format", "yaml").stdout

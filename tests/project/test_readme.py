@@ -12,7 +12,7 @@ from hpo.spec.strategies import PRUNERS, SAMPLERS
 from hpo.training.config import DataConfig, EarlyStoppingConfig, TrainConfig
 from hpo.models.registry import MODELS
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def _commands(group: click.Group, prefix: str):
@@ -51,6 +51,6 @@ def test_readme_documents_every_spec_key():
 
 
 def test_readme_test_command_is_what_ci_runs():
-    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
     assert "uv run pytest" in README.split("## Quick start")[1].split("##")[0]
     assert "\nuv run pytest" in ci
