@@ -5,11 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> str:
@@ -23,8 +20,7 @@ def postgres(url: str | None, database: str = "bench") -> Iterator[str]:
     if url:
         yield url
         return
-    sys.path.insert(0, str(ROOT / "tests"))
-    from postgres import PostgresServer, find_pg_bin_dir
+    from tests.postgres import PostgresServer, find_pg_bin_dir
 
     bin_dir = find_pg_bin_dir()
     if bin_dir is None:

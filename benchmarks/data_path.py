@@ -8,8 +8,8 @@ dataset (60,000 + 10,000 random 28x28 images) in the real IDX format and both pa
 through torchvision's own FashionMNIST class. For digits (scikit-learn's 8x8 images), the
 plain loop is a map-style Dataset over scikit-learn's arrays with the same transforms.
 
-    uv run python benchmarks/data_path.py                 # full size, 5 repetitions
-    uv run python benchmarks/data_path.py --tiny          # a smoke run (the test suite uses it)
+    uv run python -m benchmarks.data_path                 # full size, 5 repetitions
+    uv run python -m benchmarks.data_path --tiny          # a smoke run (the test suite uses it)
 
 Prints a Markdown table (and writes it with --output FILE): median seconds per epoch over
 the repetitions, images per second, and the ratio.
@@ -117,9 +117,9 @@ def loader_epoch(dataset, batch_size: int, workers: int, model: str, in_shape: t
 def hpo_epoch(splits, data, batch_size: int, model: str) -> float:
     """hpo's own epoch loop (hpo.training.loop._train_epoch, as every trial runs it) over the
     split held as a tensor on the device, batches drawn as index slices."""
+    from hpo.models.registry import parse_model_config
     from hpo.training.config import TrainConfig
     from hpo.training.loop import _build, _train_epoch
-    from hpo.models.registry import parse_model_config
 
     train = TrainConfig(epochs=1, batch_size=batch_size, optimizer="adam", lr=1e-3, seed=0)
     run = _build(data, parse_model_config(MODELS[model][1]), train, splits, torch.device("cpu"))
@@ -175,9 +175,10 @@ def run(n_train: int, n_test: int, repeats: int, batch_size: int, workers: int, 
         indices = np.random.default_rng(0).permutation(n_train)[:n_images]
         for model in (m for m in models if m != "digits"):
             tables.append(compare(
-                model, lambda: plain_epoch(root, indices, batch_size, workers, model),
-                lambda: hpo_epoch(splits, data, batch_size, model),
-                f"torchvision FashionMNIST + DataLoader (num_workers={workers})", n_images, repeats, batch_size, prepare))
+                model, lambda model=model: plain_epoch(root, indices, batch_size, workers, model),
+                lambda model=model: hpo_epoch(splits, data, batch_size, model),
+                f"torchvision FashionMNIST + DataLoader (num_workers={workers})", n_images, repeats, batch_size,
+                prepare))
     if "digits" in models:
         data = DataConfig(name="digits")  # 60 / 20 / 20 % train / validation / test
         splits, prepare = prepared(data)
@@ -204,7 +205,7 @@ def main() -> None:
     n_train, n_test, repeats = (2000, 500, 1) if args.tiny else (60000, 10000, args.repeats)
     models = ["cnn", "mlp", "digits"] if args.model == "all" else [args.model]
     table = run(n_train, n_test, repeats, args.batch_size, args.workers, models)
-    from common import write_table
+    from benchmarks.common import write_table
 
     write_table(table, args.output)
 

@@ -17,9 +17,9 @@ the best validation accuracy of a completed trial within f x E epochs (pruned tr
 count) and within f x T seconds, the epochs and seconds to reach a target, and the test
 accuracy of the best trial within E (its final weights from the study's artifact store).
 
-    uv run python benchmarks/search_efficiency.py             # default, random, tpe; 5 seeds
-    uv run python benchmarks/search_efficiency.py --strategies "tpe+median,tpe(n_startup_trials=5)+hyperband"
-    uv run python benchmarks/search_efficiency.py --tiny      # a smoke run (the test suite uses it)
+    uv run python -m benchmarks.search_efficiency             # default, random, tpe; 5 seeds
+    uv run python -m benchmarks.search_efficiency --strategies "tpe+median,tpe(n_startup_trials=5)+hyperband"
+    uv run python -m benchmarks.search_efficiency --tiny      # a smoke run (the test suite uses it)
 
 A strategy is ``default`` (a spec naming no pruner: hpo's TPE + Hyperband), ``random`` or
 ``tpe`` (no pruning; both samplers with hpo's defaults, so TPE is multivariate with the
@@ -36,14 +36,12 @@ import math
 import os
 import re
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 FRACTIONS = (("1/8", 1 / 8), ("1/4", 1 / 4), ("1/2", 1 / 2), ("all", 1.0))
 GOAL = 1 / 4  # the default reaches random search's final best within this share of E
 # TPE draws its first n_startup_trials with a RandomSampler of its own seed: with the same seed
@@ -172,13 +170,13 @@ def test_accuracy(target, name: str, number: int, work: Path) -> float:
     from optuna.artifacts import download_artifact
 
     from hpo.artifacts.store import study_store
+    from hpo.artifacts.trial_files import WEIGHTS_FILE
+    from hpo.models.registry import create_model, parse_model_config
     from hpo.storage.urls import open_storage
+    from hpo.study.attrs import ARTIFACTS as ARTIFACTS_ATTR
     from hpo.training import DataConfig
     from hpo.training.data import load_test_split
     from hpo.training.loop import evaluate_model
-    from hpo.artifacts.trial_files import WEIGHTS_FILE
-    from hpo.study.attrs import ARTIFACTS as ARTIFACTS_ATTR
-    from hpo.models.registry import create_model, parse_model_config
 
     study = optuna.load_study(study_name=name, storage=open_storage(target))
     (trial,) = [t for t in study.get_trials(deepcopy=False) if t.number == number]
@@ -278,7 +276,7 @@ def goal_table(runs: dict[str, list[Run]], finals: list[float], budget: int) -> 
 
 
 def tables(runs: dict[str, list[Run]], args: argparse.Namespace, n_train: int, loads: list[float]) -> str:
-    from common import machine
+    from benchmarks.common import machine
 
     budget = args.epochs * args.full_trials
     times = [r.trials[-1].seconds for r in runs["random"]]
@@ -325,12 +323,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.tiny:
         args.seeds, args.full_trials, args.epochs = 2, 2, 3
-    sys.path.insert(0, str(ROOT))
-    from common import write_table
-
+    from benchmarks.common import write_table
+    from hpo.artifacts.trial_files import DEFAULT_KEEP, KEEP_ENV
     from hpo.study.studies import quiet_optuna
     from hpo.worker.threads import ENV_VAR as THREADS_ENV
-    from hpo.artifacts.trial_files import DEFAULT_KEEP, KEEP_ENV
 
     quiet_optuna()
     os.environ[KEEP_ENV] = DEFAULT_KEEP  # the best trial's weights must be kept, as by default
@@ -347,7 +343,8 @@ def main() -> None:
             wall = reference.trials[-1].seconds  # T of this seed
             for label in labels:
                 run = reference if label == "random" else run_strategy(
-                    label, seed, args, Path(tmp), lambda epochs, seconds: epochs >= budget and seconds >= wall)
+                    label, seed, args, Path(tmp),
+                    lambda epochs, seconds, wall=wall: epochs >= budget and seconds >= wall)
                 runs[label].append(run)
                 say(run, seed, started)
     write_table(tables(runs, args, train_images(args), [load, os.getloadavg()[0]]), args.output)

@@ -16,8 +16,8 @@ parameters, every report 0.5); then the two sides run 20 trials each, taking tur
 over (so a change in the machine's load hits both). Time per trial: the median gap between
 consecutive trial ends within a turn; the table gives the median over the 5 turns.
 
-    uv run python benchmarks/trial_overhead.py            # at 100 and 1,000 finished trials
-    uv run python benchmarks/trial_overhead.py --tiny     # a smoke run (the test suite uses it)
+    uv run python -m benchmarks.trial_overhead            # at 100 and 1,000 finished trials
+    uv run python -m benchmarks.trial_overhead --tiny     # a smoke run (the test suite uses it)
 
 It starts a throwaway PostgreSQL server from the installed binaries, or uses ``--storage URL``.
 """
@@ -28,13 +28,11 @@ import argparse
 import contextlib
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 REPORTS = 10
 SEED = 0  # both sides' TPE: the same history and seed propose the same points
 SPEC = """\
@@ -66,7 +64,7 @@ def prefill(study, count: int) -> None:
     study.add_trials([
         optuna.trial.create_trial(
             params={"train.lr": 10 ** rng.uniform(-4, -1), "model.width": rng.randint(8, 128)},
-            distributions=dists, value=0.5, intermediate_values={step: 0.5 for step in range(1, REPORTS + 1)})
+            distributions=dists, value=0.5, intermediate_values=dict.fromkeys(range(1, REPORTS + 1), 0.5))
         for _ in range(count)
     ])
 
@@ -81,8 +79,7 @@ def open_study(storage: str, name: str):
 
 def hpo_side(storage: str, work: Path, name: str, finished: int) -> Callable[[int], list[float]]:
     """A study made by ``hpo study create`` and prefilled; returns: run N trials -> trial ends."""
-    from common import stand_in_trainer
-
+    from benchmarks.common import stand_in_trainer
     from hpo.spec import load_spec
     from hpo.storage.urls import resolve_storage
     from hpo.study.studies import create_study
@@ -96,8 +93,9 @@ def hpo_side(storage: str, work: Path, name: str, finished: int) -> Callable[[in
 
     def run(n: int) -> list[float]:
         ends: list[float] = []
-        report = run_worker(name, target, rank=0, n_trials=n, trainer=stand_in_trainer(),
-                            progress=lambda event, data: ends.append(time.perf_counter()) if event == "trial_end" else None)
+        report = run_worker(
+            name, target, rank=0, n_trials=n, trainer=stand_in_trainer(),
+            progress=lambda event, data: ends.append(time.perf_counter()) if event == "trial_end" else None)
         if report.exit_code:
             raise SystemExit(f"the worker stopped: {report.stop_reason}")
         return ends
@@ -139,7 +137,8 @@ def median_gap_ms(ends: list[float]) -> float:
     return statistics.median(b - a for a, b in zip(ends, ends[1:])) * 1000
 
 
-def measure(storage: Callable[[str], str], work: Path, tag: str, mark: int, turns: int, per_turn: int) -> tuple[float, float]:
+def measure(storage: Callable[[str], str], work: Path, tag: str, mark: int, turns: int,
+            per_turn: int) -> tuple[float, float]:
     """(plain, hpo) milliseconds per trial around ``mark`` finished trials."""
     start = max(0, mark - turns * per_turn // 2)  # the turns run from below the mark to above it
     plain = plain_side(storage(f"plain-{mark}"), f"plain-{tag}-{mark}", start)
@@ -157,9 +156,7 @@ def main() -> None:
     parser.add_argument("--storage", help="a PostgreSQL URL (default: a throwaway server)")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from common import machine, postgres, write_table
-
+    from benchmarks.common import machine, postgres, write_table
     from hpo.study.studies import quiet_optuna
 
     quiet_optuna()

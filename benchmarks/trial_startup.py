@@ -10,8 +10,8 @@ reports the first trial of the worker apart from the later ones. The worker prep
 fixed dataset and torch's optimiser machinery before its first trial (``hpo.worker.loop._warm_up``);
 ``--no-warm-up`` shows what the first trial costs without that.
 
-    uv run python benchmarks/trial_startup.py            # 20 trials per storage
-    uv run python benchmarks/trial_startup.py --tiny     # a smoke run (the test suite uses it)
+    uv run python -m benchmarks.trial_startup            # 20 trials per storage
+    uv run python -m benchmarks.trial_startup --tiny     # a smoke run (the test suite uses it)
 
 It starts a throwaway PostgreSQL server from the installed binaries, or uses ``--storage URL``.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
@@ -75,9 +74,7 @@ def main() -> None:
     parser.add_argument("--no-warm-up", action="store_true", help="the worker skips its warm-up")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from common import machine, postgres, write_table
-
+    from benchmarks.common import machine, postgres, write_table
     from hpo.study.studies import quiet_optuna
 
     quiet_optuna()

@@ -15,8 +15,8 @@ running trial with all its intermediate values) against hpo's pruner view (finis
 kept, running trials read without their curves), for Hyperband (hpo's default) and the
 median rule, the median over repeated calls after a warm-up call.
 
-    uv run python benchmarks/worker_scaling.py            # 1..16 workers, 5 repetitions
-    uv run python benchmarks/worker_scaling.py --tiny     # a smoke run (the test suite uses it)
+    uv run python -m benchmarks.worker_scaling            # 1..16 workers, 5 repetitions
+    uv run python -m benchmarks.worker_scaling --tiny     # a smoke run (the test suite uses it)
 
 It starts a throwaway PostgreSQL server from the installed binaries (tests/postgres.py), or
 uses ``--storage URL``. Prints Markdown tables (and writes them with --output FILE).
@@ -50,12 +50,10 @@ search:
 
 def child(args: argparse.Namespace) -> None:
     """One worker: import everything, wait for the others, run the loop."""
-    from common import stand_in_trainer
-
+    import hpo.training.loop  # noqa: F401 - imported before the barrier, as a worker does at start
+    from benchmarks.common import stand_in_trainer
     from hpo.storage.urls import resolve_storage
     from hpo.worker.loop import run_worker
-
-    import hpo.training.loop  # noqa: F401 - imported before the barrier, as a worker does at start
     Path(args.ready).touch()
     while not Path(args.go).exists():
         time.sleep(0.01)
@@ -69,9 +67,9 @@ def throughput(url: str, n_workers: int, *, trials_per_worker: int, epochs: int,
     """Finished trials per second with ``n_workers`` workers."""
     import optuna
 
-    from hpo.study.attrs import ARTIFACT_STORE as STORE_ATTR
     from hpo.spec import load_spec
     from hpo.storage.urls import resolve_storage
+    from hpo.study.attrs import ARTIFACT_STORE as STORE_ATTR
     from hpo.study.studies import create_study
 
     name = f"scale-{tag}-{n_workers}"
@@ -81,9 +79,12 @@ def throughput(url: str, n_workers: int, *, trials_per_worker: int, epochs: int,
     study.set_user_attr(STORE_ATTR, None)  # no plots, no checkpoints: see the module docstring
     go = work / f"{name}.go"
     ready = [work / f"{name}.ready{i}" for i in range(n_workers)]
-    env = dict(os.environ, HPO_STORAGE=url, HPO_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, __file__, "--child", "--study", name, "--rank", str(i),
-                               "--ready", str(ready[i]), "--go", str(go), "--epoch-seconds", str(epoch_seconds)],
+    # The workers run in the scratch directory, so they find this package through PYTHONPATH.
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, HPO_STORAGE=url, HPO_THREADS="1", PYTHONPATH=pythonpath)
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.worker_scaling", "--child", "--study", name,
+                               "--rank", str(i), "--ready", str(ready[i]), "--go", str(go),
+                               "--epoch-seconds", str(epoch_seconds)],
                               env=env, cwd=work)
              for i in range(n_workers)]
     while not all(path.exists() for path in ready):
@@ -102,7 +103,8 @@ def throughput(url: str, n_workers: int, *, trials_per_worker: int, epochs: int,
     return len(trials) / span
 
 
-def prune_check_cost(url: str, *, running: int, finished: int, epochs: int, calls: int) -> list[tuple[str, float, float]]:
+def prune_check_cost(url: str, *, running: int, finished: int, epochs: int,
+                     calls: int) -> list[tuple[str, float, float]]:
     """(pruner, ms per should_prune through Optuna's cached storage, ms through hpo's view)."""
     import optuna
     from optuna.trial import TrialState
@@ -143,14 +145,16 @@ def prune_check_cost(url: str, *, running: int, finished: int, epochs: int, call
         half = len(live) // 2
         # Optuna's own path: a worker's study object over the cached storage.
         loaded = optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(url), pruner=pruner)
-        optuna_ms = timed(lambda t: optuna.trial.Trial(loaded, t._trial_id).should_prune(), live[:min(half, calls + 1)])
+        optuna_ms = timed(lambda t, loaded=loaded: optuna.trial.Trial(loaded, t._trial_id).should_prune(),
+                          live[:min(half, calls + 1)])
         # hpo's path (hpo.worker.pruning.TrialReporter.report): the pruner reads the view.
         from hpo.storage.urls import open_storage
 
         ours = optuna.load_study(study_name=name, storage=open_storage(resolve_storage(url), reconnect_for=60),
                                  pruner=pruner)
         viewed = light_study(ours)
-        hpo_ms = timed(lambda t: pruner.prune(viewed, ours._storage.get_trial(t._trial_id)),
+        hpo_ms = timed(lambda t, pruner=pruner, viewed=viewed, ours=ours: pruner.prune(
+                           viewed, ours._storage.get_trial(t._trial_id)),
                        live[half:half + min(half, calls + 1)])
         results.append((label, optuna_ms, hpo_ms))
     return results
@@ -159,9 +163,10 @@ def prune_check_cost(url: str, *, running: int, finished: int, epochs: int, call
 def run(url: str, args: argparse.Namespace) -> str:
     counts = [1, 2] if args.tiny else [1, 2, 4, 8, 16]
     repeats = 1 if args.tiny else args.repeats
-    epochs, epoch_seconds, per_worker = (3, 0.05, 2) if args.tiny else (args.epochs, args.epoch_seconds, args.trials_per_worker)
+    epochs, epoch_seconds, per_worker = ((3, 0.05, 2) if args.tiny
+                                         else (args.epochs, args.epoch_seconds, args.trials_per_worker))
     trial_seconds = epochs * epoch_seconds
-    from common import machine
+    from benchmarks.common import machine
 
     lines = [
         f"Trial throughput on PostgreSQL: sleeping trials of {epochs} epochs x {epoch_seconds:g} s "
@@ -212,12 +217,10 @@ def main() -> None:
     parser.add_argument("--ready", help=argparse.SUPPRESS)
     parser.add_argument("--go", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     if args.child:
         child(args)
         return
-    from common import postgres, write_table
-
+    from benchmarks.common import postgres, write_table
     from hpo.study.studies import quiet_optuna
 
     quiet_optuna()

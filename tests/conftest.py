@@ -7,10 +7,11 @@ forgotten: ``-m "not postgres"`` runs the rest without a server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import psycopg2
 import pytest
@@ -62,7 +63,5 @@ def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest
     url = postgres_server.create_database(name)
     yield url
     if postgres_server.is_running:
-        try:
+        with contextlib.suppress(psycopg2.Error):  # cleanup only: the whole server is deleted at the end
             postgres_server.drop_database(name)
-        except psycopg2.Error:  # cleanup only: the whole server is deleted at the end
-            pass

@@ -15,6 +15,7 @@ Python 3.8+ to find the server binaries before the project is installed:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import glob
 import os
 import re
@@ -26,8 +27,9 @@ import string
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 from urllib.parse import quote
 
 SERVER_BINARIES = ("initdb", "postgres")
@@ -70,7 +72,7 @@ def find_pg_bin_dir() -> Path | None:
             )
         return path
 
-    candidates: List[Path] = []
+    candidates: list[Path] = []
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
@@ -118,7 +120,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _children_of(pid: int) -> List[int]:
+def _children_of(pid: int) -> list[int]:
     """Direct children of ``pid`` (Linux /proc; empty elsewhere)."""
     children = []
     for stat in glob.glob("/proc/[0-9]*/stat"):
@@ -149,7 +151,7 @@ class PostgresServer:
         bin_dir: Path | str | None = None,
         *,
         startup_timeout: float = 60.0,
-        settings: Optional[Dict[str, Any]] = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         if bin_dir is None:
             bin_dir = find_pg_bin_dir()
@@ -163,11 +165,11 @@ class PostgresServer:
         self.password = "".join(
             secrets.choice(string.ascii_letters + string.digits) for _ in range(24)
         )
-        self.port: Optional[int] = None
-        self.base_dir: Optional[Path] = None
+        self.port: int | None = None
+        self.base_dir: Path | None = None
         self._settings = dict(settings or {})
-        self._proc: Optional[subprocess.Popen] = None
-        self._run_as: Optional[Dict[str, Any]] = None
+        self._proc: subprocess.Popen | None = None
+        self._run_as: dict[str, Any] | None = None
         self._initialized = False
 
     # -- paths and URLs ------------------------------------------------------------------
@@ -208,7 +210,7 @@ class PostgresServer:
         return self.url_for("postgres")
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         """The postmaster's process id while it runs."""
         return self._proc.pid if self.is_running else None
 
@@ -222,7 +224,7 @@ class PostgresServer:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         """Start the server (initialising it the first time) and wait until it accepts logins."""
         if self.is_running:
             return self
@@ -281,7 +283,7 @@ class PostgresServer:
         finally:
             self._proc = None
 
-    def restart(self, mode: str = "fast") -> "PostgresServer":
+    def restart(self, mode: str = "fast") -> PostgresServer:
         """Stop and start again: same port, password and data."""
         self.stop(mode)
         return self.start()
@@ -301,10 +303,8 @@ class PostgresServer:
         atexit.unregister(self._atexit)
         try:
             if self.is_running:
-                try:
+                with contextlib.suppress(PostgresServerError):
                     self.stop("fast", timeout=30.0)
-                except PostgresServerError:
-                    pass
         finally:
             if self.base_dir is not None:
                 shutil.rmtree(self.base_dir, ignore_errors=True)
@@ -313,12 +313,10 @@ class PostgresServer:
             self.port = None
 
     def _atexit(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # best effort at interpreter exit
             self.close()
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
-            pass
 
-    def __enter__(self) -> "PostgresServer":
+    def __enter__(self) -> PostgresServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -391,7 +389,7 @@ class PostgresServer:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _run_as_kwargs(self) -> Dict[str, Any]:
+    def _run_as_kwargs(self) -> dict[str, Any]:
         """Popen arguments that run a server binary as a user it accepts.
 
         initdb and postgres refuse to run as root: as root, run them as ``postgres``.
@@ -416,7 +414,7 @@ class PostgresServer:
                 }
         return self._run_as
 
-    def _server_env(self) -> Dict[str, str]:
+    def _server_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
         return env
@@ -472,7 +470,7 @@ class PostgresServer:
                 "local all all scram-sha-256\n"
                 "host  all all 127.0.0.1/32 scram-sha-256\n"
             )
-            settings: Dict[str, Any] = {
+            settings: dict[str, Any] = {
                 "listen_addresses": "127.0.0.1",
                 "unix_socket_directories": str(self.socket_dir),
                 "password_encryption": "scram-sha-256",
@@ -492,7 +490,7 @@ class PostgresServer:
             self.base_dir = None
             raise
 
-    def _launch_and_wait(self, deadline: float) -> Optional[str]:
+    def _launch_and_wait(self, deadline: float) -> str | None:
         """Start the postmaster and wait until it accepts a login; None, or why not."""
         import psycopg2
 
@@ -534,10 +532,8 @@ class PostgresServer:
         proc.wait()
         if not _wait_gone(children, grace):
             for pid in children:
-                try:
+                with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
             _wait_gone(children, 5.0)
 
 

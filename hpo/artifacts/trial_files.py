@@ -58,8 +58,8 @@ def save_trial_artifacts(
     attrs: dict[str, Any] = {}
     uploaded: dict[str, str] = {}
     try:
-        from hpo.artifacts.store import study_store
         from hpo.artifacts.images import draw_learning_curve
+        from hpo.artifacts.store import study_store
 
         store = study_store(study)
         if store is None or not history:  # a study from before artifacts, or nothing to plot

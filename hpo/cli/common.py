@@ -53,7 +53,7 @@ def print_yaml(data: Any) -> None:
 
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False  # type: ignore[attr-defined]
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]  # ruamel types it None
     yaml.dump(data, sys.stdout)
 
 

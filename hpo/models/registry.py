@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hpo.errors import unknown_name_message
-from hpo.registry import Registry
 from hpo.models.init import DEFAULT_STD, INITIALIZERS, apply_initializer
+from hpo.registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -92,7 +92,8 @@ def create_model(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: 
     entry = MODELS.get(cfg.name)
     if not isinstance(cfg, entry.config):
         cfg = entry.config.model_validate(cfg.model_dump(exclude_unset=True))
-    model = entry.build(cfg, tuple(in_shape), num_classes)
+    channels, height, width = in_shape
+    model = entry.build(cfg, (channels, height, width), num_classes)
     if entry.initialises:
         return model
     return apply_initializer(model, cfg.init, cfg.init_std)

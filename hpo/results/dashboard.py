@@ -26,11 +26,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from hpo.errors import UsageError
 from hpo.storage.urls import StorageTarget, open_storage
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
 
 AUTH_ENV = "HPO_DASHBOARD_AUTH"
 REALM = "hpo"
@@ -147,7 +150,7 @@ class StudyArtifactStores:
     have put them).
     """
 
-    def __init__(self, storage: Any, fallback: dict[str, str]) -> None:
+    def __init__(self, storage: BaseStorage, fallback: dict[str, str]) -> None:
         self._storage = storage
         self._fallback = fallback
         self._stores: dict[str, Any] = {}  # location key -> store
@@ -250,6 +253,10 @@ class _ThreadedServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # the dashboard polls; open requests must not hold up Ctrl-C
 
 
+class _ThreadedServer6(_ThreadedServer):
+    address_family = socket.AF_INET6
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
         pass
@@ -257,9 +264,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 def make_dashboard_server(app: WSGIApp, host: str, port: int, *, access_log: bool = False) -> WSGIServer:
     """Bind (port 0 picks a free one); ``server.server_port`` says which."""
-    server_class = _ThreadedServer
-    if ":" in host:  # IPv6 literal such as ::1
-        server_class = type("_ThreadedServer6", (_ThreadedServer,), {"address_family": socket.AF_INET6})
+    server_class: type[_ThreadedServer] = _ThreadedServer6 if ":" in host else _ThreadedServer  # ::1 is IPv6
     handler = WSGIRequestHandler if access_log else _QuietHandler
     try:
         return make_server(host.strip("[]"), port, app, server_class=server_class, handler_class=handler)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo.errors import UsageError
 from hpo.study.attrs import (
@@ -30,6 +30,10 @@ from hpo.study.attrs import (
     TrialRecord,
 )
 from hpo.study.studies import LoadedStudy, visible_trials
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from optuna import Study
 
 FORMATS = (".csv", ".json", ".parquet")
 # What a user compares first; every other user attribute follows in name order.
@@ -84,7 +88,7 @@ def _column_order(columns: list[str], n_objectives: int) -> list[str]:
     return head + params + leading + sorted(c for c in columns if c not in taken)
 
 
-def trials_frame(study: Any) -> Any:
+def trials_frame(study: Study) -> pd.DataFrame:
     """One row per trial (hand-backs left out), user attributes flattened into columns."""
     import pandas as pd
 

@@ -15,12 +15,17 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo.results.summary import ranked_trials
+from hpo.results.text import fmt_value
 from hpo.study.attrs import PARAMS_TOTAL, PEAK_MEMORY_MB, SECONDS_PER_EPOCH, TrialRecord, trial_records
 from hpo.study.studies import LoadedStudy, count_states, visible_trials
-from hpo.results.text import fmt_value
+
+if TYPE_CHECKING:
+    from optuna import Study
+
+    from hpo.spec.model import Spec
 
 DPI = 100
 
@@ -50,8 +55,8 @@ class ReportResult:
 
 @dataclass
 class _Context:
-    study: Any
-    spec: Any
+    study: Study
+    spec: Spec
     output: Path
     top: int
     names: list[str]  # one per objective
@@ -80,25 +85,18 @@ class _Context:
         section.image(name, alt)
 
 
-def objective_names(study: Any, spec: Any) -> list[str]:
+def objective_names(study: Study, spec: Spec) -> list[str]:
     """Metric names for the study's objectives: Optuna's metric names, else the spec's."""
     count = len(study.directions)
-    names = getattr(study, "metric_names", None)
+    names = study.metric_names
     if names and len(names) == count:
         return list(names)
-    objective = getattr(spec, "objective", None)
-    objectives = objective if isinstance(objective, (list, tuple)) else getattr(objective, "objectives", None)
-    if objectives and len(objectives) == count:
-        return [str(getattr(o, "metric", f"value_{i}")) for i, o in enumerate(objectives)]
-    metric = getattr(objective, "metric", None)
-    if count == 1 and isinstance(metric, str):
-        return [metric]
-    if isinstance(metric, (list, tuple)) and len(metric) == count:
-        return [str(m) for m in metric]
+    if len(spec.objectives) == count:
+        return [objective.metric for objective in spec.objectives]
     return ["value"] if count == 1 else [f"value_{i}" for i in range(count)]
 
 
-def rank_trials(study: Any, complete: list[TrialRecord]) -> list[TrialRecord]:
+def rank_trials(study: Study, complete: list[TrialRecord]) -> list[TrialRecord]:
     """Best first, as ``hpo study show`` ranks them (ties broken by validation loss); with
     several objectives, the Pareto front in that order."""
     ranked = ranked_trials(study, complete)
@@ -179,8 +177,10 @@ def parallel(ctx: _Context, section: Section) -> None:
         return
     ax = plot_parallel_coordinate(ctx.study, target=_target(ctx, 0), target_name=ctx.names[0])
     n_params = len({key for t in ctx.complete for key in t.params})
-    ax.figure.set_size_inches(max(8.0, 1.2 * (n_params + 1)), 5)
-    ctx.save(ax.figure, "parallel_coordinates.png", section, "parallel coordinates")
+    figure = ax.get_figure(root=True)
+    assert figure is not None  # Optuna's plot draws on a figure of its own
+    figure.set_size_inches(max(8.0, 1.2 * (n_params + 1)), 5)
+    ctx.save(figure, "parallel_coordinates.png", section, "parallel coordinates")
 
 
 def pareto(ctx: _Context, section: Section) -> None:
@@ -250,7 +250,7 @@ def tradeoffs(ctx: _Context, section: Section) -> None:
               (PEAK_MEMORY_MB, "peak memory (MB)", lambda t: t.peak_memory_mb, False),
               ("seconds", "training time (s)", training_seconds, False)]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
-    for (key, label, get, log), ax in zip(panels, axes):
+    for (_key, label, get, log), ax in zip(panels, axes):
         for state, group, style in (("complete", ctx.complete, {"color": "C0"}),
                                     ("pruned", ctx.pruned, {"color": "0.6", "marker": "x"})):
             points = [(get(t), t.best_val_accuracy, t.number) for t in group

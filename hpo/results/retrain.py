@@ -13,7 +13,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -83,10 +83,10 @@ def retrain(
     """Retrain, optionally test, write the files to ``output``; returns what metrics.json holds."""
     import torch
 
+    from hpo.artifacts.trial_files import plot_confusion_matrix
     from hpo.spec.trial_config import TrialConfig
     from hpo.training import data as data_module
     from hpo.training.loop import evaluate_model, train_final
-    from hpo.artifacts.trial_files import plot_confusion_matrix
 
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
@@ -100,7 +100,7 @@ def retrain(
     splits = data_module.load_train_val(data_cfg, device)
     say(f"Retraining trial {trial.number} of {study.study_name} on train+validation "
         f"({len(splits.train)} images, {train_cfg.epochs} epochs, {seeds} seed(s)) on {device}")
-    runs = []
+    runs: list[tuple[dict[str, Any], torch.nn.Module]] = []
     for i in range(seeds):
         seed = train_cfg.seed + i
         cfg = train_cfg.model_copy(update={"seed": seed})
@@ -133,7 +133,7 @@ def retrain(
         "test_split_used": test,
         "test": None,
         "per_seed": [run for run, _ in runs],
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config,
     }
     if test:

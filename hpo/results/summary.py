@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, cast
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 from hpo.errors import HpoError
 from hpo.spec import spec_to_json
 from hpo.study.attrs import CONFIG, PARAMS_TOTAL, PRUNED_AT_EPOCH, SECONDS_PER_EPOCH, TrialRecord, trial_records
 from hpo.study.studies import LoadedStudy, count_states, visible_trials
 
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.trial import FrozenTrial
 
-def ranked_trials(study: Any, trials: list[Any]) -> list[TrialRecord]:
+
+def ranked_trials(study: Study, trials: Iterable[FrozenTrial | TrialRecord]) -> list[TrialRecord]:
     """Complete trials (FrozenTrials or TrialRecords) as TrialRecords, best first by the
     first objective (the only one, usually).
 

@@ -20,8 +20,8 @@ SECTIONS = ("data", "model", "train")
 
 class ConfigPaths:
     def __init__(self, raw_spec: dict[str, Any], model_families: list[str]):
-        from hpo.training.config import DataConfig, TrainConfig
         from hpo.models.registry import MODELS
+        from hpo.training.config import DataConfig, TrainConfig
 
         def section(name: str) -> dict[str, Any]:
             value = raw_spec.get(name)

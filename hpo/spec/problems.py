@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from hpo.errors import close_matches
 from hpo.spec.yaml_source import KeyPath, YamlSource
@@ -107,10 +108,8 @@ def _user_loc(loc: tuple[Any, ...], raw: Any, missing: bool) -> KeyPath:
     kept: list[Any] = []
     node = raw
     for index, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            kept.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if isinstance(node, dict) and part in node or in_list:
             kept.append(part)
             node = node[part]
         elif missing and index == len(loc) - 1 and isinstance(part, str):
@@ -118,7 +117,7 @@ def _user_loc(loc: tuple[Any, ...], raw: Any, missing: bool) -> KeyPath:
     return tuple(kept)
 
 
-def _convert(record: dict[str, Any], raw: Any, loc: KeyPath, model: type[BaseModel]) -> Problem:
+def _convert(record: ErrorDetails, raw: Any, loc: KeyPath, model: type[BaseModel]) -> Problem:
     kind, ctx = record["type"], record.get("ctx") or {}
     got = record.get("input", _UNSET)
     if kind == "missing":

@@ -20,13 +20,13 @@ from hpo.spec.trial_config import TrialConfig
 from hpo.spec.validate import dependencies
 
 if TYPE_CHECKING:  # optuna's import is paid only where a study runs
-    from optuna.distributions import BaseDistribution
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
     from optuna.trial import Trial
 
 
 def sampling_order(search: dict[str, SearchParam]) -> list[str]:
     """Keys in spec order, except that a parameter comes after those it depends on."""
-    sorter = graphlib.TopologicalSorter()
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for key, param in search.items():
         sorter.add(key, *sorted(dependencies(param, search), key=list(search).index))
     order: list[str] = []
@@ -38,20 +38,19 @@ def sampling_order(search: dict[str, SearchParam]) -> list[str]:
     return order
 
 
-def to_distribution(param: SearchParam) -> BaseDistribution:
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
+def to_distribution(param: SearchParam) -> CategoricalDistribution | IntDistribution | FloatDistribution:
+    """The Optuna distribution of a validated parameter (validation made sure that a numeric
+    one has both bounds and a categorical one its choices)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     kind = param.kind()
     if kind == "categorical":
-        return CategoricalDistribution(param.choices)  # type: ignore[arg-type]
+        assert param.choices is not None
+        return CategoricalDistribution(param.choices)
+    assert param.low is not None and param.high is not None
     if kind == "int":
-        return IntDistribution(int(param.low), int(param.high), log=param.log,  # type: ignore[arg-type]
-                               step=int(param.step or 1))
-    return FloatDistribution(float(param.low), float(param.high), log=param.log,  # type: ignore[arg-type]
+        return IntDistribution(int(param.low), int(param.high), log=param.log, step=int(param.step or 1))
+    return FloatDistribution(float(param.low), float(param.high), log=param.log,
                              step=None if param.step is None else float(param.step))
 
 
@@ -69,7 +68,7 @@ def max_epochs(spec: Spec) -> int:
     if param is None:
         return spec.train.epochs
     values = param.choices if param.choices is not None else [param.high]
-    return int(max(values))  # type: ignore[type-var]
+    return max(int(v) for v in values if isinstance(v, int | float))
 
 
 def fixed_config(spec: Spec) -> dict[str, Any]:
@@ -93,11 +92,12 @@ def sample_config(trial: Trial, spec: Spec) -> TrialConfig:
 
 
 def suggest(trial: Trial, name: str, param: SearchParam) -> Any:
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
     d = to_distribution(param)
-    kind = param.kind()
-    if kind == "categorical":
+    if isinstance(d, CategoricalDistribution):
         return trial.suggest_categorical(name, d.choices)
-    if kind == "int":
+    if isinstance(d, IntDistribution):
         return trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
     return trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
 

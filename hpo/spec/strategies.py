@@ -7,7 +7,7 @@ and ``hpo --help`` stay fast; the builders import optuna only when called.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -111,7 +111,8 @@ def _build_grid(o: GridOptions, rank: int, space: SpaceFacts) -> Any:
         works inside ``study.optimize``; here the study's budget (at most the grid size,
         checked with the spec) stops the workers."""
 
-        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                        state: optuna.trial.TrialState, values: Sequence[float] | None) -> None:
             return None
 
     return BudgetedGridSampler(space.grid, seed=_worker_seed(o.seed, rank))

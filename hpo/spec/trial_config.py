@@ -16,7 +16,6 @@ from hpo.spec.paths import SECTIONS
 from hpo.training.config import DataConfig, TrainConfig
 
 
-
 @dataclass(frozen=True)
 class TrialConfig:
     data: DataConfig

@@ -28,8 +28,8 @@ from hpo.spec.model import (
 )
 from hpo.spec.paths import SECTIONS, ConfigPaths
 from hpo.spec.problems import Problem, did_you_mean, from_validation_error
-from hpo.spec.yaml_source import YamlSource
 from hpo.spec.strategies import PRUNERS, SAMPLERS
+from hpo.spec.yaml_source import KeyPath, YamlSource
 
 TOP_LEVEL = ("name", "objective", "budget", "sampler", "pruner", "data", "model", "train", "search")
 
@@ -82,6 +82,7 @@ def _section(cls: type[BaseModel], raw: Any, prefix: tuple, only: tuple = ()) ->
 def _objectives(raw: dict[str, Any]) -> list[Problem]:
     """One objective or a list; the first is reported every epoch and drives pruning."""
     section = raw.get("objective", {})
+    at: KeyPath
     if not isinstance(section, list):
         problems = _section(Objective, section, ("objective",))
         first, at = section, ("objective", "metric")
@@ -94,7 +95,7 @@ def _objectives(raw: dict[str, Any]) -> list[Problem]:
             if metric in metrics[:i]:
                 problems.append(Problem(("objective", i, "metric"), "metric listed twice", metric))
         first, at = section[0], ("objective", 0, "metric")
-        pruner = raw.get("pruner") if isinstance(raw.get("pruner"), dict) else {}
+        pruner = _mapping(raw.get("pruner"))
         if pruner.get("name") == "hyperband":
             problems.append(Problem(("pruner", "name"), "Optuna's hyperband cannot prune a multi-objective study",
                                     "hyperband", ["median, successive_halving or none"]))
@@ -120,7 +121,8 @@ def _model(raw: dict[str, Any]) -> tuple[list[Problem], list[str]]:
 
     section = raw.get("model")
     if section is None:
-        return [Problem(("model",), "required key is missing", expected=["a mapping with name: " + " | ".join(MODELS.names())])], []
+        expected = ["a mapping with name: " + " | ".join(MODELS.names())]
+        return [Problem(("model",), "required key is missing", expected=expected)], []
     if not isinstance(section, dict):
         return [Problem(("model",), "wrong type", section, ["a mapping"])], []
     if "name" not in section:
@@ -176,7 +178,7 @@ def _check_grid_budget(raw: dict[str, Any], params: dict[str, SearchParam]) -> l
     size = 1
     for param in params.values():
         size *= len(param.choices or [])
-    budget = raw.get("budget") if isinstance(raw.get("budget"), dict) else {}
+    budget = _mapping(raw.get("budget"))
     n_trials = budget.get("n_trials", Budget.model_fields["n_trials"].default)
     if isinstance(n_trials, int) and n_trials > size:
         return [Problem(("budget", "n_trials") if "n_trials" in budget else ("sampler", "name"),
@@ -220,7 +222,8 @@ def _check_distribution(key: str, p: SearchParam) -> list[Problem]:
         return problems
     missing = [bound for bound in ("low", "high") if getattr(p, bound) is None]
     if missing:
-        return [Problem(at + (bound,), "required key is missing", expected=["a number (or give choices instead)"]) for bound in missing]
+        return [Problem(at + (bound,), "required key is missing", expected=["a number (or give choices instead)"])
+                for bound in missing]
     if p.type == "categorical":
         return [Problem(at + ("type",), "type categorical needs choices", p.type)]
     problems = []
@@ -265,14 +268,25 @@ def _check_when(key: str, param: SearchParam, params: dict[str, SearchParam], pa
         if path in params and params[path].repeat:
             problems.append(Problem(at, "a condition cannot name a repeated parameter", path))
             continue
-        kind, what = how
-        for value in accepted:
-            if kind == "choices" and value not in what:
-                problems.append(Problem(at, f"impossible value: {path} is searched over other values", value, ["one of: " + ", ".join(map(str, what))]))
-            elif kind == "range" and not (isinstance(value, int | float) and not isinstance(value, bool) and what.low <= value <= what.high):
-                problems.append(Problem(at, f"impossible value: {path} is searched in [{what.low}, {what.high}]", value, [f"a number in [{what.low}, {what.high}]"]))
-        if kind == "fixed" and what not in accepted:
-            problems.append(Problem(at, f"never true: {path} is fixed to {what!r} and not searched", accepted if len(accepted) > 1 else accepted[0], [repr(what)]))
+        problems += _impossible_values(at, path, how, accepted)
+    return problems
+
+
+def _impossible_values(at: KeyPath, path: str, how: tuple[str, Any], accepted: list[Any]) -> list[Problem]:
+    """A ``when`` condition's values that ``path`` can never take."""
+    kind, what = how
+    problems = []
+    for value in accepted:
+        if kind == "choices" and value not in what:
+            problems.append(Problem(at, f"impossible value: {path} is searched over other values", value,
+                                    ["one of: " + ", ".join(map(str, what))]))
+        elif kind == "range" and not (isinstance(value, int | float) and not isinstance(value, bool)
+                                      and what.low <= value <= what.high):
+            problems.append(Problem(at, f"impossible value: {path} is searched in [{what.low}, {what.high}]", value,
+                                    [f"a number in [{what.low}, {what.high}]"]))
+    if kind == "fixed" and what not in accepted:
+        problems.append(Problem(at, f"never true: {path} is fixed to {what!r} and not searched",
+                                accepted if len(accepted) > 1 else accepted[0], [repr(what)]))
     return problems
 
 
@@ -283,7 +297,8 @@ def _check_repeat(key: str, param: SearchParam, params: dict[str, SearchParam], 
     at = ("search", key, "repeat")
     how = _possible(target, params, paths)
     if how is None:
-        return [Problem(at, "unknown path in repeat", target, did_you_mean(target, sorted(set(params) | set(paths.known()))))]
+        known = sorted(set(params) | set(paths.known()))
+        return [Problem(at, "unknown path in repeat", target, did_you_mean(target, known))]
     kind, what = how
     is_int = (
         (kind == "range" and what.kind() == "int")
@@ -292,7 +307,8 @@ def _check_repeat(key: str, param: SearchParam, params: dict[str, SearchParam], 
     )
     problems = []
     if not is_int or (target in params and params[target].repeat):
-        problems.append(Problem(at, f"repeat needs an integer count, and {target} is not one", target, ["an integer path such as model.n_blocks"]))
+        problems.append(Problem(at, f"repeat needs an integer count, and {target} is not one", target,
+                                ["an integer path such as model.n_blocks"]))
     if paths.exists(key) and not paths.accepts_list(key):
         problems.append(Problem(at, f"{key} takes a single value, so it cannot be repeated", target))
     return problems
@@ -325,3 +341,8 @@ def dependencies(param: SearchParam, params: dict[str, SearchParam]) -> set[str]
     if param.repeat:
         needed.add(param.repeat)
     return {path for path in needed if path in params}
+
+
+def _mapping(section: Any) -> dict[str, Any]:
+    """A section as written when it is a mapping, else empty (its own check reports it)."""
+    return section if isinstance(section, dict) else {}

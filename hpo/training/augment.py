@@ -174,5 +174,5 @@ def resolve_augment(
     }
     if value in presets:
         return presets[value]
-    return [AUGMENTATIONS.get(value)()]
+    return [AUGMENTATIONS.get(value).model_validate({})]
 

@@ -14,10 +14,13 @@ device at the final image size. Two implementations:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["BatchSource", "LoaderBatches", "TensorBatches", "batch_bounds"]
 
@@ -161,7 +164,7 @@ class LoaderBatches:
 
     def __init__(
         self,
-        paths: Sequence[str],
+        paths: Sequence[str] | np.ndarray,
         labels: torch.Tensor,
         *,
         image_size: int,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from hpo.errors import unknown_name_message
 from hpo.training.augment import AugmentSpec
@@ -15,6 +15,11 @@ from hpo.training.datasets import DATASETS
 from hpo.training.optim import OPTIMIZERS
 from hpo.training.schedules import SCHEDULES
 
+
+def one_of(names: list[str]) -> dict[str, JsonValue]:
+    """The JSON Schema's ``enum`` of a registry's names, so that editors complete them."""
+    values: list[JsonValue] = list(names)
+    return {"enum": values}
 
 class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -102,7 +107,7 @@ class TrainConfig(BaseModel):
 
     epochs: int = Field(10, ge=1, le=10000)
     batch_size: int = Field(64, ge=1)
-    optimizer: str = Field("adam", json_schema_extra={"enum": OPTIMIZERS.names()})  # see optim.py
+    optimizer: str = Field("adam", json_schema_extra=one_of(OPTIMIZERS.names()))  # see optim.py
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)  # used by sgd and rmsprop
     nesterov: bool = False  # sgd only; needs momentum > 0
@@ -111,7 +116,7 @@ class TrainConfig(BaseModel):
     early_stopping: EarlyStoppingConfig | None = None
     # Learning-rate schedule: none | step | cosine | one_cycle | plateau. Stepped every
     # batch (plateau: every epoch, on plateau_metric); it starts after the warm-up.
-    schedule: str = Field("none", json_schema_extra={"enum": SCHEDULES.names()})
+    schedule: str = Field("none", json_schema_extra=one_of(SCHEDULES.names()))
     warmup_epochs: int = Field(0, ge=0)  # linear ramp up to lr, batch by batch; one_cycle: its rise
     step_size: int = Field(10, ge=1)  # step: epochs between lr decays
     gamma: float = Field(0.1, gt=0, lt=1)  # step and plateau: the lr is multiplied by this

@@ -47,8 +47,8 @@ def decode_image(path: str, size: int, channels: int) -> np.ndarray:
     with Image.open(path) as img:
         if img.format == "JPEG":
             img.draft(img.mode, (size, size))  # decode at a reduced scale, still >= size
-        img = img.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
-        a = np.asarray(img, dtype=np.uint8)
+        resized = img.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
+        a = np.asarray(resized, dtype=np.uint8)
     return a[None].copy() if channels == 1 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
 

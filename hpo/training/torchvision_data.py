@@ -18,6 +18,7 @@ import gzip
 import os
 import shutil
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ SOURCES = {
 }
 
 
-def _without_md5(base: type) -> type:
+def _without_md5(base: type[Any]) -> type[Any]:
     """``base`` with its on-disk md5 checks reduced to presence checks (see module doc)."""
     return type(
         base.__name__,
@@ -67,7 +68,7 @@ def _tv_class(source: _Source) -> type:
     return _without_md5(cls) if source.family == "cifar" else cls
 
 
-def _folder_and_files(source: _Source, tv: type, root: str) -> tuple[str, list[str]]:
+def _folder_and_files(source: _Source, tv: type[Any], root: str) -> tuple[str, list[str]]:
     if source.family == "mnist":
         return os.path.join(root, source.cls_name, "raw"), list(_MNIST_FILES)
     files = [f for f, _ in tv.train_list + tv.test_list] + [tv.meta["filename"]]
@@ -87,7 +88,7 @@ def _gunzip_missing(folder: str, files: list[str]) -> None:
                 raise TrainingError(f"cannot unpack {path}.gz: {e}") from None
 
 
-def _missing(source: _Source, tv: type, root: str) -> list[str]:
+def _missing(source: _Source, tv: type[Any], root: str) -> list[str]:
     folder, files = _folder_and_files(source, tv, root)
     if source.family == "mnist":
         if os.path.isdir(os.path.join(root, source.cls_name, "processed")):
@@ -101,7 +102,7 @@ def _missing(source: _Source, tv: type, root: str) -> list[str]:
 
 
 def _not_found(
-    source: _Source, tv: type, root: str, missing: list[str], why: str = ""
+    source: _Source, tv: type[Any], root: str, missing: list[str], why: str = ""
 ) -> TrainingError:
     folder, files = _folder_and_files(source, tv, root)
     gz = "(.gz)" if source.family == "mnist" else ""

@@ -11,13 +11,13 @@ from click.testing import CliRunner
 from matplotlib.image import imread
 
 from hpo.artifacts.store import open_store, study_location
+from hpo.artifacts.trial_files import keep_policy, save_trial_artifacts
 from hpo.cli.main import cli
 from hpo.errors import UsageError
+from hpo.models.registry import create_model, parse_model_config
 from hpo.storage.urls import resolve_storage
 from hpo.study.studies import load_study
-from hpo.artifacts.trial_files import keep_policy, save_trial_artifacts
 from hpo.training import EpochMetrics
-from hpo.models.registry import create_model, parse_model_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -4,10 +4,9 @@ drawn; a confusion-matrix PNG whose cells are as dark as their counts."""
 from __future__ import annotations
 
 import math
-
-import pytest
 from xml.etree import ElementTree
 
+import pytest
 from PIL import Image
 
 from hpo.artifacts.images import (
@@ -50,7 +49,7 @@ def _series(path) -> dict[str, list[tuple[float, float]]]:
 
 
 def _hex(colour) -> str:
-    return "#%02x%02x%02x" % colour
+    return "#{:02x}{:02x}{:02x}".format(*colour)
 
 
 def test_every_series_is_drawn_inside_the_plot(tmp_path):

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import hpo.models as models
 
 CONFIG_MODULES = sorted(
@@ -15,7 +17,8 @@ CONFIG_MODULES = sorted(
 
 @pytest.mark.subprocess
 def test_config_modules_do_not_import_torch():
-    assert {"hpo.models.backbone", "hpo.models.custom", "hpo.models.patch_mlp", "hpo.models.squeezenet"} <= set(CONFIG_MODULES)
+    expected = {"hpo.models.backbone", "hpo.models.custom", "hpo.models.patch_mlp", "hpo.models.squeezenet"}
+    assert expected <= set(CONFIG_MODULES)
     code = (
         f"import {', '.join(CONFIG_MODULES)}\n"
         "import hpo.models as models, sys\n"

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from hpo.models import INITIALIZERS, MLPConfig, apply_initializer, create_model
 from hpo.errors import UnknownNameError
+from hpo.models import INITIALIZERS, MLPConfig, apply_initializer, create_model
 
 
 def _net() -> nn.Module:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_tiny(tmp_path: Path, script: str, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
-    """Run ``benchmarks/SCRIPT --tiny ARGS --output FILE``; returns the process and the table."""
+def run_tiny(tmp_path: Path, module: str, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run ``python -m benchmarks.MODULE --tiny ARGS --output FILE`` (as the README says, but in a
+    scratch directory, with the repository on PYTHONPATH); returns the process and the table."""
     output = tmp_path / "table.md"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), "--tiny", *args, "--output", str(output)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        [sys.executable, "-m", f"benchmarks.{module}", "--tiny", *args, "--output", str(output)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr
     return result, output.read_text()
@@ -29,7 +34,7 @@ def journal_row(table: str) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_data_path_benchmark_writes_its_table(tmp_path):
-    result, table = run_tiny(tmp_path, "data_path.py")
+    result, table = run_tiny(tmp_path, "data_path")
     assert table.splitlines()[0] == "CNN 2×32 filters + FC 128:" and "\nMLP 2×256:\n" in table
     assert "\ndigits CNN 2×32 filters + FC 64:\n" in table
     assert table.count("| path | median s/epoch | images/s |") == 3
@@ -41,9 +46,10 @@ def test_data_path_benchmark_writes_its_table(tmp_path):
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_worker_scaling_benchmark_writes_its_tables(tmp_path, postgres_url):
-    result, table = run_tiny(tmp_path, "worker_scaling.py", "--storage", postgres_url, "--calls", "3")
+    result, table = run_tiny(tmp_path, "worker_scaling", "--storage", postgres_url, "--calls", "3")
     assert "| workers | trials/s (median) | ideal trials/s | parallel efficiency |" in table
-    assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")] == ["1", "2"]
+    workers = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert workers == ["1", "2"]
     assert "| pruner | Optuna's cached storage (ms) | hpo's pruner view (ms) | ratio |" in table
     assert "| hyperband |" in table and "| median |" in table
     assert postgres_url.split("@")[0].split(":")[-1] not in table + result.stdout + result.stderr  # no password
@@ -52,7 +58,7 @@ def test_worker_scaling_benchmark_writes_its_tables(tmp_path, postgres_url):
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_trial_startup_benchmark_writes_its_table(tmp_path):
-    result, table = run_tiny(tmp_path, "trial_startup.py")
+    result, table = run_tiny(tmp_path, "trial_startup")
     assert "| storage | first trial (ms) | later trials, median (ms) | p90 (ms) | later trials | goal met |" in table
     cells = journal_row(table)
     assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[4] == "2" and cells[5] in ("yes", "no")
@@ -61,20 +67,18 @@ def test_trial_startup_benchmark_writes_its_table(tmp_path):
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_trial_overhead_benchmark_writes_its_table(tmp_path):
-    result, table = run_tiny(tmp_path, "trial_overhead.py")
+    result, table = run_tiny(tmp_path, "trial_overhead")
     assert "| storage | finished trials | plain Optuna script (ms) | hpo worker (ms) | hpo / plain |" in table
     cells = journal_row(table)
     assert cells[1] == "30" and float(cells[2]) > 0 and float(cells[3]) > 0
 
 
 
-def test_trial_overhead_sides_propose_the_same_points(tmp_path, monkeypatch):
+def test_trial_overhead_sides_propose_the_same_points(tmp_path):
     """The comparison rests on it: with the same history and seed, TPE's work is identical."""
     import optuna
 
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import trial_overhead
-
+    from benchmarks import trial_overhead
     from hpo.study.studies import quiet_optuna
 
     quiet_optuna()
@@ -102,7 +106,7 @@ def markdown_rows(table: str, header: str) -> list[list[str]]:
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_search_efficiency_benchmark_writes_its_tables(tmp_path):
-    result, table = run_tiny(tmp_path, "search_efficiency.py")
+    result, table = run_tiny(tmp_path, "search_efficiency")
     value = r"(none|∞|\d+(\.\d+)?)"
     median_range = re.compile(rf"{value}( \({value}–{value}\))?")
     for unit in ("E", "T"):

@@ -113,9 +113,8 @@ def documented_hpo_commands() -> list[list[str]]:
     for path in TEXT_FILES:
         for line in path.read_text().splitlines():
             line = line.strip().lstrip("#").strip()
-            if match := re.match(r"docker compose .*\brun --rm \S+ (.+)$", line):
-                out.append(shlex.split(match.group(1)))
-            elif match := re.match(r"hpo ((?:study|worker|dashboard|space|retrain|quickstart)\b.*)$", line):
+            if (match := re.match(r"docker compose .*\brun --rm \S+ (.+)$", line)) or (
+                    match := re.match(r"hpo ((?:study|worker|dashboard|space|retrain|quickstart)\b.*)$", line)):
                 out.append(shlex.split(match.group(1)))
     return out
 
@@ -165,12 +164,12 @@ def test_yaml_parses(path):
 
 def test_dockerfile():
     text = (DOCKER / "Dockerfile").read_text()
-    instructions = [l for l in text.splitlines() if l and not l.startswith("#")]
+    instructions = [line for line in text.splitlines() if line and not line.startswith("#")]
     joined = "\n".join(instructions)
     assert re.search(r"^COPY --from=ghcr\.io/astral-sh/uv:[\w.]+ /uv ", joined, re.M)
-    lock_copy = next(i for i, l in enumerate(instructions) if l.startswith("COPY") and "uv.lock" in l)
-    source_copy = next(i for i, l in enumerate(instructions) if l.startswith("COPY") and " hpo " in l + " ")
-    first_sync = next(i for i, l in enumerate(instructions) if "uv sync" in l)
+    lock_copy = next(i for i, line in enumerate(instructions) if line.startswith("COPY") and "uv.lock" in line)
+    source_copy = next(i for i, line in enumerate(instructions) if line.startswith("COPY") and " hpo " in line + " ")
+    first_sync = next(i for i, line in enumerate(instructions) if "uv sync" in line)
     assert lock_copy < first_sync < source_copy, "copy the lock and sync before copying the source"
     syncs = re.findall(r"uv sync [^\n]*", joined)
     assert syncs and all("--locked" in s and "--no-dev" in s and "--compile-bytecode" in s for s in syncs)
@@ -183,8 +182,8 @@ def test_dockerfile():
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out():
-    lines = [l.strip() for l in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()]
-    rules = [l for l in lines if l and not l.startswith("#")]
+    lines = [line.strip() for line in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()]
+    rules = [line for line in lines if line and not line.startswith("#")]
     assert rules[0] == "*", "allow-list: exclude everything, then re-include what the image needs"
     for needed in ("pyproject.toml", "uv.lock", "README.md", "hpo/", "models/", "search_spaces/"):
         assert f"!{needed}" in rules
@@ -316,7 +315,7 @@ def test_hpo_env_vars_are_ones_hpo_reads():
 def test_no_literal_secrets(path):
     text = path.read_text()
     example = ".example." in path.name or path.name.endswith(".example")
-    for user, password in re.findall(r"postgres(?:ql)?(?:\+\w+)?://([^:/@\s]+):([^@\s]+)@", text):
+    for _user, password in re.findall(r"postgres(?:ql)?(?:\+\w+)?://([^:/@\s]+):([^@\s]+)@", text):
         assert password in ("PASSWORD", "***") or password.startswith("${") or (
             example and password == PLACEHOLDER), f"{path.name}: a password in a storage URL: {password!r}"
     for key, value in re.findall(r"^\s*#?\s*(\w*(?:PASSWORD|AUTH|SECRET|TOKEN)\w*)\s*[:=]\s*(\S*)", text, re.M):

@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 
 from hpo import __version__
-
 from tests.specs import describe, hpo_env, spec_text
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,10 +7,10 @@ from pathlib import Path
 import click
 
 from hpo.cli.main import cli
+from hpo.models.registry import MODELS
 from hpo.spec.model import Budget, Objective, SearchParam
 from hpo.spec.strategies import PRUNERS, SAMPLERS
 from hpo.training.config import DataConfig, EarlyStoppingConfig, TrainConfig
-from hpo.models.registry import MODELS
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

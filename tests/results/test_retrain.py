@@ -11,11 +11,11 @@ import torch
 from click.testing import CliRunner
 
 from hpo.cli.main import cli
+from hpo.models.registry import create_model, parse_model_config
 from hpo.storage.urls import resolve_storage
 from hpo.study.studies import load_study
 from hpo.training import DataConfig
 from hpo.training import data as data_module
-from hpo.models.registry import create_model, parse_model_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

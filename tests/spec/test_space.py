@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from hpo.spec.space import preview, sample_config, sampling_order
 from hpo.spec import load_spec
+from hpo.spec.space import preview, sample_config, sampling_order
 
 SPEC = """\
 name: t

@@ -22,7 +22,8 @@ CASES = [
     ("unknown top-level key", BASE + "serach: {}\n",
      [(3, "serach", "unknown key (got 'serach'; expected 'search' (close match)")]),
     ("misspelt model name", "name: t\nmodel:\n  name: cnnn\n",
-     [(3, "model.name", "unknown model (got 'cnnn'; expected 'cnn' (close match); one of: cnn, custom, mlp, patch_mlp, squeezenet, torchvision)")]),
+     [(3, "model.name", "unknown model (got 'cnnn'; expected 'cnn' (close match); "
+                        "one of: cnn, custom, mlp, patch_mlp, squeezenet, torchvision)")]),
     ("misspelt optimizer", BASE + "train:\n  optimizer: adamm\n",
      [(4, "train.optimizer", "unknown optimizer 'adamm'; did you mean 'adam'")]),
     ("misspelt optimizer among choices", BASE + "search:\n  train.optimizer: {choices: [sgd, nadam]}\n",
@@ -31,17 +32,21 @@ CASES = [
      [(5, "search.train.lr.low", "low is greater than high (got 0.1; expected a value <= high (1e-05))")]),
     ("log with low <= 0", BASE + "search:\n  train.lr: {low: 0, high: 0.1, log: true}\n",
      [(4, "search.train.lr.low", "a log scale needs low > 0 (got 0")]),
-    ("when on an unknown path", BASE + "search:\n  train.momentum: {low: 0.8, high: 0.99, when: {train.optimiser: sgd}}\n",
-     [(4, "search.train.momentum.when.train.optimiser", "unknown path in when (got 'train.optimiser'; expected 'train.optimizer'")]),
+    ("when on an unknown path",
+     BASE + "search:\n  train.momentum: {low: 0.8, high: 0.99, when: {train.optimiser: sgd}}\n",
+     [(4, "search.train.momentum.when.train.optimiser",
+       "unknown path in when (got 'train.optimiser'; expected 'train.optimizer'")]),
     ("when with an impossible value", BASE + "search:\n  train.optimizer: {choices: [adam, sgd]}\n"
      "  train.momentum: {low: 0.8, high: 0.99, when: {train.optimizer: rmsprop}}\n",
      [(5, "search.train.momentum.when.train.optimizer", "impossible value")]),
-    ("when on a fixed value that never holds", BASE + "search:\n  train.nesterov: {choices: [true, false], when: {train.optimizer: sgd}}\n",
+    ("when on a fixed value that never holds",
+     BASE + "search:\n  train.nesterov: {choices: [true, false], when: {train.optimizer: sgd}}\n",
      [(4, "search.train.nesterov.when.train.optimizer", "never true: train.optimizer is fixed to 'adam'")]),
     ("repeat on a non-int", BASE + "search:\n  model.activation: {choices: [relu, gelu]}\n"
      "  model.filters: {low: 8, high: 64, repeat: model.activation}\n",
      [(5, "search.model.filters.repeat", "repeat needs an integer count, and model.activation is not one")]),
-    ("repeat of a single-valued key", BASE + "search:\n  model.kernel_size: {choices: [3, 5], repeat: model.n_blocks}\n",
+    ("repeat of a single-valued key",
+     BASE + "search:\n  model.kernel_size: {choices: [3, 5], repeat: model.n_blocks}\n",
      [(4, "search.model.kernel_size.repeat", "model.kernel_size takes a single value")]),
     ("wrong types", "name: t\nmodel: {name: cnn, n_blocks: two}\ntrain:\n  epochs: 1.5\n  batch_size: [1]\n",
      [(2, "model.n_blocks", "wrong type (got 'two'; expected an integer)"),
@@ -55,7 +60,8 @@ CASES = [
     ("searched value outside the key's range", BASE + "search:\n  model.dropout: {low: 0.0, high: 1.5}\n",
      [(4, "search.model.dropout.high", "out of range (got 1.5; expected a value < 1.0)")]),
     ("distribution shapes", BASE + "search:\n  model.dropout: {low: 0.1}\n  model.kernel_size: {choices: []}\n"
-     "  train.batch_size: {low: 16, high: 128, step: 0.5}\n  train.lr: {low: 1e-4, high: 1e-2, log: true, step: 0.001}\n"
+     "  train.batch_size: {low: 16, high: 128, step: 0.5}\n"
+     "  train.lr: {low: 1e-4, high: 1e-2, log: true, step: 0.001}\n"
      "  model.fc_width: {choices: [1, 2], low: 3}\n  model.n_blocks: {low: 1, high: 3, foo: 1}\n",
      [(4, "search.model.dropout.high", "required key is missing"),
       (5, "search.model.kernel_size.choices", "choices is empty"),
@@ -63,7 +69,8 @@ CASES = [
       (7, "search.train.lr.step", "step cannot be combined with log: true"),
       (8, "search.model.fc_width", "give either choices or low/high, not both"),
       (9, "search.model.n_blocks.foo", "unknown key (got 'foo'")]),
-    ("sampler, pruner, budget, objective", BASE + "sampler: {name: tpee}\npruner: {name: hyperband, min_resource: 0, max_resourc: 4}\n"
+    ("sampler, pruner, budget, objective",
+     BASE + "sampler: {name: tpee}\npruner: {name: hyperband, min_resource: 0, max_resourc: 4}\n"
      "budget: {n_trials: 0, timeout: 5x}\nobjective: {metric: val_acc}\n",
      [(3, "sampler.name", "unknown sampler (got 'tpee'; expected 'tpe' (close match)"),
       (4, "pruner.min_resource", "out of range (got 0; expected a value >= 1)"),
@@ -125,8 +132,9 @@ def test_debug_shows_the_traceback(tmp_path):
     result = CliRunner().invoke(cli, ["--debug", "space", "preview", str(path)])
     assert result.exit_code == 2
     assert "Traceback" in result.stderr
-    assert result.stderr.rstrip().endswith(f"Error: {path}:1: model: required key is missing "
-                                           "(expected a mapping with name: cnn | custom | mlp | patch_mlp | squeezenet | torchvision)")
+    assert result.stderr.rstrip().endswith(
+        f"Error: {path}:1: model: required key is missing "
+        "(expected a mapping with name: cnn | custom | mlp | patch_mlp | squeezenet | torchvision)")
 
 
 def test_yaml_1_2_numbers_and_booleans(tmp_path):

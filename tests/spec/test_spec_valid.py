@@ -9,7 +9,6 @@ import pytest
 from click.testing import CliRunner
 
 from hpo.cli.main import cli
-
 from hpo.spec import load_spec, spec_from_json, spec_sha256, spec_to_json
 from hpo.spec.schema import SCHEMA_PATH, render_schema
 

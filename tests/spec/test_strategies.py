@@ -21,8 +21,8 @@ def test_tpe_models_groups_when_the_space_is_conditional(group, conditional, exp
 
 
 def test_the_digits_space_is_conditional_and_a_flat_one_is_not(tmp_path):
-    from hpo.spec.space import space_facts
     from hpo.spec import load_spec
+    from hpo.spec.space import space_facts
 
     digits = load_spec(Path(__file__).resolve().parents[2] / "search_spaces" / "digits_cnn.yaml")
     assert space_facts(digits).conditional  # when: on momentum, repeat: on filters

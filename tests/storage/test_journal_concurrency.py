@@ -15,10 +15,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
-
-from hpo.study.attrs import OVER_BUDGET as OVER_BUDGET_ATTR, SPEC as SPEC_ATTR
 from hpo.storage.urls import open_storage, resolve_storage
+from hpo.study.attrs import OVER_BUDGET as OVER_BUDGET_ATTR
+from hpo.study.attrs import SPEC as SPEC_ATTR
+from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 

@@ -9,6 +9,7 @@ reaches the commands through ``--storage`` in some cases and ``$HPO_STORAGE`` in
 from __future__ import annotations
 
 import collections
+import contextlib
 import subprocess
 import uuid
 from urllib.parse import urlsplit, urlunsplit
@@ -118,10 +119,8 @@ def run(postgres_server, tmp_path_factory):
     r.hpo("space preview env", "space", "preview", str(r.spec), "-n", "2")
     r.hpo("worker after the budget", "worker", STUDY, "--quiet", via="option")
     yield r
-    try:
+    with contextlib.suppress(psycopg2.Error):  # cleanup only: the whole server goes at the end of the session
         postgres_server.drop_database(dbname)
-    except psycopg2.Error:  # cleanup only: the whole server goes at the end of the session
-        pass
 
 
 COMMANDS = [

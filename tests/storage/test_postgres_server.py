@@ -66,9 +66,8 @@ def test_stop_then_start_and_restart_keep_port_and_data(postgres_server, postgre
         assert not postgres_server.is_running
         with pytest.raises(psycopg2.OperationalError):
             psycopg2.connect(postgres_url, connect_timeout=2)
-        with pytest.raises((psycopg2.OperationalError, psycopg2.InterfaceError)):
-            with idle.cursor() as cur:
-                cur.execute("SELECT 1")
+        with pytest.raises((psycopg2.OperationalError, psycopg2.InterfaceError)), idle.cursor() as cur:
+            cur.execute("SELECT 1")
 
         postgres_server.start()
         assert postgres_server.port == port

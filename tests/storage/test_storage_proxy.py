@@ -13,7 +13,6 @@ from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import TrialState
 
 from hpo.errors import StorageError
-from hpo.storage.urls import open_storage, resolve_storage
 from hpo.storage.proxies import (
     OneReadPerTrial,
     PrunerView,
@@ -22,13 +21,15 @@ from hpo.storage.proxies import (
     one_read_of_the_study,
     rdb_backend,
 )
+from hpo.storage.urls import open_storage, resolve_storage
 
 
 def connection_lost() -> StorageInternalError:
     """What RDBStorage raises when the server went away mid-call."""
     try:
         try:
-            raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+            reason = Exception("server closed the connection unexpectedly")
+            raise sqlalchemy.exc.OperationalError("SELECT 1", {}, reason)
         except sqlalchemy.exc.OperationalError as exc:
             raise StorageInternalError("An exception is raised during the commit.") from exc
     except StorageInternalError as exc:
@@ -76,9 +77,10 @@ def test_a_call_is_retried_with_backoff_until_the_database_answers(caplog):
 
 
 def test_waiting_is_bounded_and_ends_in_one_clear_error():
-    storage = ReconnectingStorage(Flaky(failures=1000), "postgresql://hpo:***@db/hpo", give_up_after=0.2, first_wait=0.05)
-    with pytest.raises(StorageError, match=r"^lost the connection to postgresql://hpo:\*\*\*@db/hpo for 0 s and gave up "
-                       r"\(after 0.2 s\): server closed the connection unexpectedly$"):
+    storage = ReconnectingStorage(Flaky(failures=1000), "postgresql://hpo:***@db/hpo", give_up_after=0.2,
+                                  first_wait=0.05)
+    with pytest.raises(StorageError, match=r"^lost the connection to postgresql://hpo:\*\*\*@db/hpo for 0 s "
+                       r"and gave up \(after 0.2 s\): server closed the connection unexpectedly$"):
         storage.get_all_studies()
 
 

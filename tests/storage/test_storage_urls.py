@@ -11,12 +11,11 @@ import pytest
 import sqlalchemy
 from click.testing import CliRunner
 
-from tests.specs import write_spec
-
 from hpo.cli.main import cli
 from hpo.errors import UsageError
-from hpo.storage.urls import DEFAULT_FILE, ENV_VAR, open_storage, resolve_storage
 from hpo.storage.secrets import ScrubSecretsFilter, redact, scrub
+from hpo.storage.urls import DEFAULT_FILE, ENV_VAR, open_storage, resolve_storage
+from tests.specs import write_spec
 
 ACCEPTED = (
     "(expected postgresql://USER:PASSWORD@HOST:5432/DB, sqlite:///FILE, or a file path for "

@@ -7,7 +7,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages.journal import JournalFileBackend
 
-from hpo.storage.urls import resolve_storage, open_storage
+from hpo.storage.urls import open_storage, resolve_storage
 from hpo.storage.writes import DeferredParams, write_trial
 
 PARAMS = [

@@ -18,6 +18,14 @@ from hpo.training.folder import decode_image
 COUNTS = {"ant": 20, "bee": 20, "cat": 10}  # imbalanced
 
 
+def _truncate(path: str) -> None:
+    """Cut the file to its first half."""
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+
+
 def _image(path, rng, gray=False, size=None):
     w, h = size or (int(rng.integers(24, 48)), int(rng.integers(24, 48)))
     shape = (h, w) if gray else (h, w, 3)
@@ -41,12 +49,10 @@ def make_folder(root, counts=COUNTS, gray=False, seed=0, corrupt=True):
             f.write("this is not a png")
         trunc_png = os.path.join(root, "bee", "trunc.png")
         _image(trunc_png, rng, gray, size=(40, 40))
-        data = open(trunc_png, "rb").read()
-        open(trunc_png, "wb").write(data[: len(data) // 2])
+        _truncate(trunc_png)
         trunc_jpg = os.path.join(root, "cat", "trunc.jpg")  # passes verify(), fails to decode
         _image(trunc_jpg, rng, gray, size=(40, 40))
-        data = open(trunc_jpg, "rb").read()
-        open(trunc_jpg, "wb").write(data[: len(data) // 2])
+        _truncate(trunc_jpg)
         bad = [text, trunc_png, trunc_jpg]
     return bad
 

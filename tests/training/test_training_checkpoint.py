@@ -46,7 +46,8 @@ def stop_after(calls: int):
 
 
 @pytest.mark.parametrize("train", [
-    TrainConfig(epochs=4, batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9, schedule="cosine", warmup_epochs=1, seed=3),
+    TrainConfig(epochs=4, batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9, schedule="cosine", warmup_epochs=1,
+                seed=3),
     TrainConfig(epochs=4, batch_size=64, optimizer="adamw", lr=3e-3, schedule="plateau", plateau_patience=1, seed=4,
                 early_stopping={"patience": 3, "metric": "val_loss"}),
     TrainConfig(epochs=4, batch_size=64, optimizer="rmsprop", lr=1e-3, schedule="one_cycle", seed=5),

@@ -58,7 +58,8 @@ def test_train_fraction_keeps_a_stratified_subset_of_train_only():
 
 
 def test_train_fraction_too_small_for_every_class_says_so():
-    with pytest.raises(TrainingError, match=r"cannot split dataset 'digits' into a training subset \(data.train_fraction\) split"):
+    with pytest.raises(TrainingError,
+                       match=r"cannot split dataset 'digits' into a training subset \(data.train_fraction\) split"):
         _plan_for(DataConfig(train_fraction=0.005))
 
 

@@ -18,9 +18,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all
-
 from hpo.storage.urls import open_storage, resolve_storage
+from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
@@ -124,7 +123,8 @@ def test_sigterm_checkpoints_mid_epoch_hands_the_trial_back_and_exits_0(tmp_path
     assert took < 10, f"the worker took {took:.1f} s to stop"
     first, waiting = trials(tmp_path, "preempted")
     reason = first.user_attrs["fail_reason"]
-    assert re.fullmatch(r"stopped by SIGTERM at (epoch \d+, batch \d+|the end of epoch \d+) \(checkpoint saved\)", reason)
+    assert re.fullmatch(r"stopped by SIGTERM at (epoch \d+, batch \d+|the end of epoch \d+) \(checkpoint saved\)",
+                        reason)
     assert f"trial 0 {reason}; handed back to be resumed by the next worker" in stopped.stdout
     assert "1 handed back); stopped by SIGTERM" in stopped.stdout
     assert waiting.state == TrialState.WAITING and waiting.user_attrs["resume_from"] == first.user_attrs["checkpoint"]

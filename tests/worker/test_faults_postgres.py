@@ -23,9 +23,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all
-
 from hpo.study.attrs import OVER_BUDGET as OVER_BUDGET_ATTR
+from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all
 
 pytestmark = [pytest.mark.subprocess]
 
@@ -77,7 +76,8 @@ def training(study: optuna.Study, number: int, min_epoch: int):
 
 
 @pytest.mark.slow
-def test_a_dead_remote_workers_trial_is_swept_by_heartbeat_while_the_others_train(tmp_path, postgres_server, postgres_url):
+def test_a_dead_remote_workers_trial_is_swept_by_heartbeat_while_the_others_train(tmp_path, postgres_server,
+                                                                                  postgres_url):
     # Long enough (7 s here) that trial 0 still trains when the sweep (every 1.5 s) comes round.
     epochs = 300
     env = create(tmp_path, postgres_url, "remote", n_trials=2, epochs=epochs)

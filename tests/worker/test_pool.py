@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hpo.worker import pool
 from hpo.cli.main import cli
 from hpo.errors import UsageError
-
+from hpo.worker import pool
 from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
 
 
@@ -343,7 +342,8 @@ def test_a_child_killed_mid_trial_is_restarted_and_the_study_finishes(tmp_path):
     killed_rank = victim["rank"]
     restarted_rank = killed_rank + 2
     other_rank = 201 - killed_rank
-    assert f"[worker {killed_rank}] cpu: killed by SIGKILL; restarting in 1 s as rank {restarted_rank}" in result.stderr, describe([result])
+    restarted = f"[worker {killed_rank}] cpu: killed by SIGKILL; restarting in 1 s as rank {restarted_rank}"
+    assert restarted in result.stderr, describe([result])
     report = re.findall(r"^\[worker \d+\] cpu: .*$", result.stdout, re.M)
     assert report == sorted([f"[worker {killed_rank}] cpu: exit 0 after 1 restart (as rank {restarted_rank})",
                              f"[worker {other_rank}] cpu: exit 0"]), describe([result])

@@ -221,7 +221,7 @@ def test_equal_values_are_ranked_by_validation_loss():
     from hpo.results.summary import ranked_trials
 
     study = optuna.create_study(direction="maximize")
-    for number, (loss_at_best, value) in enumerate([(0.09, 0.98), (0.05, 0.98), (0.30, 0.97)]):
+    for loss_at_best, value in [(0.09, 0.98), (0.05, 0.98), (0.30, 0.97)]:
         trial = study.ask()
         trial.set_user_attr("curves", {"val_accuracy": [0.5, value], "val_loss": [1.0, loss_at_best]})
         study.tell(trial, value)

@@ -8,6 +8,7 @@ yaml`` prints creates a new study as it is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 
@@ -16,13 +17,12 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
-
 from hpo.cli.main import cli
 from hpo.spec import load_spec
 from hpo.storage.urls import ENV_VAR, open_storage, resolve_storage
 from hpo.study.attrs import OVER_BUDGET as OVER_BUDGET_ATTR
 from hpo.study.attrs import SPEC as SPEC_ATTR
+from tests.specs import describe, hpo_env, run_hpo, start_hpo, wait_all, write_spec
 
 STUDY = "pg-digits"
 N_WORKERS = 4
@@ -56,10 +56,8 @@ def run(postgres_server, tmp_path_factory):
     study = optuna.load_study(study_name=STUDY, storage=storage)
     yield url, root, results, study
     storage.engine.dispose()
-    try:
+    with contextlib.suppress(Exception):  # cleanup only: the whole server goes at the end of the session
         postgres_server.drop_database(dbname)
-    except Exception:  # cleanup only: the whole server goes at the end of the session
-        pass
 
 
 def finished(study) -> list:
