@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 
-if __package__:  # tests/ became a package (tests/__init__.py exists)
+if __package__:  # the suite: tests/ is a package (tests/__init__.py)
     from .postgres import PostgresServer, find_pg_bin_dir
-else:  # rootdir-style imports: tests/ itself is on sys.path
+else:  # a copy beside a stand-in postgres.py (tests/storage/test_postgres_server.py makes one)
     from postgres import PostgresServer, find_pg_bin_dir
 
 POSTGRES_FIXTURES = frozenset({"postgres_server", "postgres_url"})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -51,36 +52,65 @@ def draw_learning_curve(history: Sequence[Any], path: Path, *, title: str = "") 
     epochs = [m.epoch for m in history]
     losses = [v for m in history for v in (m.train_loss, m.val_loss) if math.isfinite(v)]
     loss_ticks = nice_ticks(max(losses, default=1.0))
-    first, last = min(epochs, default=1), max(epochs, default=1)
-    span = max(last - first, 1)
-
-    def x_at(epoch: float) -> float:
-        return LEFT + (epoch - first) / span * (RIGHT - LEFT) if last > first else (LEFT + RIGHT) / 2
-
-    def y_at(value: float, axis: str) -> float:
-        top = loss_ticks[-1] if axis == "loss" else 1.0
-        return BOTTOM - value / top * (BOTTOM - TOP)
-
+    axes = _CurveAxes(min(epochs, default=1), max(epochs, default=1), loss_ticks[-1])
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
            f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12" fill="{_rgb(INK)}">',
            '<rect width="100%" height="100%" fill="white"/>']
+    svg += _curve_frame(axes, loss_ticks, title)
+    svg += _curve_series(axes, history)
+    svg.append("</svg>")
+    path.write_text("\n".join(svg) + "\n")
+    return path
+
+
+@dataclass(frozen=True)
+class _CurveAxes:
+    """Where the learning curve puts an epoch (x) and a loss or an accuracy (y)."""
+
+    first: int  # the first and last epochs
+    last: int
+    loss_top: float  # the top of the loss axis (accuracy goes up to 1)
+
+    @property
+    def span(self) -> int:
+        return max(self.last - self.first, 1)
+
+    def x_at(self, epoch: float) -> float:
+        if self.last > self.first:
+            return LEFT + (epoch - self.first) / self.span * (RIGHT - LEFT)
+        return (LEFT + RIGHT) / 2
+
+    def y_at(self, value: float, axis: str) -> float:
+        top = self.loss_top if axis == "loss" else 1.0
+        return BOTTOM - value / top * (BOTTOM - TOP)
+
+
+def _curve_frame(axes: _CurveAxes, loss_ticks: list[float], title: str) -> list[str]:
+    """The grid, the two value axes, the epochs, the frame, the title and the axis titles."""
+    svg = []
     for tick in loss_ticks:  # grid and the loss axis (left)
-        y = y_at(tick, "loss")
+        y = axes.y_at(tick, "loss")
         svg.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{RIGHT}" y2="{y:.1f}" stroke="{_rgb(GRID)}"/>')
         svg.append(_text(LEFT - 6, y, _label(tick), anchor="end"))
     for tick in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):  # the accuracy axis (right)
-        svg.append(_text(RIGHT + 6, y_at(tick, "accuracy"), _label(tick), anchor="start"))
-    step = max(1, math.ceil(span / 12))
-    for epoch in range(first, last + 1, step):
-        svg.append(_text(x_at(epoch), BOTTOM + 14, str(epoch)))
+        svg.append(_text(RIGHT + 6, axes.y_at(tick, "accuracy"), _label(tick), anchor="start"))
+    step = max(1, math.ceil(axes.span / 12))
+    for epoch in range(axes.first, axes.last + 1, step):
+        svg.append(_text(axes.x_at(epoch), BOTTOM + 14, str(epoch)))
     svg.append(f'<rect x="{LEFT}" y="{TOP}" width="{RIGHT - LEFT}" height="{BOTTOM - TOP}" fill="none" '
                f'stroke="{_rgb(INK)}"/>')
     svg.append(_text((LEFT + RIGHT) / 2, HEIGHT - 10, "epoch"))
     svg.append(_text(LEFT, TOP / 2, title, anchor="start"))
     svg.append(_text(16, (TOP + BOTTOM) / 2, "loss", rotate=True))
     svg.append(_text(WIDTH - 10, (TOP + BOTTOM) / 2, "val accuracy", rotate=True))
+    return svg
+
+
+def _curve_series(axes: _CurveAxes, history: Sequence[Any]) -> list[str]:
+    """Each series' line and markers (finite values only), and its entry in the legend."""
+    svg = []
     for index, (label, field, colour, axis, marker) in enumerate(SERIES):
-        points = [(x_at(m.epoch), y_at(getattr(m, field), axis)) for m in history
+        points = [(axes.x_at(m.epoch), axes.y_at(getattr(m, field), axis)) for m in history
                   if math.isfinite(getattr(m, field))]
         if len(points) > 1:
             line = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
@@ -89,13 +119,11 @@ def draw_learning_curve(history: Sequence[Any], path: Path, *, title: str = "") 
         legend_x = RIGHT - 300 + 105 * index  # the legend, above the plot, where no curve can be
         svg.append(_marker((legend_x, TOP / 2), marker, colour))
         svg.append(_text(legend_x + 9, TOP / 2, label, anchor="start"))
-    svg.append("</svg>")
-    path.write_text("\n".join(svg) + "\n")
-    return path
+    return svg
 
 
 def _rgb(colour: tuple[int, int, int]) -> str:
-    return "#%02x%02x%02x" % colour
+    return "#{:02x}{:02x}{:02x}".format(*colour)
 
 
 def _text(x: float, y: float, text: str, *, anchor: str = "middle", rotate: bool = False) -> str:

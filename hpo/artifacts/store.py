@@ -10,15 +10,20 @@ from __future__ import annotations
 import os
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hpo.errors import HpoError, UsageError
 from hpo.storage.urls import StorageTarget
 from hpo.study.attrs import ARTIFACT_STORE, StudyRecord
 
+if TYPE_CHECKING:
+    from optuna import Study
+
+    from hpo.storage.optuna_internals import ArtifactStore
+
 DEFAULT_DIR = "hpo-artifacts"
 
-_stores: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # study -> its store
+_stores: weakref.WeakKeyDictionary[Study, ArtifactStore | None] = weakref.WeakKeyDictionary()  # study -> its store
 
 
 def parse_location(location: str) -> dict[str, str]:
@@ -48,16 +53,16 @@ def describe(location: dict[str, str]) -> str:
     return location["path"]
 
 
-def record_store(study: Any, location: dict[str, str]) -> None:
+def record_store(study: Study, location: dict[str, str]) -> None:
     study.set_user_attr(ARTIFACT_STORE, location)
     _stores.pop(study, None)
 
 
-def study_location(study: Any) -> dict[str, str] | None:
+def study_location(study: Study) -> dict[str, str] | None:
     return StudyRecord.from_attrs(study.user_attrs).artifact_store
 
 
-def open_store(location: dict[str, str]) -> Any:
+def open_store(location: dict[str, str]) -> ArtifactStore:
     """The Optuna artifact store for a recorded location."""
     from optuna.artifacts import Boto3ArtifactStore, FileSystemArtifactStore
 
@@ -71,7 +76,7 @@ def open_store(location: dict[str, str]) -> Any:
     return Boto3ArtifactStore(location["bucket"])
 
 
-def study_store(study: Any) -> Any | None:
+def study_store(study: Study) -> ArtifactStore | None:
     """The store recorded in ``study``, or None for studies created without one. Read once
     per study object: the location never changes, and every trial of a worker needs it."""
     if study not in _stores:

@@ -19,10 +19,18 @@ import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo.errors import UsageError
 from hpo.study.attrs import ARTIFACT_ERROR, ARTIFACTS, MODEL_IO, WEIGHTS_MB, WEIGHTS_SKIPPED
+
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.trial import Trial
+    from torch import nn
+
+    from hpo.spec.model import Spec
+    from hpo.storage.optuna_internals import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +53,7 @@ def keep_policy(value: str | None = None) -> tuple[str, int]:
 
 
 def save_trial_artifacts(
-    study: Any, trial: Any, history: Sequence[Any], result: Any = None, *, spec: Any = None
+    study: Study, trial: Trial, history: Sequence[Any], result: Any = None, *, spec: Spec | None = None
 ) -> dict[str, Any]:
     """Upload what a finished trial has; never raises. Returns the user attributes that
     describe it (``artifacts``: {file name: artifact id}, ``weights_mb``, ``model_io``,
@@ -53,35 +61,19 @@ def save_trial_artifacts(
     other results in one go.
 
     ``history``: its EpochMetrics (a failed trial passes what it reached). ``result``: the
-    TrainingResult when training returned; confusion matrix and weights only if not pruned.
+    TrainingResult when training returned; confusion matrix and weights only if not pruned
+    (the weights need ``spec`` then).
     """
     attrs: dict[str, Any] = {}
     uploaded: dict[str, str] = {}
     try:
-        from hpo.artifacts.images import draw_learning_curve
         from hpo.artifacts.store import study_store
 
         store = study_store(study)
         if store is None or not history:  # a study from before artifacts, or nothing to plot
             return attrs
-        complete = result is not None and not result.pruned
         with tempfile.TemporaryDirectory(prefix="hpo-artifacts-") as tmp:
-            files = [(draw_learning_curve(history, Path(tmp) / CURVE_FILE, title=f"trial {trial.number}"), "image/svg+xml")]
-            if complete and result.val_predictions is not None:
-                path = plot_confusion_matrix(result.val_targets, result.val_predictions, result.class_names,
-                                             Path(tmp) / CONFUSION_FILE, title=f"trial {trial.number}, validation")
-                files.append((path, "image/png"))
-            if complete and result.model is not None:
-                keep, why = _keep_weights(study, trial, history, spec)
-                if keep:
-                    path = _save_weights(result.model, Path(tmp) / WEIGHTS_FILE)
-                    attrs[WEIGHTS_MB] = round(path.stat().st_size / 2**20, 3)
-                    attrs[MODEL_IO] = {"in_shape": list(result.in_shape),
-                                         "num_classes": len(result.class_names)}
-                    files.append((path, "application/octet-stream"))
-                else:
-                    attrs[WEIGHTS_SKIPPED] = why
-            for path, mimetype in files:
+            for path, mimetype in _trial_files(study, trial, history, result, spec, Path(tmp), attrs):
                 uploaded[path.name] = _upload(store, path, trial, mimetype)
     except Exception as exc:  # a full disk or an S3 outage must not cost the trial
         reason = f"{type(exc).__name__}: {exc}"
@@ -92,7 +84,32 @@ def save_trial_artifacts(
     return attrs
 
 
-def _upload(store: Any, path: Path, trial: Any, mimetype: str) -> str:
+def _trial_files(study: Study, trial: Trial, history: Sequence[Any], result: Any, spec: Spec | None,
+                 folder: Path, attrs: dict[str, Any]) -> list[tuple[Path, str]]:
+    """The trial's files, written in ``folder``, as (path, mimetype); what describes the
+    weights, kept or not, goes into ``attrs``."""
+    from hpo.artifacts.images import draw_learning_curve
+
+    curve = draw_learning_curve(history, folder / CURVE_FILE, title=f"trial {trial.number}")
+    files = [(curve, "image/svg+xml")]
+    complete = result is not None and not result.pruned
+    if complete and result.val_predictions is not None:
+        path = plot_confusion_matrix(result.val_targets, result.val_predictions, result.class_names,
+                                     folder / CONFUSION_FILE, title=f"trial {trial.number}, validation")
+        files.append((path, "image/png"))
+    if complete and result.model is not None:
+        keep, why = _keep_weights(study, trial, history, spec)
+        if keep:
+            path = _save_weights(result.model, folder / WEIGHTS_FILE)
+            attrs[WEIGHTS_MB] = round(path.stat().st_size / 2**20, 3)
+            attrs[MODEL_IO] = {"in_shape": list(result.in_shape), "num_classes": len(result.class_names)}
+            files.append((path, "application/octet-stream"))
+        else:
+            attrs[WEIGHTS_SKIPPED] = why
+    return files
+
+
+def _upload(store: ArtifactStore, path: Path, trial: Trial, mimetype: str) -> str:
     from optuna.artifacts import upload_artifact
 
     return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype=mimetype)
@@ -101,17 +118,18 @@ def _upload(store: Any, path: Path, trial: Any, mimetype: str) -> str:
 # -- which weights to keep ----------------------------------------------------------------
 
 
-def _objective(spec: Any, study: Any) -> tuple[str, bool]:
+def _objective(spec: Spec, study: Study) -> tuple[str, bool]:
     """(metric, maximize) of the first objective, the per-epoch one: what ``best:K`` ranks by."""
     objectives = spec.objectives
     maximize = study.directions[0].name.lower() == "maximize"
     return str(objectives[0].metric), maximize
 
 
-def _keep_weights(study: Any, trial: Any, history: Sequence[Any], spec: Any) -> tuple[bool, str]:
+def _keep_weights(study: Study, trial: Trial, history: Sequence[Any], spec: Spec | None) -> tuple[bool, str]:
     kind, k = keep_policy()
     if kind != "best":
         return kind == "all", f"{KEEP_ENV}={kind}"
+    assert spec is not None, "best:K ranks by the spec's objective: the worker passes it with a result"
     from optuna.trial import TrialState
 
     metric, maximize = _objective(spec, study)
@@ -130,7 +148,7 @@ def _keep_weights(study: Any, trial: Any, history: Sequence[Any], spec: Any) -> 
     return False, f"not among the best {k} completed trials when it finished ({KEEP_ENV}=best:{k})"
 
 
-def _save_weights(model: Any, path: Path) -> Path:
+def _save_weights(model: nn.Module, path: Path) -> Path:
     import torch
 
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)

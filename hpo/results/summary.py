@@ -114,11 +114,6 @@ def best_trials(loaded: LoadedStudy) -> list[dict[str, Any]]:
     return [_best_entry(loaded, t) for t in ranked if t.number in front]
 
 
-def best_trial(loaded: LoadedStudy) -> dict[str, Any]:
-    """The best trial by the first objective (of a multi-objective study's Pareto front)."""
-    return best_trials(loaded)[0]
-
-
 def _best_entry(loaded: LoadedStudy, trial: TrialRecord) -> dict[str, Any]:
     study, spec = loaded.study, loaded.spec
     objectives = spec.objectives

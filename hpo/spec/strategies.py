@@ -32,7 +32,8 @@ class TPEOptions(StrategyOptions):
     n_startup_trials: int = Field(10, ge=0)
     multivariate: bool = True
     # Groups only differ from one joint model when trials sample different parameters, and
-    # Optuna recomputes them from every finished trial on each ask (10 ms at 1,000 trials).
+    # Optuna recomputes them from every finished trial on each ask (a cost that grows with the
+    # study; BENCHMARKS.md has the numbers).
     group: bool | None = Field(
         None, description="model conditional parameters in groups; default: exactly when the space "
         "has `when` or `repeat` parameters"

@@ -9,24 +9,44 @@ mirrors, so that an Optuna upgrade is checked here and nowhere else. The tests n
 docstrings compare the results with Optuna's own calls; tests/architecture/
 test_optuna_boundary.py keeps every other module of hpo off Optuna's private names.
 
-Optuna's private modules are imported inside the functions, as their callers did before:
-importing this module costs what ``optuna.storages`` costs.
+Optuna's private modules are imported inside the functions, as their callers did before
+(or, for annotations only, under ``TYPE_CHECKING``): importing this module costs what
+``optuna.storages`` costs.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
-from collections.abc import Container, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Container, Iterator, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 # Optuna 5.0.0: the base class of storages with heartbeats (RDBStorage, _CachedStorage);
 # ``optuna.storages.fail_stale_trials`` and ``Study.optimize`` test for it. hpo's storage
 # wrappers derive from it so that Optuna sees a database's heartbeats through them.
 from optuna.storages._heartbeat import BaseHeartbeat
 
+if TYPE_CHECKING:
+    from optuna import Study
+
+    # Optuna 5.0.0, for hpo's annotations: the protocol of artifact stores
+    # (FileSystemArtifactStore, Boto3ArtifactStore, ...), public only as the type of
+    # ``upload_artifact``'s store.
+    from optuna.artifacts._protocol import ArtifactStore as ArtifactStore
+    from optuna.distributions import BaseDistribution
+    from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+
+    # Optuna 5.0.0, for hpo's annotations: what ``BaseStorage.get_all_studies`` returns.
+    from optuna.study._frozen import FrozenStudy as FrozenStudy
+    from optuna.trial import FrozenTrial, Trial, TrialState
+    from sqlalchemy.orm import Session
+
+_Layer = TypeVar("_Layer")
+
 __all__ = [
     "BaseHeartbeat",
-    "FORWARDED_HEARTBEAT_METHODS",
+    "HeartbeatForwarding",
     "cached_frozen_trial",
     "cached_storage",
     "inner_layer",
@@ -47,16 +67,32 @@ __all__ = [
     "unwrap",
 ]
 
-# Optuna 5.0.0: BaseHeartbeat's methods that a wrapper must forward by name (``__getattr__``
-# would not do: they are defined on the base class). ``get_heartbeat_interval`` is left to the
-# wrapper itself (it answers None for storages without heartbeats).
-FORWARDED_HEARTBEAT_METHODS = ("record_heartbeat", "_get_stale_trial_ids",
-                               "get_heartbeat_stale_trial_callback")
+
+class HeartbeatForwarding(BaseHeartbeat):
+    """BaseHeartbeat's methods for a storage wrapper, each forwarded through the wrapper's
+    ``_call`` (``__getattr__`` would not do: they are defined on the base class).
+    ``get_heartbeat_interval`` is left to the wrapper itself (it answers None for storages
+    without heartbeats).
+
+    Optuna 5.0.0: BaseHeartbeat's abstract methods (storages/_heartbeat.py)."""
+
+    @abc.abstractmethod
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """``name(*args, **kwargs)`` of the storage under the wrapper."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self._call("record_heartbeat", trial_id)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return self._call("_get_stale_trial_ids", study_id)
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[Study, FrozenTrial], None] | None:
+        return self._call("get_heartbeat_stale_trial_callback")
 
 
 # --- Studies and trials --------------------------------------------------------------------
 
-def trial_id_of(trial: Any) -> int:
+def trial_id_of(trial: Trial | FrozenTrial) -> int:
     """The storage's key of ``trial`` (an ``optuna.Trial`` or a ``FrozenTrial``): what every
     ``BaseStorage.*trial*`` method takes. ``trial.number`` is unique within a study only.
 
@@ -66,7 +102,7 @@ def trial_id_of(trial: Any) -> int:
     return trial._trial_id
 
 
-def study_id_of(study: Any) -> int:
+def study_id_of(study: Study | FrozenStudy) -> int:
     """The storage's key of ``study`` (an ``optuna.Study`` or a ``FrozenStudy`` from
     ``get_all_studies``): what ``BaseStorage.get_all_trials`` and kin take.
 
@@ -75,7 +111,7 @@ def study_id_of(study: Any) -> int:
     return study._study_id
 
 
-def storage_of(study: Any) -> Any:
+def storage_of(study: Study) -> BaseStorage:
     """The storage ``study`` reads and writes: what was passed to ``load_study`` /
     ``create_study`` (an RDBStorage or a URL comes back wrapped in ``_CachedStorage``).
 
@@ -84,7 +120,7 @@ def storage_of(study: Any) -> Any:
     return study._storage
 
 
-def trial_storage(trial: Any) -> Any:
+def trial_storage(trial: Trial) -> BaseStorage:
     """The storage ``trial``'s own methods (``suggest_*``, ``report``, ``set_user_attr``)
     call: ``storage_of(trial.study)`` unless ``trial_storage_as`` replaced it.
 
@@ -93,7 +129,7 @@ def trial_storage(trial: Any) -> Any:
 
 
 @contextlib.contextmanager
-def trial_storage_as(trial: Any, storage: Any) -> Iterator[None]:
+def trial_storage_as(trial: Trial, storage: BaseStorage) -> Iterator[None]:
     """While active, ``trial``'s own methods call ``storage`` instead of its study's storage
     (reads through the study are unchanged).
 
@@ -107,7 +143,7 @@ def trial_storage_as(trial: Any, storage: Any) -> Iterator[None]:
         trial.storage = original
 
 
-def cached_frozen_trial(trial: Any) -> Any:
+def cached_frozen_trial(trial: Trial) -> FrozenTrial:
     """``trial``'s own copy of itself, a FrozenTrial: what ``Trial.params``, ``user_attrs``
     and ``should_prune`` read. Whoever writes to the trial around ``Trial``'s methods updates
     it as they do (``report`` sets ``intermediate_values[step]``, ``set_user_attr`` sets
@@ -117,7 +153,7 @@ def cached_frozen_trial(trial: Any) -> Any:
     return trial._cached_frozen_trial
 
 
-def latest_trial(trial: Any) -> Any:
+def latest_trial(trial: Trial) -> FrozenTrial:
     """The FrozenTrial that ``Trial.should_prune`` hands the pruner: a shallow copy of
     ``cached_frozen_trial(trial)`` whose system attributes are read from the storage only if
     the pruner looks at them.
@@ -128,7 +164,7 @@ def latest_trial(trial: Any) -> Any:
 
 # --- Heartbeats ----------------------------------------------------------------------------
 
-def stale_trial_ids(storage: Any, study_id: int) -> list[int]:
+def stale_trial_ids(storage: BaseHeartbeat, study_id: int) -> list[int]:
     """Ids of ``study_id``'s RUNNING trials whose last heartbeat is older than the storage's
     grace period (2 x the heartbeat interval if unset); ``storage`` must have heartbeats
     (``get_heartbeat_interval()`` not None). Called through hpo's wrappers, so that the
@@ -141,7 +177,7 @@ def stale_trial_ids(storage: Any, study_id: int) -> list[int]:
 
 # --- The layers of a storage ---------------------------------------------------------------
 
-def cached_storage(rdb: Any) -> Any:
+def cached_storage(rdb: RDBStorage) -> BaseStorage:
     """``rdb`` (an RDBStorage) as ``optuna.load_study(storage=rdb)`` would wrap it: the cache
     that keeps finished trials in memory and re-reads only unfinished ones.
 
@@ -151,7 +187,7 @@ def cached_storage(rdb: Any) -> Any:
     return _CachedStorage(rdb)
 
 
-def inner_layer(storage: Any) -> Any | None:
+def inner_layer(storage: BaseStorage) -> BaseStorage | None:
     """The storage directly under ``storage``, or None: hpo's wrappers
     (``hpo.storage.proxies.DelegatingStorage``) name theirs ``inner``; Optuna's cache keeps
     its RDBStorage as ``_backend``. Optuna's other storages wrap none.
@@ -164,19 +200,21 @@ def inner_layer(storage: Any) -> Any | None:
     return getattr(storage, "inner", None)
 
 
-def unwrap(storage: Any, kind: type[Any]) -> Any | None:
+def unwrap(storage: BaseStorage, kind: type[_Layer]) -> _Layer | None:
     """The first layer of ``storage`` (itself included) that is a ``kind``, going down
     through hpo's wrappers and Optuna's cache (``inner_layer``); None if there is none.
     A few attribute reads: cheap enough for every write."""
-    layer = storage
-    while layer is not None and not isinstance(layer, kind):
+    layer: BaseStorage | None = storage
+    while layer is not None:
+        if isinstance(layer, kind):
+            return layer
         layer = inner_layer(layer)
-    return layer
+    return None
 
 
 # --- RDBStorage ----------------------------------------------------------------------------
 
-def rdb_models() -> Any:
+def rdb_models() -> ModuleType:
     """The module of RDBStorage's SQLAlchemy models (``TrialModel``, ``TrialParamModel``,
     ``TrialUserAttributeModel``, ...), for queries and writes Optuna has no call for.
 
@@ -187,7 +225,7 @@ def rdb_models() -> Any:
     return models
 
 
-def rdb_session(rdb: Any, ignore_integrity_error: bool = False) -> contextlib.AbstractContextManager[Any]:
+def rdb_session(rdb: RDBStorage, ignore_integrity_error: bool = False) -> contextlib.AbstractContextManager[Session]:
     """A session of ``rdb``'s database as each RDBStorage method opens one: committed when
     the block ends; rolled back on an error, SQLAlchemy's raised as StorageInternalError
     (an IntegrityError ignored with ``ignore_integrity_error``).
@@ -199,8 +237,8 @@ def rdb_session(rdb: Any, ignore_integrity_error: bool = False) -> contextlib.Ab
     return _create_scoped_session(rdb.scoped_session, ignore_integrity_error)
 
 
-def rdb_trials_by_id(rdb: Any, study_id: int, trial_ids: set[int],
-                     states: Container[Any] | None) -> list[Any]:
+def rdb_trials_by_id(rdb: RDBStorage, study_id: int, trial_ids: set[int],
+                     states: Container[TrialState] | None) -> list[FrozenTrial]:
     """The FrozenTrials of ``study_id`` with these ids (non-empty) and one of ``states``,
     read in full (params, values, attributes, intermediate values) in one go, as
     ``get_all_trials`` reads them.
@@ -211,8 +249,8 @@ def rdb_trials_by_id(rdb: Any, study_id: int, trial_ids: set[int],
     return rdb._get_trials(study_id, states, trial_ids, max(trial_ids))
 
 
-def rdb_set_param(rdb: Any, session: Any, trial_id: int, name: str, value: float,
-                  distribution: Any) -> None:
+def rdb_set_param(rdb: RDBStorage, session: Session, trial_id: int, name: str, value: float,
+                  distribution: BaseDistribution) -> None:
     """``RDBStorage.set_trial_param`` inside ``session`` (committed with it): the same checks
     (trial updatable, distribution compatible with the study's earlier ones).
 
@@ -220,14 +258,15 @@ def rdb_set_param(rdb: Any, session: Any, trial_id: int, name: str, value: float
     rdb._set_trial_param_without_commit(session, trial_id, name, value, distribution)
 
 
-def rdb_set_intermediate_value(rdb: Any, session: Any, trial_id: int, step: int, value: float) -> None:
+def rdb_set_intermediate_value(rdb: RDBStorage, session: Session, trial_id: int, step: int,
+                               value: float) -> None:
     """``RDBStorage.set_trial_intermediate_value`` inside ``session`` (committed with it).
 
     Optuna 5.0.0: ``RDBStorage._set_trial_intermediate_value_without_commit``."""
     rdb._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
 
 
-def rdb_set_user_attr(rdb: Any, session: Any, trial_id: int, key: str, value: Any) -> None:
+def rdb_set_user_attr(rdb: RDBStorage, session: Session, trial_id: int, key: str, value: Any) -> None:
     """``RDBStorage.set_trial_user_attr`` inside ``session`` (committed with it).
 
     Optuna 5.0.0: ``RDBStorage._set_trial_attr_without_commit`` with
@@ -237,7 +276,7 @@ def rdb_set_user_attr(rdb: Any, session: Any, trial_id: int, key: str, value: An
 
 # --- JournalStorage ------------------------------------------------------------------------
 
-def journal_append(journal: Any, trial_id: int, entries: Sequence[tuple[str, dict[str, Any]]]) -> None:
+def journal_append(journal: JournalStorage, trial_id: int, entries: Sequence[tuple[str, dict[str, Any]]]) -> None:
     """Append one log line per ``(operation, fields)`` for trial ``trial_id`` to ``journal``
     (a JournalStorage) in one ``append_logs`` call (one lock and one fsync on a file), then
     replay the log as each JournalStorage method does, so that reads see the writes.

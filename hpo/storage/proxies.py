@@ -9,25 +9,22 @@ cached storage re-reads every running trial with all its intermediate values on 
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import copy
-import inspect
 import json
 import logging
 import math
 import time
 import weakref
-from collections.abc import Callable, Container, Iterator
-from typing import Any
+from collections.abc import Callable, Container, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import StorageError
 from hpo.storage.optuna_internals import (
-    FORWARDED_HEARTBEAT_METHODS,
-    BaseHeartbeat,
+    HeartbeatForwarding,
     rdb_models,
     rdb_session,
     rdb_trials_by_id,
@@ -37,16 +34,29 @@ from hpo.storage.optuna_internals import (
 )
 from hpo.storage.secrets import scrub
 
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from optuna import Study
+    from optuna.distributions import BaseDistribution
+    from optuna.storages import RDBStorage
+    from optuna.study import StudyDirection
+
+    from hpo.storage.optuna_internals import FrozenStudy
+
 log = logging.getLogger("hpo.storage")
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-class DelegatingStorage(BaseStorage, BaseHeartbeat):
+class DelegatingStorage(BaseStorage, HeartbeatForwarding):
     """Forwards every storage and heartbeat method to ``inner`` through ``_call``.
 
     Subclasses override ``_call`` (every method) or single methods. Written by hand because
-    Optuna's storages are abstract base classes with no proxy of their own.
+    Optuna's storages are abstract base classes with no proxy of their own: below, each
+    method of Optuna 5.0's ``BaseStorage`` (the heartbeat ones come from
+    ``HeartbeatForwarding``). A method a later Optuna adds to ``BaseStorage`` runs its
+    default, built on these; an abstract one stops the wrappers from being created.
     """
 
     def __init__(self, inner: BaseStorage):
@@ -70,22 +80,97 @@ class DelegatingStorage(BaseStorage, BaseHeartbeat):
         getter = getattr(self._inner, "get_heartbeat_interval", None)
         return getter() if getter else None
 
+    # --- studies
 
-def _forwarder(name: str) -> Callable[..., Any]:
-    def forward(self: DelegatingStorage, *args: Any, **kwargs: Any) -> Any:
-        return self._call(name, *args, **kwargs)
+    def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
+        return self._call("create_new_study", directions, study_name)
 
-    forward.__name__ = name
-    return forward
+    def delete_study(self, study_id: int) -> None:
+        self._call("delete_study", study_id)
 
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._call("set_study_user_attr", study_id, key, value)
 
-_FORWARDED = sorted(
-    {name for name, _ in inspect.getmembers(BaseStorage, inspect.isfunction) if not name.startswith("__")}
-    | set(FORWARDED_HEARTBEAT_METHODS)
-)
-for _name in _FORWARDED:
-    setattr(DelegatingStorage, _name, _forwarder(_name))
-abc.update_abstractmethods(DelegatingStorage)
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._call("set_study_system_attr", study_id, key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._call("get_study_id_from_name", study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self._call("get_study_name_from_id", study_id)
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return self._call("get_study_directions", study_id)
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._call("get_study_user_attrs", study_id)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._call("get_study_system_attrs", study_id)
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        return self._call("get_all_studies")
+
+    # --- writing trials
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        return self._call("create_new_trial", study_id, template_trial)
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: BaseDistribution) -> None:
+        self._call("set_trial_param", trial_id, param_name, param_value_internal, distribution)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        return self._call("set_trial_state_values", trial_id, state, values)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self._call("set_trial_intermediate_value", trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._call("set_trial_user_attr", trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._call("set_trial_system_attr", trial_id, key, value)
+
+    def check_trial_is_updatable(self, trial_id: int, trial_state: TrialState) -> None:
+        self._call("check_trial_is_updatable", trial_id, trial_state)
+
+    def remove_session(self) -> None:
+        self._call("remove_session")
+
+    # --- reading trials
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return self._call("get_trial", trial_id)
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return self._call("get_all_trials", study_id, deepcopy, states)
+
+    def get_n_trials(self, study_id: int, state: tuple[TrialState, ...] | TrialState | None = None) -> int:
+        return self._call("get_n_trials", study_id, state)
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        return self._call("get_best_trial", study_id)
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        return self._call("get_trial_id_from_study_id_trial_number", study_id, trial_number)
+
+    def get_trial_number_from_id(self, trial_id: int) -> int:
+        return self._call("get_trial_number_from_id", trial_id)
+
+    def get_trial_param(self, trial_id: int, param_name: str) -> float:
+        return self._call("get_trial_param", trial_id, param_name)
+
+    def get_trial_params(self, trial_id: int) -> dict[str, Any]:
+        return self._call("get_trial_params", trial_id)
+
+    def get_trial_user_attrs(self, trial_id: int) -> dict[str, Any]:
+        return self._call("get_trial_user_attrs", trial_id)
+
+    def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
+        return self._call("get_trial_system_attrs", trial_id)
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -164,7 +249,7 @@ class ReconnectingStorage(DelegatingStorage):
                 log.warning("storage %s reachable again after %.1f s", self._display, time.monotonic() - started)
             return result
 
-    def _committed_state(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+    def _committed_state(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
         return self._inner.get_trial(trial_id).state == state
 
 
@@ -202,7 +287,7 @@ class OneReadPerTrial(DelegatingStorage):
         return copy.deepcopy(trials) if deepcopy else list(trials)
 
 
-def one_read_of_the_study(storage: Any) -> contextlib.AbstractContextManager[None]:
+def one_read_of_the_study(storage: BaseStorage) -> contextlib.AbstractContextManager[None]:
     """``OneReadPerTrial.one_read`` of the layer under ``storage``'s wrappers, if it has one."""
     layer = unwrap(storage, OneReadPerTrial)
     return layer.one_read() if layer is not None else contextlib.nullcontext()
@@ -231,7 +316,7 @@ class PrunerView(DelegatingStorage):
     ``max_age``: seconds for which a read is reused (0: read every time).
     """
 
-    def __init__(self, inner: BaseStorage, rdb: Any, *, max_age: float = 0.0):
+    def __init__(self, inner: BaseStorage, rdb: RDBStorage, *, max_age: float = 0.0):
         super().__init__(inner)
         self._rdb = rdb  # the RDBStorage underneath, for the light query
         self.max_age = max_age
@@ -298,7 +383,7 @@ class PrunerView(DelegatingStorage):
         return list(light.values())
 
 
-def _light_trial(trial_id: int, number: int, state: TrialState, started: Any) -> FrozenTrial:
+def _light_trial(trial_id: int, number: int, state: TrialState, started: datetime | None) -> FrozenTrial:
     return FrozenTrial(
         number=number,
         state=state,
@@ -315,7 +400,7 @@ def _light_trial(trial_id: int, number: int, state: TrialState, started: Any) ->
     )
 
 
-def pruner_storage(storage: Any, *, max_age: float = 0.0) -> Any:
+def pruner_storage(storage: BaseStorage, *, max_age: float = 0.0) -> BaseStorage:
     """A PrunerView of ``storage`` when it is a database (with the same reconnect policy);
     ``storage`` itself otherwise (the journal store replays only new log lines: cheap)."""
     rdb = rdb_backend(storage)
@@ -328,10 +413,10 @@ def pruner_storage(storage: Any, *, max_age: float = 0.0) -> Any:
     return view
 
 
-_light_studies: weakref.WeakKeyDictionary[Any, dict[float, Any]] = weakref.WeakKeyDictionary()
+_light_studies: weakref.WeakKeyDictionary[Study, dict[float, Study]] = weakref.WeakKeyDictionary()
 
 
-def light_study(study: Any, *, max_age: float = 0.0) -> Any:
+def light_study(study: Study, *, max_age: float = 0.0) -> Study:
     """``study`` over ``pruner_storage``: as the pruner (every epoch) and the budget check
     (every trial) read it; ``max_age`` as for PrunerView. One per study object and age, so
     that what the view has read is kept."""
@@ -347,7 +432,7 @@ def light_study(study: Any, *, max_age: float = 0.0) -> Any:
     return views[max_age]
 
 
-def rdb_backend(storage: Any) -> Any | None:
+def rdb_backend(storage: BaseStorage) -> RDBStorage | None:
     """The RDBStorage under ``storage``'s wrappers, or None (journal and others)."""
     from optuna.storages import RDBStorage
 

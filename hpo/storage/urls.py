@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo.errors import StorageError, UsageError
 from hpo.storage.secrets import redact, remember_password, scrub
+
+if TYPE_CHECKING:  # hpo --help imports this module: no optuna at run time
+    from optuna.storages import BaseStorage
 
 ENV_VAR = "HPO_STORAGE"
 DEFAULT_FILE = "hpo-studies.journal"
@@ -61,7 +64,7 @@ def resolve_storage(option: str | None) -> StorageTarget:
     return StorageTarget(url, redact(url), "rdb")
 
 
-def open_storage(target: StorageTarget, *, reconnect_for: float | None = None) -> Any:
+def open_storage(target: StorageTarget, *, reconnect_for: float | None = None) -> BaseStorage:
     """The Optuna storage object for ``target``; errors never show the password.
 
     ``reconnect_for``: on a database, wait up to this many seconds (with backoff) for it to

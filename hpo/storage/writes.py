@@ -15,11 +15,11 @@ Optuna upgrade that changes them fails loudly.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from optuna.distributions import BaseDistribution, distribution_to_json
-from optuna.storages import JournalStorage
+from optuna.storages import BaseStorage, JournalStorage
 
 from hpo.storage.optuna_internals import (
     cached_frozen_trial,
@@ -35,10 +35,15 @@ from hpo.storage.optuna_internals import (
 )
 from hpo.storage.proxies import DelegatingStorage, ReconnectingStorage, rdb_backend
 
+if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
+    from optuna.trial import Trial
+    from sqlalchemy.orm import Session
+
 Param = tuple[str, float, BaseDistribution]  # name, value in Optuna's internal repr, distribution
 
 
-def write_trial(storage: Any, trial_id: int, *, params: Sequence[Param] = (),
+def write_trial(storage: BaseStorage, trial_id: int, *, params: Sequence[Param] = (),
                 intermediate_values: dict[int, float] | None = None,
                 user_attrs: dict[str, Any] | None = None) -> None:
     """Set ``params``, ``intermediate_values`` (step -> value) and ``user_attrs`` of a
@@ -66,8 +71,7 @@ def write_trial(storage: Any, trial_id: int, *, params: Sequence[Param] = (),
         write()
 
 
-
-def write_to_trial(trial: Any, *, params: Sequence[Param] = (),
+def write_to_trial(trial: Trial, *, params: Sequence[Param] = (),
                    intermediate_values: dict[int, float] | None = None,
                    user_attrs: dict[str, Any] | None = None) -> None:
     """``write_trial`` for an ``optuna.Trial``, which then has ``user_attrs`` in its own copy
@@ -76,7 +80,8 @@ def write_to_trial(trial: Any, *, params: Sequence[Param] = (),
                 intermediate_values=intermediate_values, user_attrs=user_attrs)
     cached_frozen_trial(trial).user_attrs.update(user_attrs or {})
 
-def _write_rdb(rdb: Any, trial_id: int, params: Sequence[Param], values: dict[int, float],
+
+def _write_rdb(rdb: RDBStorage, trial_id: int, params: Sequence[Param], values: dict[int, float],
                attrs: dict[str, Any]) -> None:
     """One transaction of a few statements: one check of the trial, one query for earlier
     distributions of the parameters, then one upsert per kind (Optuna's own steps
@@ -104,7 +109,8 @@ def _write_rdb(rdb: Any, trial_id: int, params: Sequence[Param], values: dict[in
             {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()])
 
 
-def _upsert(session: Any, upsert: Any, model: Any, keys: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+def _upsert(session: Session, upsert: Callable[..., Any], model: type[Any], keys: tuple[str, ...],
+            rows: list[dict[str, Any]]) -> None:
     """One INSERT of ``rows`` into ``model``'s table; a row whose ``keys`` exist already
     replaces the stored one's other columns."""
     if not rows:
@@ -115,17 +121,20 @@ def _upsert(session: Any, upsert: Any, model: Any, keys: tuple[str, ...], rows: 
         set_={column: statement.excluded[column] for column in rows[0] if column not in keys}))
 
 
-def _upsert_statement(dialect: str) -> Any | None:
+def _upsert_statement(dialect: str) -> Callable[..., Any] | None:
+    """The dialect's ``insert`` (whose statements have ``on_conflict_do_update``), or None."""
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        return None
-    return insert
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert
+    return None
 
 
-def _check_against_earlier_distributions(session: Any, study_id: int, params: Sequence[Param]) -> None:
+def _check_against_earlier_distributions(session: Session, study_id: int, params: Sequence[Param]) -> None:
     """What Optuna checks for each new parameter: the study's earlier trials used a
     compatible distribution under that name (one stored distribution per name suffices:
     they were all checked against each other)."""
@@ -146,7 +155,7 @@ def _check_against_earlier_distributions(session: Any, study_id: int, params: Se
             check_distribution_compatibility(json_to_distribution(earlier[name]), distribution)
 
 
-def _write_rdb_item_by_item(rdb: Any, session: Any, trial_id: int, params: Sequence[Param],
+def _write_rdb_item_by_item(rdb: RDBStorage, session: Session, trial_id: int, params: Sequence[Param],
                             values: dict[int, float], attrs: dict[str, Any]) -> None:
     for name, value, distribution in params:
         rdb_set_param(rdb, session, trial_id, name, value, distribution)
@@ -156,7 +165,7 @@ def _write_rdb_item_by_item(rdb: Any, session: Any, trial_id: int, params: Seque
         rdb_set_user_attr(rdb, session, trial_id, key, value)
 
 
-def _write_journal(journal: Any, trial_id: int, params: Sequence[Param], values: dict[int, float],
+def _write_journal(journal: JournalStorage, trial_id: int, params: Sequence[Param], values: dict[int, float],
                    attrs: dict[str, Any]) -> None:
     entries = [("SET_TRIAL_PARAM", {"param_name": name, "param_value_internal": value,
                                     "distribution": distribution_to_json(distribution)})
@@ -172,7 +181,7 @@ class DeferredParams(DelegatingStorage):
     (``params``) instead of written, so that they can go out with the trial's context in one
     ``write_trial``. Reads pass through; the trial keeps its own copy of what it sampled."""
 
-    def __init__(self, inner: Any):
+    def __init__(self, inner: BaseStorage):
         super().__init__(inner)
         self.params: list[Param] = []
 

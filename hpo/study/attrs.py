@@ -289,7 +289,7 @@ class TrialRecord:
         return max(accuracy) if accuracy else None
 
 
-def trial_records(trials: Iterable[Any]) -> list[TrialRecord]:
+def trial_records(trials: Iterable[FrozenTrial | TrialRecord]) -> list[TrialRecord]:
     """FrozenTrials (or records already) as TrialRecords."""
     return [t if isinstance(t, TrialRecord) else TrialRecord.from_frozen(t) for t in trials]
 

@@ -10,15 +10,25 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from hpo.errors import StudyNotFoundError, UsageError
 from hpo.spec import spec_from_json, spec_sha256, spec_to_json
 from hpo.storage.secrets import ScrubSecretsFilter
 from hpo.storage.urls import StorageTarget, open_storage
-from hpo.study.attrs import BUDGET_STARTED_AT, OVER_BUDGET, SPEC, SPEC_SHA256, StudyRecord
+from hpo.study.attrs import BUDGET_STARTED_AT, OVER_BUDGET, SPEC, SPEC_SHA256, StudyRecord, TrialRecord
+
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+    from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial
+
+    from hpo.spec.model import Objective, Spec
 
 
 def quiet_optuna() -> None:
@@ -38,13 +48,13 @@ def quiet_optuna() -> None:
 
 @dataclass
 class LoadedStudy:
-    study: Any  # optuna.Study
-    spec: Any  # hpo Spec
+    study: Study
+    spec: Spec
 
 
 def create_study(
-    spec: Any, target: StorageTarget, *, if_exists: str = "fail", artifacts: str | None = None
-) -> tuple[Any, bool]:
+    spec: Spec, target: StorageTarget, *, if_exists: str = "fail", artifacts: str | None = None
+) -> tuple[Study, bool]:
     """Create the study for ``spec``; returns (study, created). ``if_exists``: fail | reuse.
 
     ``artifacts``: a directory or s3://BUCKET for the trials' files (default: beside the
@@ -62,7 +72,7 @@ def create_study(
     try:
         study = optuna.create_study(
             study_name=spec.name, storage=storage,
-            directions=[objective.direction for objective in spec.objectives],
+            directions=[_direction(objective) for objective in spec.objectives],
         )
     except optuna.exceptions.DuplicatedStudyError:
         if if_exists != "reuse":
@@ -70,18 +80,33 @@ def create_study(
                 f"study {spec.name!r} already exists in {target.display} "
                 "(use --if-exists reuse to keep it, or --name to pick another name)"
             ) from None
-        study = optuna.load_study(study_name=spec.name, storage=storage)
-        stored = StudyRecord.from_attrs(study.user_attrs).spec_sha256
-        if stored != digest:
-            raise UsageError(
-                f"study {spec.name!r} already exists in {target.display} with a different spec "
-                f"(sha256 {str(stored)[:12]} there, {digest[:12]} here); use --name to create a new study"
-            ) from None
-        return study, False
+        return _reuse(spec.name, storage, target, digest), False
     study.set_user_attr(SPEC, data)
     study.set_user_attr(SPEC_SHA256, digest)
     record_store(study, location)
     return study, True
+
+
+def _reuse(name: str | None, storage: BaseStorage, target: StorageTarget, digest: str) -> Study:
+    """The existing study ``name``, for ``create --if-exists reuse``: only if it holds the
+    same spec (sha256 ``digest``)."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    stored = StudyRecord.from_attrs(study.user_attrs).spec_sha256
+    if stored != digest:
+        raise UsageError(
+            f"study {name!r} already exists in {target.display} with a different spec "
+            f"(sha256 {str(stored)[:12]} there, {digest[:12]} here); use --name to create a new study"
+        ) from None
+    return study
+
+
+def _direction(objective: Objective) -> Literal["maximize", "minimize"]:
+    """``maximize`` or ``minimize``: validating an ``Objective`` fills in its metric's natural
+    direction where the spec names none."""
+    assert objective.direction is not None
+    return objective.direction
 
 
 def _require_store(name: str, target: StorageTarget) -> None:
@@ -90,7 +115,8 @@ def _require_store(name: str, target: StorageTarget) -> None:
         raise StudyNotFoundError(f"no study named {name!r}: {target.display} does not exist")
 
 
-def load_study(name: str, target: StorageTarget, *, sampler: Any = None, pruner: Any = None,
+def load_study(name: str, target: StorageTarget, *, sampler: BaseSampler | None = None,
+               pruner: BasePruner | None = None,
                reconnect_for: float | None = None) -> LoadedStudy:
     """Load a study created by ``hpo study create`` together with its spec
     (``reconnect_for``: see ``open_storage``)."""
@@ -148,12 +174,12 @@ def list_studies(target: StorageTarget) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: row["name"])
 
 
-def visible_trials(trials: list[Any]) -> list[Any]:
+def visible_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Trials without the unrun hand-backs of the budget race (see hpo.budget)."""
     return [t for t in trials if not t.user_attrs.get(OVER_BUDGET)]
 
 
-def count_states(trials: list[Any]) -> dict[str, int]:
+def count_states(trials: Iterable[FrozenTrial | TrialRecord]) -> dict[str, int]:
     counts = {"complete": 0, "pruned": 0, "running": 0, "waiting": 0, "fail": 0}
     for trial in trials:
         counts[trial.state.name.lower()] += 1
@@ -172,10 +198,10 @@ def delete_study(name: str, target: StorageTarget) -> None:
         raise StudyNotFoundError(f"no study named {name!r} in {target.display}") from None
 
 
-_started_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+_started_at: weakref.WeakKeyDictionary[Study, float] = weakref.WeakKeyDictionary()
 
 
-def budget_started_at(study: Any) -> float:
+def budget_started_at(study: Study) -> float:
     """When the study's ``budget.timeout`` clock started (the first worker sets it). Read
     from the storage once per study object: once set, it never changes."""
     if study not in _started_at:

@@ -28,8 +28,6 @@ from pydantic import (
 from hpo.errors import unknown_name_message
 from hpo.registry import Registry
 
-PRESETS = ("none", "light", "strong")
-
 
 class AugmentStep(BaseModel):
     """One transform and its parameters; subclasses narrow ``name``."""

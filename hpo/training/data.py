@@ -373,10 +373,3 @@ def load_test_split(cfg: DataConfig, device: str | torch.device = "cpu") -> Test
         class_counts={"test": p.class_counts("test")},
     )
 
-
-def clear_cache() -> None:
-    """Forget every loaded dataset (tests; a worker never needs to)."""
-    _SPLITS.clear()
-    _device_tensors.cache_clear()
-    plan.cache_clear()
-    _raw.cache_clear()

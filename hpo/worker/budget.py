@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hpo.study.attrs import OVER_BUDGET, RETRIED
 from hpo.study.studies import budget_started_at
+
+if TYPE_CHECKING:
+    from optuna import Study
+
+    from hpo.spec.model import Budget
 
 
 @dataclass(frozen=True)
@@ -26,7 +31,7 @@ class BudgetState:
     exhausted: bool  # True: stop with success; False with a reason: stop with failure
 
 
-def budget_state(study: Any, budget: Any) -> BudgetState:
+def budget_state(study: Study, budget: Budget) -> BudgetState:
     from optuna.trial import TrialState
 
     from hpo.storage.proxies import light_study
@@ -56,7 +61,7 @@ def budget_state(study: Any, budget: Any) -> BudgetState:
     return BudgetState(finished, claimed, failed, reason, exhausted)
 
 
-def is_over_budget(study: Any, trial_number: int, budget: Any) -> bool:
+def is_over_budget(study: Study, trial_number: int, budget: Budget) -> bool:
     """Whether the trials numbered before ``trial_number`` already fill ``budget.n_trials``."""
     from optuna.trial import TrialState
 

@@ -13,11 +13,16 @@ import io
 import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo.storage.writes import write_to_trial
 from hpo.study.attrs import CHECKPOINT, CHECKPOINT_SUPERSEDED, RESUME_FROM, RESUMED_FROM, ResumedFrom
 from hpo.training.checkpoint import from_bytes, to_bytes
+
+if TYPE_CHECKING:
+    from optuna.trial import Trial
+
+    from hpo.storage.optuna_internals import ArtifactStore
 
 log = logging.getLogger("hpo.checkpoints")
 
@@ -31,7 +36,7 @@ class TrialCheckpoints:
     while a retry after a crash repeats at most ``interval`` seconds of training.
     """
 
-    def __init__(self, store: Any, trial: Any, *, interval: float = 0.0):
+    def __init__(self, store: ArtifactStore, trial: Trial, *, interval: float = 0.0):
         self.store = store
         self.trial = trial
         self.interval = interval

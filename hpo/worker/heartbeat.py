@@ -14,15 +14,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hpo.worker.recovery import sweep_dead_trials
+
+if TYPE_CHECKING:
+    from optuna import Study
 
 log = logging.getLogger("hpo.heartbeat")
 
 
 class Watchdog:
-    def __init__(self, study: Any, *, max_retries: int, interval: float, grace_period: float | None,
+    def __init__(self, study: Study, *, max_retries: int, interval: float, grace_period: float | None,
                  sweep_every: float, on_swept: Callable[[int], None] | None = None):
         self.study = study
         self.max_retries = max_retries
@@ -60,9 +63,11 @@ class Watchdog:
 
     def _beat(self, trial_id: int) -> None:
         if self.grace_period is not None:
-            from hpo.storage.optuna_internals import storage_of
+            from hpo.storage.optuna_internals import BaseHeartbeat, storage_of
 
-            storage_of(self.study).record_heartbeat(trial_id)
+            storage = storage_of(self.study)
+            assert isinstance(storage, BaseHeartbeat)  # a grace period: a database, which has heartbeats
+            storage.record_heartbeat(trial_id)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -147,7 +147,7 @@ def plan_slots(
                      (*common, "--device", device)) for i in range(processes)]
     visible = environ.get("CUDA_VISIBLE_DEVICES")
     physical = [v.strip() for v in visible.split(",")] if visible else None
-    slots = []
+    slots: list[Slot] = []
     for gpu in gpus:
         pinned = physical[gpu] if physical is not None and gpu < len(physical) else str(gpu)
         for _ in range(per_gpu):

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.study import StudyDirection
+    from optuna.trial import Trial
+
     from hpo.training import EpochMetrics
 
 # Seconds a reported value may wait before it is written: values of quicker epochs go out
@@ -29,7 +33,7 @@ class TrialReporter:
     once), this trial's own pruner gets them from here, and the dashboard is a second late.
     """
 
-    def __init__(self, study: Any, trial: Any, metric: str,
+    def __init__(self, study: Study, trial: Trial, metric: str,
                  on_epoch: Callable[[EpochMetrics], None] | None = None):
         self.study = study
         self.multi_objective = len(study.directions) > 1
@@ -52,8 +56,8 @@ class TrialReporter:
         from hpo.storage.proxies import light_study
 
         judged = light_study(self.study, max_age=WRITE_INTERVAL)
-        if self.multi_objective:
-            judged = FirstObjectiveView(judged)
+        if self.multi_objective:  # the view stands in for the Study the pruner reads
+            judged = cast("Study", FirstObjectiveView(judged))
         # The trial as Trial.should_prune passes it: its own copy (this worker wrote every
         # value), system attributes read from the storage only if the pruner asks.
         frozen = latest_trial(self.trial)
@@ -100,15 +104,15 @@ class TrialReporter:
 class FirstObjectiveView:
     """A multi-objective study as a pruner sees it: the first direction only."""
 
-    def __init__(self, study: Any):
+    def __init__(self, study: Study):
         self._study = study
 
     @property
-    def direction(self) -> Any:
+    def direction(self) -> StudyDirection:
         return self._study.directions[0]
 
     @property
-    def directions(self) -> list[Any]:
+    def directions(self) -> list[StudyDirection]:
         return self._study.directions[:1]
 
     def __getattr__(self, name: str) -> Any:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo.study.attrs import (
     CHECKPOINT_SUPERSEDED,
@@ -30,6 +30,10 @@ from hpo.study.attrs import (
     TrialRecord,
     WorkerIdentity,
 )
+
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.trial import FrozenTrial
 
 
 def worker_identity(rank: int) -> dict[str, Any]:
@@ -47,7 +51,7 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def fail_and_retry(study: Any, trial: Any, reason: str, max_retries: int) -> bool:
+def fail_and_retry(study: Study, trial: FrozenTrial, reason: str, max_retries: int) -> bool:
     """Fail ``trial`` (a FrozenTrial, as recently read) with ``reason`` and enqueue its retry.
 
     Returns False when another worker finished or swept it first (then nothing is enqueued,
@@ -70,7 +74,7 @@ def fail_and_retry(study: Any, trial: Any, reason: str, max_retries: int) -> boo
     except UpdateFinishedTrialError:
         return False
     if retry:
-        attrs = {RETRY_OF: trial.number, RETRIES: retries + 1}
+        attrs: dict[str, Any] = {RETRY_OF: trial.number, RETRIES: retries + 1}
         checkpoint = record.checkpoint or record.resume_from
         if checkpoint:
             attrs[RESUME_FROM] = checkpoint
@@ -81,7 +85,7 @@ def fail_and_retry(study: Any, trial: Any, reason: str, max_retries: int) -> boo
     return True
 
 
-def sweep_dead_trials(study: Any, max_retries: int, *, grace_period: float | None = None) -> list[int]:
+def sweep_dead_trials(study: Study, max_retries: int, *, grace_period: float | None = None) -> list[int]:
     """Fail and retry the RUNNING trials whose worker is gone; returns their numbers.
 
     ``grace_period``: on a database with heartbeats, a trial whose last heartbeat is older
@@ -109,15 +113,15 @@ def sweep_dead_trials(study: Any, max_retries: int, *, grace_period: float | Non
     return swept
 
 
-def _stale_trial_ids(study: Any, grace_period: float) -> set[int]:
+def _stale_trial_ids(study: Study, grace_period: float) -> set[int]:
     """Running trials whose heartbeat is older than the storage's grace period; none right
     after this worker's own connection came back (the others' heartbeats could not reach
     the database either, so they look old without being dead)."""
-    from hpo.storage.optuna_internals import stale_trial_ids, storage_of, study_id_of
+    from hpo.storage.optuna_internals import BaseHeartbeat, stale_trial_ids, storage_of, study_id_of
     from hpo.storage.proxies import ReconnectingStorage
 
     storage = storage_of(study)
-    if not getattr(storage, "get_heartbeat_interval", lambda: None)():
+    if not isinstance(storage, BaseHeartbeat) or not storage.get_heartbeat_interval():
         return set()
     if isinstance(storage, ReconnectingStorage) and time.monotonic() - storage.last_outage_end < grace_period:
         return set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import click
@@ -12,7 +14,8 @@ from hpo.spec.model import Budget, Objective, SearchParam
 from hpo.spec.strategies import PRUNERS, SAMPLERS
 from hpo.training.config import DataConfig, EarlyStoppingConfig, TrainConfig
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
 
 
 def _commands(group: click.Group, prefix: str):
@@ -51,6 +54,17 @@ def test_readme_documents_every_spec_key():
 
 
 def test_readme_test_command_is_what_ci_runs():
-    ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
-    assert "uv run pytest" in README.split("## Quick start")[1].split("##")[0]
-    assert "\nuv run pytest" in ci
+    ci = (ROOT / ".ci" / "run").read_text()
+    quick_start = README.split("## Quick start")[1].split("##")[0]
+    assert "uv run pytest " in quick_start and 'uv run pytest -m "not slow"' in quick_start
+    for command in ("uv run ruff check .", "uv run mypy", "uv run pytest"):
+        assert f"`{command}`" in README, command
+        assert re.search(rf"(^|\s){re.escape(command)}$", ci, re.M), f".ci/run does not run {command}"
+
+
+def test_readme_documents_every_pytest_marker():
+    options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    names = [marker.split(":")[0] for marker in options["markers"]]
+    assert names and "--strict-markers" in options["addopts"]
+    for name in names:
+        assert f"- `{name}`: " in README, f"README does not document the pytest marker {name}"

@@ -147,3 +147,13 @@ def test_missing_binaries_skip_locally_but_fail_under_ci(tmp_path, ci, outcome):
     assert outcome in result.stdout, result.stdout + result.stderr
     assert "PostgreSQL server binaries not found: install postgresql" in result.stdout
     assert "(Debian: apt-get install postgresql) or set HPO_PG_BIN" in result.stdout
+
+
+def test_tests_that_use_the_server_are_marked_postgres(request):
+    """tests/conftest.py marks them at collection: a fixture's closure is enough."""
+    here = {item.name: item for item in request.session.items if item.path == request.node.path}
+    if "test_connects_with_the_password" not in here:
+        pytest.skip("the tests that use the server were deselected")
+    assert here["test_connects_with_the_password"].get_closest_marker("postgres")  # postgres_url
+    assert here["test_create_database_rejects_names_that_need_quoting"].get_closest_marker("postgres")  # the server
+    assert not request.node.get_closest_marker("postgres")
