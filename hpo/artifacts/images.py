@@ -1,14 +1,14 @@
-"""Every trial's pictures, made in milliseconds: its learning curve (SVG) and, when it
-completes, its validation confusion matrix (PNG, drawn with Pillow).
+"""Every trial's pictures, made cheaply: its learning curve (SVG) and, when it completes,
+its validation confusion matrix (PNG, drawn with Pillow).
 
-Written by hand because matplotlib, which draws hpo's reports, spent 130-300 ms on the small
-learning-curve figure and 440 ms on a 10-class confusion matrix on a 2-core machine (most of
-it laying out text), more than all the rest of what the worker does for a trial; and every
-trial gets them. The pictures are simple on purpose: loss on the left axis and validation
-accuracy (0-1) on the right, one point per epoch; counts in shades of blue, true label by row.
-The curve is an SVG: the browser draws its lines and text, so making one is string formatting
-(Pillow took 7-11 ms, half of it PNG encoding). The matrix stays a PNG, since 100 classes are
-10,000 cells; a palette PNG, because encoding an RGB one took 9 ms (row filters), this 2-3 ms.
+Written by hand because matplotlib, which draws hpo's reports, spent longer on these two small
+figures (most of it laying out text) than all the rest of what the worker does for a trial,
+and every trial gets them (BENCHMARKS.md, per-trial overhead). The pictures are simple on
+purpose: loss on the left axis and validation accuracy (0-1) on the right, one point per
+epoch; counts in shades of blue, true label by row. The curve is an SVG: the browser draws its
+lines and text, so making one is string formatting, cheaper than Pillow's PNG encoding. The
+matrix stays a PNG, since 100 classes are 10,000 cells; a palette PNG, cheaper to encode than
+an RGB one (row filters).
 """
 
 from __future__ import annotations

@@ -26,9 +26,9 @@ class TrialReporter:
     make the storage load grow with workers x batches.
 
     Values reach the storage at most ``WRITE_INTERVAL`` seconds after their epoch, several
-    in one write, and the rest with the trial's results (``write``): with epochs of a few
-    milliseconds (digits, small MLPs) one write per epoch was most of what a trial cost the
-    service. Nothing is lost by waiting: pruners never read another trial's values while it
+    in one write, and the rest with the trial's results (``write``): with very short epochs
+    (digits, small MLPs) one write per epoch was most of what a trial cost the service
+    (BENCHMARKS.md, per-trial overhead). Nothing is lost by waiting: pruners never read another trial's values while it
     runs (the median rule reads finished trials, Hyperband the rung attributes it writes at
     once), this trial's own pruner gets them from here, and the dashboard is a second late.
     """

@@ -2,8 +2,8 @@
 
 Torch uses every core by default. Several workers started by hand on one machine (four
 terminals, say) then oversubscribe the CPU, and OpenMP's spin-waiting makes that
-catastrophic: on 2 cores, 4 workers took ~1.7 s per digits-CNN epoch each, against
-~0.16 s with one thread each. No library tracks the other workers of a machine, so each
+catastrophic: an epoch takes many times longer than with one thread per worker
+(BENCHMARKS.md has the numbers). No library tracks the other workers of a machine, so each
 worker leaves its pid in a per-user directory, and before every trial sets its threads to
 cores // live workers (``HPO_THREADS`` overrides).
 """
