@@ -32,7 +32,8 @@ class TrialCheckpoints:
 
     ``interval``: seconds since the trial started or last saved before an epoch's end saves
     again (``budget.checkpoint_interval``; 0: every epoch). A save costs a copy of model and
-    optimiser to the store, a large share of a small model's epoch (BENCHMARKS.md), while a retry after a crash repeats at most ``interval`` seconds of training.
+    optimiser to the store, a large share of a small model's epoch (BENCHMARKS.md), while a
+    retry after a crash repeats at most ``interval`` seconds of training.
     """
 
     def __init__(self, store: ArtifactStore, trial: Trial, *, interval: float = 0.0):
