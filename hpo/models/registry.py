@@ -26,7 +26,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    init: str = "default"  # weight initialiser of Linear and Conv layers (models.init)
+    init: str = "default"  # weight initialiser of Linear and Conv layers (hpo.models.init)
     init_std: float = Field(DEFAULT_STD, gt=0, le=1)  # std of the normal and trunc_normal inits
 
     @field_validator("init")
@@ -92,8 +92,7 @@ def create_model(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: 
     entry = MODELS.get(cfg.name)
     if not isinstance(cfg, entry.config):
         cfg = entry.config.model_validate(cfg.model_dump(exclude_unset=True))
-    channels, height, width = in_shape
-    model = entry.build(cfg, (channels, height, width), num_classes)
+    model = entry.build(cfg, tuple(in_shape), num_classes)  # type: ignore[arg-type]  # a list from JSON too
     if entry.initialises:
         return model
     return apply_initializer(model, cfg.init, cfg.init_std)

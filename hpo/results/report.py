@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hpo.results.summary import ranked_trials
 from hpo.results.text import fmt_value
@@ -23,6 +23,7 @@ from hpo.study.attrs import PARAMS_TOTAL, PEAK_MEMORY_MB, SECONDS_PER_EPOCH, Tri
 from hpo.study.studies import LoadedStudy, count_states, visible_trials
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
     from optuna import Study
 
     from hpo.spec.model import Spec
@@ -177,8 +178,9 @@ def parallel(ctx: _Context, section: Section) -> None:
         return
     ax = plot_parallel_coordinate(ctx.study, target=_target(ctx, 0), target_name=ctx.names[0])
     n_params = len({key for t in ctx.complete for key in t.params})
-    figure = ax.get_figure(root=True)
-    assert figure is not None  # Optuna's plot draws on a figure of its own
+    # Optuna's plot draws on a figure of its own (never a subfigure); get_figure(root=True)
+    # would say so to the type checker but needs matplotlib 3.10.
+    figure = cast("Figure", ax.figure)
     figure.set_size_inches(max(8.0, 1.2 * (n_params + 1)), 5)
     ctx.save(figure, "parallel_coordinates.png", section, "parallel coordinates")
 

@@ -92,7 +92,8 @@ def retrain(
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
     study = loaded.study
     trial = choose_trial(loaded, trial_number)
-    config = TrialConfig.from_json(cast("dict[str, Any]", trial.config))  # choose_trial: it has one
+    stored_config = cast("dict[str, Any]", trial.config)  # choose_trial: it has one
+    config = TrialConfig.from_json(stored_config)
     data_cfg, model_cfg, train_cfg = config.data, config.model, config.train
     out = Path(output) if output else Path(f"retrain-{study.study_name}-{trial.number}")
     out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +127,7 @@ def retrain(
         "epochs": train_cfg.epochs,
         "device": device,
         "train_images": len(splits.train),
-        "model": {"config": model_cfg.model_dump(mode="json"), "in_shape": list(splits.in_shape),
+        "model": {"config": stored_config["model"], "in_shape": list(splits.in_shape),
                   "num_classes": splits.num_classes, "class_names": list(splits.class_names)},
         "train": {"accuracy": _mean_std([r["train_accuracy"] for r, _ in runs]),
                   "loss": _mean_std([r["train_loss"] for r, _ in runs])},
@@ -134,7 +135,7 @@ def retrain(
         "test": None,
         "per_seed": [run for run, _ in runs],
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": config,
+        "config": stored_config,
     }
     if test:
         metrics["test"] = _test(data_module.load_test_split(data_cfg, device), runs, out,

@@ -71,7 +71,7 @@ def study_summary(loaded: LoadedStudy, *, top: int = 5) -> dict[str, Any]:
     trained = sum(t.epochs_trained or 0 for t in finished)
     full = sum((t.config or {}).get("train", {}).get("epochs", spec.train.epochs) for t in finished)
     # Why trials stopped abnormally: failures, and trials closed as pruned because they
-    # diverged or ran out of memory (see hpo.worker.loop._steer_away).
+    # diverged or ran out of memory (see hpo.worker.trial.TrialRun.steer_away).
     failures = Counter(
         t.fail_reason if t.fail_reason is not None else "unknown" for t in trials
         if t.state == TrialState.FAIL or (t.state == TrialState.PRUNED and t.fail_reason is not None)

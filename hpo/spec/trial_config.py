@@ -18,6 +18,9 @@ from hpo.training.config import DataConfig, TrainConfig
 
 @dataclass(frozen=True)
 class TrialConfig:
+    """The three validated sections. Frozen shallowly: the sections are pydantic models that
+    training reads and never changes (a changed copy is made with ``model_copy``)."""
+
     data: DataConfig
     model: ModelConfig
     train: TrainConfig

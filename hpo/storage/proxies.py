@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from hpo.storage.optuna_internals import FrozenStudy
 
-log = logging.getLogger("hpo.storage")
+log = logging.getLogger(__name__)
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 

@@ -175,7 +175,7 @@ def list_studies(target: StorageTarget) -> list[dict[str, Any]]:
 
 
 def visible_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Trials without the unrun hand-backs of the budget race (see hpo.budget)."""
+    """Trials without the unrun hand-backs of the budget race (see hpo.worker.budget)."""
     return [t for t in trials if not t.user_attrs.get(OVER_BUDGET)]
 
 

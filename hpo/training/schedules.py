@@ -80,7 +80,8 @@ def _one_cycle(
     total = max(steps.per_epoch * steps.epochs, 3)
     rise = warmup_epochs / steps.epochs if warmup_epochs else ONE_CYCLE_RISE
     rise = min(max(rise, 1.5 / total), 1 - 0.5 / total)
-    # The peak is the optimiser's own lr (train.lr), so the lr reaches torch in one place.
+    # The peak is each group's own lr (train.lr), so the lr reaches torch in one place; the
+    # loop builds the schedule before a checkpoint is restored, while that is still true.
     # cycle_momentum=False: train.momentum keeps its meaning (OneCycleLR would override it).
     return OneCycleLR(
         opt,

@@ -1,6 +1,7 @@
 """One ``hpo worker`` process and the local pool of them.
 
 - ``loop``: ask, run and tell trials until the study's budget is spent;
+- ``trial``: one trial's life (``TrialRun``), from its resolved config to its ending;
 - ``pruning``: the bridge from the training loop's epochs to the Optuna trial and its pruner;
 - ``checkpoints``: a trial's checkpoints in the study's artifact store;
 - ``budget``, ``heartbeat``, ``recovery``: the study's global budget, the running trial's

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from hpo.storage.optuna_internals import ArtifactStore
 
-log = logging.getLogger("hpo.checkpoints")
+log = logging.getLogger(__name__)
 
 
 class TrialCheckpoints:
@@ -75,7 +75,7 @@ class TrialCheckpoints:
         self._saved_at = time.monotonic()
         previous, self.current = self.current or self.resume_from, artifact_id
         # The new file and the one it replaces, in one write: a worker killed before it removes
-        # the old file leaves its name to the retry (hpo.recovery), which removes it.
+        # the old file leaves its name to the retry (hpo.worker.recovery), which removes it.
         attrs = {CHECKPOINT: artifact_id, CHECKPOINT_SUPERSEDED: previous}
         write_to_trial(self.trial, user_attrs=attrs)
         self.resume_from = None  # superseded: this trial's own checkpoint is the one to resume

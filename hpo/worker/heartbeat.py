@@ -3,7 +3,7 @@
 Optuna beats hearts only inside ``study.optimize``; hpo asks and tells itself, so it runs
 its own thread. It records the current trial's heartbeat every ``interval`` seconds (on a
 database: the journal store has none) and, every ``sweep_every`` seconds, fails and retries
-trials whose worker is gone (``hpo.recovery``), so that dead trials are found while every
+trials whose worker is gone (``hpo.worker.recovery``), so that dead trials are found while every
 live worker is busy training, not only when one starts a new trial. Torch releases the GIL
 in its kernels, so a long epoch does not starve the thread.
 """
@@ -21,7 +21,7 @@ from hpo.worker.recovery import sweep_dead_trials
 if TYPE_CHECKING:
     from optuna import Study
 
-log = logging.getLogger("hpo.heartbeat")
+log = logging.getLogger(__name__)
 
 
 class Watchdog:

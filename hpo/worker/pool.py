@@ -3,7 +3,7 @@ one study, supervised by the parent.
 
 Separate processes rather than threads: training holds the GIL between kernels, and a
 process per worker keeps a crash in one trial from taking the others down. Each child
-gets its own rank (so its sampler seed differs; CPU threads are shared by hpo.threads); the
+gets its own rank (so its sampler seed differs; CPU threads are shared by hpo.worker.threads); the
 storage URL reaches it through the environment, never on a command line that other
 users of the machine could read.
 

@@ -6,7 +6,7 @@ embedded journal store has no heartbeats. Two ways to tell a worker is gone:
 
 - on the same host: each worker records its host and pid when a trial starts, and the
   process no longer exists;
-- on a database: the trial's heartbeat (``hpo.heartbeat``) is older than the grace period.
+- on a database: the trial's heartbeat (``hpo.worker.heartbeat``) is older than the grace period.
 
 Either way the trial is failed with the reason and a retry with the same parameters is
 enqueued (at most ``budget.max_retries`` times), pointing at the trial's last checkpoint so

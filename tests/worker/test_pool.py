@@ -362,7 +362,7 @@ def test_a_child_killed_mid_trial_is_restarted_and_the_study_finishes(tmp_path):
     assert ranks[restarted_rank] >= 1, ranks
     assert set(ranks) <= {killed_rank, other_rank, restarted_rank}, ranks
     # The restarted child drew its own params, not its predecessor's again; only the retry of
-    # the killed trial (hpo.recovery) repeats its params, on purpose.
+    # the killed trial (hpo.worker.recovery) repeats its params, on purpose.
     draws = [t.params["train.lr"] for t in trials if "train.lr" in t.params and "retry_of" not in t.user_attrs]
     assert len(draws) == len(set(draws)), sorted(draws)
     # The victim may have been killed before it sampled every parameter (it is caught as soon

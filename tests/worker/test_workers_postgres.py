@@ -119,7 +119,7 @@ def test_study_show_reports_the_run(run):
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     top = max(complete, key=lambda t: t.value)
     assert summary["best"]["value"] == pytest.approx(top.value)
-    # Equal values are ranked by validation loss (hpo.results), so any of the tied trials.
+    # Equal values are ranked by validation loss (hpo.results.summary), so any of the tied trials.
     tied = {t.number: t for t in complete if t.value == top.value}
     assert summary["best"]["number"] in tied
     assert summary["best"]["params"] == pytest.approx(tied[summary["best"]["number"]].params)
