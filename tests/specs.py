@@ -126,3 +126,15 @@ def describe(results: Sequence[subprocess.CompletedProcess[str]]) -> str:
         f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
         for r in results
     )
+
+
+def trial_states(storage: str | Path, name: str) -> dict[str, int]:
+    """How many of the study's trials are in each state (``{"COMPLETE": 4}``)."""
+    from collections import Counter
+
+    import optuna
+
+    from hpo.storage.urls import open_storage, resolve_storage
+
+    study = optuna.load_study(study_name=name, storage=open_storage(resolve_storage(str(storage))))
+    return dict(Counter(trial.state.name for trial in study.get_trials(deepcopy=False)))

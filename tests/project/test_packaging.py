@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from hpo import __version__
-from tests.specs import describe, hpo_env, spec_text
+from tests.specs import describe, hpo_env, spec_text, trial_states
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.name for p in (ROOT / "search_spaces").iterdir() if p.suffix in (".yaml", ".json"))
@@ -74,18 +74,6 @@ def venv(wheel, tmp_path_factory) -> Path:
                     cwd=venv.parent).stdout.strip())
     (site / "_hpo_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return venv
-
-
-def trial_states(journal: Path, name: str) -> dict[str, int]:
-    import optuna
-
-    from hpo.storage.urls import open_storage, resolve_storage
-
-    study = optuna.load_study(study_name=name, storage=open_storage(resolve_storage(str(journal))))
-    states: dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        states[trial.state.name] = states.get(trial.state.name, 0) + 1
-    return states
 
 
 def test_the_wheel_holds_the_package_and_its_example_specs_and_nothing_else(wheel):

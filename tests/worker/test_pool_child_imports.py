@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from tests.specs import describe, hpo_env, run_hpo, spec_text
+from tests.specs import describe, hpo_env, run_hpo, spec_text, trial_states
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
@@ -67,18 +67,6 @@ def run_pool_in(cwd: Path, name: str, journal: Path, processes: int = 2):
                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
 
 
-def finished(journal: Path, name: str) -> dict[str, int]:
-    import optuna
-
-    from hpo.storage.urls import open_storage, resolve_storage
-
-    study = optuna.load_study(study_name=name, storage=open_storage(resolve_storage(str(journal))))
-    states: dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        states[trial.state.name] = states.get(trial.state.name, 0) + 1
-    return states
-
-
 def test_processes_never_import_the_working_directorys_shadows_but_find_its_models(tmp_path):
     project = tmp_path / "project"
     (project / "models").mkdir(parents=True)
@@ -99,7 +87,7 @@ def test_processes_never_import_the_working_directorys_shadows_but_find_its_mode
     assert result.returncode == 0, describe([result])
     assert "working directory" not in result.stdout + result.stderr, describe([result])
     assert result.stdout.count(": exit 0") == 2, describe([result])
-    assert finished(journal, name) == {"COMPLETE": 4}, describe([result])
+    assert trial_states(journal, name) == {"COMPLETE": 4}, describe([result])
     assert list((project / "models").glob("imported-by-*")), "the project's models package was not used"
 
 
@@ -119,4 +107,4 @@ def test_the_example_custom_model_trains_from_the_repository_root(tmp_path):
     result = run_pool_in(ROOT, name, journal)
 
     assert result.returncode == 0, describe([result])
-    assert finished(journal, name) == {"COMPLETE": 2}, describe([result])
+    assert trial_states(journal, name) == {"COMPLETE": 2}, describe([result])
