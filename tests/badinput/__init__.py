@@ -14,7 +14,9 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+import tracemalloc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,32 @@ def assert_refused(result: Any, *, says: str | Sequence[str], exit_code: int = 2
     assert len(lines) == 1 and lines[0].startswith("Error: "), shown
     for text in [says] if isinstance(says, str) else says:
         assert text in lines[0], f"{text!r} not in the error line\n{shown}"
+
+
+class OverBound(Exception):
+    """Raised by ``within_bounds`` when a case runs past its time limit."""
+
+
+@contextmanager
+def within_bounds(seconds: float = 30, megabytes: float = 200) -> Iterator[None]:
+    """For an in-process case: fail it if it runs longer than ``seconds`` (SIGALRM interrupts a
+    hang; main thread only) or Python's allocations peak above ``megabytes`` (tracemalloc, so
+    memory other processes or torch's allocator hold does not count)."""
+
+    def alarm(signum: int, frame: Any) -> None:
+        raise OverBound(f"ran longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    tracemalloc.start()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak / 2**20 <= megabytes, f"Python allocations peaked at {peak / 2**20:.0f} MB > {megabytes} MB"
 
 
 def _code(result: Any) -> int:
