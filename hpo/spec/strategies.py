@@ -56,7 +56,7 @@ class GPOptions(StrategyOptions):
 
 class GridOptions(StrategyOptions):
     """Every combination of the searched choices (Optuna's GridSampler; workers share the
-    grid). Needs every searched key to give `choices`, without `when` or `repeat`."""
+    grid, in the order ``seed`` shuffles it). Needs every searched key to give `choices`, without `when` or `repeat`."""
 
     name: Literal["grid"] = "grid"
     seed: int | None = None
@@ -107,16 +107,29 @@ def _build_gp(o: GPOptions, rank: int, space: SpaceFacts) -> Any:
 def _build_grid(o: GridOptions, rank: int, space: SpaceFacts) -> Any:
     import optuna
 
-    class BudgetedGridSampler(optuna.samplers.GridSampler):
-        """Optuna's grid, minus its ``study.stop()`` once the grid is used up: that only
-        works inside ``study.optimize``; here the study's budget (at most the grid size,
-        checked with the spec) stops the workers."""
+    class SharedGridSampler(optuna.samplers.GridSampler):
+        """Optuna's grid, in one order for every worker, minus its ``study.stop()``.
+
+        Optuna shuffles the grid with the seed and records in each trial only a grid id, an
+        index into that order, which every worker reads to tell visited points from the rest:
+        seeded ``seed + rank`` like the other samplers, each worker had its own order, so
+        workers (and a retry after a hand-back) ran one point twice and skipped another. The
+        order is shuffled with the spec's seed; only the pick among the unvisited points is
+        seeded per worker, so that two workers asking at once rarely pick the same one.
+
+        ``study.stop()`` once the grid is used up only works inside ``study.optimize``; here
+        the study's budget (at most the grid size, checked with the spec) stops the workers.
+        """
+
+        def __init__(self, grid: dict[str, list[Any]], *, seed: int | None, worker_seed: int | None):
+            super().__init__(grid, seed=seed)
+            self._rng.rng.seed(worker_seed)
 
         def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                         state: optuna.trial.TrialState, values: Sequence[float] | None) -> None:
             return None
 
-    return BudgetedGridSampler(space.grid, seed=_worker_seed(o.seed, rank))
+    return SharedGridSampler(space.grid, seed=o.seed, worker_seed=_worker_seed(o.seed, rank))
 
 
 SAMPLERS.add("tpe", Strategy(TPEOptions, _build_tpe))
