@@ -71,12 +71,38 @@ def debug_enabled() -> bool:
     return bool((root and (root.obj or {}).get("debug")) or os.environ.get("HPO_DEBUG"))
 
 
+class OneLineUsageError(click.UsageError):
+    """click's usage error shown the way hpo shows every error: one ``Error: ...`` line (with
+    where to find help) instead of click's usage, hint and error lines."""
+
+    def show(self, file: Any = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message()}{hint}", err=True)
+
+
+def one_line(exc: click.UsageError) -> OneLineUsageError:
+    # format_message, not message: a BadParameter composes "Invalid value for '--top': ...".
+    return OneLineUsageError(exc.format_message(), exc.ctx)
+
+
 class HpoGroup(click.Group):
     """A click group that turns HpoError into ``Error: ...`` lines and an exit code."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:  # the root group's own options (hpo --bogus) are parsed here, outside invoke
+            return super().parse_args(ctx, args)
+        except (OneLineUsageError, click.exceptions.NoArgsIsHelpError):  # help stays help
+            raise
+        except click.UsageError as exc:
+            raise one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (OneLineUsageError, click.exceptions.NoArgsIsHelpError):  # help stays help
+            raise
+        except click.UsageError as exc:  # a subcommand's arguments, an unknown subcommand
+            raise one_line(exc) from None
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except HpoError as exc:

@@ -30,10 +30,13 @@ def retrain(name: str, trial_number: int | None, seeds: int, test: bool, output:
 
     Example: hpo retrain digits-cnn --seeds 3 --test
     """
+    from hpo.results.outputs import check_output_dir
     from hpo.results.retrain import retrain as run_retrain
     from hpo.study.studies import load_study
     from hpo.worker.loop import check_device
 
+    if output is not None:
+        check_output_dir(output)  # before the storage is read and a model trained
     loaded = load_study(name, storage_target(storage))
     run_retrain(loaded, trial_number=trial_number, seeds=seeds, test=test, output=output,
                 device=check_device(device), say=click.echo)

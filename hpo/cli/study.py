@@ -93,7 +93,8 @@ def list_(storage: str | None, fmt: str) -> None:
 @click.argument("name")
 @storage_option
 @format_option("table", "json")
-@click.option("--top", default=5, show_default=True, help="How many of the best trials to list.")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=1),
+              help="How many of the best trials to list.")
 def show(name: str, storage: str | None, fmt: str, top: int) -> None:
     """State counts, best value, top trials, failures and the epochs pruning saved."""
     from hpo.results.summary import study_summary
@@ -190,9 +191,11 @@ def export(name: str, storage: str | None, output: Path) -> None:
     Example: hpo study export digits-cnn --output trials.csv
     """
     from hpo.results.export import export_format, export_study
+    from hpo.results.outputs import check_output_file
     from hpo.study.studies import load_study
 
-    export_format(output)  # a bad suffix fails before the storage is opened
+    check_output_file(output)  # a bad path or suffix fails before the storage is opened
+    export_format(output)
     count = export_study(load_study(name, storage_target(storage)), output)
     click.echo(f"Exported {count} trials to {output}")
 
@@ -201,7 +204,8 @@ def export(name: str, storage: str | None, output: Path) -> None:
 @click.argument("name")
 @storage_option
 @click.option("--output", "-o", required=True, metavar="DIR", type=click.Path(path_type=Path),
-              help="Directory for report.md, report.html and the PNG figures (created if missing).")
+              help="Directory for report.md, report.html and the PNG figures (created if missing; "
+              "its parent must exist).")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=1),
               help="How many of the best trials the table and the learning curves show.")
 def report(name: str, storage: str | None, output: Path, top: int) -> None:
@@ -209,9 +213,11 @@ def report(name: str, storage: str | None, output: Path, top: int) -> None:
 
     Example: hpo study report digits-cnn --output report/
     """
+    from hpo.results.outputs import check_output_dir
     from hpo.results.report import write_report
     from hpo.study.studies import load_study
 
+    check_output_dir(output)  # before the storage is opened
     result = write_report(load_study(name, storage_target(storage)), output, top=top)
     click.echo(f"Wrote {result.markdown} and {result.html} ({len(result.figures)} figures)")
     for note in result.notes:

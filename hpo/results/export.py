@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import UsageError
+from hpo.results.outputs import check_output_file
 from hpo.study.attrs import (
     DEVICE,
     EPOCHS_TRAINED,
@@ -156,7 +157,7 @@ def _json_default(value: Any) -> Any:
 
 def write_frame(frame: Any, path: Path) -> None:
     suffix = export_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output_file(path)
     if suffix == ".csv":
         _as_json_strings(frame, _nested_columns(frame)).to_csv(path, index=False)
     elif suffix == ".json":
@@ -167,6 +168,7 @@ def write_frame(frame: Any, path: Path) -> None:
 
 def export_study(loaded: LoadedStudy, path: Path) -> int:
     """Write the study's trials to ``path`` (format by suffix); returns the row count."""
+    check_output_file(path)
     export_format(path)
     frame = trials_frame(loaded.study)
     write_frame(frame, path)

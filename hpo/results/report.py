@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from hpo.results.outputs import make_output_dir
 from hpo.results.summary import ranked_trials
 from hpo.results.text import fmt_value
 from hpo.study.attrs import PARAMS_TOTAL, PEAK_MEMORY_MB, SECONDS_PER_EPOCH, TrialRecord, trial_records
@@ -376,7 +377,7 @@ def write_report(loaded: LoadedStudy, output: Path, *, top: int = 5) -> ReportRe
     from rich.progress import Progress
 
     _use_headless_backend()
-    output.mkdir(parents=True, exist_ok=True)
+    make_output_dir(output)
     study = loaded.study
     trials = trial_records(visible_trials(study.get_trials(deepcopy=False)))
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

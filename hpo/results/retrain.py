@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from hpo.errors import HpoError, UsageError
+from hpo.results.outputs import make_output_dir
 from hpo.study.attrs import TrialRecord, retrain_key
 from hpo.study.studies import LoadedStudy
 
@@ -96,7 +97,7 @@ def retrain(
     config = TrialConfig.from_json(stored_config)
     data_cfg, model_cfg, train_cfg = config.data, config.model, config.train
     out = Path(output) if output else Path(f"retrain-{study.study_name}-{trial.number}")
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out)
 
     splits = data_module.load_train_val(data_cfg, device)
     say(f"Retraining trial {trial.number} of {study.study_name} on train+validation "

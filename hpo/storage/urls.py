@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import StorageError, UsageError
+from hpo.errors import HpoError, StorageError, UsageError
 from hpo.storage.secrets import redact, remember_password, scrub
 
 if TYPE_CHECKING:  # hpo --help imports this module: no optuna at run time
@@ -64,26 +64,35 @@ def resolve_storage(option: str | None) -> StorageTarget:
     return StorageTarget(url, redact(url), "rdb")
 
 
-def open_storage(target: StorageTarget, *, reconnect_for: float | None = None) -> BaseStorage:
+def open_storage(target: StorageTarget, *, reconnect_for: float | None = None,
+                 read_only: bool = False) -> BaseStorage:
     """The Optuna storage object for ``target``; errors never show the password.
 
     ``reconnect_for``: on a database, wait up to this many seconds (with backoff) for it to
     come back whenever a call cannot reach it, instead of failing at once (workers do this;
-    commands a user types fail fast)."""
+    commands a user types fail fast).
+
+    ``read_only``: create nothing, for every command that needs an existing study or only
+    reads: no journal or SQLite file (one named but missing is an error naming it; the
+    default journal, not there yet, is an empty storage), no Optuna tables (a database
+    without them is an empty storage). What exists can still be written to (the worker
+    loads its study this way)."""
     import optuna
+
+    from hpo.storage.existing import empty_storage, has_optuna_tables, open_journal
 
     try:
         if target.kind == "journal":
-            from optuna.storages.journal import JournalFileBackend
-
-            path = str(Path(target.url).expanduser())
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            # Optuna's default lock, because optuna-dashboard opens the file with it too:
-            # writers holding different kinds of lock would not exclude each other.
-            backend = JournalFileBackend(path)
-            return optuna.storages.JournalStorage(backend)
+            return open_journal(Path(target.url).expanduser(), read_only=read_only,
+                                is_default=target.is_default)
         engine_kwargs = POSTGRES_ENGINE_KWARGS if target.url.startswith("postgresql") else {}
-        rdb = optuna.storages.RDBStorage(target.url, engine_kwargs=engine_kwargs)
+        if read_only:
+            _require_sqlite_file(target)
+            if not has_optuna_tables(target.url, engine_kwargs):
+                return empty_storage()
+        # Optuna creates its tables (and stamps alembic's version) unless told not to.
+        rdb = optuna.storages.RDBStorage(target.url, engine_kwargs=engine_kwargs,
+                                         skip_table_creation=read_only)
         if not reconnect_for:
             return rdb
         from hpo.storage.optuna_internals import cached_storage
@@ -92,6 +101,8 @@ def open_storage(target: StorageTarget, *, reconnect_for: float | None = None) -
         # What optuna.load_study would wrap the RDBStorage in, under the reconnecting layer.
         return ReconnectingStorage(OneReadPerTrial(cached_storage(rdb)), target.display,
                                    give_up_after=reconnect_for)
+    except HpoError:
+        raise
     except (OSError, ImportError, ValueError) as exc:
         raise StorageError(f"cannot open storage {target.display}: {scrub(str(exc))}") from None
     except Exception as exc:  # sqlalchemy's errors: connection refused, bad password, ...
@@ -99,3 +110,13 @@ def open_storage(target: StorageTarget, *, reconnect_for: float | None = None) -
         raise StorageError(
             f"cannot open storage {target.display}: {reason[0] if reason else type(exc).__name__}"
         ) from None
+
+
+def _require_sqlite_file(target: StorageTarget) -> None:
+    """Connecting to a missing SQLite file creates it: a reader refuses first."""
+    from hpo.storage.existing import missing_file_message, sqlite_file
+
+    if target.url.startswith("sqlite"):
+        path = sqlite_file(target.url)
+        if path is not None and not path.exists():
+            raise UsageError(missing_file_message(path))

@@ -110,8 +110,9 @@ def _direction(objective: Objective) -> Literal["maximize", "minimize"]:
 
 
 def _require_store(name: str, target: StorageTarget) -> None:
-    """Reading commands must not create an empty journal file where none exists."""
-    if target.kind == "journal" and not Path(target.url).expanduser().exists():
+    """No study can be in the default journal before it exists (a journal file named by
+    --storage or $HPO_STORAGE that does not exist is open_storage's error, naming it)."""
+    if target.is_default and not Path(target.url).expanduser().exists():
         raise StudyNotFoundError(f"no study named {name!r}: {target.display} does not exist")
 
 
@@ -119,12 +120,12 @@ def load_study(name: str, target: StorageTarget, *, sampler: BaseSampler | None 
                pruner: BasePruner | None = None,
                reconnect_for: float | None = None) -> LoadedStudy:
     """Load a study created by ``hpo study create`` together with its spec
-    (``reconnect_for``: see ``open_storage``)."""
+    (``reconnect_for``: see ``open_storage``). Creates nothing: the study must exist."""
     import optuna
 
     quiet_optuna()
     _require_store(name, target)
-    storage = open_storage(target, reconnect_for=reconnect_for)
+    storage = open_storage(target, reconnect_for=reconnect_for, read_only=True)
     try:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     except KeyError:
@@ -147,9 +148,7 @@ def list_studies(target: StorageTarget) -> list[dict[str, Any]]:
     from hpo.storage.optuna_internals import study_id_of
 
     quiet_optuna()
-    if target.kind == "journal" and not Path(target.url).expanduser().exists():
-        return []
-    storage = open_storage(target)
+    storage = open_storage(target, read_only=True)  # an empty database stays empty
     rows = []
     for frozen in storage.get_all_studies():
         trials = visible_trials(storage.get_all_trials(study_id_of(frozen), deepcopy=False))
@@ -191,7 +190,7 @@ def delete_study(name: str, target: StorageTarget) -> None:
 
     quiet_optuna()
     _require_store(name, target)
-    storage = open_storage(target)
+    storage = open_storage(target, read_only=True)  # nothing to delete where nothing exists
     try:
         optuna.delete_study(study_name=name, storage=storage)
     except KeyError:

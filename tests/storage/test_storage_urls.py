@@ -100,8 +100,9 @@ def test_the_cli_follows_option_then_env_then_default(clean_env):
     result = invoke("study", "list", "--format", "json", env={ENV_VAR: str(by_option)})
     assert result.exit_code == 0, result.output
     assert '"name": "where"' in result.stdout and result.stderr == ""
-    result = invoke("study", "list", env={ENV_VAR: str(by_env)})
-    assert result.stdout == "No studies.\n"
+    result = invoke("study", "list", env={ENV_VAR: str(by_env)})  # named, so it must exist
+    assert result.exit_code == 2 and result.stderr.startswith(f"Error: storage file {by_env} does not exist")
+    assert not by_env.exists()
 
     # ... and the default file is a different, empty storage.
     result = invoke("study", "list")
