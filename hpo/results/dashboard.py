@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from hpo.errors import UsageError
@@ -42,7 +43,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 # /artifacts/<study_id>/..., /api/artifacts/<study_id>/... and DELETE /api/studies/<study_id>
 # (which removes the study's artifacts too): the routes that reach the artifact store.
-_STUDY_IN_PATH = re.compile(r"^/(?:api/)?(?:artifacts|studies)/(\d+)(?:/|$)")
+_STUDY_IN_PATH = re.compile(r"^/(?:api/)?(?:artifacts|studies)/(\d{1,18})(?:/|$)")  # an int64 id
 _current_study: contextvars.ContextVar[int | None] = contextvars.ContextVar("hpo_dashboard_study", default=None)
 
 
@@ -138,6 +139,120 @@ def check_exposure(host: str, credentials: Credentials | None) -> None:
         )
 
 
+# -- which requests are answered: host names and origins --------------------------------------
+
+# The names a browser on this machine uses for a loopback-bound dashboard, as they appear in
+# a Host header. A page of attacker.example whose DNS answer turns into 127.0.0.1 (DNS
+# rebinding) reaches the socket too, but its requests carry Host: attacker.example.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+_WILDCARDS = ("", "0.0.0.0", "::")  # bound to every interface: no name of its own
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The dashboard's own URLs are short; optuna-dashboard's error page would echo a long one.
+MAX_TARGET_LENGTH = 8192
+# NAME, an IPv4 address or [IPV6], with an optional :PORT: all a Host header may hold.
+_AUTHORITY = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::([0-9]{1,5}))?", re.IGNORECASE)
+
+
+def host_name(name: str) -> str:
+    """``::1`` -> ``[::1]``, lower case: a name as it appears in a Host header."""
+    name = name.strip().lower()
+    return f"[{name}]" if name.count(":") >= 2 and not name.startswith("[") else name
+
+
+def allowed_host_names(bind_host: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The loopback names, ``bind_host`` unless it is a wildcard, and ``extra`` (NAME or
+    NAME:PORT each; a name without a port is answered on the port the server listens on)."""
+    names = set(LOOPBACK_NAMES)
+    for name in extra:
+        if _AUTHORITY.fullmatch(host_name(name)) is None:
+            raise UsageError(f"--allowed-host {name!r} is not a host name (NAME, NAME:PORT, or [IPV6]:PORT)")
+        names.add(host_name(name))
+    if not is_wildcard(bind_host):
+        names.add(host_name(bind_host))
+    return frozenset(names)
+
+
+def is_wildcard(host: str) -> bool:
+    """Bound to every interface (``0.0.0.0``, ``::``): clients reach it by names it cannot know."""
+    return host.strip("[]") in _WILDCARDS
+
+
+class RequestGuard:
+    """Answers only requests for the dashboard's own host names, and changes state only for
+    requests from its own pages.
+
+    In front of everything else (the login included): a page using DNS rebinding must not
+    even learn that a login is asked for. Browsers send ``Origin`` with every POST, PUT,
+    PATCH and DELETE, so a state-changing request without one of ours (or, failing that, a
+    ``Referer``) did not come from the dashboard's page.
+    """
+
+    def __init__(self, app: WSGIApp, allowed_hosts: frozenset[str]) -> None:
+        self.app = app
+        # name -> the ports it is answered on; None stands for the port the server listens on.
+        self._ports: dict[str, set[int | None]] = {}
+        for entry in allowed_hosts:
+            name, port = _split_authority(entry) or (entry, None)
+            self._ports.setdefault(name, set()).add(port)
+
+    def is_allowed(self, authority: str, server_port: str, *, default_port: int | None = None) -> bool:
+        """``authority`` (``host[:port]``, from a Host header or an Origin) names this dashboard.
+
+        A Host header without a port is answered for any allowed name (reverse proxies send
+        it so); an Origin without one means its scheme's ``default_port`` (80, 443), as
+        browsers leave only those out: a page on another port is another site."""
+        parts = _split_authority(authority)
+        if parts is None or parts[0] not in self._ports:
+            return False
+        port = parts[1] if parts[1] is not None else default_port
+        if port is None:
+            return True
+        ports = self._ports[parts[0]]
+        return port in ports or (None in ports and server_port.isdigit() and port == int(server_port))
+
+    def origin_allowed(self, environ: dict[str, Any]) -> bool:
+        # Origin when sent (``null`` included, which never matches), else the Referer.
+        source = environ["HTTP_ORIGIN"] if "HTTP_ORIGIN" in environ else environ.get("HTTP_REFERER", "")
+        try:
+            parts = urlsplit(source)
+        except ValueError:  # an unbalanced [ in the netloc
+            return False
+        default_port = {"http": 80, "https": 443}.get(parts.scheme)
+        return default_port is not None and self.is_allowed(
+            parts.netloc, environ.get("SERVER_PORT", ""), default_port=default_port)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        host = environ.get("HTTP_HOST", "")
+        if not host:
+            return _refuse(start_response, "400 Bad Request", "A Host header is required.\n")
+        if not self.is_allowed(host, environ.get("SERVER_PORT", "")):
+            return _refuse(start_response, "421 Misdirected Request",
+                           "Unknown host name: this dashboard answers only the names it was bound to "
+                           "(hpo dashboard --allowed-host NAME adds one).\n")
+        if len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) > MAX_TARGET_LENGTH:
+            return _refuse(start_response, "414 URI Too Long", "Refused: the URL is too long.\n")
+        if environ.get("REQUEST_METHOD", "GET").upper() not in _SAFE_METHODS and not self.origin_allowed(environ):
+            return _refuse(start_response, "403 Forbidden",
+                           "Refused: a request that changes something must come from the dashboard's "
+                           "own page (its Origin header names another site, or is missing).\n")
+        return self.app(environ, start_response)
+
+
+def _split_authority(authority: str) -> tuple[str, int | None] | None:
+    """``Localhost:8080`` -> ``("localhost", 8080)``; None unless it is all a Host may hold."""
+    match = _AUTHORITY.fullmatch(authority)
+    if match is None:
+        return None
+    return match.group(1).lower(), int(match.group(2)) if match.group(2) else None
+
+
+def _refuse(start_response: Callable[..., Any], status: str, message: str) -> list[bytes]:
+    body = message.encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(body)))])
+    return [body]
+
+
 # -- artifacts ------------------------------------------------------------------------------
 
 
@@ -227,8 +342,10 @@ def _note_study(app: WSGIApp) -> WSGIApp:
 # -- the app and the server -----------------------------------------------------------------
 
 
-def create_app(target: StorageTarget, credentials: Credentials | None = None) -> WSGIApp:
-    """The dashboard's WSGI app on ``target``, behind Basic auth when ``credentials``."""
+def create_app(target: StorageTarget, credentials: Credentials | None = None, *,
+               allowed_hosts: frozenset[str] = frozenset(LOOPBACK_NAMES)) -> WSGIApp:
+    """The dashboard's WSGI app on ``target``, behind Basic auth when ``credentials``, that
+    answers only requests for ``allowed_hosts`` (see ``RequestGuard``)."""
     import optuna_dashboard
 
     from hpo.artifacts.store import default_location
@@ -244,7 +361,9 @@ def create_app(target: StorageTarget, credentials: Credentials | None = None) ->
     storage = open_storage(target)
     stores = StudyArtifactStores(storage, default_location(target))
     app: WSGIApp = _note_study(optuna_dashboard.wsgi(storage, artifact_store=stores))
-    return BasicAuth(app, credentials) if credentials else app
+    if credentials:
+        app = BasicAuth(app, credentials)
+    return RequestGuard(app, allowed_hosts)
 
 
 class _ThreadedServer(ThreadingMixIn, WSGIServer):

@@ -322,3 +322,165 @@ def test_artifacts_of_studies_with_different_stores_are_all_served(tmp_path):
     for path in served:
         status, _, body = call(app, path)
         assert status.startswith("200") and body == png_bytes(8, 8), path
+
+
+# -- host names and origins (DNS rebinding, cross-site requests) ------------------------------
+
+PORT = "8080"  # the port the in-process requests claim the server listens on
+
+
+def request(app: Any, method: str, path: str, *, host: str | None = f"127.0.0.1:{PORT}",
+            origin: str | None = None, referer: str | None = None) -> tuple[str, bytes]:
+    """One request to a WSGI app in-process, with the headers a browser (or a page using DNS
+    rebinding in it) would send; ``host=None`` leaves the Host header out (HTTP/1.0)."""
+    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": method}
+    setup_testing_defaults(environ)
+    environ.pop("HTTP_HOST", None)
+    environ["SERVER_PORT"] = PORT
+    environ["wsgi.input"] = io.BytesIO(b"")
+    for key, value in (("HTTP_HOST", host), ("HTTP_ORIGIN", origin), ("HTTP_REFERER", referer)):
+        if value is not None:
+            environ[key] = value
+    seen: dict[str, Any] = {}
+    body = b"".join(app(environ, lambda status, headers, exc=None: seen.update(status=status)))
+    return seen["status"], body
+
+
+def study_names(journal: Path) -> list[str]:
+    import optuna
+
+    from hpo.storage.urls import open_storage, resolve_storage
+
+    return [s.study_name for s in optuna.get_all_study_summaries(open_storage(resolve_storage(str(journal))))]
+
+
+@pytest.fixture
+def deletable(tmp_path: Path) -> DashboardStudy:
+    """A study of its own, for the tests that try to delete it."""
+    import optuna
+
+    from hpo.storage.urls import open_storage, resolve_storage
+
+    journal = tmp_path / "hpo-studies.journal"
+    study = optuna.create_study(study_name="t", storage=open_storage(resolve_storage(str(journal))))
+    return DashboardStudy(journal, study._study_id, -1, -1, "")
+
+
+def test_a_dns_rebinding_page_can_neither_read_nor_delete(deletable):
+    """The attack of issue 12: attacker.example resolves to 127.0.0.1, so the browser sends
+    the attacker's name as Host and as Origin."""
+    app = make_app(deletable)
+    status, body = request(app, "GET", "/api/studies", host="attacker.example")
+    assert status == "421 Misdirected Request" and b"study" not in body
+    status, _ = request(app, "DELETE", f"/api/studies/{deletable.study_id}",
+                        host=f"attacker.example:{PORT}", origin=f"http://attacker.example:{PORT}")
+    assert status == "421 Misdirected Request"
+    assert study_names(deletable.journal) == ["t"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", f"127.0.0.1:{PORT}", "localhost", f"LOCALHOST:{PORT}",
+                                  "[::1]", f"[::1]:{PORT}"])
+def test_loopback_names_are_answered_with_and_without_the_port(dash_study, host):
+    status, body = request(make_app(dash_study), "GET", "/api/studies", host=host)
+    assert status.startswith("200") and json.loads(body)["study_summaries"]
+
+
+@pytest.mark.parametrize("host", [
+    "attacker.example", f"127.0.0.1:{int(PORT) + 1}", f"localhost.attacker.example:{PORT}",
+    f"127.0.0.1.nip.io:{PORT}", f"127.0.0.1:{PORT}@attacker.example", "127.0.0.2", "::1", "",
+])
+def test_other_host_names_are_refused(dash_study, host):
+    status, _ = request(make_app(dash_study), "GET", "/api/studies", host=host)
+    assert status in ("421 Misdirected Request", "400 Bad Request"), host
+
+
+def test_a_state_changing_request_needs_an_origin_of_the_dashboard(deletable):
+    app = make_app(deletable)
+    path = f"/api/studies/{deletable.study_id}"
+    assert request(app, "DELETE", path)[0] == "403 Forbidden"  # no Origin, no Referer
+    assert request(app, "DELETE", path, origin="http://attacker.example")[0] == "403 Forbidden"
+    assert study_names(deletable.journal) == ["t"]
+    status, _ = request(app, "DELETE", path, origin=f"http://127.0.0.1:{PORT}")
+    assert status.startswith("20")  # the dashboard's own page may delete
+    assert study_names(deletable.journal) == []
+
+
+def test_a_referer_of_the_dashboard_stands_in_for_a_missing_origin(deletable):
+    status, _ = request(make_app(deletable), "DELETE", f"/api/studies/{deletable.study_id}",
+                        referer=f"http://localhost:{PORT}/dashboard/studies/{deletable.study_id}")
+    assert status.startswith("20") and study_names(deletable.journal) == []
+
+
+def test_configured_host_names_are_answered_too(deletable):
+    from hpo.results.dashboard import allowed_host_names, create_app
+    from hpo.storage.urls import resolve_storage
+
+    allowed = allowed_host_names("0.0.0.0", ["hpo.example.org", "proxy.example.org:8443"])
+    assert "0.0.0.0" not in allowed  # a wildcard is no name a client uses
+    app = create_app(resolve_storage(str(deletable.journal)), allowed_hosts=allowed)
+    # A Host without a port is what a reverse proxy forwards: answered for every allowed name.
+    for host in ("hpo.example.org", f"hpo.example.org:{PORT}", "proxy.example.org:8443", "localhost",
+                 "proxy.example.org"):
+        assert request(app, "GET", "/api/studies", host=host)[0].startswith("200"), host
+    for host in (f"proxy.example.org:{PORT}", "hpo.example.org:8443", "attacker.example"):
+        assert request(app, "GET", "/api/studies", host=host)[0] == "421 Misdirected Request", host
+    # An Origin without a port is the scheme's default port: the proxy's page at https://...
+    path = f"/api/studies/{deletable.study_id}/note"
+    assert request(app, "PUT", path, origin="https://proxy.example.org:8443")[0] != "403 Forbidden"
+    assert request(app, "PUT", path, origin="https://proxy.example.org")[0] == "403 Forbidden"
+    assert allowed_host_names("192.168.1.5") >= {"192.168.1.5", "127.0.0.1", "localhost", "[::1]"}
+    assert "[fe80::1]" in allowed_host_names("fe80::1")
+
+
+def test_the_login_is_asked_for_only_on_an_allowed_host(dash_study):
+    from hpo.results.dashboard import Credentials
+
+    app = make_app(dash_study, Credentials(USER, PASSWORD))
+    assert request(app, "GET", "/api/studies", host="attacker.example")[0] == "421 Misdirected Request"
+    assert request(app, "GET", "/api/studies")[0] == "401 Unauthorized"
+    assert call(app, "/api/studies", f"{USER}:{PASSWORD}")[0].startswith("200")
+
+
+@pytest.mark.parametrize("name", ["", "a b", "http://x", "x/y", "*", "x@y", "x:port"])
+def test_a_malformed_allowed_host_is_refused(name, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["dashboard", "--allowed-host", name])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == (
+        f"Error: --allowed-host {name!r} is not a host name (NAME, NAME:PORT, or [IPV6]:PORT)")
+    assert not (tmp_path / "hpo-studies.journal").exists()
+
+
+def raw_request(base: str, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """A request with exactly these headers (urllib would set Host itself)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for key, value in headers.items():
+            connection.putheader(key, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.subprocess
+def test_over_a_socket_a_foreign_host_is_refused_and_an_allowed_one_answered(deletable):
+    server = Server(deletable, "--allowed-host", "hpo.test")
+    try:
+        port = server.base.rsplit(":", 1)[1]
+        path = f"/api/studies/{deletable.study_id}"
+        rebinding = {"Host": f"attacker.example:{port}", "Origin": f"http://attacker.example:{port}"}
+        assert raw_request(server.base, "GET", "/api/studies", rebinding)[0] == 421
+        assert raw_request(server.base, "DELETE", path, rebinding)[0] == 421
+        assert raw_request(server.base, "DELETE", path, {"Host": f"hpo.test:{port}"})[0] == 403
+        assert study_names(deletable.journal) == ["t"]
+        status, body = raw_request(server.base, "GET", "/api/studies", {"Host": f"hpo.test:{port}"})
+        assert status == 200 and json.loads(body)["study_summaries"][0]["study_name"] == "t"
+    finally:
+        server.stop()
