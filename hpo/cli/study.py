@@ -109,6 +109,8 @@ def show(name: str, storage: str | None, fmt: str, top: int) -> None:
     states = ", ".join(f"{n} {s}" for s, n in summary["states"].items() if n) or "no trials yet"
     out.print(f"Study {summary['name']}: {summary['direction']} {summary['metric']}")
     out.print(f"Trials: {states} (budget {fmt_value(summary['budget']['n_trials'])})")
+    if summary["stopped"]:
+        out.print(f"Stopped: {summary['stopped']}", markup=False)  # a reason may hold [brackets]
     best = summary["best"]
     out.print(f"Best: {fmt_value(best['value'])} (trial {best['number']})" if best else "Best: no completed trial yet")
     epochs = summary["epochs"]

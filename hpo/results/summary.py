@@ -10,6 +10,7 @@ from hpo.errors import HpoError
 from hpo.spec import spec_to_json
 from hpo.study.attrs import CONFIG, PARAMS_TOTAL, PRUNED_AT_EPOCH, SECONDS_PER_EPOCH, TrialRecord, trial_records
 from hpo.study.studies import LoadedStudy, count_states, visible_trials
+from hpo.worker.budget import failure_stop
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -65,7 +66,8 @@ def study_summary(loaded: LoadedStudy, *, top: int = 5) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     study, spec = loaded.study, loaded.spec
-    trials = trial_records(visible_trials(study.get_trials(deepcopy=False)))
+    stored = study.get_trials(deepcopy=False)
+    trials = trial_records(visible_trials(stored))
     ranked = ranked_trials(study, trials)
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     trained = sum(t.epochs_trained or 0 for t in finished)
@@ -86,7 +88,9 @@ def study_summary(loaded: LoadedStudy, *, top: int = 5) -> dict[str, Any]:
         "pareto": [_trial_row(t) for t in pareto],
         "states": count_states(trials),
         "budget": {"n_trials": spec.budget.n_trials, "timeout": spec.budget.timeout,
-                   "max_failed_trials": spec.budget.max_failed_trials},
+                   "max_failed_trials": spec.budget.failed_trials_allowed,
+                   "max_consecutive_failures": spec.budget.max_consecutive_failures},
+        "stopped": failure_stop(stored, spec.budget),  # the workers' own rule, on the same trials
         "best": _trial_row(ranked[0]) if ranked else None,
         "top": [_trial_row(t) for t in ranked[:top]],
         "pruned": [

@@ -23,8 +23,21 @@ def spec_from_json(data: dict[str, Any]) -> Spec:
     return Spec.model_validate(data)
 
 
+# Keys added to the spec after studies were stored with it, by section. While one holds its
+# default it is left out of the stored JSON, and so of its sha256: `hpo study create
+# --if-exists reuse` of an unchanged spec still matches a study created before the key
+# existed, and reading that study back fills in the default.
+ADDED_LATER: dict[str, tuple[str, ...]] = {"budget": ("max_consecutive_failures",)}
+
+
 def spec_to_json(spec: Spec) -> dict[str, Any]:
-    return spec.model_dump(mode="json")
+    data = spec.model_dump(mode="json")
+    for section, keys in ADDED_LATER.items():
+        fields = type(getattr(spec, section)).model_fields
+        for key in keys:
+            if data[section].get(key) == fields[key].get_default(call_default_factory=True):
+                del data[section][key]
+    return data
 
 
 def spec_sha256(data: dict[str, Any]) -> str:

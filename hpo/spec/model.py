@@ -75,6 +75,10 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+# The default failure budget of a study without n_trials (only its timeout ends it).
+FAILED_TRIALS_WITHOUT_N_TRIALS = 100
+
+
 class Budget(_Strict):
     """Limits for the whole study, shared by every worker on every machine."""
 
@@ -88,7 +92,12 @@ class Budget(_Strict):
         ]}),
     ] = Field(None, description="seconds, or a duration like '30m', '6h', '1h30m'; counted from the first trial")
     max_failed_trials: int | None = Field(
-        None, ge=1, description="stop every worker once this many trials have failed"
+        None, ge=1, description="stop every worker once this many trials have failed (default: "
+        f"n_trials, or {FAILED_TRIALS_WITHOUT_N_TRIALS} without it)"
+    )
+    max_consecutive_failures: int = Field(
+        5, ge=1, description="stop every worker once this many trials in a row (by trial number) "
+        "have failed with the same reason"
     )
     max_retries: int = Field(
         2, ge=0, description="retries of a trial whose worker died or was stopped (same "
@@ -106,6 +115,16 @@ class Budget(_Strict):
         60, gt=0, description="a trial whose heartbeat is older than this many seconds has lost "
         "its worker; also how often (half of it) workers look for such trials"
     )
+
+    @property
+    def failed_trials_allowed(self) -> int:
+        """``max_failed_trials``, or by default as many failures as trials to finish. Failed
+        trials do not count towards ``n_trials``, so without a bound a study whose trials all
+        fail never ends. (None, not a number, in the spec: specs stored before this default
+        existed keep their hash.)"""
+        if self.max_failed_trials is not None:
+            return self.max_failed_trials
+        return self.n_trials if self.n_trials is not None else FAILED_TRIALS_WITHOUT_N_TRIALS
 
     @model_validator(mode="after")
     def _grace_above_interval(self) -> Budget:

@@ -10,14 +10,16 @@ workers that both saw one slot left).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hpo.study.attrs import OVER_BUDGET, RETRIED
+from hpo.study.attrs import FAIL_REASON, OVER_BUDGET, RETRIED
 from hpo.study.studies import budget_started_at
 
 if TYPE_CHECKING:
     from optuna import Study
+    from optuna.trial import FrozenTrial
 
     from hpo.spec.model import Budget
 
@@ -39,26 +41,84 @@ def budget_state(study: Study, budget: Budget) -> BudgetState:
     trials = light_study(study).get_trials(deepcopy=False)  # every trial: keep the read light
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     claimed = finished + sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
-    # Trials handed back unrun, or failed and retried (worker died or was stopped), say
-    # nothing about the spec: they do not count towards max_failed_trials.
-    failed = sum(
-        t.state == TrialState.FAIL
-        and not t.user_attrs.get(OVER_BUDGET)
-        and not t.user_attrs.get(RETRIED)
-        for t in trials
-    )
-    reason, exhausted = None, False
-    if budget.max_failed_trials is not None and failed >= budget.max_failed_trials:
-        reason = (f"{failed} trials failed, reaching budget.max_failed_trials = "
-                  f"{budget.max_failed_trials}; see 'hpo study show' for the reasons")
-    elif (budget.n_trials is not None and claimed >= budget.n_trials
-          and not any(t.state == TrialState.WAITING for t in trials)):  # retries still to run
-        reason, exhausted = f"budget spent: {finished} of {budget.n_trials} trials finished", True
+    failed = sum(_counts_as_failed(t) for t in trials)
+    failures = failure_stop(trials, budget)
+    if failures is not None:
+        return BudgetState(finished, claimed, failed, failures, exhausted=False)
+    spent = _spent(study, budget, finished, claimed, waiting=any(t.state == TrialState.WAITING for t in trials))
+    return BudgetState(finished, claimed, failed, spent, exhausted=spent is not None)
+
+
+def _spent(study: Study, budget: Budget, finished: int, claimed: int, *, waiting: bool) -> str | None:
+    """Why the budget is spent (the study is done), or None."""
+    if budget.n_trials is not None and claimed >= budget.n_trials and not waiting:  # retries still to run
+        reason = f"budget spent: {finished} of {budget.n_trials} trials finished"
         if finished < budget.n_trials:
             reason += f", the other {claimed - finished} are running in other workers"
-    elif budget.timeout is not None and time.time() - budget_started_at(study) >= budget.timeout:
-        reason, exhausted = f"budget.timeout of {budget.timeout:g} s reached", True
-    return BudgetState(finished, claimed, failed, reason, exhausted)
+        return reason
+    if budget.timeout is not None and time.time() - budget_started_at(study) >= budget.timeout:
+        return f"budget.timeout of {budget.timeout:g} s reached"
+    return None
+
+
+def _counts_as_failed(trial: FrozenTrial) -> bool:
+    """A failure that says something about the spec. Trials handed back unrun, or failed and
+    retried (their worker died or was stopped), say nothing: they count towards neither
+    max_failed_trials nor a run of failures."""
+    from optuna.trial import TrialState
+
+    return (trial.state == TrialState.FAIL and not trial.user_attrs.get(OVER_BUDGET)
+            and not trial.user_attrs.get(RETRIED))
+
+
+@dataclass(frozen=True)
+class FailureStreak:
+    """The failed trials the study's finished trials end with, all for one reason."""
+
+    reason: str
+    count: int
+    first: int  # trial numbers
+    last: int
+
+
+def failure_streak(trials: Iterable[FrozenTrial]) -> FailureStreak | None:
+    """The study's finished trials, in number order (the order every worker sees, whichever
+    ran them), end with this run of failures for the same reason; None if they end otherwise.
+
+    Running and waiting trials are passed over (one that later completes ends the run then),
+    as are failures that say nothing about the spec (see ``_counts_as_failed``)."""
+    from optuna.trial import TrialState
+
+    streak: FailureStreak | None = None
+    for trial in sorted(trials, key=lambda t: t.number):
+        if not trial.state.is_finished() or (trial.state == TrialState.FAIL and not _counts_as_failed(trial)):
+            continue
+        if trial.state != TrialState.FAIL:
+            streak = None
+            continue
+        reason = str(trial.user_attrs.get(FAIL_REASON, "unknown"))
+        if streak is not None and streak.reason == reason:
+            streak = FailureStreak(reason, streak.count + 1, streak.first, trial.number)
+        else:
+            streak = FailureStreak(reason, 1, trial.number, trial.number)
+    return streak
+
+
+def failure_stop(trials: Sequence[FrozenTrial], budget: Budget) -> str | None:
+    """Why failures stop the study (every worker, and ``hpo study show`` says so), or None.
+
+    A run of the same failure names its reason: a missing file or a bug fails every trial
+    alike, and more trials would only repeat it."""
+    streak = failure_streak(trials)
+    if streak is not None and streak.count >= budget.max_consecutive_failures:
+        return (f"{streak.count} trials in a row failed with the same reason, reaching "
+                f"budget.max_consecutive_failures = {budget.max_consecutive_failures}: {streak.reason}")
+    failed = sum(_counts_as_failed(t) for t in trials)
+    if failed >= budget.failed_trials_allowed:
+        default = "" if budget.max_failed_trials is not None else " (by default budget.n_trials)"
+        return (f"{failed} trials failed, reaching budget.max_failed_trials = "
+                f"{budget.failed_trials_allowed}{default}; see 'hpo study show' for the reasons")
+    return None
 
 
 def is_over_budget(study: Study, trial_number: int, budget: Budget) -> bool:

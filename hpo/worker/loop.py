@@ -23,7 +23,7 @@ from hpo.worker.budget import budget_state, is_over_budget
 from hpo.worker.heartbeat import Watchdog
 from hpo.worker.recovery import worker_identity
 from hpo.worker.threads import registered_worker, share_cpu
-from hpo.worker.trial import Progress, Trainer, TrialOutcome, TrialRun
+from hpo.worker.trial import Progress, Trainer, TrialOutcome, TrialRun, failure_reason
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -103,10 +103,27 @@ def _warm_up(spec: Spec, device: str) -> None:
     that no trial's start-up or heartbeat includes them."""
     from hpo.training.loop import warm_up
 
-    searched = any(key.startswith("data.") for key in spec.search)
-    data = None if searched else spec.data
+    _load_fixed_dataset(spec, device)
     with contextlib.suppress(Exception):  # the first trial meets the same problem and records it
-        warm_up(data, device)
+        warm_up(None, device)
+
+
+def _load_fixed_dataset(spec: Spec, device: str) -> None:
+    """Load the dataset the spec fixes (cached for every trial of this worker).
+
+    One that cannot load would fail every trial alike, endlessly (failed trials do not count
+    towards n_trials): the worker stops before creating any, with the reason each trial would
+    have recorded (exit 2). A searched dataset (``data.*`` in ``search``) may fail for some
+    values only: its trials load it, and budget.max_consecutive_failures stops a run of
+    identical failures."""
+    if any(key.startswith("data.") for key in spec.search):
+        return
+    from hpo.training.data import load_splits
+
+    try:
+        load_splits(spec.data, device)
+    except Exception as exc:
+        raise UsageError(failure_reason(exc)) from exc
 
 
 def _enable_heartbeats(study: Study, budget: Budget) -> float | None:

@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from hpo.artifacts.store import study_store
-from hpo.errors import DivergedError, HpoError, Preempted, StorageError
+from hpo.errors import Aborted, DivergedError, HpoError, Preempted, StorageError
 from hpo.study.attrs import (
     CONFIG,
     CPU_THREADS,
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from hpo.spec.model import Objective, Spec
     from hpo.spec.trial_config import TrialConfig
     from hpo.training import TrainingResult
+    from hpo.worker.signals import StopRequest
 
 Progress = Callable[[str, dict[str, Any]], None]
 Trainer = Callable[..., "TrainingResult"]
@@ -58,7 +59,7 @@ class Outcome(StrEnum):
     PRUNED = "pruned"
     FAIL = "fail"
     STEERED = "steered"  # diverged or out of memory: closed as pruned with the worst value
-    PREEMPTED = "preempted"  # handed back on SIGTERM, to be resumed from its checkpoint
+    PREEMPTED = "preempted"  # handed back on SIGTERM or SIGINT, to be resumed from its checkpoint
 
 
 @dataclass
@@ -79,7 +80,7 @@ class TrialRun:
     """
 
     def __init__(self, study: Study, trial: Trial, spec: Spec, *, device: str, emit: Progress,
-                 stop: Callable[[], bool] | None = None, trainer: Trainer | None = None,
+                 stop: StopRequest | None = None, trainer: Trainer | None = None,
                  asked_at: float | None = None):
         from hpo.worker.checkpoints import TrialCheckpoints
         from hpo.worker.pruning import TrialReporter
@@ -103,8 +104,13 @@ class TrialRun:
         self.emit("trial_start", {"trial": self.trial.number})
         try:
             outcome = self._train_and_end()
-        except Preempted as exc:
-            return self.preempted(str(exc))
+        except Preempted as exc:  # the first stop signal
+            return self.preempted(str(exc.by_signal(self.stop.signal if self.stop else None)))
+        except KeyboardInterrupt as exc:  # a second one (Aborted), or a Ctrl-C nothing handles
+            note = self.abandoned(f"aborted by {exc}" if isinstance(exc, Aborted) else "interrupted")
+            if isinstance(exc, Aborted):
+                exc.outcome = note
+            raise
         except StorageError:  # the database stayed unreachable past --reconnect-timeout
             raise
         except Exception:
@@ -121,15 +127,12 @@ class TrialRun:
     def _train_and_end(self) -> TrialOutcome:
         try:
             result = self._train(self._sample())
-        except KeyboardInterrupt:
-            self.fail("interrupted (SIGINT)")
-            raise
         except (Preempted, StorageError):  # not the trial's fault: handled by run()
             raise
         except DivergedError as exc:
             return self.steer_away(str(exc))
         except HpoError as exc:  # TrainingError and kin: the reason is already in the user's terms
-            return self.fail(str(exc))
+            return self.fail(failure_reason(exc))
         except Exception as exc:  # a bug or an unusable combination: the study goes on
             from optuna.exceptions import UpdateFinishedTrialError
 
@@ -139,7 +142,7 @@ class TrialRun:
                 _free_device_memory()
                 batch_size = self.trial.params.get("train.batch_size", self.spec.train.batch_size)
                 return self.steer_away(f"out of memory at batch_size={batch_size}")
-            return self.fail(f"{type(exc).__name__}: {exc}", error_trace=traceback.format_exc()[-4000:])
+            return self.fail(failure_reason(exc), error_trace=traceback.format_exc()[-4000:])
         return self.pruned(result) if result.pruned else self.complete(result)
 
     def _sample(self) -> TrialConfig:
@@ -234,6 +237,28 @@ class TrialRun:
         fail_and_retry(self.study, fresh, reason, self.spec.budget.max_retries)
         return self._outcome(Outcome.PREEMPTED, None, len(self.reporter.history), reason)
 
+    def abandoned(self, reason: str) -> str:
+        """Aborted: handed back at once, without saving a checkpoint (the retry resumes from
+        the last one saved). Returns what became of the trial, for the worker's last line;
+        when even this cannot be written, the trial stays RUNNING until a sweep retries it."""
+        from hpo.storage.optuna_internals import storage_of, trial_id_of
+        from hpo.study.attrs import TrialRecord
+        from hpo.worker.recovery import fail_and_retry
+
+        number, max_retries = self.trial.number, self.spec.budget.max_retries
+        try:
+            fresh = storage_of(self.study).get_trial(trial_id_of(self.trial))
+            if not fail_and_retry(self.study, fresh, reason, max_retries):
+                return f"trial {number} had already ended"
+        except Exception:  # noqa: BLE001 - the storage is unusable: leave at once all the same
+            return (f"trial {number} left running: a worker's sweep retries it (on this host, or once "
+                    "its heartbeats are over budget.heartbeat_grace_period old)")
+        record = TrialRecord.from_frozen(fresh)
+        if int(record.retries) >= max_retries:
+            return f"trial {number} failed (budget.max_retries = {max_retries} used up)"
+        where = "from its last checkpoint" if record.checkpoint or record.resume_from else "from the start"
+        return f"trial {number} handed back, to be resumed {where} by the next worker"
+
     def taken_over(self) -> TrialOutcome:
         """Nothing to write: the trial is already failed and retried by another worker."""
         reason = "taken over: another worker marked it failed and retried it (missed heartbeats)"
@@ -258,6 +283,13 @@ class TrialRun:
 
     def _outcome(self, state: Outcome, value: float | None, epochs: int, reason: str | None = None) -> TrialOutcome:
         return TrialOutcome(self.trial.number, state, value, epochs, time.monotonic() - self.started, reason)
+
+
+def failure_reason(exc: Exception) -> str:
+    """A failed trial's ``fail_reason``: an HpoError's message is already in the user's terms;
+    anything else is named by its type. Also what a worker says when its fixed dataset cannot
+    load (hpo.worker.loop), so that the message is the one every trial would have recorded."""
+    return str(exc) if isinstance(exc, HpoError) else f"{type(exc).__name__}: {exc}"
 
 
 def objective_values(objectives: list[Objective], result: TrainingResult) -> list[float]:
