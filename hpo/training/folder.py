@@ -7,10 +7,14 @@ whatever split is missing is carved out of train.
 Every file is checked up front, so a bad file costs a line in a log rather than a crashed
 trial hours later: PIL's ``verify`` (headers, PNG checksums) and then a full decode (which
 catches truncated JPEGs and PNGs that ``verify`` lets through). Unreadable files are skipped
-and returned with the reason. Images are resized to ``image_size`` squares (default 64) while
-decoding, since their sizes differ. Small folders are then held decoded as one uint8 array;
-big ones (over ``MAX_IN_MEMORY_BYTES`` decoded, or ``data.in_memory: false``) keep paths and
-are decoded again each epoch by DataLoader workers.
+and returned with the reason, as are images claiming more pixels than PIL's
+``MAX_IMAGE_PIXELS`` (decompression bombs), before any is decoded. Links are followed, but
+each real folder and file is listed once (a symlink loop would list a class's images dozens
+of times, in train and validation alike); the paths left out are logged. Images are
+resized to ``image_size`` squares (default 64) while decoding, since their sizes differ.
+Small folders are then held decoded as one uint8 array; big ones (over
+``MAX_IN_MEMORY_BYTES`` decoded, or ``data.in_memory: false``) keep paths and are decoded
+again each epoch by DataLoader workers.
 """
 
 from __future__ import annotations
@@ -52,14 +56,29 @@ def decode_image(path: str, size: int, channels: int) -> np.ndarray:
     return a[None].copy() if channels == 1 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
+class ImageTooLarge(ValueError):
+    """An image claims more pixels than PIL's MAX_IMAGE_PIXELS (a decompression bomb)."""
+
+
 def _header(path: str) -> str:
     """The image's mode, after PIL's structural check; raises for a file PIL cannot read."""
     from PIL import Image
 
     with Image.open(path) as img:
+        _refuse_bomb(img, Image.MAX_IMAGE_PIXELS)
         mode = img.mode
         img.verify()
     return mode
+
+
+def _refuse_bomb(img: Any, limit: int | None) -> None:
+    """PIL refuses images over twice ``limit`` pixels but only warns below that, and decoding
+    allocates the whole image (a 100-byte PNG claiming 10000x10000 pixels: 400 MB, in up to
+    32 threads at once). JPEGs are exempt: they are decoded at a reduced scale (``draft``)."""
+    width, height = img.size
+    if limit and img.format != "JPEG" and width * height > limit:
+        raise ImageTooLarge(f"claims {width}x{height} pixels, over PIL's MAX_IMAGE_PIXELS of {limit} "
+                            "(a decompression bomb?)")
 
 
 def _parallel(fn: Callable[[str], T], paths: Sequence[str]) -> list[T | Exception]:
@@ -78,16 +97,54 @@ def _parallel(fn: Callable[[str], T], paths: Sequence[str]) -> list[T | Exceptio
         return list(pool.map(safe, paths))
 
 
-def _images_in(folder: str) -> list[str]:
+class _Seen:
+    """Every folder and file listed so far, by identity (device, inode): a symlink loop
+    (``a/loop -> .``), a link back up the tree, a class or split linked to another, or a
+    symlinked or hard-linked image would otherwise list the same file many times, under
+    several labels, or in both train and validation. ``repeats``: path -> what it repeats."""
+
+    def __init__(self) -> None:
+        self._first: dict[tuple[int, int], str] = {}
+        self.repeats: dict[str, str] = {}
+
+    def first_visit(self, path: str) -> bool:
+        """True the first time ``path``'s file or folder is met; a path that cannot be
+        stat-ed (a broken link) counts as new, to be reported unreadable later."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return True
+        first = self._first.setdefault((st.st_dev, st.st_ino), path)
+        if first != path:
+            self.repeats[path] = first
+        return first == path
+
+
+def _images_in(folder: str, seen: _Seen) -> list[str]:
+    """Image files under the class folder ``folder`` (claimed in ``seen`` already), following
+    links to folders but listing each real folder and file once (see ``_Seen``)."""
+    if folder in seen.repeats:  # the class folder itself leads to one listed before
+        return []
     out = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = [d for d in sorted(dirnames)
+                       if not d.startswith(".") and seen.first_visit(os.path.join(dirpath, d))]
         out += [
             os.path.join(dirpath, f)
             for f in sorted(filenames)
             if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+            and seen.first_visit(os.path.join(dirpath, f))
         ]
     return out
+
+
+def _log_repeats(path: str, repeats: dict[str, str]) -> None:
+    if repeats:
+        shown = [f"  {p} (same as {first})" for p, first in list(repeats.items())[:20]]
+        more = [f"  ... and {len(repeats) - 20} more"] if len(repeats) > 20 else []
+        log.warning("%s: left out %d path(s) that lead to files or folders already listed "
+                    "(symlink loops, links or hard links), so each image counts once:\n%s",
+                    path, len(repeats), "\n".join(shown + more))
 
 
 def _subdirs(folder: str) -> list[str]:
@@ -128,19 +185,40 @@ def _scan(path: str) -> tuple[tuple[str, ...], dict[str, tuple[list[str], list[i
             "an image_folder needs one sub-folder per class, at least 2"
         )
     files: dict[str, tuple[list[str], list[int]]] = {}
+    # Across splits and classes (an image belongs to one of each); the folders themselves
+    # first, so that a link inside one class to another class's folder, or up to the root,
+    # is a repeat wherever the walk meets it.
+    seen = _Seen()
+    for folder in [path, *layout.values()]:
+        seen.first_visit(folder)
+    for folder in layout.values():
+        for name in class_names:
+            seen.first_visit(os.path.join(folder, name))
     for split, folder in layout.items():
         extra = sorted(set(_subdirs(folder)) - set(class_names))
         if extra:
             raise TrainingError(f"{folder} has classes that train/ lacks: {', '.join(extra)}")
         paths, labels = [], []
         for label, name in enumerate(class_names):
-            found = _images_in(os.path.join(folder, name))
+            class_folder = os.path.join(folder, name)
+            found = _images_in(class_folder, seen)
             if not found and split == "train":
-                raise TrainingError(f"class folder {os.path.join(folder, name)} holds no images")
+                raise TrainingError(f"class folder {class_folder} holds no images" + _own(class_folder, seen))
             paths += found
             labels += [label] * len(found)
+        linked = [folder, *(os.path.join(folder, name) for name in class_names)]
+        if not paths and split != "train" and any(f in seen.repeats for f in linked):
+            raise TrainingError(f"{folder} holds only images already listed under {layout['train']} "
+                                "(links to the same files): a split needs images of its own")
         files[split] = (paths, labels)
+    _log_repeats(path, seen.repeats)
     return class_names, files
+
+
+def _own(class_folder: str, seen: _Seen) -> str:
+    """Why a class folder that leads to images holds none: they were listed already."""
+    first = seen.repeats.get(class_folder)
+    return f" of its own (it leads to {first}, already listed)" if first else ""
 
 
 def _reason(e: Exception) -> str:
