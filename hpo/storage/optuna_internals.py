@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Container, Iterator, Sequence
+import copy
+from collections.abc import Callable, Container, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -50,7 +51,9 @@ __all__ = [
     "cached_frozen_trial",
     "cached_storage",
     "inner_layer",
-    "journal_append",
+    "JournalBatch",
+    "journal_batch",
+    "journal_batches",
     "latest_trial",
     "rdb_models",
     "rdb_session",
@@ -276,22 +279,102 @@ def rdb_set_user_attr(rdb: RDBStorage, session: Session, trial_id: int, key: str
 
 # --- JournalStorage ------------------------------------------------------------------------
 
-def journal_append(journal: JournalStorage, trial_id: int, entries: Sequence[tuple[str, dict[str, Any]]]) -> None:
-    """Append one log line per ``(operation, fields)`` for trial ``trial_id`` to ``journal``
-    (a JournalStorage) in one ``append_logs`` call (one lock and one fsync on a file), then
-    replay the log as each JournalStorage method does, so that reads see the writes.
-    ``operation``: a ``JournalOperation`` name (``SET_TRIAL_PARAM``,
-    ``SET_TRIAL_INTERMEDIATE_VALUE``, ``SET_TRIAL_USER_ATTR``); ``fields``: what Optuna's own
-    method logs for it.
+def journal_batches(journal: JournalStorage) -> bool:
+    """Whether ``journal_batch`` can write to ``journal``: its log is a file under Optuna's
+    file lock (``JournalFileBackend``, what hpo opens); another backend (Redis) is written
+    one call per item.
 
-    Optuna 5.0.0: ``JournalStorage.set_trial_*`` each take ``_thread_lock``, ``_write_log``
-    one ``{"op_code", "worker_id", **fields}`` line (worker id from ``_replay_result``) through
-    ``_backend.append_logs`` and ``_sync_with_backend``; tests/storage/test_trial_writes.py
-    compares the result with those calls."""
-    from optuna.storages.journal._storage import JournalOperation
+    Optuna 5.0.0: ``JournalStorage._backend``; ``JournalFileBackend._lock``, the
+    ``BaseJournalFileLock`` its ``append_logs`` holds while it appends."""
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal._file import BaseJournalFileLock
 
+    backend = journal._backend
+    return isinstance(backend, JournalFileBackend) and isinstance(backend._lock, BaseJournalFileLock)
+
+
+class JournalBatch:
+    """Log lines for one trial, each replayed on a probe of the journal before it is kept, so
+    that a line Optuna's own call would refuse raises that call's error here, before anything
+    is written (``journal_batch`` then appends the lines kept before it).
+
+    Optuna 5.0.0: ``JournalStorageReplayResult.apply_logs`` raises for a line of this worker
+    that fails (trial missing or finished, a distribution that clashes with the study's);
+    its steps for ``SET_TRIAL_PARAM``, ``SET_TRIAL_INTERMEDIATE_VALUE`` and
+    ``SET_TRIAL_USER_ATTR`` replace ``_trials[trial_id]`` with a changed copy and only read the
+    rest, so a shallow copy of the replay result with a dict of trials of its own replays them
+    without touching the journal's. Fields: what Optuna's ``set_trial_*`` logs."""
+
+    def __init__(self, journal: JournalStorage, trial_id: int):
+        replayed = journal._replay_result
+        self._probe = copy.copy(replayed)
+        self._probe._trials = dict(replayed._trials)
+        self._fields = {"worker_id": replayed.worker_id, "trial_id": trial_id}
+        self.lines: list[dict[str, Any]] = []
+
+    def add(self, operation: str, fields: dict[str, Any]) -> None:
+        """Keep the line ``operation`` (a ``JournalOperation`` name) with ``fields``, or raise
+        Optuna's error for it."""
+        line = self._line(operation, fields)
+        self._probe.apply_logs([line])
+        self.lines.append(line)
+
+    def _line(self, operation: str, fields: dict[str, Any]) -> dict[str, Any]:
+        from optuna.storages.journal._storage import JournalOperation
+
+        return {"op_code": JournalOperation[operation], **self._fields, **fields}
+
+
+@contextlib.contextmanager
+def journal_batch(journal: JournalStorage, trial_id: int) -> Iterator[JournalBatch]:
+    """A ``JournalBatch`` for trial ``trial_id`` of ``journal`` (``journal_batches`` true),
+    checked against the log as it stands while the file is locked: no other process appends
+    between the check and this append, so what is checked is what every reader replays. The
+    lines kept are appended in one go (one fsync) when the block ends, also when it raised
+    (Optuna's calls before the failing one are stored), and the journal replays them, so that
+    reads see the writes; a line refused is never written, so nothing replays it later.
+
+    Optuna 5.0.0: each ``JournalStorage.set_trial_*`` takes ``_thread_lock``, appends its
+    line with ``_backend.append_logs`` (which takes the file lock around the write) and
+    ``_sync_with_backend``; here the file lock is taken first, around the sync and the
+    append, and ``append_logs`` is handed a lock already held (under ``_thread_lock``, which
+    every use of the backend by this JournalStorage holds). tests/storage/test_trial_writes.py
+    compares the results with Optuna's calls."""
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal._file import get_lock_file
+
+    backend = journal._backend
+    assert isinstance(backend, JournalFileBackend), "journal_batches(journal) is false"
     with journal._thread_lock:
-        entry = {"worker_id": journal._replay_result.worker_id, "trial_id": trial_id}
-        logs = [{"op_code": JournalOperation[operation], **entry, **fields} for operation, fields in entries]
-        journal._backend.append_logs(logs)
-        journal._sync_with_backend()
+        try:
+            with get_lock_file(backend._lock):
+                journal._sync_with_backend()
+                batch = JournalBatch(journal, trial_id)
+                try:
+                    yield batch
+                finally:
+                    if batch.lines:
+                        _append_holding_the_lock(backend, batch.lines)
+        finally:
+            journal._sync_with_backend()
+
+
+class _LockHeld:
+    """A ``BaseJournalFileLock`` stand-in for one this process holds already."""
+
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+def _append_holding_the_lock(backend: Any, lines: list[dict[str, Any]]) -> None:
+    """``backend.append_logs(lines)`` while the caller holds ``backend``'s file lock (the lock is
+    not re-entrant: taking it again would wait for its own holder)."""
+    held = backend._lock
+    backend._lock = _LockHeld()
+    try:
+        backend.append_logs(lines)
+    finally:
+        backend._lock = held

@@ -23,7 +23,8 @@ from optuna.storages import BaseStorage, JournalStorage
 
 from hpo.storage.optuna_internals import (
     cached_frozen_trial,
-    journal_append,
+    journal_batch,
+    journal_batches,
     rdb_models,
     rdb_session,
     rdb_set_intermediate_value,
@@ -47,7 +48,17 @@ def write_trial(storage: BaseStorage, trial_id: int, *, params: Sequence[Param] 
                 intermediate_values: dict[int, float] | None = None,
                 user_attrs: dict[str, Any] | None = None) -> None:
     """Set ``params``, ``intermediate_values`` (step -> value) and ``user_attrs`` of a
-    running trial together."""
+    running trial together, leaving it as Optuna's call per item would on that storage
+    (parameters first, then steps, then attributes). A repeat is stored as those calls store
+    it: a database keeps a parameter's first value (a second row is refused), the journal
+    and the in-memory store the last; a step or an attribute takes the last value everywhere.
+    (Optuna's trial itself never repeats a parameter, a second ``suggest_*`` returns the
+    stored one, nor a step, ``report`` ignores it with a warning.)
+
+    A write that fails (the trial finished elsewhere, a distribution that clashes with the
+    study's) raises the error those calls would raise, and stores what they would have
+    stored before it: nothing after the failing item, and nothing that a later read replays
+    or raises again."""
     values, attrs = intermediate_values or {}, user_attrs or {}
     if not params and not values and not attrs:
         return
@@ -55,16 +66,10 @@ def write_trial(storage: BaseStorage, trial_id: int, *, params: Sequence[Param] 
     journal = None if rdb is not None else unwrap(storage, JournalStorage)
     if rdb is not None:
         write = lambda: _write_rdb(rdb, trial_id, params, values, attrs)  # noqa: E731
-    elif journal is not None:
+    elif journal is not None and journal_batches(journal):
         write = lambda: _write_journal(journal, trial_id, params, values, attrs)  # noqa: E731
-    else:  # another storage (in-memory, gRPC proxy): one call each
-        def write() -> None:
-            for name, value, distribution in params:
-                storage.set_trial_param(trial_id, name, value, distribution)
-            for step, value in values.items():
-                storage.set_trial_intermediate_value(trial_id, step, value)
-            for key, value in attrs.items():
-                storage.set_trial_user_attr(trial_id, key, value)
+    else:  # another storage (in-memory, gRPC proxy, a journal not in a file): one call each
+        write = lambda: _write_item_by_item(storage, trial_id, params, values, attrs)  # noqa: E731
     if isinstance(storage, ReconnectingStorage):
         storage.retrying("write_trial", write)
     else:
@@ -84,41 +89,64 @@ def write_to_trial(trial: Trial, *, params: Sequence[Param] = (),
 def _write_rdb(rdb: RDBStorage, trial_id: int, params: Sequence[Param], values: dict[int, float],
                attrs: dict[str, Any]) -> None:
     """One transaction of a few statements: one check of the trial, one query for earlier
-    distributions of the parameters, then one upsert per kind (Optuna's own steps
-    take two or three statements per item)."""
+    distributions of the parameters, then one insert per kind (Optuna's own steps
+    take two or three statements per item). A parameter's row already there is kept, as
+    Optuna's insert is refused; a step's or an attribute's is replaced, as Optuna updates it
+    (a retry after a lost answer finds its own rows: the same either way)."""
     models = rdb_models()
     upsert = _upsert_statement(rdb.engine.name)
+    clash: ValueError | None = None
     with rdb_session(rdb, True) as session:
         if upsert is None:  # a database without INSERT ... ON CONFLICT (MySQL): Optuna's steps
             _write_rdb_item_by_item(rdb, session, trial_id, params, values, attrs)
             return
         trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
         rdb.check_trial_is_updatable(trial_id, trial.state)
+        params = _first_of_each(params)
         if params:
-            _check_against_earlier_distributions(session, trial.study_id, params)
-        _upsert(session, upsert, models.TrialParamModel, ("trial_id", "param_name"), [
+            kept, clash = _until_a_clash(session, trial.study_id, params)
+            if clash is not None:  # Optuna's calls store the parameters before it, then stop
+                params, values, attrs = kept, {}, {}
+        _insert(session, upsert, models.TrialParamModel, ("trial_id", "param_name"), [
             {"trial_id": trial_id, "param_name": name, "param_value": value,
              "distribution_json": distribution_to_json(distribution)}
-            for name, value, distribution in params])
+            for name, value, distribution in params], replace=False)
         stored = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
-        _upsert(session, upsert, models.TrialIntermediateValueModel, ("trial_id", "step"), [
+        _insert(session, upsert, models.TrialIntermediateValueModel, ("trial_id", "step"), [
             {"trial_id": trial_id, "step": step,
              **dict(zip(("intermediate_value", "intermediate_value_type"), stored(value)))}
-            for step, value in values.items()])
-        _upsert(session, upsert, models.TrialUserAttributeModel, ("trial_id", "key"), [
-            {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()])
+            for step, value in values.items()], replace=True)
+        _insert(session, upsert, models.TrialUserAttributeModel, ("trial_id", "key"), [
+            {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()],
+            replace=True)
+    if clash is not None:  # raised once the parameters before it are committed
+        raise clash
 
 
-def _upsert(session: Session, upsert: Callable[..., Any], model: type[Any], keys: tuple[str, ...],
-            rows: list[dict[str, Any]]) -> None:
+def _first_of_each(params: Sequence[Param]) -> list[Param]:
+    """``params`` without a name's later repeats (one INSERT may not hold a key twice): the
+    first value is the one a database keeps."""
+    kept: dict[str, Param] = {}
+    for param in params:
+        kept.setdefault(param[0], param)
+    return list(kept.values())
+
+
+def _insert(session: Session, upsert: Callable[..., Any], model: type[Any], keys: tuple[str, ...],
+            rows: list[dict[str, Any]], *, replace: bool) -> None:
     """One INSERT of ``rows`` into ``model``'s table; a row whose ``keys`` exist already
-    replaces the stored one's other columns."""
+    replaces the stored one's other columns (``replace``) or is left out."""
     if not rows:
         return
     statement = upsert(model).values(rows)
-    session.execute(statement.on_conflict_do_update(
-        index_elements=[getattr(model, key) for key in keys],
-        set_={column: statement.excluded[column] for column in rows[0] if column not in keys}))
+    index = [getattr(model, key) for key in keys]
+    if replace:
+        statement = statement.on_conflict_do_update(
+            index_elements=index,
+            set_={column: statement.excluded[column] for column in rows[0] if column not in keys})
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=index)
+    session.execute(statement)
 
 
 def _upsert_statement(dialect: str) -> Callable[..., Any] | None:
@@ -134,10 +162,11 @@ def _upsert_statement(dialect: str) -> Callable[..., Any] | None:
     return None
 
 
-def _check_against_earlier_distributions(session: Session, study_id: int, params: Sequence[Param]) -> None:
-    """What Optuna checks for each new parameter: the study's earlier trials used a
-    compatible distribution under that name (one stored distribution per name suffices:
-    they were all checked against each other)."""
+def _until_a_clash(session: Session, study_id: int, params: Sequence[Param]) -> tuple[list[Param], ValueError | None]:
+    """What Optuna checks for each parameter: the study's earlier trials used a compatible
+    distribution under that name (one stored distribution per name suffices: they were all
+    checked against each other). Returns the parameters before the first that fails, and
+    its error (None if none fails)."""
     from optuna.distributions import check_distribution_compatibility, json_to_distribution
     from sqlalchemy import func
 
@@ -150,9 +179,13 @@ def _check_against_earlier_distributions(session: Session, study_id: int, params
         .group_by(param.param_name)
         .all()
     )
-    for name, _, distribution in params:
+    for index, (name, _, distribution) in enumerate(params):
         if name in earlier:
-            check_distribution_compatibility(json_to_distribution(earlier[name]), distribution)
+            try:
+                check_distribution_compatibility(json_to_distribution(earlier[name]), distribution)
+            except ValueError as clash:
+                return list(params[:index]), clash
+    return list(params), None
 
 
 def _write_rdb_item_by_item(rdb: RDBStorage, session: Session, trial_id: int, params: Sequence[Param],
@@ -167,13 +200,26 @@ def _write_rdb_item_by_item(rdb: RDBStorage, session: Session, trial_id: int, pa
 
 def _write_journal(journal: JournalStorage, trial_id: int, params: Sequence[Param], values: dict[int, float],
                    attrs: dict[str, Any]) -> None:
-    entries = [("SET_TRIAL_PARAM", {"param_name": name, "param_value_internal": value,
-                                    "distribution": distribution_to_json(distribution)})
-               for name, value, distribution in params]
-    entries += [("SET_TRIAL_INTERMEDIATE_VALUE", {"step": step, "intermediate_value": value})
-                for step, value in values.items()]
-    entries += [("SET_TRIAL_USER_ATTR", {"user_attr": {key: value}}) for key, value in attrs.items()]
-    journal_append(journal, trial_id, entries)
+    """One append of the lines Optuna's calls would log, each checked first as Optuna's replay
+    checks it (``journal_batch``)."""
+    with journal_batch(journal, trial_id) as batch:
+        for name, value, distribution in params:
+            batch.add("SET_TRIAL_PARAM", {"param_name": name, "param_value_internal": value,
+                                          "distribution": distribution_to_json(distribution)})
+        for step, value in values.items():
+            batch.add("SET_TRIAL_INTERMEDIATE_VALUE", {"step": step, "intermediate_value": value})
+        for key, value in attrs.items():
+            batch.add("SET_TRIAL_USER_ATTR", {"user_attr": {key: value}})
+
+
+def _write_item_by_item(storage: BaseStorage, trial_id: int, params: Sequence[Param], values: dict[int, float],
+                        attrs: dict[str, Any]) -> None:
+    for name, value, distribution in params:
+        storage.set_trial_param(trial_id, name, value, distribution)
+    for step, value in values.items():
+        storage.set_trial_intermediate_value(trial_id, step, value)
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(trial_id, key, value)
 
 
 class DeferredParams(DelegatingStorage):

@@ -6,6 +6,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 
 from hpo.storage.urls import open_storage, resolve_storage
 from hpo.storage.writes import DeferredParams, write_trial
@@ -106,3 +107,112 @@ def test_a_write_repeated_after_a_lost_answer_changes_nothing(make_storage):
         write_trial(study._storage, trial._trial_id, params=PARAMS, intermediate_values=VALUES, user_attrs=ATTRS)
     stored = make().get_trial(trial._trial_id)
     assert (stored.params["train.lr"], stored.intermediate_values, stored.user_attrs) == (0.01, VALUES, ATTRS)
+
+
+# --- A write that fails, or repeats what the trial has: as Optuna's own calls ----------------
+
+def one_call_each(storage, trial_id: int, *, params=(), intermediate_values=None, user_attrs=None) -> None:
+    """What ``write_trial`` stands for: Optuna's call per item, in its order, stopping at the
+    first error (which it raises)."""
+    for name, value, distribution in params:
+        storage.set_trial_param(trial_id, name, value, distribution)
+    for step, value in (intermediate_values or {}).items():
+        storage.set_trial_intermediate_value(trial_id, step, value)
+    for key, value in (user_attrs or {}).items():
+        storage.set_trial_user_attr(trial_id, key, value)
+
+
+def stored(reader, trial_id: int) -> tuple:
+    trial = reader.get_trial(trial_id)
+    return trial.params, trial.distributions, trial.intermediate_values, trial.user_attrs
+
+
+def test_a_batch_that_fails_midway_keeps_what_optunas_calls_keep(make_storage):
+    # The third parameter clashes with an earlier trial's: Optuna's calls stop there, with the
+    # first two stored and nothing after them.
+    kind, make = make_storage
+    study = optuna.create_study(study_name=f"m-{kind}", storage=make())
+    storage = study._storage
+    write_trial(storage, study.ask()._trial_id, params=PARAMS[:1])
+    ours, theirs = study.ask(), study.ask()
+    batch = [PARAMS[1], PARAMS[2], ("train.lr", 1.0, CategoricalDistribution(["a", "b"])), ("late", 0.5,
+             FloatDistribution(0, 1))]
+    with pytest.raises(ValueError, match="Cannot set different distribution kind") as optunas:
+        one_call_each(storage, theirs._trial_id, params=batch, intermediate_values=VALUES, user_attrs=ATTRS)
+    with pytest.raises(type(optunas.value), match="Cannot set different distribution kind"):
+        write_trial(storage, ours._trial_id, params=batch, intermediate_values=VALUES, user_attrs=ATTRS)
+    storage.get_all_trials(study._study_id)  # the writer's next sync raises nothing again
+    for reader in (storage, make() if kind != "in-memory" else storage):
+        assert stored(reader, ours._trial_id) == stored(reader, theirs._trial_id)
+        assert reader.get_trial(ours._trial_id).params == {"model.filters[0]": 16, "train.optimizer": "adam"}
+
+
+def test_a_batch_to_a_trial_finished_elsewhere_fails_once_and_leaves_nothing(make_storage):
+    # Another process (a worker that swept it, the dashboard) finished the trial: the writer
+    # gets Optuna's error once; its later reads and writes of the study go on as after
+    # Optuna's own call.
+    kind, make = make_storage
+    writer = make()
+    study = optuna.create_study(study_name=f"e-{kind}", storage=writer)
+    ours, theirs, other = study.ask(), study.ask(), study.ask()
+    elsewhere = make() if kind != "in-memory" else writer
+    for trial in (ours, theirs):
+        elsewhere.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError) as optunas:
+        one_call_each(study._storage, theirs._trial_id, params=PARAMS, intermediate_values=VALUES,
+                      user_attrs=ATTRS)
+    with pytest.raises(type(optunas.value)):
+        write_trial(study._storage, ours._trial_id, params=PARAMS, intermediate_values=VALUES, user_attrs=ATTRS)
+    study.get_trials()  # no error replayed
+    write_trial(study._storage, other._trial_id, params=PARAMS, user_attrs={"seed": 3})
+    assert study._storage.get_trial(other._trial_id).user_attrs == {"seed": 3}
+    for reader in (study._storage, make() if kind != "in-memory" else writer):
+        assert stored(reader, ours._trial_id) == stored(reader, theirs._trial_id) == ({}, {}, {}, {})
+
+
+def test_a_repeated_parameter_or_step_is_stored_as_optunas_calls_store_it(make_storage):
+    # A database keeps a parameter's first row (Optuna's second insert is refused), the journal
+    # and the in-memory store the last; a step and an attribute take the last value everywhere.
+    kind, make = make_storage
+    study = optuna.create_study(study_name=f"p-{kind}", storage=make())
+    lr = FloatDistribution(1e-4, 1e-1, log=True)
+    ours, theirs = study.ask(), study.ask()
+    first = {"params": [("train.lr", 0.01, lr), ("train.lr", 0.02, lr)], "intermediate_values": {1: 0.5},
+             "user_attrs": {"seed": 0}}
+    again = {"params": [("train.lr", 0.03, lr)], "intermediate_values": {1: 0.9, 2: 0.1}, "user_attrs": {"seed": 1}}
+    for write in (first, again):
+        write_trial(study._storage, ours._trial_id, **write)
+        one_call_each(study._storage, theirs._trial_id, **write)
+    reader = make() if kind != "in-memory" else study._storage
+    assert stored(reader, ours._trial_id) == stored(reader, theirs._trial_id)
+    expected_lr = 0.01 if kind in ("sqlite", "postgresql") else 0.03
+    assert stored(reader, ours._trial_id)[::2] == ({"train.lr": expected_lr}, {1: 0.9, 2: 0.1})
+
+
+def test_no_other_process_appends_between_a_journal_batchs_check_and_its_append(tmp_path, monkeypatch):
+    # Another process finishing the trial while the batch is being checked waits for the
+    # file lock: the batch's lines land before its line, all checked against what is there.
+    import threading
+    import time
+
+    from hpo.storage import optuna_internals
+
+    path = str(tmp_path / "race.journal")
+    writer = optuna.storages.JournalStorage(JournalFileBackend(path))
+    study = optuna.create_study(study_name="race", storage=writer)
+    trial = study.ask()
+    elsewhere = optuna.storages.JournalStorage(JournalFileBackend(path))
+    finisher = threading.Thread(target=elsewhere.set_trial_state_values, args=(trial._trial_id, TrialState.FAIL))
+    add = optuna_internals.JournalBatch.add
+
+    def add_while_another_process_finishes(self, operation, fields):
+        if not finisher.is_alive() and not finisher.ident:
+            finisher.start()
+            time.sleep(0.2)  # its append would have gone through by now without the lock
+        add(self, operation, fields)
+
+    monkeypatch.setattr(optuna_internals.JournalBatch, "add", add_while_another_process_finishes)
+    write_trial(writer, trial._trial_id, params=PARAMS, intermediate_values=VALUES, user_attrs=ATTRS)
+    finisher.join(timeout=10)
+    fresh = optuna.storages.JournalStorage(JournalFileBackend(path)).get_trial(trial._trial_id)
+    assert fresh.state == TrialState.FAIL and fresh.intermediate_values == VALUES and fresh.user_attrs == ATTRS
