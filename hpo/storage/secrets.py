@@ -14,23 +14,30 @@ _secrets: set[str] = set()
 
 
 # A password sits either in the authority (user:PASSWORD@host) or, as libpq also
-# accepts, in the query string (?password=PASSWORD).
-_AUTHORITY_PASSWORD = re.compile(r"(://[^:/@?#]*:)([^@]*)@")
+# accepts, in the query string (?password=PASSWORD). The user name ends at the first ':'
+# (as SQLAlchemy reads it) and the password at the LAST '@' of the URL: one written with an
+# unencoded '@' (u:pa@ss@host) is hidden whole, not up to its first '@'. The query's password
+# goes first, so that an '@' in it does not count as the end of the userinfo.
+_AUTHORITY_PASSWORD = re.compile(r"(://[^:/]*:)(.*)@(?=[^@]*$)", re.DOTALL)
 _QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
 
 
 def redact(url: str) -> str:
     """``postgresql://hpo:secret@db/hpo`` -> ``postgresql://hpo:***@db/hpo``."""
-    url = _AUTHORITY_PASSWORD.sub(r"\1***@", url)
-    return _QUERY_PASSWORD.sub(r"\1***", url)
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
+    return _AUTHORITY_PASSWORD.sub(r"\1***@", url)
+
+
+def passwords_in(url: str) -> list[str]:
+    """Every password ``url`` holds, as written (the parts ``redact`` replaces)."""
+    found = [match.group(2) for match in _QUERY_PASSWORD.finditer(url)]
+    found += [match.group(2) for match in _AUTHORITY_PASSWORD.finditer(_QUERY_PASSWORD.sub(r"\1***", url))]
+    return [password for password in found if password and password != "***"]
 
 
 def remember_password(url: str) -> None:
-    for pattern in (_AUTHORITY_PASSWORD, _QUERY_PASSWORD):
-        for match in pattern.finditer(url):
-            password = match.group(2)
-            if password:
-                _secrets.update({password, unquote(password), quote(unquote(password), safe="")})
+    for password in passwords_in(url):
+        _secrets.update({password, unquote(password), quote(unquote(password), safe="")})
 
 
 def scrub(text: str) -> str:

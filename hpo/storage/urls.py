@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo.errors import HpoError, StorageError, UsageError
 from hpo.storage.secrets import redact, remember_password, scrub
+from hpo.storage.url_checks import check_rdb_url, check_url
 
 if TYPE_CHECKING:  # hpo --help imports this module: no optuna at run time
     from optuna.storages import BaseStorage
@@ -53,6 +54,8 @@ def resolve_storage(option: str | None) -> StorageTarget:
         return StorageTarget(str(path), str(path), "journal", is_default=True)
     if "://" not in url:
         return StorageTarget(url, url, "journal")
+    remember_password(url)  # first: whatever goes wrong next is scrubbed of it
+    check_url(url)
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
     if scheme not in RDB_SCHEMES:
         raise UsageError(
@@ -60,7 +63,7 @@ def resolve_storage(option: str | None) -> StorageTarget:
             "postgresql://USER:PASSWORD@HOST:5432/DB, sqlite:///FILE, or a file path for "
             "the embedded journal store)"
         )
-    remember_password(url)
+    check_rdb_url(url, scheme)
     return StorageTarget(url, redact(url), "rdb")
 
 

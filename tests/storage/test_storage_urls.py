@@ -162,6 +162,11 @@ def test_supported_urls_are_rdb_storages_shown_redacted(url):
     ("postgresql://hpo:secret@db:5432/hpo?sslmode=require&connect_timeout=5",
      "postgresql://hpo:***@db:5432/hpo?sslmode=require&connect_timeout=5"),
     ("redis://:secret@cache:6379/0", "redis://:***@cache:6379/0"),
+    # An unencoded '@' in the password: the userinfo runs to the last '@', not the first.
+    ("postgresql://u:pa@ssSECRET@db/hpo", "postgresql://u:***@db/hpo"),
+    ("postgresql://u:a@b@c@db:5432/hpo", "postgresql://u:***@db:5432/hpo"),
+    ("postgresql://u@corp:pw@db/hpo", "postgresql://u@corp:***@db/hpo"),  # SQLAlchemy's user 'u@corp'
+    ("postgresql://hpo@db/hpo?password=q@r&sslmode=require", "postgresql://hpo@db/hpo?password=***&sslmode=require"),
     # Nothing to hide: unchanged.
     ("postgresql://hpo@db:5432/hpo", "postgresql://hpo@db:5432/hpo"),
     ("postgresql://db:5432/hpo", "postgresql://db:5432/hpo"),
@@ -281,3 +286,74 @@ def test_optunas_own_log_handler_scrubs_passwords():
             handler.setStream(stream)
     assert "optuna-log-secret" not in buffer.getvalue()
     assert "postgresql://hpo:***@db" in buffer.getvalue()
+
+
+# ------------------------------------------------------------------ an unencoded '@' (issue 12)
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test on any DNS lookup or any attempt to open a database."""
+    import socket
+
+    import optuna
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a connection was attempted: {args[:2]}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(optuna.storages.RDBStorage, "__init__", refuse)
+    monkeypatch.setattr(sqlalchemy, "create_engine", refuse)
+
+
+AT_PASSWORD = "Frag1x@Frag2y@Frag3z"  # no part of it may show
+AT_URL = f"postgresql://hpo:{AT_PASSWORD}@127.0.0.1:5432/hpo"
+AT_ERROR = (
+    "Error: storage URL postgresql://hpo:***@127.0.0.1:5432/hpo has more than one '@': an '@' in "
+    "the user name or password must be percent-encoded as %40 (and ':' as %3A, '/' as %2F, "
+    "'%' as %25), e.g. postgresql://USER:p%40ss@HOST:5432/DB\n"
+)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_an_unencoded_at_in_the_password_is_refused_before_any_connection(
+        clean_env, no_network, caplog, debug, how):
+    caplog.set_level(logging.DEBUG)
+    args = (["--debug"] if debug else []) + ["study", "list"] + (["--storage", AT_URL] if how == "option" else [])
+    result = CliRunner().invoke(cli, args, env={ENV_VAR: AT_URL} if how == "env" else None)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.endswith(AT_ERROR)
+    if not debug:
+        assert result.stderr == AT_ERROR
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    for fragment in AT_PASSWORD.split("@"):
+        assert fragment not in result.output and fragment not in logged, fragment
+    assert list(clean_env.iterdir()) == []
+
+
+def test_an_unencoded_at_is_refused_by_every_command(clean_env, no_network):
+    spec = write_spec(clean_env, "at")
+    for args in (["study", "create", str(spec)], ["worker", "at"], ["study", "show", "at"],
+                 ["dashboard"], ["study", "delete", "at", "--yes"]):
+        result = CliRunner().invoke(cli, [*args, "--storage", AT_URL])
+        assert (result.exit_code, result.stderr) == (2, AT_ERROR), args
+
+
+def test_scrub_hides_the_whole_password_with_its_at_signs(no_network):
+    password = f"{unique_password('at')}@tail{uuid.uuid4().hex[:6]}"
+    with pytest.raises(UsageError):
+        resolve_storage(f"postgresql://hpo:{password}@db/hpo")
+    # What a driver would have said had the URL reached it.
+    text = f"password {password} for host '{password.split('@')[1]}@db'"
+    assert scrub(text) == f"password *** for host '{password.split('@')[1]}@db'"
+    assert "path" in scrub("a file path")  # a short first fragment ('pa') is no secret of its own
+
+
+def test_a_percent_encoded_at_is_accepted_and_stays_hidden():
+    password = unique_password("enc") + "%40x"
+    target = resolve_storage(f"postgresql://hpo:{password}@db:5432/hpo")
+    assert target.display == "postgresql://hpo:***@db:5432/hpo"
+    assert scrub(f"auth failed for {password.replace('%40', '@')}") == "auth failed for ***"
