@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from hpo.cli.common import storage_option, storage_target
+from hpo.cli.modules import module_options, module_policy
 
 
 @click.command()
@@ -21,8 +22,10 @@ from hpo.cli.common import storage_option, storage_target
               help="Directory for weights, metrics.json and reports (default: retrain-NAME-TRIAL).")
 @storage_option
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
+@module_options
 def retrain(name: str, trial_number: int | None, seeds: int, test: bool, output: Path | None,
-            storage: str | None, device: str) -> None:
+            storage: str | None, device: str, allow_modules: tuple[str, ...],
+            module_paths: tuple[str, ...]) -> None:
     """Retrain a trial's config on train+validation for its full epochs, K seeds.
 
     No pruning and no early stopping: validation is training data here. With --test the
@@ -30,6 +33,7 @@ def retrain(name: str, trial_number: int | None, seeds: int, test: bool, output:
 
     Example: hpo retrain digits-cnn --seeds 3 --test
     """
+    from hpo.models.custom import using_module_policy
     from hpo.results.outputs import check_output_dir
     from hpo.results.retrain import retrain as run_retrain
     from hpo.study.studies import load_study
@@ -37,6 +41,8 @@ def retrain(name: str, trial_number: int | None, seeds: int, test: bool, output:
 
     if output is not None:
         check_output_dir(output)  # before the storage is read and a model trained
+    policy = module_policy(allow_modules, module_paths)
     loaded = load_study(name, storage_target(storage))
-    run_retrain(loaded, trial_number=trial_number, seeds=seeds, test=test, output=output,
-                device=check_device(device), say=click.echo)
+    with using_module_policy(policy):  # the trial's stored config names the model's module
+        run_retrain(loaded, trial_number=trial_number, seeds=seeds, test=test, output=output,
+                    device=check_device(device), say=click.echo)

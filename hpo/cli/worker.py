@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hpo.cli.common import storage_option, storage_target
+from hpo.cli.modules import module_options, module_policy
 from hpo.storage.urls import DEFAULT_RECONNECT_TIMEOUT
 
 if TYPE_CHECKING:
@@ -42,9 +43,11 @@ if TYPE_CHECKING:
               help="Offsets the sampler seed (seed + rank) so that workers propose different "
               "trials; --processes numbers its processes from it. Default: $HPO_WORKER_RANK, "
               "else a random rank.")
+@module_options
 def worker(name: str, storage: str | None, n_trials: int | None, timeout: float | None,
            processes: int, device: str, gpus: str | None, per_gpu: int | None, max_restarts: int,
-           reconnect_timeout: float, quiet: bool, rank: int | None) -> None:
+           reconnect_timeout: float, quiet: bool, rank: int | None,
+           allow_modules: tuple[str, ...], module_paths: tuple[str, ...]) -> None:
     """Run trials of study NAME until the study's budget is spent (then exit 0).
 
     Start as many workers as you like, on as many machines, against the same storage.
@@ -55,6 +58,7 @@ def worker(name: str, storage: str | None, n_trials: int | None, timeout: float 
     """
     gpu_ids = _gpu_ids(gpus, per_gpu, processes)
     target = storage_target(storage)
+    policy = module_policy(allow_modules, module_paths)
     show_rank = rank is not None or processes > 1
     if rank is None:
         # Workers started by hand with one spec share its seed: a random rank keeps them
@@ -65,15 +69,18 @@ def worker(name: str, storage: str | None, n_trials: int | None, timeout: float 
 
         sys.exit(run_pool(name, target, processes=processes, rank=rank, n_trials=n_trials,
                           timeout=timeout, device=device, gpus=gpu_ids, per_gpu=per_gpu or 1,
-                          max_restarts=max_restarts, reconnect_timeout=reconnect_timeout))
+                          max_restarts=max_restarts, reconnect_timeout=reconnect_timeout,
+                          env=policy.as_env()))
 
+    from hpo.models.custom import using_module_policy
     from hpo.worker.loop import run_worker
     from hpo.worker.trial import Outcome
 
     show = TrialProgress(quiet=quiet or not sys.stdout.isatty(), rank=rank if show_rank else None)
     try:
-        report = run_worker(name, target, n_trials=n_trials, timeout=timeout, device=device,
-                            rank=rank, progress=show, reconnect_timeout=reconnect_timeout)
+        with using_module_policy(policy):
+            report = run_worker(name, target, n_trials=n_trials, timeout=timeout, device=device,
+                                rank=rank, progress=show, reconnect_timeout=reconnect_timeout)
     finally:
         show.close()
     outcomes = report.outcomes

@@ -1,21 +1,30 @@
 """A user's own ``nn.Module``, named by an explicit import path such as ``my_pkg.nets:SEFireNet``.
 
 The spec never executes code: the path is only checked for its shape when the spec is
-validated, and imported when a worker builds the model. Importing it runs the user's own
-module, exactly as ``python -c "import my_pkg.nets"`` would; nothing else is ever looked up.
+validated, and imported when a worker builds the model. Importing it runs that module, so
+the spec alone never decides what is imported: a spec is read from the storage, and whoever
+can write to the storage could name any module there (``os:system``, a file someone left in
+the working directory). A module is imported only when the process's :class:`ModulePolicy`,
+set on the worker's own machine (``--allow-module``/``HPO_ALLOW_MODULES``), allows it; the
+default allows none. Folders are searched only when named (``--module-path``/
+``HPO_MODULE_PATH``), after the installed packages; never the working directory implicitly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import os
 import re
 import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
+from hpo.errors import UsageError
 from hpo.models.registry import ModelConfig, register_model
 
 if TYPE_CHECKING:
@@ -50,22 +59,91 @@ class CustomConfig(ModelConfig):
         return v
 
 
-def _import_module(name: str) -> Any:
-    """Import ``name``; failing that, retry with the working directory searched last.
+ALLOW_ENV = "HPO_ALLOW_MODULES"  # comma-separated module prefixes, e.g. models,my_pkg.nets
+PATH_ENV = "HPO_MODULE_PATH"  # folders to search after the installed packages (os.pathsep)
 
-    The ``hpo`` console script, unlike ``python -m``, does not put the working directory on
-    ``sys.path``, yet a user running a worker from their project expects its packages to be
-    found. Appended, not prepended: an installed package of the same name still wins.
-    """
+
+class ModuleNotAllowedError(UsageError):
+    """A spec names a custom model whose module this machine did not allow."""
+
+
+@dataclass(frozen=True)
+class ModulePolicy:
+    """Which custom model modules this process may import, and from which extra folders.
+
+    Set by the machine that runs the code (the worker's flags or environment), never by
+    the spec: the spec comes from the storage, which others may be able to write to."""
+
+    allowed: tuple[str, ...] = ()  # module prefixes, matched at dot boundaries
+    paths: tuple[str, ...] = ()  # absolute folders, appended to sys.path while in force
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ModulePolicy:
+        return cls.of(environ.get(ALLOW_ENV, "").split(","),
+                      environ.get(PATH_ENV, "").split(os.pathsep))
+
+    @classmethod
+    def of(cls, allowed: Iterable[str], paths: Iterable[str]) -> ModulePolicy:
+        """From flags or the environment: prefixes may come comma-separated, blanks are
+        dropped, folders are made absolute (a later chdir must not change what they mean)."""
+        prefixes = [p.strip() for item in allowed for p in item.split(",") if p.strip()]
+        bad = [p for p in prefixes if not _MODULE_NAME.match(p)]
+        if bad:
+            raise UsageError(f"--allow-module {bad[0]!r}: expected a module name such as "
+                             "models or my_pkg.nets (comma-separated for several)")
+        folders = [os.path.abspath(os.path.expanduser(p)) for p in paths if p.strip()]
+        missing = [f for f in folders if not os.path.isdir(f)]
+        if missing:
+            raise UsageError(f"--module-path {missing[0]}: no such directory")
+        return cls(tuple(dict.fromkeys(prefixes)), tuple(dict.fromkeys(folders)))
+
+    def allows(self, module: str) -> bool:
+        """``models`` allows ``models`` and ``models.example_net``, not ``modelsx``."""
+        return any(module == p or module.startswith(p + ".") for p in self.allowed)
+
+    def as_env(self) -> dict[str, str]:
+        """The policy for child processes, which read it back with :meth:`from_env`."""
+        return {ALLOW_ENV: ",".join(self.allowed), PATH_ENV: os.pathsep.join(self.paths)}
+
+
+_MODULE_NAME = re.compile(rf"^{_IDENT}(\.{_IDENT})*$")
+_policy = ModulePolicy()  # nothing allowed until the command that builds models says so
+
+
+def module_policy() -> ModulePolicy:
+    return _policy
+
+
+@contextlib.contextmanager
+def using_module_policy(policy: ModulePolicy) -> Iterator[ModulePolicy]:
+    """Put ``policy`` in force for this process (and its folders at the END of sys.path, so
+    that an installed package, hpo's own modules included, always wins over a file of the
+    same name there); restored on exit."""
+    global _policy
+    previous, added = _policy, [p for p in policy.paths if p not in sys.path]
+    _policy = policy
+    sys.path.extend(added)
+    importlib.invalidate_caches()
     try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError:
-        cwd = os.getcwd()
-        if cwd in sys.path or "" in sys.path:
-            raise
-        sys.path.append(cwd)
-        importlib.invalidate_caches()
-        return importlib.import_module(name)
+        yield policy
+    finally:
+        _policy = previous
+        for folder in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(folder)
+
+
+def check_allowed(path: str) -> None:
+    """Refuse ``path`` (package.module:Class) unless this machine allows its module; imports
+    nothing, so it can run before any trial is created."""
+    module_name = path.partition(":")[0]
+    if not _policy.allows(module_name):
+        allowed = ", ".join(_policy.allowed) or "none"
+        raise ModuleNotAllowedError(
+            f"model.module {path!r}: module {module_name!r} is not allowed on this worker "
+            f"(allowed: {allowed}); if it is your code, allow it with --allow-module "
+            f"{module_name} or {ALLOW_ENV}={module_name}"
+        )
 
 
 def _import_class(path: str) -> type:
@@ -73,14 +151,14 @@ def _import_class(path: str) -> type:
 
     from hpo.errors import TrainingError
 
+    check_allowed(path)  # before anything of the module runs
     module_name, _, attr = path.partition(":")
     try:
-        module = _import_module(module_name)
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise TrainingError(
             f"model.module {path!r}: cannot import {module_name!r} ({exc}); on every worker, "
-            "install it, start the worker in the directory that holds it, or add that directory "
-            "to PYTHONPATH"
+            f"install it, or name the folder that holds it with --module-path DIR or {PATH_ENV}"
         ) from None
     except Exception as exc:  # the user's module raised while importing
         raise TrainingError(
@@ -109,6 +187,49 @@ def _accepts(signature: inspect.Signature, name: str) -> bool:
     return name in signature.parameters or any(p.kind is p.VAR_KEYWORD for p in params)
 
 
+def _signature(cls: type) -> inspect.Signature | None:
+    try:
+        return inspect.signature(cls)
+    except (TypeError, ValueError):  # some C-implemented signatures cannot be read
+        return None
+
+
+def _constructor_kwargs(signature: inspect.Signature | None, kwargs: Mapping[str, Any],
+                        in_shape: Any, num_classes: Any) -> dict[str, Any]:
+    """``model.kwargs`` plus the data's ``in_shape`` and ``num_classes`` where the
+    constructor names them (or takes ``**kwargs``)."""
+    full = dict(kwargs)
+    for key, value in (("in_shape", in_shape), ("num_classes", num_classes)):
+        if signature is not None and _accepts(signature, key):
+            full[key] = value
+    return full
+
+
+def check_custom_model(cfg: ModelConfig) -> None:
+    """For a worker about to run trials (or a retrain): fail now, once, with exit 2, where
+    every trial would fail alike: a module this machine does not allow (nothing imported),
+    a name that is no ``nn.Module`` class, or ``model.kwargs`` its constructor does not take.
+    Other families have nothing to check."""
+    from hpo.errors import TrainingError
+
+    if not isinstance(cfg, CustomConfig):
+        return
+    try:
+        cls = _import_class(cfg.module)
+    except TrainingError as exc:  # the spec's mistake, not a fault of this run
+        raise UsageError(str(exc)) from exc
+    signature = _signature(cls)
+    if signature is None:
+        return
+    try:
+        signature.bind(**_constructor_kwargs(signature, cfg.kwargs, (1, 1, 1), 2))
+    except TypeError as exc:
+        raise UsageError(
+            f"model.module {cfg.module!r}: model.kwargs {dict(cfg.kwargs)} do not fit "
+            f"{cls.__name__}{signature}: {exc}"
+        ) from None
+
+
 @register_model("custom", CustomConfig)
 def build_custom(cfg: CustomConfig, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     from torch import nn
@@ -116,14 +237,7 @@ def build_custom(cfg: CustomConfig, in_shape: tuple[int, int, int], num_classes:
     from hpo.errors import TrainingError
 
     cls = _import_class(cfg.module)
-    kwargs = dict(cfg.kwargs)
-    try:
-        signature = inspect.signature(cls)
-    except (TypeError, ValueError):  # some C-implemented signatures cannot be read
-        signature = inspect.Signature()
-    for key, value in (("in_shape", tuple(in_shape)), ("num_classes", num_classes)):
-        if _accepts(signature, key):
-            kwargs[key] = value
+    kwargs = _constructor_kwargs(_signature(cls), cfg.kwargs, tuple(in_shape), num_classes)
     try:
         model = cls(**kwargs)
     except Exception as exc:

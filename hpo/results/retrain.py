@@ -85,6 +85,7 @@ def retrain(
     import torch
 
     from hpo.artifacts.trial_files import plot_confusion_matrix
+    from hpo.models.custom import check_custom_model
     from hpo.spec.trial_config import TrialConfig
     from hpo.training import data as data_module
     from hpo.training.loop import evaluate_model, train_final
@@ -95,6 +96,7 @@ def retrain(
     trial = choose_trial(loaded, trial_number)
     stored_config = cast("dict[str, Any]", trial.config)  # choose_trial: it has one
     config = TrialConfig.from_json(stored_config)
+    check_custom_model(config.model)  # before any output or data: only code this machine allows
     data_cfg, model_cfg, train_cfg = config.data, config.model, config.train
     out = Path(output) if output else Path(f"retrain-{study.study_name}-{trial.number}")
     make_output_dir(out)

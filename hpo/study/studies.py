@@ -132,13 +132,40 @@ def load_study(name: str, target: StorageTarget, *, sampler: BaseSampler | None 
         names = [s.study_name for s in storage.get_all_studies()]
         known = ", ".join(sorted(names)) or "none"
         raise StudyNotFoundError(f"no study named {name!r} in {target.display} (studies: {known})") from None
-    data = StudyRecord.from_attrs(study.user_attrs).spec
+    return LoadedStudy(study, _stored_spec(f"study {name!r} in {target.display}",
+                                           StudyRecord.from_attrs(study.user_attrs)))
+
+
+def _stored_spec(where: str, record: StudyRecord) -> Spec:
+    """The study's spec, checked against its sha256 and validated again.
+
+    The hash lives in the same storage as the spec, so whoever can rewrite one can rewrite
+    the other: checking it catches corruption and careless hand edits, not a determined
+    attacker. What keeps foreign code out of a worker is not this but the allow-list of
+    model modules on the worker's own machine (hpo.models.custom.ModulePolicy)."""
+    from pydantic import ValidationError
+
+    data = record.spec
     if data is None:
+        raise UsageError(f"{where} has no hpo spec: it was not created with 'hpo study create'")
+    if not isinstance(data, dict):
+        raise UsageError(f"{where}: its stored spec is not a JSON object (got {type(data).__name__}); "
+                         "recreate the study with 'hpo study create'")
+    if record.spec_sha256 is None:
+        raise UsageError(f"{where} has no sha256 of its spec, so the spec cannot be verified; "
+                         "recreate the study with 'hpo study create'")
+    digest = spec_sha256(data)
+    if digest != record.spec_sha256:
         raise UsageError(
-            f"study {name!r} in {target.display} has no hpo spec: it was not created with "
-            "'hpo study create'"
+            f"{where}: its stored spec does not match its sha256 ({str(record.spec_sha256)[:12]} "
+            f"stored, {digest[:12]} computed): it was changed after 'hpo study create'; "
+            "recreate the study from its spec file"
         )
-    return LoadedStudy(study, spec_from_json(data))
+    try:
+        return spec_from_json(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"{where}: its stored spec is invalid: {problems}") from None
 
 
 def list_studies(target: StorageTarget) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from hpo.study.attrs import FAIL_REASON, OVER_BUDGET, WORKER
 from hpo.study.studies import load_study
 from hpo.worker.budget import budget_state, is_over_budget
 from hpo.worker.heartbeat import Watchdog
+from hpo.worker.model_code import check_model_code
 from hpo.worker.recovery import worker_identity
 from hpo.worker.threads import registered_worker, share_cpu
 from hpo.worker.trial import Progress, Trainer, TrialOutcome, TrialRun, failure_reason
@@ -78,6 +79,7 @@ def run_worker(
 
     loaded = load_study(name, target, reconnect_for=reconnect_timeout)
     spec = loaded.spec
+    check_model_code(spec)  # before any trial: only code this machine allows
     study = loaded.study
     study.sampler = build_sampler(spec.sampler, rank=rank, space=space_facts(spec))
     study.pruner = build_pruner(spec.pruner, max_epochs=max_epochs(spec))

@@ -93,11 +93,11 @@ def parse_gpus(text: str, device_count: Callable[[], int] | None = None) -> list
 
 #: What a child runs. Not ``python -m hpo``: that puts the working directory FIRST on sys.path,
 #: so a user's ``hpo.py``, ``optuna.py`` or ``torch/`` there would be imported instead of ours.
-#: ``-P`` (Python 3.11+) puts nothing there; the working directory is then appended, searched
-#: after everything installed, so that a custom model named as ``models.nets:Net`` is still
-#: found in the user's project, from the start (before a checkout's namespace ``models/``
-#: folder could be cached in its place).
-CHILD_ENTRY = "import os, sys; sys.path.append(os.getcwd()); from hpo.cli.main import main; main()"
+#: ``-P`` (Python 3.11+) puts nothing there, and nothing is added: a custom model's module is
+#: found only among the installed packages or in a folder named by ``--module-path`` (which
+#: reaches the child, with the allow-list, through its environment), never implicitly in the
+#: working directory (see hpo.models.custom).
+CHILD_ENTRY = "from hpo.cli.main import main; main()"
 
 
 @dataclass(frozen=True)
@@ -224,14 +224,16 @@ def run_pool(
     spawn: Spawn | None = None,
     poll_interval: float = 0.1,
     reconnect_timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> int:
     """Start the planned children, supervise them (see the module docstring), print one
     line per child, and return the pool's exit code: 0 when every child ended with 0, else
-    the worst child's code (a signal N counts as 128 + N)."""
+    the worst child's code (a signal N counts as 128 + N). ``env``: added to each child's
+    environment (the custom-model allow-list, see hpo.models.custom.ModulePolicy.as_env)."""
     slots = plan_slots(name, rank=rank, processes=processes, gpus=gpus, per_gpu=per_gpu,
                        n_trials=n_trials, timeout=timeout, device=device,
                        reconnect_timeout=reconnect_timeout)
-    return supervise(slots, {ENV_VAR: target.url}, max_restarts=max_restarts, backoff=backoff,
+    return supervise(slots, {ENV_VAR: target.url, **(env or {})}, max_restarts=max_restarts, backoff=backoff,
                      stop_grace=stop_grace, spawn=spawn or spawn_child, poll_interval=poll_interval)
 
 
