@@ -96,6 +96,18 @@ def _raw(key: RawKey) -> RawDataset:
     return raw
 
 
+def source_keys(name: str) -> frozenset[str]:
+    """The data keys that choose which files dataset ``name`` reads: ``name`` and its loader's
+    arguments (``root``, ``download``, ``path``, ...). The other keys only select, split,
+    resize or augment what was read."""
+    return frozenset({"name", *inspect.signature(DATASETS.get(name)).parameters})
+
+
+def load_source(cfg: DataConfig) -> None:
+    """Read the dataset's files (cached, as ``load_splits`` reads them) without splitting them."""
+    _raw(raw_key(cfg))
+
+
 def select_classes(class_names: tuple[str, ...], classes: Any) -> list[int]:
     """Old label of each kept class, in new-label order (``data.classes``)."""
     n = len(class_names)

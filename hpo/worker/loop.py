@@ -111,19 +111,22 @@ def _warm_up(spec: Spec, device: str) -> None:
 
 
 def _load_fixed_dataset(spec: Spec, device: str) -> None:
-    """Load the dataset the spec fixes (cached for every trial of this worker).
+    """Load what every trial of the spec loads alike (cached for the trials of this worker).
 
-    One that cannot load would fail every trial alike, endlessly (failed trials do not count
-    towards n_trials): the worker stops before creating any, with the reason each trial would
-    have recorded (exit 2). A searched dataset (``data.*`` in ``search``) may fail for some
-    values only: its trials load it, and budget.max_consecutive_failures stops a run of
-    identical failures."""
-    if any(key.startswith("data.") for key in spec.search):
-        return
-    from hpo.training.data import load_splits
+    A dataset that cannot load would fail every trial alike, endlessly (failed trials do not
+    count towards n_trials): the worker stops before creating any, with the reason each trial
+    would have recorded (exit 2). With ``data.*`` keys searched, the dataset's files are still
+    the same for every trial unless a searched key chooses them (``data.name``, ``data.root``,
+    ...); if one does, only some values may fail: the trials find out, and the failure budget
+    (max_failed_trials, max_consecutive_failures) ends a study whose values all fail."""
+    from hpo.training.data import load_source, load_splits, source_keys
 
+    searched = {key.removeprefix("data.") for key in spec.search if key.startswith("data.")}
     try:
-        load_splits(spec.data, device)
+        if not searched:
+            load_splits(spec.data, device)  # the very splits every trial uses
+        elif not searched & source_keys(spec.data.name):
+            load_source(spec.data)  # the files every trial reads
     except Exception as exc:
         raise UsageError(failure_reason(exc)) from exc
 

@@ -77,9 +77,16 @@ def fashion_mnist_not_found(root):
 # --------------------------------------------------------------------------- a fixed dataset
 
 
-def test_a_fixed_dataset_that_cannot_load_fails_the_worker_before_any_trial(study, tmp_path):
+@pytest.mark.parametrize("search", [
+    "{}",
+    # Searched, but not what chooses the files: every trial would read the same missing ones
+    # (the grid example, fashion_mnist_patch_mlp.yaml, searches data.augment).
+    "{data.augment: {choices: [none, light]}}",
+    "{data.val_fraction: {low: 0.1, high: 0.3}}",
+])
+def test_a_fixed_dataset_that_cannot_load_fails_the_worker_before_any_trial(study, tmp_path, search):
     data, root = missing_fashion_mnist(tmp_path)
-    run = study(data=data)
+    run = study(data=data, search=search)
     reason = fashion_mnist_not_found(root)  # imports torch: outside the bound
     before = snapshot(tmp_path)
     started = time.monotonic()
@@ -94,18 +101,34 @@ def test_a_fixed_dataset_that_cannot_load_fails_the_worker_before_any_trial(stud
     assert seconds < 10
 
 
-def test_a_searched_dataset_is_left_to_the_trials_and_the_same_failure_stops_them(study, tmp_path):
-    # Only some values of a searched data key might fail: the worker cannot judge them in
-    # advance, so the trials run; when they all fail alike, the streak stops the study.
-    data, root = missing_fashion_mnist(tmp_path)
-    run = study(data=data, search="{data.val_fraction: {low: 0.1, high: 0.3}}")
-    result = run("worker", "fails", "--n-trials", "12")  # the bound before this was fixed
-    reason = fashion_mnist_not_found(root)
+def test_a_searched_dataset_that_fails_for_some_values_is_left_to_the_trials(study, tmp_path):
+    # Which dataset is searched: the worker cannot judge the values in advance. Those that
+    # load train; the others fail their trials, with the reason, and the study goes on.
+    _, root = missing_fashion_mnist(tmp_path)
+    run = study(budget="{n_trials: 4, max_failed_trials: 20}", data=f"{{root: {root}}}",
+                search="{data.name: {choices: [digits, fashion_mnist]}}")
+    result = run("worker", "fails", "--rank", "0", "--n-trials", "12")  # the rank fixes the draws
+    assert result.exit_code == 0, result.output
+    trials = trials_of("fails")
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed and all(t.params["data.name"] == "fashion_mnist" for t in failed)
+    assert {t.user_attrs[FAIL_REASON] for t in failed} == {fashion_mnist_not_found(root)}
+
+
+def test_a_searched_dataset_that_never_loads_is_stopped_by_the_default_failure_budget(study, tmp_path):
+    # Two missing datasets fail with two reasons, so no run of one reason stops them (the
+    # streak is set out of reach here): the default max_failed_trials, n_trials, does.
+    _, root = missing_fashion_mnist(tmp_path)
+    run = study(budget="{n_trials: 6, max_consecutive_failures: 50}", data=f"{{root: {root}}}",
+                search="{data.name: {choices: [mnist, fashion_mnist]}}")
+    result = run("worker", "fails", "--rank", "0", "--n-trials", "20")  # the bound before this was fixed
     assert result.exit_code == 1, result.output
-    assert result.stderr == (
-        "Error: 5 trials in a row failed with the same reason, reaching "
-        f"budget.max_consecutive_failures = 5: {reason}\n")
-    assert [t.state for t in trials_of("fails")] == [TrialState.FAIL] * 5
+    assert result.stderr == ("Error: 6 trials failed, reaching budget.max_failed_trials = 6 "
+                             "(by default budget.n_trials); see 'hpo study show' for the reasons\n")
+    trials = trials_of("fails")
+    assert [t.state for t in trials] == [TrialState.FAIL] * 6
+    assert {t.params["data.name"] for t in trials} == {"mnist", "fashion_mnist"}
 
 
 # --------------------------------------------------------------------------- the same failure
