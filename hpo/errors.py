@@ -47,16 +47,39 @@ class DivergedError(TrainingError):
 
 
 class Preempted(HpoError):
-    """Training stopped at a batch boundary because the worker was asked to stop (SIGTERM);
-    a checkpoint was saved where a store was given, so a retry resumes from there."""
+    """Training stopped at a batch boundary because the worker was asked to stop (SIGTERM or
+    SIGINT, named by ``by``); a checkpoint was saved where a store was given, so a retry
+    resumes from there. Training does not know which signal it was: the worker says, with
+    :meth:`by_signal`."""
 
-    def __init__(self, epoch: int, batch: int, checkpointed: bool):
+    def __init__(self, epoch: int, batch: int, checkpointed: bool, *, by: str = "a stop request"):
         self.epoch, self.batch, self.checkpointed = epoch, batch, checkpointed
         untrained = (epoch, batch) == (1, 0)
         where = f"epoch {epoch}, batch {batch}" if batch else (
             "the start" if untrained else f"the end of epoch {epoch - 1}")
         saved = "checkpoint saved" if checkpointed else "nothing to save yet" if untrained else "no checkpoint store"
-        super().__init__(f"stopped by SIGTERM at {where} ({saved})")
+        super().__init__(f"stopped by {by} at {where} ({saved})")
+
+    def by_signal(self, name: str | None) -> Preempted:
+        """The same stop, naming the signal that asked for it (None: left as it is)."""
+        return self if name is None else Preempted(self.epoch, self.batch, self.checkpointed, by=name)
+
+
+class Aborted(KeyboardInterrupt):
+    """A second stop signal: the worker leaves at once. Its exit code is the shell's for
+    that signal, 128 + its number (130 for SIGINT, 143 for SIGTERM). A KeyboardInterrupt, so
+    that it passes every ``except Exception`` on its way out; ``outcome`` says what became of
+    the trial in progress, if any."""
+
+    def __init__(self, signal_name: str, signal_number: int):
+        self.signal_name = signal_name
+        self.exit_code = 128 + signal_number
+        self.outcome: str | None = None
+        super().__init__(signal_name, signal_number)
+
+    def __str__(self) -> str:
+        message = f"aborted by a second {self.signal_name}"
+        return f"{message}: {self.outcome}" if self.outcome else message
 
 
 def close_matches(word: str, known: Iterable[str]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from hpo.errors import HpoError
+from hpo.errors import Aborted, HpoError
 from hpo.results.text import fmt_value  # noqa: F401  (re-exported for the command modules)
 
 storage_option = click.option(
@@ -107,6 +107,9 @@ class HpoGroup(click.Group):
             raise
         except HpoError as exc:
             report_error(exc, exc.exit_code)
+        except Aborted as exc:  # a worker's second stop signal: what became of its trial
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
             ctx.exit(130)

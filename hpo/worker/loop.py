@@ -11,9 +11,8 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hpo.errors import HpoError, UsageError
 from hpo.storage.urls import DEFAULT_RECONNECT_TIMEOUT, StorageTarget
@@ -23,6 +22,7 @@ from hpo.worker.budget import budget_state, is_over_budget
 from hpo.worker.heartbeat import Watchdog
 from hpo.worker.model_code import check_model_code
 from hpo.worker.recovery import worker_identity
+from hpo.worker.signals import LeaveNow, StopRequest, stop_on_signals
 from hpo.worker.threads import registered_worker, share_cpu
 from hpo.worker.trial import Progress, Trainer, TrialOutcome, TrialRun, failure_reason
 
@@ -71,27 +71,43 @@ def run_worker(
 ) -> WorkerReport:
     """Run trials of study ``name`` until its budget (or this worker's limits) is spent.
 
+    A first SIGTERM or SIGINT (Ctrl-C) stops the worker: its trial is checkpointed and handed
+    back; a second one aborts (hpo.worker.signals).
+
     ``reconnect_timeout``: how long to wait for an unreachable database before giving up.
     ``trainer``: stands in for ``hpo.training.train_model`` (benchmarks time the service alone).
     """
+    with stop_on_signals() as stop:
+        try:
+            return _run_worker(name, target, stop, n_trials=n_trials, timeout=timeout, device=device,
+                               rank=rank, progress=progress, reconnect_timeout=reconnect_timeout,
+                               trainer=trainer)
+        except LeaveNow:
+            return WorkerReport(stop_reason=f"stopped by {stop.signal} before its first trial")
+
+
+def _run_worker(name: str, target: StorageTarget, stop: StopRequest, *, n_trials: int | None,
+                timeout: float | None, device: str, rank: int, progress: Progress | None,
+                reconnect_timeout: float, trainer: Trainer | None) -> WorkerReport:
     from hpo.spec.space import max_epochs, space_facts
     from hpo.spec.strategies import build_pruner, build_sampler
 
-    loaded = load_study(name, target, reconnect_for=reconnect_timeout)
-    spec = loaded.spec
-    check_model_code(spec)  # before any trial: only code this machine allows
-    study = loaded.study
-    study.sampler = build_sampler(spec.sampler, rank=rank, space=space_facts(spec))
-    study.pruner = build_pruner(spec.pruner, max_epochs=max_epochs(spec))
-    device = check_device(device)
-    _warm_up(spec, device)
+    with stop.holding_nothing():  # a stop signal leaves at once: there is nothing to save yet
+        loaded = load_study(name, target, reconnect_for=reconnect_timeout)
+        spec = loaded.spec
+        check_model_code(spec)  # before any trial: only code this machine allows
+        study = loaded.study
+        study.sampler = build_sampler(spec.sampler, rank=rank, space=space_facts(spec))
+        study.pruner = build_pruner(spec.pruner, max_epochs=max_epochs(spec))
+        device = check_device(device)
+        _warm_up(spec, device)
     emit = progress or (lambda event, data: None)
     grace = _enable_heartbeats(study, spec.budget)
     watchdog = Watchdog(study, max_retries=spec.budget.max_retries,
                         interval=spec.budget.heartbeat_interval, grace_period=grace,
                         sweep_every=spec.budget.heartbeat_grace_period / 2,
                         on_swept=lambda number: emit("swept", {"trial": number}))
-    with registered_worker(), stop_on_sigterm() as stop, watchdog, warnings.catch_warnings():
+    with registered_worker(), watchdog, warnings.catch_warnings():
         # Optuna warns on every ask that heartbeats belong to study.optimize: hpo beats its own.
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         watchdog.sweep()  # trials left behind before this worker started
@@ -144,39 +160,6 @@ def _enable_heartbeats(study: Study, budget: Budget) -> float | None:
     rdb.heartbeat_interval = max(1, round(budget.heartbeat_interval))
     rdb.grace_period = max(1, round(budget.heartbeat_grace_period))
     return float(rdb.grace_period)
-
-
-class StopRequest:
-    """Set by SIGTERM: finish the current batch, checkpoint, hand the trial back, exit 0."""
-
-    def __init__(self) -> None:
-        self.signal: str | None = None
-
-    def __call__(self) -> bool:
-        return self.signal is not None
-
-
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[StopRequest]:
-    """SIGTERM (preemption, a notebook's time limit, ``docker stop``, the pool parent) asks
-    for a stop at the next batch boundary; a second SIGTERM kills at once."""
-    import signal
-    import threading
-
-    stop = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handle(signum: int, frame: Any) -> None:
-        stop.signal = "SIGTERM"
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    previous = signal.signal(signal.SIGTERM, handle)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _trial_loop(study: Study, spec: Spec, *, n_trials: int | None, timeout: float | None,

@@ -10,7 +10,8 @@ embedded journal store has no heartbeats. Two ways to tell a worker is gone:
 
 Either way the trial is failed with the reason and a retry with the same parameters is
 enqueued (at most ``budget.max_retries`` times), pointing at the trial's last checkpoint so
-that the retry resumes there. A worker stopped by SIGTERM hands its trial back the same way.
+that the retry resumes there. A worker stopped by SIGTERM or SIGINT hands its trial back the
+same way.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from hpo.study.attrs import (
     TrialRecord,
     WorkerIdentity,
 )
+from hpo.worker.signals import uninterrupted
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -65,24 +67,31 @@ def fail_and_retry(study: Study, trial: FrozenTrial, reason: str, max_retries: i
     record = TrialRecord.from_frozen(trial)
     retries = int(record.retries)
     retry = retries < max_retries
-    try:
-        storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
-        if retry:
-            storage.set_trial_user_attr(trial_id, RETRIED, True)
-        if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+    with uninterrupted():  # failed without its retry enqueued, the trial would be lost
+        try:
+            storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
+            if retry:
+                storage.set_trial_user_attr(trial_id, RETRIED, True)
+            if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                return False
+        except UpdateFinishedTrialError:
             return False
-    except UpdateFinishedTrialError:
-        return False
-    if retry:
-        attrs: dict[str, Any] = {RETRY_OF: trial.number, RETRIES: retries + 1}
-        checkpoint = record.checkpoint or record.resume_from
-        if checkpoint:
-            attrs[RESUME_FROM] = checkpoint
-        superseded = record.checkpoint_superseded
-        if superseded and superseded != checkpoint:
-            attrs[CHECKPOINT_SUPERSEDED] = superseded
-        study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+        if retry:
+            study.enqueue_trial(dict(trial.params), user_attrs=_retry_attrs(trial.number, record, retries))
     return True
+
+
+def _retry_attrs(number: int, record: TrialRecord, retries: int) -> dict[str, Any]:
+    """What the retry of trial ``number`` starts with: whose retry it is, and the checkpoint
+    to resume from."""
+    attrs: dict[str, Any] = {RETRY_OF: number, RETRIES: retries + 1}
+    checkpoint = record.checkpoint or record.resume_from
+    if checkpoint:
+        attrs[RESUME_FROM] = checkpoint
+    superseded = record.checkpoint_superseded
+    if superseded and superseded != checkpoint:
+        attrs[CHECKPOINT_SUPERSEDED] = superseded
+    return attrs
 
 
 def sweep_dead_trials(study: Study, max_retries: int, *, grace_period: float | None = None) -> list[int]:

@@ -107,7 +107,7 @@ class TrialRun:
         except Preempted as exc:  # the first stop signal
             return self.preempted(str(exc.by_signal(self.stop.signal if self.stop else None)))
         except KeyboardInterrupt as exc:  # a second one (Aborted), or a Ctrl-C nothing handles
-            note = self.abandoned(f"aborted by {exc}" if isinstance(exc, Aborted) else "interrupted")
+            note = self.abandoned(str(exc) if isinstance(exc, Aborted) else "interrupted")
             if isinstance(exc, Aborted):
                 exc.outcome = note
             raise

@@ -1,0 +1,147 @@
+"""Ctrl-C (SIGINT) stops a worker as SIGTERM does: the first one checkpoints and hands the
+trial back (exit 0, with a message), a second one aborts at once (exit 130, the trial handed
+back from its last checkpoint). Outside a trial the first one leaves at once.
+
+The first test is a real ``hpo worker`` subprocess; the others run the CLI in-process and send
+the signal to this process from inside the worker, at the moment each one is about.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from hpo.cli.main import cli
+from hpo.storage.urls import resolve_storage
+from hpo.study.studies import load_study
+from tests.specs import describe, run_hpo, start_hpo, wait_all, write_spec
+from tests.worker.test_faults import EPOCHS, create, trials, wait_for_checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_first_ctrl_c_checkpoints_hands_the_trial_back_and_exits_0(tmp_path):
+    env = create(tmp_path, "interrupted")
+    worker = start_hpo("worker", "interrupted", "--quiet", env=env, cwd=tmp_path)
+    caught = wait_for_checkpoint(worker, tmp_path, "interrupted", min_epoch=2)
+    sent = time.monotonic()
+    worker.send_signal(signal.SIGINT)
+    (stopped,) = wait_all([worker])
+    took = time.monotonic() - sent
+    assert stopped.returncode == 0, describe([stopped])
+    assert took < 10, f"the worker took {took:.1f} s to stop"
+    assert "Traceback" not in stopped.stderr, describe([stopped])
+    assert ("SIGINT received: stopping after the current batch (a trial in progress is checkpointed "
+            "and handed back); a second Ctrl-C aborts at once") in stopped.stderr
+    first, waiting = trials(tmp_path, "interrupted")
+    reason = first.user_attrs["fail_reason"]
+    assert re.fullmatch(r"stopped by SIGINT at (epoch \d+, batch \d+|the end of epoch \d+) \(checkpoint saved\)",
+                        reason), reason
+    assert f"trial 0 {reason}; handed back to be resumed by the next worker" in stopped.stdout
+    assert stopped.stdout.rstrip().endswith("(0 complete, 0 pruned, 0 failed, 1 handed back); stopped by SIGINT")
+    assert first.state == TrialState.FAIL and first.user_attrs["retried"] is True
+    assert waiting.state == TrialState.WAITING and waiting.user_attrs["resume_from"] == first.user_attrs["checkpoint"]
+
+    resumed = run_hpo("worker", "interrupted", "--quiet", env=env, cwd=tmp_path)
+    assert resumed.returncode == 0, describe([resumed])
+    _, retry = trials(tmp_path, "interrupted")
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["retry_of"] == 0
+    checkpoint_epoch = int(re.match(r"checkpoint-0-e(\d+)", caught.user_attrs["checkpoint"]).group(1))
+    assert retry.user_attrs["resumed_from"]["epoch"] >= checkpoint_epoch
+    assert retry.user_attrs["epochs_trained"] == EPOCHS
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A one-trial study on the embedded storage, in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HPO_STORAGE", raising=False)
+    created = CliRunner().invoke(cli, ["study", "create", str(write_spec(tmp_path, "tiny", n_trials=2, epochs=3))])
+    assert created.exit_code == 0, created.output
+    return lambda: load_study("tiny", resolve_storage(None)).study.get_trials(deepcopy=False)
+
+
+def interrupt_this_process() -> None:
+    """SIGINT to ourselves, and time for its handler to run (it runs between bytecodes)."""
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(100):
+        time.sleep(0.001)
+
+
+def test_ctrl_c_before_the_first_trial_leaves_at_once_with_a_message(tiny, monkeypatch):
+    def warm_up_interrupted(spec, device):
+        interrupt_this_process()
+        raise AssertionError("the warm-up went on after the signal")
+
+    monkeypatch.setattr("hpo.worker.loop._warm_up", warm_up_interrupted)
+    result = CliRunner().invoke(cli, ["worker", "tiny", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "Worker done: 0 trials (0 complete, 0 pruned, 0 failed); stopped by SIGINT before its first trial"]
+    assert tiny() == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_ctrl_c_between_trials_stops_before_the_next_one(tiny):
+    from hpo.worker.loop import run_worker
+
+    def progress(event, data):
+        if event == "trial_end":
+            interrupt_this_process()
+
+    report = run_worker("tiny", resolve_storage(None), progress=progress)
+    assert report.exit_code == 0 and report.stop_reason == "stopped by SIGINT"
+    assert [t.state for t in tiny()] == [TrialState.COMPLETE]
+
+
+def test_a_second_ctrl_c_aborts_at_once_exits_130_and_hands_the_trial_back(tiny, monkeypatch):
+    def trainer(*args, stop_requested, **kwargs):
+        interrupt_this_process()
+        assert stop_requested()  # the first asks for a stop ...
+        interrupt_this_process()  # ... the second does not wait for the batch to end
+        raise AssertionError("training went on after the second signal")
+
+    monkeypatch.setattr("hpo.training.train_model", trainer)
+    result = CliRunner().invoke(cli, ["worker", "tiny", "--quiet"])
+    assert result.exit_code == 130, result.output
+    assert result.stderr.splitlines()[-1] == (
+        "Error: aborted by a second SIGINT: trial 0 handed back, to be resumed from the start by the next worker")
+    assert "Traceback" not in result.output
+    first, retry = tiny()
+    assert first.state == TrialState.FAIL and first.user_attrs["fail_reason"] == "aborted by a second SIGINT"
+    assert first.user_attrs["retried"] is True
+    assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_signal_during_the_hand_back_waits_for_it_then_aborts(tiny, monkeypatch):
+    """Cut short between failing the trial and enqueueing its retry, the trial would be lost."""
+    enqueue = optuna.Study.enqueue_trial
+
+    def enqueue_after_a_second_signal(self, *args, **kwargs):
+        interrupt_this_process()  # arrives after the trial is failed, before its retry exists
+        return enqueue(self, *args, **kwargs)
+
+    def trainer(*args, stop_requested, **kwargs):
+        from hpo.errors import Preempted
+
+        interrupt_this_process()
+        assert stop_requested()
+        raise Preempted(1, 0, checkpointed=False)  # as training does at the next batch
+
+    monkeypatch.setattr("hpo.training.train_model", trainer)
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", enqueue_after_a_second_signal)
+    result = CliRunner().invoke(cli, ["worker", "tiny", "--quiet"])
+    assert result.exit_code == 130, result.output
+    assert result.stderr.splitlines()[-1] == "Error: aborted by a second SIGINT"
+    first, retry = tiny()
+    assert first.state == TrialState.FAIL and first.user_attrs["fail_reason"] == (
+        "stopped by SIGINT at the start (nothing to save yet)")
+    assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == 0
