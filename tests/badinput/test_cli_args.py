@@ -101,6 +101,11 @@ def test_a_missing_argument_is_one_line(hpo):
     assert_refused(hpo("study", "show"), says="Missing argument 'NAME'")
 
 
+def test_a_group_without_its_command_still_shows_its_help(hpo):
+    result = hpo("study")
+    assert "Usage: " in result.output and "Commands:" in result.output and "Error" not in result.output
+
+
 # -- output paths ---------------------------------------------------------------------------
 
 
@@ -151,6 +156,13 @@ def test_report_into_a_missing_folder_creates_nothing(hpo, folder):
 def test_retrain_onto_an_existing_file(hpo, folder):
     assert_refused(hpo("retrain", "demo", "--output", str(folder / "report.md")),
                    says=[str(folder / "report.md"), "is a file"])
+
+
+def test_retrain_into_a_missing_folder_creates_nothing(hpo, folder):
+    target = folder / "missing" / "retrain"
+    assert_refused(hpo("retrain", "demo", "--output", str(target)),
+                   says=[str(target.parent), "does not exist"])
+    assert not (folder / "missing").exists()
 
 
 # -- storage paths --------------------------------------------------------------------------
