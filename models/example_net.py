@@ -8,7 +8,10 @@ A spec names it by import path (see README.md in this folder):
       module: models.example_net:SEFireNet
       kwargs: {width: 32, n_blocks: 2}
 
-The worker passes ``in_shape`` (channels, height, width) and ``num_classes`` from the data,
+A worker imports it only when allowed: ``hpo worker NAME --allow-module models --module-path .``
+from the folder that holds ``models/``.
+
+The worker passes ``in_shape (channels, height, width) and ``num_classes`` from the data,
 because the constructor asks for them; everything else comes from ``model.kwargs``.
 """
 

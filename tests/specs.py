@@ -62,10 +62,11 @@ def write_spec(directory: Path, name: str, **options: Any) -> Path:
 
 def hpo_env(storage: str | None = None, **extra: str) -> dict[str, str]:
     """The test's environment for an ``hpo`` subprocess: one torch thread per process,
-    ``HPO_STORAGE`` set to ``storage`` (or removed when None), and no debug switch or
-    worker rank inherited from the shell running the tests."""
+    ``HPO_STORAGE`` set to ``storage`` (or removed when None), and no debug switch, worker
+    rank or custom-model allow-list inherited from the shell running the tests."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("HPO_STORAGE", "HPO_DEBUG", "HPO_WORKER_RANK")}
+           if k not in ("HPO_STORAGE", "HPO_DEBUG", "HPO_WORKER_RANK", "HPO_ALLOW_MODULES",
+                        "HPO_MODULE_PATH")}
     env["HPO_THREADS"] = "1"
     if storage is not None:
         env["HPO_STORAGE"] = storage

@@ -54,6 +54,9 @@ def worker(name: str, storage: str | None, n_trials: int | None, timeout: float 
     SIGTERM stops a worker at the next batch: its trial is checkpointed and handed back to be
     resumed by any worker, and the worker exits 0.
 
+    A custom model's module is imported only if allowed here (--allow-module); the stored
+    spec alone never decides what code runs.
+
     Example: hpo worker digits-cnn --processes 2, or --gpus all
     """
     gpu_ids = _gpu_ids(gpus, per_gpu, processes)

@@ -243,3 +243,23 @@ def test_retrain_never_imports_a_module_a_trial_config_was_rewritten_to(journal,
     assert_not_imported(site)
     assert not out.exists()
     assert snapshot(journal) == before
+
+
+def test_the_allow_list_also_comes_from_the_environment(journal, site):
+    """HPO_ALLOW_MODULES (comma-separated) as --allow-module; here still not the refused one."""
+    tamper(journal, custom("evil_nets:Net"))
+    before = snapshot(journal)
+    result = CliRunner().invoke(cli, ["worker", NAME, "--storage", str(journal), "--quiet"],
+                                env={"HPO_ALLOW_MODULES": "ok_nets,models"})
+    assert_refused(result, says="(allowed: ok_nets, models)")
+    assert_not_imported(site)
+    assert snapshot(journal) == before
+
+
+def test_the_cli_and_the_model_layer_read_the_same_variables():
+    """The pool hands the policy to its children through the environment
+    (ModulePolicy.as_env); each child's CLI reads it back under these names."""
+    from hpo.cli import modules
+    from hpo.models import custom as model_code
+
+    assert (modules.ALLOW_ENV, modules.PATH_ENV) == (model_code.ALLOW_ENV, model_code.PATH_ENV)

@@ -6,8 +6,15 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from hpo.errors import TrainingError
+from hpo.errors import TrainingError, UsageError
 from hpo.models import CustomConfig, create_model, parse_model_config
+from hpo.models.custom import (
+    ModuleNotAllowedError,
+    ModulePolicy,
+    check_custom_model,
+    module_policy,
+    using_module_policy,
+)
 
 NETS = textwrap.dedent('''
     import torch
@@ -63,7 +70,8 @@ def nets(tmp_path, monkeypatch):
     (package / "nets.py").write_text(NETS)
     (tmp_path / "broken_nets.py").write_text("import torch\nraise RuntimeError('half-written file')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    yield
+    with using_module_policy(ModulePolicy(allowed=("my_pkg", "broken_nets", "no_such_pkg"))):
+        yield
     import sys
 
     for name in ("my_pkg", "my_pkg.nets", "broken_nets"):
@@ -129,8 +137,8 @@ def test_module_is_required_and_kwargs_may_not_carry_data_keys():
     [
         ("no_such_pkg.nets:Net",
          "model.module 'no_such_pkg.nets:Net': cannot import 'no_such_pkg.nets' (No module named "
-         "'no_such_pkg'); on every worker, install it, start the worker in the directory that "
-         "holds it, or add that directory to PYTHONPATH"),
+         "'no_such_pkg'); on every worker, install it, or name the folder that holds it with "
+         "--module-path DIR or HPO_MODULE_PATH"),
         ("broken_nets:Net",
          "model.module 'broken_nets:Net': importing 'broken_nets' failed: RuntimeError: "
          "half-written file"),
@@ -153,8 +161,8 @@ def test_bad_imports_are_clear_errors(nets, module, message):
     assert str(exc.value) == message
 
 
-def test_the_working_directory_is_searched_last(tmp_path, monkeypatch):
-    """The hpo console script does not put the working directory on sys.path; we do."""
+def test_the_working_directory_is_never_searched(tmp_path, monkeypatch):
+    """Not even for an allowed module: a folder is searched only when --module-path names it."""
     import os
     import sys
 
@@ -164,9 +172,74 @@ def test_the_working_directory_is_searched_last(tmp_path, monkeypatch):
     monkeypatch.chdir(project)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", os.getcwd())])
     monkeypatch.delitem(sys.modules, "cwd_nets", raising=False)
-    model = _build("cwd_nets:Fixed", {"classes": 2})
-    assert model.classes == 2 and sys.path[-1] == str(project)
-    sys.modules.pop("cwd_nets", None)
+    with using_module_policy(ModulePolicy(allowed=("cwd_nets",))), pytest.raises(TrainingError) as exc:
+        _build("cwd_nets:Fixed", {"classes": 2})
+    assert "cannot import 'cwd_nets'" in str(exc.value) and "--module-path DIR" in str(exc.value)
+    assert str(project) not in sys.path
+
+
+def test_a_module_path_is_searched_after_the_installed_packages_while_in_force(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "path_nets.py").write_text(NETS)
+    monkeypatch.delitem(sys.modules, "path_nets", raising=False)
+    policy = ModulePolicy.of(["path_nets"], [str(tmp_path)])
+    with using_module_policy(policy):
+        assert sys.path[-1] == str(tmp_path)  # last: an installed package of the name wins
+        assert _build("path_nets:Fixed", {"classes": 2}).classes == 2
+    assert str(tmp_path) not in sys.path and module_policy() == ModulePolicy()
+    sys.modules.pop("path_nets", None)
+
+
+def test_nothing_is_allowed_by_default_and_a_refusal_imports_nothing(nets):
+    import sys
+
+    with using_module_policy(ModulePolicy()), pytest.raises(ModuleNotAllowedError) as exc:
+        _build("my_pkg.nets:SEFireNet")
+    assert str(exc.value) == (
+        "model.module 'my_pkg.nets:SEFireNet': module 'my_pkg.nets' is not allowed on this worker "
+        "(allowed: none); if it is your code, allow it with --allow-module my_pkg.nets or "
+        "HPO_ALLOW_MODULES=my_pkg.nets")
+    assert exc.value.exit_code == 2 and "my_pkg.nets" not in sys.modules
+
+
+@pytest.mark.parametrize("module,allowed", [
+    ("models", True), ("models.example_net", True), ("models.a.b", True),
+    ("modelsx", False), ("modelsx.nets", False), ("my", False), ("os", False),
+])
+def test_prefixes_match_at_dot_boundaries(module, allowed):
+    assert ModulePolicy.of(["models,my_pkg.nets"], []).allows(module) is allowed
+
+
+def test_the_policy_travels_through_the_environment(tmp_path):
+    policy = ModulePolicy.of(["models", " my_pkg.nets , models"], [str(tmp_path), ""])
+    assert policy == ModulePolicy(("models", "my_pkg.nets"), (str(tmp_path),))
+    assert ModulePolicy.from_env(policy.as_env()) == policy
+    assert ModulePolicy.from_env({}) == ModulePolicy()
+
+
+@pytest.mark.parametrize("allowed,paths,message", [
+    (["models/nets"], [], "--allow-module 'models/nets': expected a module name"),
+    (["models."], [], "--allow-module 'models.': expected a module name"),
+    ([], ["/no/such/folder"], "--module-path /no/such/folder: no such directory"),
+])
+def test_a_malformed_policy_is_a_usage_error(allowed, paths, message):
+    with pytest.raises(UsageError, match="^" + message):
+        ModulePolicy.of(allowed, paths)
+
+
+def test_the_check_before_any_trial_names_kwargs_the_class_does_not_take(nets):
+    check_custom_model(CustomConfig(module="my_pkg.nets:SEFireNet", kwargs={"width": 4}))
+    check_custom_model(CustomConfig(module="my_pkg.nets:Flexible", kwargs={"anything": 1}))
+    with pytest.raises(UsageError) as exc:
+        check_custom_model(CustomConfig(module="my_pkg.nets:SEFireNet", kwargs={"depth": 3}))
+    assert str(exc.value).startswith("model.module 'my_pkg.nets:SEFireNet': model.kwargs {'depth': 3} "
+                                     "do not fit SEFireNet(in_shape, num_classes, width=8, act='relu'): ")
+    assert "unexpected keyword argument 'depth'" in str(exc.value)
+    with pytest.raises(UsageError, match="missing a required argument: 'depth'"):
+        check_custom_model(CustomConfig(module="my_pkg.nets:Picky"))
+    with pytest.raises(UsageError, match="NOT_A_MODULE is not an nn.Module subclass"):
+        check_custom_model(CustomConfig(module="my_pkg.nets:NOT_A_MODULE"))
 
 
 def test_constructor_errors_name_the_kwargs(nets):

@@ -128,7 +128,8 @@ def test_quickstart_runs_from_the_installed_wheel(venv, tmp_path):
 
 def test_a_copy_of_the_models_folder_is_a_custom_model_source_for_the_installed_wheel(venv, tmp_path):
     """A user's project beside an installed hpo: the example folder copied in, a worker pool
-    started there; its children find ``models.example_net`` in the working directory."""
+    started there with ``--allow-module models --module-path .``; its children find
+    ``models.example_net`` in the folder so named."""
     project = tmp_path / "project"
     shutil.copytree(ROOT / "models", project / "models", ignore=shutil.ignore_patterns("__pycache__"))
     spec = project / "sefire.yaml"
@@ -139,7 +140,7 @@ def test_a_copy_of_the_models_folder_is_a_custom_model_source_for_the_installed_
     journal = tmp_path / "studies.journal"
     created = run([hpo, "study", "create", str(spec), "--storage", str(journal)], cwd=project, env=env)
     assert created.returncode == 0, describe([created])
-    result = run([hpo, "worker", "wheel-sefire", "--processes", "2", "--storage", str(journal)],
-                 cwd=project, env=env)
+    result = run([hpo, "worker", "wheel-sefire", "--processes", "2", "--storage", str(journal),
+                  "--allow-module", "models", "--module-path", "."], cwd=project, env=env)
     assert result.returncode == 0, describe([result])
     assert trial_states(journal, "wheel-sefire") == {"COMPLETE": 2}, describe([result])

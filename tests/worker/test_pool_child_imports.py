@@ -1,8 +1,9 @@
 """``hpo worker --processes K`` among the user's own files: the children never import a file
 of the working directory in place of hpo's own modules or its dependencies (``python -m hpo``
-would: it puts the working directory first on sys.path), yet a custom model's module in
-that directory (``models.nets:Net``) is still found, and so is the example in the
-repository's ``models/`` folder."""
+would: it puts the working directory first on sys.path), and never a custom model's module
+from it unless told: with ``--allow-module models --module-path .`` the project's
+``models.nets:Net`` is found (after the installed packages), and so is the example in the
+repository's ``models/`` folder; without ``--module-path`` it is not."""
 
 from __future__ import annotations
 
@@ -59,15 +60,21 @@ def hpo_script() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-P", "-m", "hpo"]
 
 
-def run_pool_in(cwd: Path, name: str, journal: Path, processes: int = 2):
+ALLOW_MODELS = ("--allow-module", "models", "--module-path", ".")
+
+
+def run_pool_in(cwd: Path, name: str, journal: Path, processes: int = 2,
+                modules: tuple[str, ...] = ALLOW_MODELS):
     import subprocess
 
     return subprocess.run([*hpo_script(), "worker", name, "--processes", str(processes),
-                           "--storage", str(journal)], cwd=cwd, env=hpo_env(),
+                           "--storage", str(journal), *modules], cwd=cwd, env=hpo_env(),
                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
 
 
-def test_processes_never_import_the_working_directorys_shadows_but_find_its_models(tmp_path):
+def shadowed_project(tmp_path: Path) -> tuple[Path, str, Path]:
+    """A project folder full of shadows plus models/shadow_nets.py, and a created study that
+    names models.shadow_nets:TinyNet."""
     project = tmp_path / "project"
     (project / "models").mkdir(parents=True)
     for filename, text in SHADOWS.items():
@@ -81,6 +88,11 @@ def test_processes_never_import_the_working_directorys_shadows_but_find_its_mode
         "model: {name: custom, module: 'models.shadow_nets:TinyNet', kwargs: {width: 8}}"))
     created = run_hpo("study", "create", str(spec), "--storage", str(journal), cwd=tmp_path)
     assert created.returncode == 0, describe([created])
+    return project, name, journal
+
+
+def test_processes_never_import_the_working_directorys_shadows_but_find_its_models(tmp_path):
+    project, name, journal = shadowed_project(tmp_path)
 
     result = run_pool_in(project, name, journal)
 
@@ -108,3 +120,17 @@ def test_the_example_custom_model_trains_from_the_repository_root(tmp_path):
 
     assert result.returncode == 0, describe([result])
     assert trial_states(journal, name) == {"COMPLETE": 2}, describe([result])
+
+
+def test_without_module_path_the_working_directory_is_not_searched(tmp_path):
+    """Allowed, but in no folder the worker was given: every child stops before any trial."""
+    project, name, journal = shadowed_project(tmp_path)
+
+    result = run_pool_in(project, name, journal, modules=("--allow-module", "models"))
+
+    assert result.returncode == 2, describe([result])
+    assert result.stdout.count(": exit 2") == 2, describe([result])
+    assert "cannot import 'models.shadow_nets'" in result.stderr, describe([result])
+    assert "--module-path DIR or HPO_MODULE_PATH" in result.stderr, describe([result])
+    assert trial_states(journal, name) == {}, describe([result])
+    assert not list((project / "models").glob("imported-by-*"))
