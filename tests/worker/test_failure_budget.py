@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 
+import optuna
 import pytest
 from click.testing import CliRunner
 from optuna.distributions import FloatDistribution
@@ -242,3 +243,43 @@ def test_max_consecutive_failures_is_checked(tmp_path):
     assert str(caught.value) == (f"{path}:2: budget.max_consecutive_failures: out of range "
                                  "(got 0; expected a value >= 1)")
 
+
+
+@pytest.mark.slow
+def test_workers_running_at_once_stop_together_on_the_studys_run_of_failures(tmp_path, postgres_url):
+    """Two workers on PostgreSQL, in threads: the run counts both workers' trials, in number
+    order, and each stops at most one trial (its own, already running) after the fifth."""
+    import threading
+
+    from hpo.study.studies import create_study
+    from hpo.worker.loop import run_worker
+
+    path = tmp_path / "shared.yaml"
+    path.write_text(SPEC.format(name="shared", budget="{n_trials: 50}", data="{name: digits}",
+                                train="{epochs: 1}", search="{train.lr: {low: 1.0e-3, high: 1.0e-1}}"))
+    target = resolve_storage(postgres_url)
+    create_study(load_spec(path), target, artifacts=str(tmp_path / "artifacts"))
+
+    def failing(*args, **kwargs):
+        time.sleep(0.2)  # long enough for the two workers' trials to interleave
+        raise RuntimeError("a bug in a custom model")
+
+    reports = {}
+
+    def work(rank):
+        reports[rank] = run_worker("shared", target, rank=rank, trainer=failing, n_trials=20,
+                                   reconnect_timeout=10)
+
+    threads = [threading.Thread(target=work, args=(rank,)) for rank in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    stop = ("trials in a row failed with the same reason, reaching budget.max_consecutive_failures "
+            "= 5: RuntimeError: a bug in a custom model")
+    assert {r.exit_code for r in reports.values()} == {1}
+    assert all(r.stop_reason.endswith(stop) for r in reports.values())
+    assert all(r.outcomes for r in reports.values())  # both ran trials
+    trials = optuna.load_study(study_name="shared", storage=postgres_url).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL] * len(trials)
+    assert 5 <= len(trials) <= 6
