@@ -245,7 +245,6 @@ def test_max_consecutive_failures_is_checked(tmp_path):
 
 
 
-@pytest.mark.slow
 def test_workers_running_at_once_stop_together_on_the_studys_run_of_failures(tmp_path, postgres_url):
     """Two workers on PostgreSQL, in threads: the run counts both workers' trials, in number
     order, and each stops at most one trial (its own, already running) after the fifth."""
