@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from hpo.models.custom import ModulePolicy
+    from hpo.worker.model_code import ModulePolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,6 +39,6 @@ def module_options(command: F) -> F:
 
 
 def module_policy(allow_modules: tuple[str, ...], module_paths: tuple[str, ...]) -> ModulePolicy:
-    from hpo.models.custom import ModulePolicy
+    from hpo.worker.model_code import ModulePolicy
 
     return ModulePolicy.of(allow_modules, module_paths)

@@ -33,11 +33,11 @@ def retrain(name: str, trial_number: int | None, seeds: int, test: bool, output:
 
     Example: hpo retrain digits-cnn --seeds 3 --test
     """
-    from hpo.models.custom import using_module_policy
     from hpo.results.outputs import check_output_dir
     from hpo.results.retrain import retrain as run_retrain
     from hpo.study.studies import load_study
     from hpo.worker.loop import check_device
+    from hpo.worker.model_code import using_module_policy
 
     if output is not None:
         check_output_dir(output)  # before the storage is read and a model trained

@@ -75,8 +75,8 @@ def worker(name: str, storage: str | None, n_trials: int | None, timeout: float 
                           max_restarts=max_restarts, reconnect_timeout=reconnect_timeout,
                           env=policy.as_env()))
 
-    from hpo.models.custom import using_module_policy
     from hpo.worker.loop import run_worker
+    from hpo.worker.model_code import using_module_policy
     from hpo.worker.trial import Outcome
 
     show = TrialProgress(quiet=quiet or not sys.stdout.isatty(), rank=rank if show_rank else None)

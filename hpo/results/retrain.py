@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from hpo.errors import HpoError, UsageError
 from hpo.results.outputs import make_output_dir
 from hpo.study.attrs import TrialRecord, retrain_key
 from hpo.study.studies import LoadedStudy
+
+if TYPE_CHECKING:
+    from hpo.spec.trial_config import TrialConfig
 
 Say = Callable[[str], None]
 
@@ -50,6 +53,21 @@ def choose_trial(loaded: LoadedStudy, number: int | None) -> TrialRecord:
     from hpo.results.summary import ranked_trials
 
     return ranked_trials(study, trials)[0]  # hpo's ranking: ties broken by validation loss
+
+
+def _stored_config(study_name: str, number: int, stored: dict[str, Any]) -> TrialConfig:
+    """The trial's recorded config, validated again: the storage may have been rewritten
+    (the spec's sha256 does not cover a trial's attributes)."""
+    from pydantic import ValidationError
+
+    from hpo.spec.trial_config import TrialConfig
+
+    try:
+        return TrialConfig.from_json(stored)
+    except (ValidationError, KeyError, TypeError) as exc:
+        problems = ("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                    if isinstance(exc, ValidationError) else f"{type(exc).__name__}: {exc}")
+        raise UsageError(f"trial {number} of {study_name!r}: its stored config is invalid: {problems}") from None
 
 
 def _mean_std(values: list[float]) -> dict[str, Any]:
@@ -86,7 +104,6 @@ def retrain(
 
     from hpo.artifacts.trial_files import plot_confusion_matrix
     from hpo.models.custom import check_custom_model
-    from hpo.spec.trial_config import TrialConfig
     from hpo.training import data as data_module
     from hpo.training.loop import evaluate_model, train_final
 
@@ -95,7 +112,7 @@ def retrain(
     study = loaded.study
     trial = choose_trial(loaded, trial_number)
     stored_config = cast("dict[str, Any]", trial.config)  # choose_trial: it has one
-    config = TrialConfig.from_json(stored_config)
+    config = _stored_config(study.study_name, trial.number, stored_config)
     check_custom_model(config.model)  # before any output or data: only code this machine allows
     data_cfg, model_cfg, train_cfg = config.data, config.model, config.train
     out = Path(output) if output else Path(f"retrain-{study.study_name}-{trial.number}")

@@ -11,10 +11,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import UsageError
-from hpo.models.custom import CustomConfig, check_allowed, check_custom_model
+from hpo.models.custom import (
+    CustomConfig,
+    ModulePolicy,
+    check_allowed,
+    check_custom_model,
+    using_module_policy,
+)
 
 if TYPE_CHECKING:
     from hpo.spec.model import Spec
+
+# The policy, for the commands above this layer (hpo.cli may not import hpo.models).
+__all__ = ["ModulePolicy", "check_model_code", "custom_models", "using_module_policy"]
 
 
 def custom_models(spec: Spec) -> list[CustomConfig]:

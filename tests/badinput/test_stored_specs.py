@@ -263,3 +263,18 @@ def test_the_cli_and_the_model_layer_read_the_same_variables():
     from hpo.models import custom as model_code
 
     assert (modules.ALLOW_ENV, modules.PATH_ENV) == (model_code.ALLOW_ENV, model_code.PATH_ENV)
+
+
+def test_retrain_refuses_a_trial_config_rewritten_to_no_import_path(journal, tmp_path, site):
+    study = _study(journal)
+    spec = study.user_attrs[SPEC]
+    config = {"data": spec["data"], "train": spec["train"],
+              "model": {"name": "custom", "module": "../evil_nets:Net", "kwargs": {}}}
+    study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={CONFIG: config}))
+    out = tmp_path / "retrained"
+    with within_bounds(seconds=60, megabytes=200):
+        result = CliRunner().invoke(cli, ["retrain", NAME, "--storage", str(journal), "--output", str(out),
+                                          "--allow-module", "evil_nets"])
+    assert_refused(result, says=["trial 0", "stored config is invalid", "'../evil_nets:Net' is not an import path"])
+    assert_not_imported(site)
+    assert not out.exists()
