@@ -8,7 +8,6 @@ those are folded away here.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +16,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from hpo.errors import close_matches
-from hpo.spec.yaml_source import KeyPath, YamlSource
+from hpo.spec.display import KeyPath, dotted, show
+from hpo.spec.yaml_source import YamlSource
 
 _UNSET: Any = object()
 
@@ -38,24 +38,6 @@ class Problem:
         if self.expected:
             details.append("expected " + " or ".join(dict.fromkeys(self.expected)))
         return text + (f" ({'; '.join(details)})" if details else "")
-
-
-def dotted(path: KeyPath) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def show(value: Any) -> str:
-    if isinstance(value, str):
-        text = repr(value)
-    else:
-        try:
-            text = json.dumps(value, default=str)
-        except (TypeError, ValueError):
-            text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def did_you_mean(word: Any, known: list[str]) -> list[str]:

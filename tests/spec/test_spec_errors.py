@@ -18,7 +18,7 @@ CASES = [
     ("bad yaml", "name: t\nmodel: {name: cnn\ntrain: {lr: 1}\n",
      [(3, "YAML syntax error", "started on line 2")]),
     ("duplicate key", "name: t\nname: u\nmodel: {name: cnn}\n",
-     [(2, "YAML syntax error", 'duplicate key "name"')]),
+     [(2, "name", "duplicate key (first given on line 1)")]),
     ("unknown top-level key", BASE + "serach: {}\n",
      [(3, "serach", "unknown key (got 'serach'; expected 'search' (close match)")]),
     ("misspelt model name", "name: t\nmodel:\n  name: cnnn\n",
