@@ -59,6 +59,7 @@ __all__ = [
     "rdb_session",
     "rdb_set_intermediate_value",
     "rdb_set_param",
+    "rdb_set_system_attr",
     "rdb_set_user_attr",
     "rdb_trials_by_id",
     "stale_trial_ids",
@@ -87,6 +88,12 @@ class HeartbeatForwarding(BaseHeartbeat):
         self._call("record_heartbeat", trial_id)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return self.heartbeat_stale_trial_ids(study_id)
+
+    def heartbeat_stale_trial_ids(self, study_id: int) -> list[int]:
+        """What ``_get_stale_trial_ids`` answers (``stale_trial_ids`` and Optuna's
+        ``fail_stale_trials`` ask it): the storage underneath's stale trials; a wrapper may
+        add those it knows of."""
         return self._call("_get_stale_trial_ids", study_id)
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[[Study, FrozenTrial], None] | None:
@@ -267,6 +274,14 @@ def rdb_set_intermediate_value(rdb: RDBStorage, session: Session, trial_id: int,
 
     Optuna 5.0.0: ``RDBStorage._set_trial_intermediate_value_without_commit``."""
     rdb._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+
+
+def rdb_set_system_attr(rdb: RDBStorage, session: Session, trial_id: int, key: str, value: Any) -> None:
+    """``RDBStorage.set_trial_system_attr`` inside ``session`` (committed with it).
+
+    Optuna 5.0.0: ``RDBStorage._set_trial_attr_without_commit`` with
+    ``models.TrialSystemAttributeModel``."""
+    rdb._set_trial_attr_without_commit(session, rdb_models().TrialSystemAttributeModel, trial_id, key, value)
 
 
 def rdb_set_user_attr(rdb: RDBStorage, session: Session, trial_id: int, key: str, value: Any) -> None:

@@ -15,8 +15,10 @@ import json
 import logging
 import math
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Container, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from optuna.storages import BaseStorage
@@ -27,12 +29,14 @@ from hpo.storage.optuna_internals import (
     HeartbeatForwarding,
     rdb_models,
     rdb_session,
+    rdb_set_system_attr,
     rdb_trials_by_id,
     storage_of,
     trial_id_of,
     unwrap,
 )
 from hpo.storage.secrets import scrub
+from hpo.study.attrs import CLAIM_TOKEN
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -193,10 +197,20 @@ class ReconnectingStorage(DelegatingStorage):
     then raises StorageError.
 
     Each call is one or more transactions that either committed or did not, so repeating it
-    is safe with two exceptions handled here: a state change that did commit before the
-    connection dropped (the retry finds the trial finished) counts as done; a trial created
-    in a commit whose answer was lost is left running without a heartbeat (a window of
-    milliseconds during a server restart; ``hpo study show`` lists it).
+    is safe with these exceptions handled here:
+
+    - a state change that did commit before the connection dropped (the retry finds the
+      trial finished) counts as done;
+    - claiming a queued trial (Optuna's ask moves it from WAITING to RUNNING) records a token
+      of the call in the same transaction, so that the retry of a claim that committed finds
+      its own token and the claim is the caller's (Optuna's call would answer False, and ask
+      would leave the trial RUNNING with no one running it);
+    - a trial created in a commit whose answer was lost is left RUNNING without a heartbeat
+      (the retry creates another): ``heartbeat_stale_trial_ids`` counts a trial stale once
+      it has been seen RUNNING without any heartbeat for longer than the grace period, so
+      that the sweep fails it as it fails a trial whose worker died (Optuna's own check
+      passes over trials without a heartbeat). hpo's worker records a trial's first
+      heartbeat right after asking for it.
     """
 
     def __init__(self, inner: BaseStorage, display: str, *, give_up_after: float,
@@ -207,6 +221,8 @@ class ReconnectingStorage(DelegatingStorage):
         self.first_wait = first_wait
         self.max_wait = max_wait
         self.last_outage_end = float("-inf")  # monotonic time the last outage ended
+        # study id -> {id of a trial seen RUNNING without a heartbeat: monotonic time first seen}
+        self._unbeaten_since: dict[int, dict[int, float]] = {}
 
     @property
     def display(self) -> str:
@@ -251,6 +267,71 @@ class ReconnectingStorage(DelegatingStorage):
 
     def _committed_state(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
         return self._inner.get_trial(trial_id).state == state
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        rdb = rdb_backend(self._inner)
+        if state != TrialState.RUNNING or values is not None or rdb is None:
+            return super().set_trial_state_values(trial_id, state, values)
+        token = uuid.uuid4().hex  # one per call: its retries share it
+        return self.retrying("claim of a queued trial", claim_queued_trial, rdb, trial_id, token)
+
+    def heartbeat_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials (a heartbeat older than the grace period), and the trials
+        this storage has seen RUNNING without any heartbeat for longer than it."""
+        stale = super().heartbeat_stale_trial_ids(study_id)
+        rdb = rdb_backend(self._inner)
+        if rdb is None or rdb.heartbeat_interval is None:
+            return stale
+        unbeaten = self.retrying("running trials without a heartbeat", running_trials_without_heartbeat,
+                                 rdb, study_id)
+        now = time.monotonic()
+        seen = self._unbeaten_since.get(study_id, {})
+        since = {trial_id: seen.get(trial_id, now) for trial_id in unbeaten}
+        self._unbeaten_since[study_id] = since
+        # Optuna's default grace period (RDBStorage._get_stale_trial_ids) where none is set.
+        grace = rdb.grace_period if rdb.grace_period is not None else 2 * rdb.heartbeat_interval
+        return stale + sorted(trial_id for trial_id, first in since.items() if now - first > grace)
+
+
+def claim_queued_trial(rdb: RDBStorage, trial_id: int, token: str) -> bool:
+    """What ``rdb.set_trial_state_values(trial_id, RUNNING)`` does (Optuna 5.0.0: the trial's
+    row locked, UpdateFinishedTrialError if it finished, False if it is not WAITING, else
+    RUNNING from ``datetime.now()``), with ``token`` kept in the trial's system attributes in
+    the same transaction. A trial RUNNING under ``token`` was claimed by an earlier attempt
+    of this claim whose answer was lost: True."""
+    from datetime import datetime
+
+    models = rdb_models()
+    with rdb_session(rdb) as session:
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+        rdb.check_trial_is_updatable(trial_id, trial.state)
+        if trial.state != TrialState.WAITING:
+            return _claim_token(session, trial_id) == token
+        trial.state = TrialState.RUNNING
+        trial.datetime_start = datetime.now()
+        rdb_set_system_attr(rdb, session, trial_id, CLAIM_TOKEN, token)
+    return True
+
+
+def _claim_token(session: Any, trial_id: int) -> str | None:
+    attr = rdb_models().TrialSystemAttributeModel
+    stored = session.query(attr.value_json).filter(attr.trial_id == trial_id, attr.key == CLAIM_TOKEN).scalar()
+    return None if stored is None else json.loads(stored)
+
+
+def running_trials_without_heartbeat(rdb: RDBStorage, study_id: int) -> set[int]:
+    """Ids of ``study_id``'s RUNNING trials that have no heartbeat recorded: one query."""
+    from sqlalchemy import select
+
+    models = rdb_models()
+    trials, beats = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+    query = (
+        select(trials.c.trial_id)
+        .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
+        .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING, beats.c.trial_id.is_(None))
+    )
+    with rdb_session(rdb) as session:
+        return set(session.execute(query).scalars())
 
 
 class OneReadPerTrial(DelegatingStorage):
@@ -313,32 +394,31 @@ class PrunerView(DelegatingStorage):
     per worker, per epoch. Here finished trials are read once and kept (they never change) and
     running trials come from one light query of their system attributes.
 
-    ``max_age``: seconds for which a read is reused (0: read every time).
+    ``max_age``: seconds for which a read is reused (0: read every time). What is kept is
+    kept per study: a pruner reads the study it is given.
     """
 
     def __init__(self, inner: BaseStorage, rdb: RDBStorage, *, max_age: float = 0.0):
         super().__init__(inner)
         self._rdb = rdb  # the RDBStorage underneath, for the light query
         self.max_age = max_age
-        self._finished: dict[int, FrozenTrial] = {}
-        self._pending: set[int] = set()  # ids seen unfinished
-        self._watermark = -1  # highest trial id seen
-        self._last: tuple[float, list[FrozenTrial]] = (-math.inf, [])  # (monotonic time, trials)
+        self._studies: dict[int, _StudyReads] = {}
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        read_at, trials = self._last
+        reads = self._studies.setdefault(study_id, _StudyReads())
+        read_at, trials = reads.last
         if time.monotonic() - read_at >= self.max_age:
-            trials = self._read(study_id)
-            self._last = (time.monotonic(), trials)
+            trials = self._read(study_id, reads)
+            reads.last = (time.monotonic(), trials)
         if states is not None:
             trials = [t for t in trials if t.state in states]
         if deepcopy:
             trials = copy.deepcopy(trials)
         return trials
 
-    def _read(self, study_id: int) -> list[FrozenTrial]:
-        changed = self._changed_trials(study_id)
+    def _read(self, study_id: int, reads: _StudyReads) -> list[FrozenTrial]:
+        changed = self._changed_trials(study_id, reads)
         # Trials seen unfinished before, and new ones, that have finished since: read in full
         # once (a second query, only when there are some). What finishes after the first
         # query stays pending and is read next time, unless the second query already saw it
@@ -346,13 +426,13 @@ class PrunerView(DelegatingStorage):
         done = {trial_id_of(t) for t in changed if t.state.is_finished()}
         if done:
             for trial in rdb_trials_by_id(self._rdb, study_id, done, FINISHED_STATES):
-                self._finished[trial_id_of(trial)] = trial
-        unfinished = [t for t in changed if not t.state.is_finished() and trial_id_of(t) not in self._finished]
-        self._pending = {trial_id_of(t) for t in unfinished}
-        self._watermark = max([self._watermark, *(trial_id_of(t) for t in changed)])
-        return sorted([*self._finished.values(), *unfinished], key=lambda t: t.number)
+                reads.finished[trial_id_of(trial)] = trial
+        unfinished = [t for t in changed if not t.state.is_finished() and trial_id_of(t) not in reads.finished]
+        reads.pending = {trial_id_of(t) for t in unfinished}
+        reads.watermark = max([reads.watermark, *(trial_id_of(t) for t in changed)])
+        return sorted([*reads.finished.values(), *unfinished], key=lambda t: t.number)
 
-    def _changed_trials(self, study_id: int) -> list[FrozenTrial]:
+    def _changed_trials(self, study_id: int, reads: _StudyReads) -> list[FrozenTrial]:
         """Unfinished trials, those seen unfinished before and new ones, light (state and
         system attributes only): one query, without the ORM (its objects cost more than the
         query)."""
@@ -363,9 +443,9 @@ class PrunerView(DelegatingStorage):
         models = rdb_models()
         trials, attrs = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
         which = [trials.c.state.in_((TrialState.RUNNING, TrialState.WAITING)),
-                 trials.c.trial_id > self._watermark]
-        if self._pending:
-            which.append(trials.c.trial_id.in_(self._pending))
+                 trials.c.trial_id > reads.watermark]
+        if reads.pending:
+            which.append(trials.c.trial_id.in_(reads.pending))
         query = (
             select(trials.c.trial_id, trials.c.number, trials.c.state, trials.c.datetime_start,
                    attrs.c.key, attrs.c.value_json)
@@ -381,6 +461,16 @@ class PrunerView(DelegatingStorage):
             if key is not None:
                 light[trial_id].system_attrs[key] = json.loads(value)
         return list(light.values())
+
+
+@dataclass
+class _StudyReads:
+    """What a PrunerView has read of one study."""
+
+    finished: dict[int, FrozenTrial] = field(default_factory=dict)  # by trial id: they never change
+    pending: set[int] = field(default_factory=set)  # ids seen unfinished
+    watermark: int = -1  # highest trial id seen
+    last: tuple[float, list[FrozenTrial]] = (-math.inf, [])  # (monotonic time, trials) of the last read
 
 
 def _light_trial(trial_id: int, number: int, state: TrialState, started: datetime | None) -> FrozenTrial:

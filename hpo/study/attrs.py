@@ -7,10 +7,11 @@ studies written by earlier versions must still read, so a value here never chang
 meaning gets a new key). tests/architecture/test_attribute_keys.py fails on a key spelt as
 a string anywhere else in hpo.
 
-System attributes: hpo reads none by key. Optuna keeps its own there (``fixed_params`` of
-an enqueued retry, the pruners' rung values, ``failed_trial``/``retry_history`` of its
-``RetryFailedTrialCallback``, which hpo does not use: it retries through ``retry_of``
-below); hpo.storage.proxies copies them whole for the pruners and never looks inside.
+System attributes: hpo writes and reads one, ``CLAIM_TOKEN``. Optuna keeps its own there
+(``fixed_params`` of an enqueued retry, the pruners' rung values, ``failed_trial``/
+``retry_history`` of its ``RetryFailedTrialCallback``, which hpo does not use: it retries
+through ``retry_of`` below); hpo.storage.proxies copies them whole for the pruners and never
+looks inside.
 
 Imported by every layer that writes attributes (the artifacts too, below the study layer),
 so it imports nothing from hpo, and neither optuna nor torch.
@@ -90,6 +91,13 @@ WEIGHTS_MB = "weights_mb"  # float: the size of the uploaded weights.pt
 MODEL_IO = "model_io"  # {"in_shape": [C, H, W], "num_classes": int}: to rebuild the model for its weights
 WEIGHTS_SKIPPED = "weights_skipped"  # str: why the weights were not kept ($HPO_KEEP_WEIGHTS)
 
+# --- trial system attributes --------------------------------------------------------------
+
+# str: a random token of the call that moved a queued trial from WAITING to RUNNING, written
+# in the same transaction (hpo.storage.proxies.ReconnectingStorage), so that the call's retry
+# after a lost answer knows the claim it finds is its own.
+CLAIM_TOKEN = "hpo_claim_token"
+
 # --- study user attributes ----------------------------------------------------------------
 
 SPEC = "hpo:spec"  # the validated spec, as JSON data (hpo.spec.spec_to_json)
@@ -108,7 +116,7 @@ TRIAL_KEYS = (
     PRECISION, DATA_REPORT, STOPPED_EARLY, STARTUP_SECONDS, EPOCHS_TRAINED, CURVES,
     FAIL_REASON, TRACEBACK, PRUNED_AT_EPOCH, OVER_BUDGET,
     RETRIES, RETRY_OF, RETRIED, CHECKPOINT, RESUME_FROM, CHECKPOINT_SUPERSEDED, RESUMED_FROM,
-    ARTIFACTS, ARTIFACT_ERROR, WEIGHTS_MB, MODEL_IO, WEIGHTS_SKIPPED,
+    ARTIFACTS, ARTIFACT_ERROR, WEIGHTS_MB, MODEL_IO, WEIGHTS_SKIPPED, CLAIM_TOKEN,
 )
 STUDY_KEYS = (SPEC, SPEC_SHA256, BUDGET_STARTED_AT, ARTIFACT_STORE, RETRAIN)
 
