@@ -51,8 +51,9 @@ def worker(name: str, storage: str | None, n_trials: int | None, timeout: float 
     """Run trials of study NAME until the study's budget is spent (then exit 0).
 
     Start as many workers as you like, on as many machines, against the same storage.
-    SIGTERM stops a worker at the next batch: its trial is checkpointed and handed back to be
-    resumed by any worker, and the worker exits 0.
+    SIGTERM or Ctrl-C stops a worker at the next batch: its trial is checkpointed and handed
+    back to be resumed by any worker, and the worker exits 0; a second one aborts at once
+    (exit 130 for Ctrl-C), handing the trial back from its last checkpoint.
 
     A custom model's module is imported only if allowed here (--allow-module); the stored
     spec alone never decides what code runs.

@@ -13,18 +13,21 @@ stray ``.cuda()``) then cannot touch another worker's GPU.
 
 The parent supervises. A child that ends on its own terms is left alone: 0 (the study's
 budget is spent, or its own ``--n-trials``/``--timeout``), 1 (``budget.max_failed_trials``
-reached, or the storage failed), 2 (a usage error: restarting cannot help) and 130
-(interrupted). A child killed by a signal (the OOM killer, a segfault in a CUDA library)
+reached, or the storage failed), 2 (a usage error: restarting cannot help), 130 and 143
+(aborted by a second SIGINT or SIGTERM). A child killed by a signal (the OOM killer, a segfault in a CUDA library)
 or ending with any other code is restarted, after a short backoff, at most
 ``max_restarts`` times per slot. A restarted child gets a fresh rank (``rank + slot +
 restarts * slots``): with the same rank a seeded sampler would propose again the very
 params its predecessor already ran.
 
 SIGINT, SIGTERM and SIGHUP are forwarded to every child (SIGHUP as SIGTERM); the children
-run in their own process groups, so a Ctrl-C on the terminal reaches each child once, from
-the parent. The parent then waits ``stop_grace`` seconds and kills what is still running
-(a second signal kills at once). It exits when every child is done, after one report line
-per child.
+run in their own process groups, so a Ctrl-C on the terminal (which signals the terminal's
+foreground process group: the parent's) reaches each child once, from the parent; each child
+then checkpoints and hands back its trial and exits 0 (hpo.worker.signals). The parent waits
+``stop_grace`` seconds and kills what is still running. A second signal is forwarded too:
+the children abort, handing their trials back from the last saved checkpoint, and what still
+runs ``ABORT_GRACE`` seconds later is killed; a third kills at once. It exits when every
+child is done, after one report line per child.
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ from hpo.errors import UsageError
 from hpo.storage.urls import ENV_VAR, StorageTarget
 
 #: Exit codes that a worker chooses (see the module docstring): never restarted.
-FINAL_CODES = frozenset({0, 1, 2, 130})
+FINAL_CODES = frozenset({0, 1, 2, 130, 143})
+#: Seconds a child has to abort (hand its trial back and exit) after a second stop signal.
+ABORT_GRACE = 5.0
 DEFAULT_MAX_RESTARTS = 3
 MAX_BACKOFF = 30.0
 
@@ -280,6 +285,7 @@ class Supervisor:
         self.base_env.pop("HPO_WORKER_RANK", None)  # --rank on the command line says it
         self.stopping = False
         self.deadline: float | None = None
+        self.signals_received = 0
         self.killed = False
 
     def rank_of(self, child: ChildRecord, restarts: int) -> int:
@@ -297,7 +303,9 @@ class Supervisor:
             if self.all_done():
                 break
             if self.deadline is not None and not self.killed and now >= self.deadline:
-                _log(f"Workers still running {self.stop_grace:g} s after the stop signal: killing them")
+                after = f"{self.stop_grace:g} s after the stop signal" if self.signals_received == 1 else (
+                    f"{ABORT_GRACE:g} s after the second signal")
+                _log(f"Workers still running {after}: killing them")
                 self.kill_all()
             time.sleep(poll_interval)
 
@@ -348,14 +356,21 @@ class Supervisor:
                 proc.kill()
 
     def on_signal(self, signum: int, _frame: Any) -> None:
-        """The first signal is forwarded (SIGHUP as SIGTERM) and starts the grace period;
-        a second one kills every child."""
-        if self.stopping:
-            _log("Second interrupt: killing the workers")
+        """Each signal is forwarded (SIGHUP as SIGTERM): the first starts the grace period, the
+        second shortens it to ABORT_GRACE (the children abort), a third kills every child."""
+        self.signals_received += 1
+        now = time.monotonic()
+        if self.signals_received == 1:
+            self.stopping = True
+            self.deadline = now + self.stop_grace
+        elif self.signals_received == 2:
+            _log(f"Second interrupt: the workers abort (handing their trials back); "
+                 f"killed in {ABORT_GRACE:g} s if still running, or at a third interrupt")
+            self.deadline = min(self.deadline or now, now + ABORT_GRACE)
+        else:
+            _log("Third interrupt: killing the workers")
             self.kill_all()
             return
-        self.stopping = True
-        self.deadline = time.monotonic() + self.stop_grace
         forward = signal.SIGTERM if signum == signal.SIGHUP else signum
         for proc in self.running():
             with contextlib.suppress(ProcessLookupError):

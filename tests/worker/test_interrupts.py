@@ -145,3 +145,54 @@ def test_a_second_signal_during_the_hand_back_waits_for_it_then_aborts(tiny, mon
     assert first.state == TrialState.FAIL and first.user_attrs["fail_reason"] == (
         "stopped by SIGINT at the start (nothing to save yet)")
     assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == 0
+
+
+class AbortsOnTheSecondSignal:
+    """A pool child (Popen stand-in) that, like ``hpo worker``, keeps going on the first stop
+    signal (it is finishing its batch) and exits 128 + N on the second; ``stubborn`` never
+    exits. ``on_poll`` runs at each of its polls (a user pressing Ctrl-C)."""
+
+    def __init__(self, *, stubborn=False, on_poll=None):
+        self.stubborn, self.on_poll = stubborn, on_poll
+        self.returncode = None
+        self.signals: list[int] = []
+
+    def poll(self):
+        if self.on_poll is not None:
+            self.on_poll(self)
+        return self.returncode
+
+    def send_signal(self, signum):
+        self.signals.append(signum)
+        if len(self.signals) == 2 and not self.stubborn:
+            self.returncode = 128 + signum
+
+    def kill(self):
+        if self.returncode is None:
+            self.returncode = -signal.SIGKILL
+
+
+def test_a_pool_forwards_the_second_ctrl_c_and_kills_what_does_not_abort(monkeypatch, capsys):
+    from hpo.worker import pool
+
+    presses = []
+
+    def press_ctrl_c_twice(child):  # once the previous press has reached the children
+        if len(presses) < 2 and len(child.signals) == len(presses):
+            presses.append(signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(pool, "ABORT_GRACE", 0.3)
+    stubborn, aborts = AbortsOnTheSecondSignal(stubborn=True), AbortsOnTheSecondSignal(on_poll=press_ctrl_c_twice)
+    children = iter([stubborn, aborts])
+    started = time.monotonic()
+    code = pool.supervise(pool.plan_slots("s", rank=0, processes=2, environ={}), {}, stop_grace=60,
+                          spawn=lambda command, env: next(children), poll_interval=0.01)
+    assert time.monotonic() - started < 5  # not the 60 s grace of a first signal
+    assert aborts.signals == [signal.SIGINT, signal.SIGINT] and stubborn.signals == [signal.SIGINT, signal.SIGINT]
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["[worker 0] cpu: killed by SIGKILL", "[worker 1] cpu: exit 130"]
+    assert "Second interrupt: the workers abort (handing their trials back); killed in 0.3 s" in err
+    assert "Workers still running 0.3 s after the second signal: killing them" in err
+    assert code == 128 + signal.SIGKILL
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
