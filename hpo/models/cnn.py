@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from hpo.models.layers import (
+    MAX_WIDTH,
     Activation,
+    Width,
     check_sizes,
     conv_out_size,
     grown_sizes,
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 class CNNConfig(ModelConfig):
     name: Literal["cnn"] = "cnn"
     n_blocks: int = Field(2, ge=1, le=8)  # conv blocks
-    filters: int | list[int] = 32  # one count for every block, or one per block
+    filters: Width | list[Width] = 32  # one count for every block, or one per block
     filters_growth: float = Field(1.0, ge=0.25, le=4)  # filters x this per block (int filters)
     kernel_size: int = Field(3, ge=1, le=11)  # square kernel
     stride: int = Field(1, ge=1, le=4)  # convolution stride
@@ -35,7 +37,7 @@ class CNNConfig(ModelConfig):
     pool_size: int = Field(2, ge=2, le=4)  # pooling window and stride
     batch_norm: bool = True  # after each convolution
     dropout: float = Field(0.0, ge=0, lt=1)  # before each fully-connected layer
-    fc_width: int = Field(128, ge=0)  # 0: no hidden fully-connected layer
+    fc_width: int = Field(128, ge=0, le=MAX_WIDTH)  # 0: no hidden fully-connected layer
     activation: Activation = "relu"
 
     @field_validator("filters")

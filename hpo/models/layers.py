@@ -6,13 +6,20 @@ Schema, through the families' ``Literal`` fields) accepts exactly the same set.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Literal, get_args
+
+from pydantic import Field
 
 if TYPE_CHECKING:
     from torch import nn
 
 Activation = Literal["relu", "leaky_relu", "gelu", "elu", "selu", "tanh", "sigmoid"]
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+
+# Units or channels of one layer. Wider than the widest common backbone layers (2048-5120) by
+# far, yet small enough that torch can allocate the layer: 10**30 filters failed every trial.
+MAX_WIDTH = 16384
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 
 
 def make_activation(name: str) -> nn.Module:

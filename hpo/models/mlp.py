@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from hpo.models.layers import Activation, check_sizes, make_activation, per_layer
+from hpo.models.layers import Activation, Width, check_sizes, make_activation, per_layer
 from hpo.models.registry import ModelConfig, register_model
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 class MLPConfig(ModelConfig):
     name: Literal["mlp"] = "mlp"
     n_layers: int = Field(2, ge=1, le=16)  # hidden layers
-    width: int | list[int] = 128  # one width for all hidden layers, or one per layer
+    width: Width | list[Width] = 128  # one width for all hidden layers, or one per layer
     activation: Activation = "relu"
     dropout: float = Field(0.0, ge=0, lt=1)
     batch_norm: bool = False

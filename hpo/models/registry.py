@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 class ModelConfig(BaseModel):
     """Keys every model family accepts; families subclass it and narrow ``name``."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Finite floats only: an .inf dropout or std fails every trial.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     init: str = "default"  # weight initialiser of Linear and Conv layers (hpo.models.init)

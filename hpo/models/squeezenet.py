@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from hpo.models.layers import Activation, check_sizes, make_activation, per_layer
+from hpo.models.layers import Activation, Width, check_sizes, make_activation, per_layer
 from hpo.models.registry import ModelConfig, register_model
 
 if TYPE_CHECKING:
@@ -24,8 +24,8 @@ class SqueezeNetConfig(ModelConfig):
     stem_kernel: int = Field(3, ge=1, le=11)  # stem kernel size
     stem_stride: int = Field(1, ge=1, le=4)  # 1 keeps small images whole; 2+ for 64 px and up
     n_fire: int = Field(6, ge=1, le=16)  # Fire modules
-    squeeze: int | list[int] = 16  # 1x1 squeeze filters: one for all modules, or one per module
-    expand: int | list[int] = 64  # filters of each expand branch (1x1 and 3x3): 2x this out
+    squeeze: Width | list[Width] = 16  # 1x1 squeeze filters: one for all modules, or one per module
+    expand: Width | list[Width] = 64  # filters of each expand branch (1x1 and 3x3): 2x this out
     growth: float = Field(1.0, ge=0.25, le=4)  # int squeeze/expand x this after each pool
     pool_every: int = Field(2, ge=0, le=16)  # 3x3 stride-2 max pool after every N modules; 0: none
     se: bool = False  # squeeze-and-excitation gate on each Fire module's output

@@ -8,6 +8,7 @@ from these models (see ``hpo.spec.schema``).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -33,7 +34,8 @@ Scalar = str | int | float | bool | None
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Finite floats only, as in every config section (hpo.training.config.FINITE).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Objective(_Strict):
@@ -70,6 +72,8 @@ def parse_duration(value: Any) -> float:
             raise ValueError("expected a duration such as 90, '45s', '30m', '6h' or '1h30m'")
         days, hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
         seconds = ((days * 24 + hours) * 60 + minutes) * 60 + secs
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds")
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     return seconds
@@ -109,10 +113,12 @@ class Budget(_Strict):
         "that much training; SIGTERM always saves"
     )
     heartbeat_interval: float = Field(
-        10, gt=0, description="seconds between a running trial's heartbeats (PostgreSQL)"
+        10, gt=0, le=3600, description="seconds between a running trial's heartbeats (PostgreSQL; at most "
+        "an hour)"
     )
     heartbeat_grace_period: float = Field(
-        60, gt=0, description="a trial whose heartbeat is older than this many seconds has lost "
+        60, gt=0, le=86400, description="a trial whose heartbeat is older than this many seconds (at most "
+        "a day) has lost "
         "its worker; also how often (half of it) workers look for such trials"
     )
 

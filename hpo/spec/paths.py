@@ -94,12 +94,17 @@ class ConfigPaths:
             cls = nested_model(cls, part)  # type: ignore[assignment]
         return cls.model_fields[parts[-1]].get_default(call_default_factory=True)
 
-    def check(self, path: str, value: Any) -> tuple[str, list[str]] | None:
-        """(why, what is expected) when ``value`` is not acceptable at ``path``, else None."""
+    def check(self, path: str, value: Any, also: dict[str, Any] | None = None) -> tuple[str, list[str]] | None:
+        """(why, what is expected) when ``value`` is not acceptable at ``path``, else None.
+        ``also``: other paths' values at the same time (those of other sections do not matter)."""
         section, parts = self._split(path)
         reasons: list[tuple[str, list[str]]] = []
         for cls, raw in self._owners(path):
             candidate = _with_value(raw, parts, value)
+            for other, other_value in (also or {}).items():
+                other_section, other_parts = self._split(other)
+                if other_section == section and other_parts:
+                    candidate = _with_value(candidate, other_parts, other_value)
             try:
                 cls.model_validate(candidate, strict=True)
                 return None

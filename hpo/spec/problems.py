@@ -78,11 +78,25 @@ def from_validation_error(
         loc = _user_loc(record["loc"], raw, record["type"] == "missing")
         problem = _convert(record, raw, loc, model)
         problem.path = prefix + loc
-        if problem.path in merged:
-            merged[problem.path].expected.extend(problem.expected)
-        else:
-            merged[problem.path] = problem
-    return list(merged.values())
+        merged[problem.path] = _merge(merged.get(problem.path), problem)
+    # A list's item out of range also fails ``int | list[int]``'s int: that "wrong type" too.
+    def inside(p: Problem, q: Problem) -> bool:
+        return q.path[:len(p.path)] == p.path != q.path
+
+    found = list(merged.values())
+    return [p for p in found if not (p.message == "wrong type" and any(inside(p, q) for q in found))]
+
+
+def _merge(earlier: Problem | None, later: Problem) -> Problem:
+    """Union alternatives of one key as one problem. When the value has the type of one
+    alternative and breaks its rule (a seed of 2**32 for ``int | None``), the other
+    alternatives' "wrong type" would only mislead, so that rule alone is reported."""
+    if earlier is None or (earlier.message == "wrong type" and later.message != "wrong type"):
+        return later
+    if later.message == "wrong type" and earlier.message != "wrong type":
+        return earlier
+    earlier.expected.extend(later.expected)
+    return earlier
 
 
 def _user_loc(loc: tuple[Any, ...], raw: Any, missing: bool) -> KeyPath:
@@ -112,16 +126,29 @@ def _convert(record: ErrorDetails, raw: Any, loc: KeyPath, model: type[BaseModel
     if kind in _BOUNDS:
         bound = next(iter(ctx.values()))
         return Problem(loc, "out of range", got, [f"a value {_BOUNDS[kind]} {bound}"])
+    if kind == "finite_number":
+        return Problem(loc, "not a finite number", got, ["a finite number" + _bounds_of(model, loc)])
     if kind == "literal_error":
         known = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         return Problem(loc, "unknown value", got, did_you_mean(got, known))
     if kind == "string_pattern_mismatch":
         return Problem(loc, "invalid name", got,
-                       ["letters, digits, '.', '_' or '-', starting with a letter or digit"])
+                       ["letters, digits, '.', '_' or '-', starting with a letter or digit, at most 100 characters"])
     if kind == "value_error":
         message = str(ctx.get("error", record["msg"]))
         return Problem(loc, message, got if not isinstance(got, dict) else _UNSET)
     return Problem(loc, record["msg"][0].lower() + record["msg"][1:], got)
+
+
+def _bounds_of(model: type[BaseModel], loc: KeyPath) -> str:
+    """`` > 0 and <= 3600``: the declared bounds of the field at ``loc``, where it is one."""
+    current: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        current = nested_model(current, part) if current and isinstance(part, str) else None
+    info = current.model_fields.get(loc[-1]) if current and loc and isinstance(loc[-1], str) else None
+    rules = [(op, getattr(rule, name)) for rule in (info.metadata if info else [])
+             for name, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")) if hasattr(rule, name)]
+    return (" " + " and ".join(f"{op} {value:g}" for op, value in rules)) if rules else ""
 
 
 def allowed_keys(model: type[BaseModel], path: KeyPath) -> list[str]:

@@ -11,13 +11,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from hpo.registry import Registry
+from hpo.training.config import FINITE, MAX_EPOCHS, Seed
+
+# numpy's generators (and so Optuna's samplers) take seeds below 2**32. Seeds are below 2**31
+# (hpo.training.config.MAX_SEED), so seed + rank fits for every rank below 2**31; a larger
+# --rank wraps round instead of killing the worker.
+SEED_MODULUS = 2**32
 
 
 class StrategyOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = FINITE
 
 
 # ---------------------------------------------------------------- samplers
@@ -28,7 +34,7 @@ class TPEOptions(StrategyOptions):
     constant liar keeps parallel workers from proposing the same point twice."""
 
     name: Literal["tpe"] = "tpe"
-    seed: int | None = None
+    seed: Seed | None = None
     n_startup_trials: int = Field(10, ge=0)
     multivariate: bool = True
     # Groups only differ from one joint model when trials sample different parameters, and
@@ -43,14 +49,14 @@ class TPEOptions(StrategyOptions):
 
 class RandomOptions(StrategyOptions):
     name: Literal["random"] = "random"
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 class GPOptions(StrategyOptions):
     """Gaussian-process sampler: strong for few, expensive trials; ignores pruned trials."""
 
     name: Literal["gp"] = "gp"
-    seed: int | None = None
+    seed: Seed | None = None
     n_startup_trials: int = Field(10, ge=0)
 
 
@@ -59,7 +65,7 @@ class GridOptions(StrategyOptions):
     grid, in the order ``seed`` shuffles it). Needs every searched key to give `choices`, without `when` or `repeat`."""
 
     name: Literal["grid"] = "grid"
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ PRUNERS: Registry[Strategy] = Registry("pruner")
 
 def _worker_seed(seed: int | None, rank: int) -> int | None:
     # Identical seeds in every worker make duplicate trials: offset by the worker's rank.
-    return None if seed is None else seed + rank
+    return None if seed is None else (seed + rank) % SEED_MODULUS
 
 
 def _build_tpe(o: TPEOptions, rank: int, space: SpaceFacts) -> Any:
@@ -146,9 +152,10 @@ class HyperbandOptions(StrategyOptions):
     process, so workers could disagree about brackets."""
 
     name: Literal["hyperband"] = "hyperband"
-    min_resource: int = Field(1, ge=1, description="fewest epochs before a trial can be pruned")
+    min_resource: int = Field(1, ge=1, le=MAX_EPOCHS, description="fewest epochs before a trial can be pruned")
     max_resource: int | None = Field(
-        None, ge=1, description="epochs of a full trial; defaults to train.epochs (its largest searched value)"
+        None, ge=1, le=MAX_EPOCHS,
+        description="epochs of a full trial; defaults to train.epochs (its largest searched value)"
     )
     reduction_factor: int = Field(3, ge=2)
 
@@ -156,12 +163,12 @@ class HyperbandOptions(StrategyOptions):
 class MedianOptions(StrategyOptions):
     name: Literal["median"] = "median"
     n_startup_trials: int = Field(5, ge=0)
-    n_warmup_steps: int = Field(0, ge=0, description="epochs before pruning is considered")
+    n_warmup_steps: int = Field(0, ge=0, le=MAX_EPOCHS, description="epochs before pruning is considered")
 
 
 class SuccessiveHalvingOptions(StrategyOptions):
     name: Literal["successive_halving"] = "successive_halving"
-    min_resource: int = Field(1, ge=1)
+    min_resource: int = Field(1, ge=1, le=MAX_EPOCHS)
     reduction_factor: int = Field(3, ge=2)
 
 

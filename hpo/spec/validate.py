@@ -31,11 +31,17 @@ from hpo.spec.problems import Problem, did_you_mean, from_validation_error
 from hpo.spec.strategies import PRUNERS, SAMPLERS
 from hpo.spec.yaml_source import KeyPath, YamlSource
 
+# Values one repeat may sample: more than any family's count allows (n_layers, n_fire <= 16),
+# and few enough that a count such as train.seed cannot make a trial sample millions.
+MAX_REPEAT = 64
+
 TOP_LEVEL = ("name", "objective", "budget", "sampler", "pruner", "data", "model", "train", "search")
 
 
 def validate_source(source: YamlSource, name: str | None = None) -> Spec:
     """The frozen Spec, or SpecError listing every problem as ``FILE:LINE: ...``."""
+    if name is not None:
+        _check_name_option(name)
     problems = collect_problems(source.data, name)
     if problems:
         problems.sort(key=lambda p: source.line_of(p.path))
@@ -44,6 +50,15 @@ def validate_source(source: YamlSource, name: str | None = None) -> Spec:
     if name is not None:
         data["name"] = name
     return Spec.model_validate(data, strict=True)
+
+
+def _check_name_option(name: str) -> None:
+    """``--name`` obeys the rule of the spec's ``name:`` (the same field validates it), but it
+    has no line: its problem names the option."""
+    problems = _section(Spec, {"name": name}, (), only=("name",))
+    if problems:
+        problem = problems[0]
+        raise SpecError([Problem(("--name",), problem.message, name, problem.expected).format(None)])
 
 
 def collect_problems(raw: Any, name: str | None = None) -> list[Problem]:
@@ -198,7 +213,7 @@ def _check_path(key: str, param: SearchParam, paths: ConfigPaths) -> list[Proble
     candidates = param.choices if param.choices is not None else [param.low, param.high]
     problems = []
     for index, value in enumerate(candidates):
-        if value is None:
+        if value is None and param.choices is None:  # a missing bound: reported as its shape
             continue
         reason = paths.check(key, value)
         if reason:
@@ -311,7 +326,36 @@ def _check_repeat(key: str, param: SearchParam, params: dict[str, SearchParam], 
                                 ["an integer path such as model.n_blocks"]))
     if paths.exists(key) and not paths.accepts_list(key):
         problems.append(Problem(at, f"{key} takes a single value, so it cannot be repeated", target))
+    if not problems and paths.exists(key):
+        problems += _check_repeat_fills(key, param, target, how, paths)
     return problems
+
+
+def _check_repeat_fills(key: str, param: SearchParam, target: str, how: tuple[str, Any],
+                        paths: ConfigPaths) -> list[Problem]:
+    """The sampled list must be one ``key`` accepts at every count, under the rules a fixed
+    list meets (``filters`` needs ``n_blocks`` values): the count's extremes are tried."""
+    at = ("search", key, "repeat")
+    low, high = _repeat_counts(how)
+    if high > MAX_REPEAT:
+        return [Problem(at, f"{target} can be {high}, too many values to sample", target,
+                        [f"a count of at most {MAX_REPEAT}"])]
+    sample = param.low if param.choices is None else param.choices[0]
+    for count in dict.fromkeys((low, high)):
+        reason = paths.check(key, [sample] * max(count, 0), also={target: count})
+        if reason:
+            return [Problem(at, f"with {target} = {count}, {reason[0]}", target, reason[1])]
+    return []
+
+
+def _repeat_counts(how: tuple[str, Any]) -> tuple[int, int]:
+    """The smallest and largest count a repeat can get (``how`` as from ``_possible``)."""
+    kind, what = how
+    if kind == "range":
+        return int(what.low), int(what.high)
+    if kind == "choices":
+        return min(what), max(what)
+    return what, what
 
 
 def _check_grid(key: str, param: SearchParam) -> list[Problem]:

@@ -32,7 +32,7 @@ from hpo.registry import Registry
 class AugmentStep(BaseModel):
     """One transform and its parameters; subclasses narrow ``name``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # finite ranges only
 
     name: str
 

@@ -5,7 +5,7 @@ Defaults live here and nowhere else. Validator messages are written to follow ``
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
@@ -15,6 +15,17 @@ from hpo.training.datasets import DATASETS
 from hpo.training.optim import OPTIMIZERS
 from hpo.training.schedules import SCHEDULES
 
+# numpy's generators take seeds in [0, 2**32); a worker adds its rank to sampler.seed (wrapping
+# round 2**32, see hpo.spec.strategies), and retraining adds 0..K-1 to train.seed.
+MAX_SEED = 2**31 - 1
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+MAX_EPOCHS = 10_000  # also bounds every count of epochs (warm-up, patience, pruning rungs)
+MAX_BATCH_SIZE = 2**20
+
+# Every float of a config is finite: torch and Optuna take .inf and .nan, and each trial then
+# fails (lr, grad_clip) or a worker's thread dies (a heartbeat every .inf seconds).
+FINITE = ConfigDict(extra="forbid", allow_inf_nan=False)
+
 
 def one_of(names: list[str]) -> dict[str, JsonValue]:
     """The JSON Schema's ``enum`` of a registry's names, so that editors complete them."""
@@ -22,7 +33,7 @@ def one_of(names: list[str]) -> dict[str, JsonValue]:
     return {"enum": values}
 
 class DataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = FINITE
 
     name: str = "digits"
     # torchvision datasets: the directory holding <Dataset>/raw or cifar-*-batches-py;
@@ -41,7 +52,7 @@ class DataConfig(BaseModel):
     # Keep only this stratified share of what is left for training (after validation and
     # test are carved off), for quick tuning on a large dataset; validation stays whole.
     train_fraction: float = Field(1.0, gt=0, le=1)
-    split_seed: int = 0  # separate from train.seed so every trial sees the same split
+    split_seed: Seed = 0  # separate from train.seed so every trial sees the same split
     # Side of the square images the model sees; None keeps the stored size (64 for folders).
     image_size: int | None = Field(None, ge=4, le=4096)
     # image_folder: decode once into memory (true), stream from disk through DataLoader
@@ -94,34 +105,34 @@ class DataConfig(BaseModel):
 
 
 class EarlyStoppingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = FINITE
 
-    patience: int = Field(ge=1)  # epochs without improvement of `metric` before stopping
+    patience: int = Field(ge=1, le=MAX_EPOCHS)  # epochs without improvement of `metric` before stopping
     min_delta: float = Field(0.0, ge=0)  # improvement must exceed this to reset patience
     # What must keep improving; accuracy must rise, loss must fall.
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
 
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = FINITE
 
-    epochs: int = Field(10, ge=1, le=10000)
-    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH_SIZE)
     optimizer: str = Field("adam", json_schema_extra=one_of(OPTIMIZERS.names()))  # see optim.py
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)  # used by sgd and rmsprop
     nesterov: bool = False  # sgd only; needs momentum > 0
     weight_decay: float = Field(0.0, ge=0)
-    seed: int = 0  # model initialisation, shuffling, dropout, augmentation
+    seed: Seed = 0  # model initialisation, shuffling, dropout, augmentation
     early_stopping: EarlyStoppingConfig | None = None
     # Learning-rate schedule: none | step | cosine | one_cycle | plateau. Stepped every
     # batch (plateau: every epoch, on plateau_metric); it starts after the warm-up.
     schedule: str = Field("none", json_schema_extra=one_of(SCHEDULES.names()))
-    warmup_epochs: int = Field(0, ge=0)  # linear ramp up to lr, batch by batch; one_cycle: its rise
-    step_size: int = Field(10, ge=1)  # step: epochs between lr decays
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)  # linear ramp up to lr, batch by batch; one_cycle: its rise
+    step_size: int = Field(10, ge=1, le=MAX_EPOCHS)  # step: epochs between lr decays
     gamma: float = Field(0.1, gt=0, lt=1)  # step and plateau: the lr is multiplied by this
     min_lr: float = Field(0.0, ge=0)  # cosine: the lr it anneals to by the end; plateau: floor
-    plateau_patience: int = Field(2, ge=1)  # plateau: epochs without improvement before a decay
+    plateau_patience: int = Field(2, ge=1, le=MAX_EPOCHS)  # plateau: epochs without improvement before a decay
     plateau_metric: Literal["val_loss", "val_accuracy"] = "val_loss"  # plateau: what must improve
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # training loss only; val_loss is plain
     # balanced: class c weighs n_samples / (n_classes * count_c) in the training loss

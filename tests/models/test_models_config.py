@@ -18,7 +18,7 @@ from hpo.models import (
     parse_model_config,
     register_model,
 )
-from hpo.models.layers import make_activation
+from hpo.models.layers import MAX_WIDTH, make_activation
 
 
 def _messages(exc: pytest.ExceptionInfo) -> list[str]:
@@ -44,12 +44,13 @@ def test_filters_list_length_must_match_n_blocks():
     assert CNNConfig(n_blocks=3, filters=16).filters_per_block() == [16, 16, 16]
 
 
-@pytest.mark.parametrize("cls,key", [(MLPConfig, "width"), (CNNConfig, "filters")])
-def test_sizes_must_be_positive(cls, key):
-    with pytest.raises(ValidationError) as exc:
-        cls(**{key: [4, 0]})
-    assert exc.value.errors()[0]["loc"] == (key,)
-    assert "at least 1 (got 0)" in _messages(exc)[0]
+@pytest.mark.parametrize("cls,key", [(MLPConfig, "width"), (CNNConfig, "filters"), (SqueezeNetConfig, "expand")])
+@pytest.mark.parametrize("size, rule", [(0, "greater_than_equal"), (MAX_WIDTH + 1, "less_than_equal")])
+def test_sizes_are_bounded_one_by_one_and_in_lists(cls, key, size, rule):
+    for value, loc in ((size, (key, "constrained-int")), ([4, size], (key, "list[constrained-int]", 1))):
+        with pytest.raises(ValidationError) as exc:
+            cls(**{key: value})
+        assert (loc, rule) in {(e["loc"], e["type"]) for e in exc.value.errors()}
 
 
 def test_unknown_initialiser_suggests_close_match():

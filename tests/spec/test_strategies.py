@@ -29,3 +29,14 @@ def test_the_digits_space_is_conditional_and_a_flat_one_is_not(tmp_path):
     flat = tmp_path / "flat.yaml"
     flat.write_text("name: f\nmodel: {name: mlp}\nsearch: {train.lr: {low: 1.0e-4, high: 0.1, log: true}}\n")
     assert not space_facts(load_spec(flat)).conditional
+
+
+@pytest.mark.parametrize("rank", [0, 2**31, 2**40 + 3])
+def test_the_largest_seed_plus_any_rank_builds_a_sampler(rank):
+    """numpy refuses seeds of 2**32 and more; seed + rank wraps round instead."""
+    from hpo.spec.strategies import RandomOptions
+    from hpo.training.config import MAX_SEED
+
+    for options in (TPEOptions(seed=MAX_SEED), RandomOptions(seed=MAX_SEED)):
+        sampler = build_sampler(options, rank=rank)
+        assert sampler is not None
