@@ -12,7 +12,7 @@ import hashlib
 import os
 import signal
 import subprocess
-import threading
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Iterator, Sequence
@@ -91,31 +91,42 @@ class Bounded:
     seconds: float
 
 
+# Runs hpo's CLI and, at exit, writes the process's own peak RSS (VmHWM) to a file. Measured
+# from inside because a child's rusage (wait4) counts the memory its parent had when it forked,
+# which exec does not reset: under pytest that hides a small child's peak under the parent's.
+_MEASURED_MAIN = """
+import atexit, os, sys
+def _write_peak():
+    with open("/proc/self/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["HPO_TEST_PEAK_FILE"], "w") as out:
+        out.write(kib)
+atexit.register(_write_peak)
+from hpo.cli.main import main
+sys.argv = ["hpo", *sys.argv[1:]]
+main()
+"""
+
+
 def run_bounded(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
                 timeout: float = CASE_TIMEOUT) -> Bounded:
-    """Run ``hpo ARGS`` in a subprocess and measure its peak RSS from ``wait4``'s rusage of
-    that one child (other processes do not count); a run past ``timeout`` is killed and fails."""
-    started = time.monotonic()
-    proc = subprocess.Popen(hpo_command(*args), cwd=cwd, env=env if env is not None else hpo_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            text=True, start_new_session=True)
-    out: dict[str, str] = {}
-    readers = [threading.Thread(target=lambda k=k, f=f: out.__setitem__(k, f.read()), daemon=True)
-               for k, f in (("stdout", proc.stdout), ("stderr", proc.stderr))]
-    for reader in readers:
-        reader.start()
-    while True:  # wait4 reaps the child itself, so its rusage is its own
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() - started > timeout:
+    """Run ``hpo ARGS`` in a subprocess and measure its own peak RSS (VmHWM, read by the child
+    as it exits); a run past ``timeout`` is killed and fails the test."""
+    with tempfile.TemporaryDirectory() as scratch:
+        peak_file = Path(scratch) / "peak_kib"
+        child_env = dict(env if env is not None else hpo_env(), HPO_TEST_PEAK_FILE=str(peak_file))
+        started = time.monotonic()
+        proc = subprocess.Popen([hpo_command()[0], "-P", "-c", _MEASURED_MAIN, *args], cwd=cwd, env=child_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                text=True, start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            os.wait4(proc.pid, 0)
-            raise AssertionError(f"hpo {' '.join(args)} ran longer than {timeout} s")
-        time.sleep(0.02)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    for reader in readers:
-        reader.join()
-    seconds = time.monotonic() - started
-    result = subprocess.CompletedProcess(proc.args, proc.returncode, out["stdout"], out["stderr"])
-    return Bounded(result, usage.ru_maxrss / 1024, seconds)  # ru_maxrss is in KiB on Linux
+            proc.communicate()
+            raise AssertionError(f"hpo {' '.join(args)} ran longer than {timeout} s") from None
+        seconds = time.monotonic() - started
+        assert peak_file.exists(), f"hpo {' '.join(args)} exited without running its exit handlers\n{stderr}"
+        peak_mb = int(peak_file.read_text()) / 1024
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return Bounded(result, peak_mb, seconds)

@@ -8,9 +8,6 @@ The memory bombs run in a subprocess, whose peak resident memory is measured.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,10 +15,7 @@ from click.testing import CliRunner
 
 from hpo.cli.main import cli
 from hpo.spec.yaml_source import MAX_DEPTH, MAX_SPEC_BYTES, MAX_VALUES
-from tests.badinput import CASE_TIMEOUT, Bounded, assert_refused, snapshot, within_bounds
-from tests.specs import hpo_env
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.badinput import assert_refused, run_bounded, snapshot, within_bounds
 
 SPEC = "name: t\nmodel: {name: mlp, n_layers: 1, width: 16}\n"
 ACCEPTED_TAGS = "expected plain YAML: mappings, lists, strings, numbers, true/false and null"
@@ -180,21 +174,8 @@ def test_memory_bombs_are_refused_quickly_in_bounded_memory(tmp_path, kind):
                 out.write("x: [" + "0, " * 349_525 + "0]\n")
         says = f"{spec}: the file is larger than a spec may be"
     journal = tmp_path / "store" / "s.journal"
-    run = run_bounded_from_a_small_process("study", "create", str(spec), "--storage", str(journal), cwd=tmp_path)
+    run = run_bounded("study", "create", str(spec), "--storage", str(journal), cwd=tmp_path)
     assert_refused(run.result, says=says)
     assert run.peak_mb < BOMB_MB, f"peak RSS {run.peak_mb:.0f} MB"
     assert run.seconds < BOMB_SECONDS, f"{run.seconds:.1f} s"
     assert not journal.parent.exists()
-
-
-def run_bounded_from_a_small_process(*args: str, cwd: Path) -> Bounded:
-    """``run_bounded`` started from a fresh interpreter. Linux's peak RSS of a child counts the
-    parent's memory at the fork (it survives the exec), and this test process may hold torch
-    by now (900 MB measured): a child forked from a small process measures only itself."""
-    code = ("import json, sys\nfrom tests.badinput import run_bounded\n"
-            "b = run_bounded(*sys.argv[2:], cwd=sys.argv[1])\n"
-            "print(json.dumps([b.result.returncode, b.result.stdout, b.result.stderr, b.peak_mb, b.seconds]))")
-    outer = subprocess.run([sys.executable, "-c", code, str(cwd), *args], capture_output=True, text=True,
-                           cwd=ROOT, env=hpo_env(), timeout=CASE_TIMEOUT, check=True)
-    code_, stdout, stderr, peak_mb, seconds = json.loads(outer.stdout)
-    return Bounded(subprocess.CompletedProcess(list(args), code_, stdout, stderr), peak_mb, seconds)
