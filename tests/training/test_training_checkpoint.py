@@ -91,13 +91,13 @@ def test_every_finished_epoch_is_saved_except_the_last():
 
 
 def test_stopping_without_a_store_still_stops_at_the_next_batch():
-    with pytest.raises(Preempted, match=r"^stopped by SIGTERM at epoch 1, batch 1 \(no checkpoint store\)$"):
+    with pytest.raises(Preempted, match=r"^stopped by a stop request at epoch 1, batch 1 \(no checkpoint store\)$"):
         train_model(DATA, MODEL, TrainConfig(epochs=3, batch_size=128, seed=0), stop_requested=stop_after(2))
 
 
 def test_a_stop_before_the_first_epoch_saves_nothing():
     store = InMemory(every_epoch=False)
-    with pytest.raises(Preempted, match=r"^stopped by SIGTERM at the start \(nothing to save yet\)$"):
+    with pytest.raises(Preempted, match=r"^stopped by a stop request at the start \(nothing to save yet\)$"):
         train_model(DATA, MODEL, TrainConfig(epochs=3, batch_size=128, seed=0), checkpoints=store,
                     stop_requested=stop_after(1))
     assert store.saves == []
