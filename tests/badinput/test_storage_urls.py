@@ -83,14 +83,16 @@ def assert_secret_hidden(output: str, logged: str) -> None:
         assert SECRET not in text and SECRET[2:10] not in text, "the password shows"
 
 
-@pytest.mark.parametrize("how", ["option", "env"])
-@pytest.mark.parametrize("label", list(MALFORMED))
+# An environment variable cannot hold a NUL byte: those URLs are tried as an option only.
+CASES = [(label, how) for label in MALFORMED for how in ("option", "env")
+         if not (how == "env" and "\x00" in MALFORMED[label][0])]
+
+
+@pytest.mark.parametrize("label, how", CASES)
 def test_a_malformed_url_is_refused_before_anything_connects(workdir, no_network, caplog, label, how):
     caplog.set_level(logging.DEBUG)
     url, says = MALFORMED[label]
     url = url.format(pw=SECRET)
-    if how == "env" and "\x00" in url:
-        pytest.skip("an environment variable cannot hold a NUL byte")
     before = tree(workdir)
     for debug in ([], ["--debug"]):
         args = [*debug, "study", "list", *(["--storage", url] if how == "option" else [])]
