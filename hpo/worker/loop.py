@@ -126,6 +126,11 @@ def _warm_up(spec: Spec, device: str) -> None:
         warm_up(None, device)
 
 
+# What a dataset that cannot load raises when the fault is in the spec or the files: hpo's
+# own loaders say what is wrong in an HpoError (TrainingError); the rest is the file system.
+DATASET_FAULTS = (HpoError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
+
+
 def _load_fixed_dataset(spec: Spec, device: str) -> None:
     """Load what every trial of the spec loads alike (cached for the trials of this worker).
 
@@ -143,8 +148,12 @@ def _load_fixed_dataset(spec: Spec, device: str) -> None:
             load_splits(spec.data, device)  # the very splits every trial uses
         elif not searched & source_keys(spec.data.name):
             load_source(spec.data)  # the files every trial reads
-    except Exception as exc:
+    except DATASET_FAULTS as exc:
         raise UsageError(failure_reason(exc)) from exc
+    except Exception:
+        # Not the dataset's own fault (a download, the device, memory) and maybe passing: the
+        # trials meet it, the failure budget bounds them, and a pool restarts an exit 1.
+        return
 
 
 def _enable_heartbeats(study: Study, budget: Budget) -> float | None:

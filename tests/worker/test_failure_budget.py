@@ -102,6 +102,28 @@ def test_a_fixed_dataset_that_cannot_load_fails_the_worker_before_any_trial(stud
     assert seconds < 10
 
 
+def test_a_passing_fault_while_loading_is_left_to_the_trials(study, tmp_path, monkeypatch):
+    # A download cut short, the device or memory: not the spec's fault and maybe passing, so
+    # no exit 2 (final for a pool); the trial meets it, records it, and the next one trains.
+    import hpo.training.data as data_module
+
+    real_load_splits = data_module.load_splits
+    calls = []
+
+    def flaky_load_splits(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionResetError("connection reset by peer")
+        return real_load_splits(*args, **kwargs)
+
+    monkeypatch.setattr(data_module, "load_splits", flaky_load_splits)
+    run = study(budget="{n_trials: 1}")
+    result = run("worker", "fails")
+    assert result.exit_code == 0, result.output
+    assert [t.state for t in trials_of("fails")] == [TrialState.COMPLETE]
+    assert calls  # the worker's own check met the fault
+
+
 def test_a_searched_dataset_that_fails_for_some_values_is_left_to_the_trials(study, tmp_path):
     # Which dataset is searched: the worker cannot judge the values in advance. Those that
     # load train; the others fail their trials, with the reason, and the study goes on.
