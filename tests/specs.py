@@ -130,12 +130,15 @@ def describe(results: Sequence[subprocess.CompletedProcess[str]]) -> str:
 
 
 def trial_states(storage: str | Path, name: str) -> dict[str, int]:
-    """How many of the study's trials are in each state (``{"COMPLETE": 4}``)."""
+    """How many of the study's trials are in each state (``{"COMPLETE": 4}``), leaving out
+    trials two workers raced for and handed back unrun (hpo.worker.budget): they never ran."""
     from collections import Counter
 
     import optuna
 
     from hpo.storage.urls import open_storage, resolve_storage
+    from hpo.study.attrs import OVER_BUDGET
 
     study = optuna.load_study(study_name=name, storage=open_storage(resolve_storage(str(storage))))
-    return dict(Counter(trial.state.name for trial in study.get_trials(deepcopy=False)))
+    return dict(Counter(trial.state.name for trial in study.get_trials(deepcopy=False)
+                        if not trial.user_attrs.get(OVER_BUDGET)))

@@ -18,27 +18,31 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# hpo.models.custom reads the same names (ALLOW_ENV, PATH_ENV) in child processes; spelt
-# here too because `hpo --help` must not import the model package.
+# The names hpo.models.custom reads (ModulePolicy.from_env), spelt here too because
+# `hpo --help` must not import the model package; a test keeps the two equal.
 ALLOW_ENV = "HPO_ALLOW_MODULES"
 PATH_ENV = "HPO_MODULE_PATH"
 
 
 def module_options(command: F) -> F:
     command = click.option(
-        "--module-path", "module_paths", multiple=True, envvar=PATH_ENV, metavar="DIR",
-        type=click.Path(exists=True, file_okay=False),
+        "--module-path", "module_paths", multiple=True, metavar="DIR",
         help=f"A folder to import allowed custom models from, searched after the installed "
         f"packages (repeatable; default: ${PATH_ENV}, folders separated by '{os.pathsep}'). "
         "The working directory is never searched unless named here.")(command)
     return click.option(
-        "--allow-module", "allow_modules", multiple=True, envvar=ALLOW_ENV, metavar="PREFIX",
+        "--allow-module", "allow_modules", multiple=True, metavar="PREFIX",
         help=f"Let custom models (model: {{name: custom}}) import modules under PREFIX, e.g. "
         f"models or my_pkg.nets (repeatable or comma-separated; default: ${ALLOW_ENV}, else "
         "none). The stored spec names the module; only this machine decides whether it runs.")(command)
 
 
 def module_policy(allow_modules: tuple[str, ...], module_paths: tuple[str, ...]) -> ModulePolicy:
+    """The flags' policy; each flag not given falls back to its environment variable, read by
+    ``ModulePolicy.from_env`` alone (as the pool's children read what ``as_env`` gave them),
+    so that the variables mean the same wherever they are read."""
     from hpo.worker.model_code import ModulePolicy
 
-    return ModulePolicy.of(allow_modules, module_paths)
+    env = ModulePolicy() if allow_modules and module_paths else ModulePolicy.from_env(os.environ)
+    flags = ModulePolicy.of(allow_modules, module_paths)
+    return ModulePolicy(flags.allowed or env.allowed, flags.paths or env.paths)
