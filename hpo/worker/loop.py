@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hpo.errors import HpoError, UsageError
+from hpo.errors import Aborted, HpoError, UsageError
 from hpo.storage.urls import DEFAULT_RECONNECT_TIMEOUT, StorageTarget
 from hpo.study.attrs import FAIL_REASON, OVER_BUDGET, WORKER
 from hpo.study.studies import load_study
@@ -24,7 +24,7 @@ from hpo.worker.model_code import check_model_code
 from hpo.worker.recovery import worker_identity
 from hpo.worker.signals import LeaveNow, StopRequest, stop_on_signals
 from hpo.worker.threads import registered_worker, share_cpu
-from hpo.worker.trial import Progress, Trainer, TrialOutcome, TrialRun, failure_reason
+from hpo.worker.trial import Progress, Trainer, TrialOutcome, TrialRun, abandon, failure_reason
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -199,11 +199,17 @@ def _trial_loop(study: Study, spec: Spec, *, n_trials: int | None, timeout: floa
         asked_at = time.perf_counter()
         with one_read_of_the_study(storage_of(study)):  # see hpo.storage.proxies.OneReadPerTrial
             trial = study.ask()
-        watchdog.beat_for(trial_id_of(trial))
-        # First thing: who runs it, so that a worker on this host can tell if we die.
-        trial.set_user_attr(WORKER, worker_identity(rank))
         try:
-            if is_over_budget(study, trial.number, spec.budget):
+            watchdog.beat_for(trial_id_of(trial))
+            # First thing: who runs it, so that a worker on this host can tell if we die.
+            trial.set_user_attr(WORKER, worker_identity(rank))
+            over_budget = is_over_budget(study, trial.number, spec.budget)
+        except Aborted as aborted:  # a second stop signal before the trial started: hand it back too
+            aborted.outcome = abandon(study, trial, str(aborted), spec.budget.max_retries)
+            watchdog.beat_for(None)
+            raise
+        try:
+            if over_budget:
                 _hand_back(study, trial)
                 continue
             outcome = TrialRun(study, trial, spec, device=device, emit=emit, stop=stop,

@@ -239,25 +239,8 @@ class TrialRun:
 
     def abandoned(self, reason: str) -> str:
         """Aborted: handed back at once, without saving a checkpoint (the retry resumes from
-        the last one saved). Returns what became of the trial, for the worker's last line;
-        when even this cannot be written, the trial stays RUNNING until a sweep retries it."""
-        from hpo.storage.optuna_internals import storage_of, trial_id_of
-        from hpo.study.attrs import TrialRecord
-        from hpo.worker.recovery import fail_and_retry
-
-        number, max_retries = self.trial.number, self.spec.budget.max_retries
-        try:
-            fresh = storage_of(self.study).get_trial(trial_id_of(self.trial))
-            if not fail_and_retry(self.study, fresh, reason, max_retries):
-                return f"trial {number} had already ended"
-        except Exception:  # noqa: BLE001 - the storage is unusable: leave at once all the same
-            return (f"trial {number} left running: a worker's sweep retries it (on this host, or once "
-                    "its heartbeats are over budget.heartbeat_grace_period old)")
-        record = TrialRecord.from_frozen(fresh)
-        if int(record.retries) >= max_retries:
-            return f"trial {number} failed (budget.max_retries = {max_retries} used up)"
-        where = "from its last checkpoint" if record.checkpoint or record.resume_from else "from the start"
-        return f"trial {number} handed back, to be resumed {where} by the next worker"
+        the last one saved). Returns what became of the trial, for the worker's last line."""
+        return abandon(self.study, self.trial, reason, self.spec.budget.max_retries)
 
     def taken_over(self) -> TrialOutcome:
         """Nothing to write: the trial is already failed and retried by another worker."""
@@ -363,3 +346,26 @@ def _free_device_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def abandon(study: Study, trial: Trial, reason: str, max_retries: int) -> str:
+    """Fail ``trial`` with ``reason`` and enqueue its retry at once (a second stop signal);
+    returns what became of it, for the worker's last line. When even this cannot be written,
+    the trial stays RUNNING until a sweep retries it."""
+    from hpo.storage.optuna_internals import storage_of, trial_id_of
+    from hpo.study.attrs import TrialRecord
+    from hpo.worker.recovery import fail_and_retry
+
+    number = trial.number
+    try:
+        fresh = storage_of(study).get_trial(trial_id_of(trial))
+        if not fail_and_retry(study, fresh, reason, max_retries):
+            return f"trial {number} had already ended"
+    except Exception:  # noqa: BLE001 - the storage is unusable: leave at once all the same
+        return (f"trial {number} left running: a worker's sweep retries it (on this host, or once "
+                "its heartbeats are over budget.heartbeat_grace_period old)")
+    record = TrialRecord.from_frozen(fresh)
+    if int(record.retries) >= max_retries:
+        return f"trial {number} failed (budget.max_retries = {max_retries} used up)"
+    where = "from its last checkpoint" if record.checkpoint or record.resume_from else "from the start"
+    return f"trial {number} handed back, to be resumed {where} by the next worker"

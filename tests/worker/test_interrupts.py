@@ -121,6 +121,25 @@ def test_a_second_ctrl_c_aborts_at_once_exits_130_and_hands_the_trial_back(tiny,
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_two_signals_between_ask_and_the_trials_start_hand_the_trial_back(tiny, monkeypatch):
+    # The window in which the trial exists (RUNNING) but no TrialRun holds it yet.
+    import hpo.worker.loop as loop
+
+    def over_budget_interrupted(*args, **kwargs):
+        interrupt_this_process()
+        interrupt_this_process()
+        raise AssertionError("the worker went on after the second signal")
+
+    monkeypatch.setattr(loop, "is_over_budget", over_budget_interrupted)
+    result = CliRunner().invoke(cli, ["worker", "tiny", "--quiet"])
+    assert result.exit_code == 130, result.output
+    assert result.stderr.splitlines()[-1] == (
+        "Error: aborted by a second SIGINT: trial 0 handed back, to be resumed from the start by the next worker")
+    first, retry = tiny()
+    assert first.state == TrialState.FAIL and first.user_attrs["retried"] is True
+    assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == 0
+
+
 def test_a_second_signal_during_the_hand_back_waits_for_it_then_aborts(tiny, monkeypatch):
     """Cut short between failing the trial and enqueueing its retry, the trial would be lost."""
     enqueue = optuna.Study.enqueue_trial
