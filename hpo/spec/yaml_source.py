@@ -276,6 +276,7 @@ class _Builder:
             return value  # a string; YAML's timestamps stay strings too
         node = ScalarNode(tag, value, event.start_mark, event.end_mark)
         try:
+            # kind is one of _EXPECTED_AS's few names (checked just above), never a user's word.
             return getattr(self.constructor, f"construct_yaml_{kind}")(node)
         except ValueError:  # an integer past Python's limit on digits
             self._not_valid(tag, value, path, line, " of at most 4300 digits")
