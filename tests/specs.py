@@ -142,3 +142,12 @@ def trial_states(storage: str | Path, name: str) -> dict[str, int]:
     study = optuna.load_study(study_name=name, storage=open_storage(resolve_storage(str(storage))))
     return dict(Counter(trial.state.name for trial in study.get_trials(deepcopy=False)
                         if not trial.user_attrs.get(OVER_BUDGET)))
+
+
+def trials_of(name: str, storage: str | None = None) -> list[Any]:
+    """The study's trials as Optuna's FrozenTrials, read through hpo (``storage`` None: the
+    one the CLI would use, from $HPO_STORAGE)."""
+    from hpo.storage.urls import resolve_storage
+    from hpo.study.studies import load_study
+
+    return load_study(name, resolve_storage(storage)).study.get_trials(deepcopy=False)

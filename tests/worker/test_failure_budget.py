@@ -18,9 +18,9 @@ from hpo.spec import load_spec, spec_from_json, spec_sha256, spec_to_json
 from hpo.spec.model import Budget
 from hpo.storage.urls import resolve_storage
 from hpo.study.attrs import FAIL_REASON, OVER_BUDGET, RETRIED
-from hpo.study.studies import load_study
 from hpo.worker.budget import failure_stop, failure_streak
 from tests.badinput import assert_refused, snapshot, within_bounds
+from tests.specs import trials_of
 
 SPEC = """\
 name: {name}
@@ -51,10 +51,6 @@ def study(tmp_path, monkeypatch):
         return lambda *args: CliRunner().invoke(cli, list(args))
 
     return make
-
-
-def trials_of(name):
-    return load_study(name, resolve_storage(None)).study.get_trials(deepcopy=False)
 
 
 def missing_fashion_mnist(tmp_path):

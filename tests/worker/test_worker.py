@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from hpo.cli.main import cli
 from hpo.storage.urls import resolve_storage
 from hpo.study.studies import load_study
+from tests.specs import trials_of
 
 TINY = """\
 name: {name}
@@ -40,10 +41,6 @@ def study(tmp_path, monkeypatch):
         return lambda *args: CliRunner().invoke(cli, list(args))
 
     return make
-
-
-def trials_of(name):
-    return load_study(name, resolve_storage(None)).study.get_trials(deepcopy=False)
 
 
 def test_worker_runs_the_global_budget_and_records_every_trial(study):
