@@ -1,6 +1,8 @@
 """Where studies live: a storage URL -> an Optuna storage, and everything hpo does to it.
 
 - ``urls``: ``--storage``/``$HPO_STORAGE`` -> ``StorageTarget`` -> an Optuna storage;
+- ``url_checks``: a malformed URL refused before anything connects or looks up a host;
+- ``existing``: a journal file checked to be one, and nothing created by a reading command;
 - ``secrets``: a URL's password kept out of every output, log and error;
 - ``proxies``: the wrappers that reconnect after a database restart and give pruners a cheap
   view of the study;
