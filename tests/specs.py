@@ -14,6 +14,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+# The source of a custom model module for tests: a one-hidden-layer MLP, ``TinyNet``, taking
+# what hpo passes a custom model (in_shape, num_classes) and one keyword of its own.
+TINY_NET_SOURCE = """
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self, in_shape, num_classes, width=8):
+        super().__init__()
+        c, h, w = in_shape
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, width), nn.ReLU(),
+                                 nn.Linear(width, num_classes))
+
+    def forward(self, x):
+        return self.net(x)
+"""
+
 # Each worker process imports torch (seconds on a small machine): leave room for several
 # starting at once on two cores.
 WORKER_TIMEOUT = 300

@@ -27,7 +27,7 @@ from hpo.cli.main import cli
 from hpo.spec import spec_sha256
 from hpo.study.attrs import CONFIG, SPEC, SPEC_SHA256
 from tests.badinput import assert_refused, snapshot, within_bounds
-from tests.specs import spec_text
+from tests.specs import TINY_NET_SOURCE, spec_text
 
 NAME = "tampered"
 
@@ -47,24 +47,14 @@ EVIL = textwrap.dedent('''
 ''')
 
 # A module the tests allow: a class whose kwargs are checked, and things that are no class.
-NETS = textwrap.dedent('''
-    from torch import nn
+NETS = TINY_NET_SOURCE + """
+
+Net = TinyNet
 
 
-    class Net(nn.Module):
-        def __init__(self, in_shape, num_classes, width=8):
-            super().__init__()
-            c, h, w = in_shape
-            self.net = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, width), nn.ReLU(),
-                                     nn.Linear(width, num_classes))
-
-        def forward(self, x):
-            return self.net(x)
-
-
-    def make_net(**kwargs):
-        return Net(**kwargs)
-''')
+def make_net(**kwargs):
+    return Net(**kwargs)
+"""
 
 
 @pytest.fixture

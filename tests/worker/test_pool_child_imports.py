@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
-from tests.specs import describe, hpo_env, run_hpo, spec_text, trial_states
+from tests.specs import TINY_NET_SOURCE, describe, hpo_env, run_hpo, spec_text, trial_states
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
@@ -31,26 +30,13 @@ SHADOWS = {
     "models.py": "raise ImportError('the working directory models.py was imported')\n",
 }
 
-NETS = textwrap.dedent('''
-    import os
-    from pathlib import Path
+# Which processes imported this module (the pool's children, not the parent).
+NETS = """
+import os
+from pathlib import Path
 
-    from torch import nn
-
-    # Which processes imported this module (the pool's children, not the parent).
-    Path(__file__).with_name(f"imported-by-{os.getpid()}").touch()
-
-
-    class TinyNet(nn.Module):
-        def __init__(self, in_shape, num_classes, width=8):
-            super().__init__()
-            c, h, w = in_shape
-            self.net = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, width), nn.ReLU(),
-                                     nn.Linear(width, num_classes))
-
-        def forward(self, x):
-            return self.net(x)
-''')
+Path(__file__).with_name(f"imported-by-{os.getpid()}").touch()
+""" + TINY_NET_SOURCE
 
 
 def hpo_script() -> list[str]:
