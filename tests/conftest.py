@@ -12,6 +12,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import psycopg2
 import pytest
@@ -21,7 +22,12 @@ if __package__:  # the suite: tests/ is a package (tests/__init__.py)
 else:  # a copy beside a stand-in postgres.py (tests/storage/test_postgres_server.py makes one)
     from postgres import PostgresServer, find_pg_bin_dir
 
-POSTGRES_FIXTURES = frozenset({"postgres_server", "postgres_url"})
+if TYPE_CHECKING:  # imported in its fixture: the copy above has no pgbouncer.py beside it
+    from tests.pgbouncer import PgBouncer
+
+POSTGRES_FIXTURES = frozenset({"postgres_server", "postgres_url", "pgbouncer_server", "pgbouncer_url"})
+# Server connections the session's PgBouncer keeps per database (its default_pool_size).
+PGBOUNCER_POOL_SIZE = 8
 
 PG_MISSING = (
     "PostgreSQL server binaries not found: install postgresql "
@@ -65,3 +71,33 @@ def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest
     if postgres_server.is_running:
         with contextlib.suppress(psycopg2.Error):  # cleanup only: the whole server is deleted at the end
             postgres_server.drop_database(name)
+
+
+def _missing(message: str) -> None:
+    """Skip, except under CI=true, where a missing server must fail the run instead."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_server(postgres_server: PostgresServer) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode in front of the session's server, at most
+    ``PGBOUNCER_POOL_SIZE`` server connections per database (tests/pgbouncer.py).
+
+    Skipped where pgbouncer is not installed, failed instead under CI=true."""
+    from tests.pgbouncer import MISSING, PgBouncer, find_pgbouncer
+
+    binary = find_pgbouncer()
+    if binary is None:
+        _missing(MISSING)
+    if not postgres_server.is_running:  # an earlier fault test left it down
+        postgres_server.start()
+    with PgBouncer(postgres_server, binary=binary, pool_size=PGBOUNCER_POOL_SIZE) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture
+def pgbouncer_url(pgbouncer_server: PgBouncer, postgres_url: str) -> str:
+    """``postgres_url`` (a fresh database for this test) through the session's PgBouncer."""
+    return pgbouncer_server.through(postgres_url)
