@@ -21,7 +21,8 @@ from hpo.cli.modules import module_options, module_policy
 @click.option("--output", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Directory for weights, metrics.json and reports (default: retrain-NAME-TRIAL).")
 @storage_option
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA if available, else MPS, else the CPU), cpu, cuda, cuda:N or mps.")
 @module_options
 def retrain(name: str, trial_number: int | None, seeds: int, test: bool, output: Path | None,
             storage: str | None, device: str, allow_modules: tuple[str, ...],
@@ -36,13 +37,14 @@ def retrain(name: str, trial_number: int | None, seeds: int, test: bool, output:
     from hpo.results.outputs import check_output_dir
     from hpo.results.retrain import retrain as run_retrain
     from hpo.study.studies import load_study
-    from hpo.worker.loop import check_device
+    from hpo.worker.device import check_device_name, resolve_device
     from hpo.worker.model_code import using_module_policy
 
+    check_device_name(device)
     if output is not None:
         check_output_dir(output)  # before the storage is read and a model trained
     policy = module_policy(allow_modules, module_paths)
     loaded = load_study(name, storage_target(storage))
     with using_module_policy(policy):  # the trial's stored config names the model's module
         run_retrain(loaded, trial_number=trial_number, seeds=seeds, test=test, output=output,
-                    device=check_device(device), say=click.echo)
+                    device=resolve_device(device), say=click.echo)

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
               help="Stop this worker from starting trials after SECONDS.")
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run K worker processes on this machine.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA if available, else MPS, else the CPU), cpu, cuda, cuda:N or mps; "
+              "the worker prints the one it chose, and each trial records it.")
 @click.option("--gpus", default=None, metavar="IDS|all",
               help="One worker process per GPU (e.g. 0,1,2,3, or all), each pinned to its GPU "
               "(CUDA_VISIBLE_DEVICES) and supervised.")
@@ -138,6 +140,8 @@ class TrialProgress:
                 self.status.start()
             else:
                 self.status.update(text)
+        elif event == "chosen_device":
+            click.echo(f"{self.prefix}Device: {data['description']}")
         elif event == "swept":
             click.echo(f"{self.prefix}trial {data['trial']} was left running by a worker that is gone: "
                        "marked failed and retried from its last checkpoint (up to budget.max_retries)")

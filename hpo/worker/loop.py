@@ -11,19 +11,21 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpo.errors import Aborted, HpoError, UsageError
 from hpo.storage.urls import DEFAULT_RECONNECT_TIMEOUT, StorageTarget
 from hpo.study.attrs import FAIL_REASON, OVER_BUDGET, WORKER
 from hpo.study.studies import load_study
 from hpo.worker.budget import budget_state, is_over_budget
+from hpo.worker.device import AUTO, check_device_name, describe_device, resolve_device
 from hpo.worker.heartbeat import Watchdog
 from hpo.worker.model_code import check_model_code
 from hpo.worker.recovery import worker_identity
 from hpo.worker.signals import LeaveNow, StopRequest, stop_on_signals
-from hpo.worker.threads import registered_worker, share_cpu
+from hpo.worker.threads import registered_worker, share_cpu, threads_per_worker
 from hpo.worker.trial import Progress, Trainer, TrialOutcome, TrialRun, abandon, failure_reason
 
 if TYPE_CHECKING:
@@ -40,30 +42,13 @@ class WorkerReport:
     exit_code: int = 0
 
 
-def check_device(device: str) -> str:
-    """Fail early, in the user's terms, when the device cannot be used."""
-    import re
-
-    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device):
-        raise UsageError(f"unknown device {device!r} (expected cpu, cuda, cuda:N or mps)")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise HpoError(f"device {device} requested but CUDA is not available on this machine")
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise HpoError(f"device {device} requested but only {torch.cuda.device_count()} GPU(s) are visible")
-    return device
-
-
 def run_worker(
     name: str,
     target: StorageTarget,
     *,
     n_trials: int | None = None,
     timeout: float | None = None,
-    device: str = "cpu",
+    device: str = AUTO,
     rank: int = 0,
     progress: Progress | None = None,
     reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
@@ -89,31 +74,94 @@ def run_worker(
 def _run_worker(name: str, target: StorageTarget, stop: StopRequest, *, n_trials: int | None,
                 timeout: float | None, device: str, rank: int, progress: Progress | None,
                 reconnect_timeout: float, trainer: Trainer | None) -> WorkerReport:
-    from hpo.spec.space import max_epochs, space_facts
-    from hpo.spec.strategies import build_pruner, build_sampler
+    check_device_name(device)  # a typo is refused before the storage is opened
+    emit = progress or _no_progress
+    study, spec, watchdog = _open_study(name, target, stop, emit, reconnect_timeout)
+    with registered_worker(), _own_heartbeats():
+        # First, with only optuna and the stored spec loaded: a worker on a finished study
+        # says so at once, without torch's import or the dataset (seconds and a GB).
+        finished = _nothing_to_do(study, spec, watchdog, stop)
+        if finished is not None:
+            return finished
+        with stop.holding_nothing():  # a stop signal leaves at once: there is nothing to save yet
+            device = _prepare(study, spec, device, rank, emit, trainer)
+        with watchdog:
+            return _trial_loop(study, spec, n_trials=n_trials, timeout=timeout, device=device,
+                               rank=rank, emit=emit, stop=stop, watchdog=watchdog,
+                               trainer=trainer)
 
-    with stop.holding_nothing():  # a stop signal leaves at once: there is nothing to save yet
+
+def nothing_to_do(name: str, target: StorageTarget, *,
+                  reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT) -> WorkerReport | None:
+    """The report of a worker started now on study ``name`` that would run no trial (its
+    budget spent, or its failures over budget), else None; at the cost of one read of the
+    study, without torch. A pool asks this once before starting its children."""
+    with stop_on_signals() as stop:
+        try:
+            study, spec, watchdog = _open_study(name, target, stop, _no_progress, reconnect_timeout)
+            with _own_heartbeats():
+                return _nothing_to_do(study, spec, watchdog, stop)
+        except LeaveNow:
+            return WorkerReport(stop_reason=f"stopped by {stop.signal} before its first trial")
+
+
+def _no_progress(event: str, data: dict[str, Any]) -> None:
+    return None
+
+
+def _open_study(name: str, target: StorageTarget, stop: StopRequest, emit: Progress,
+                reconnect_timeout: float) -> tuple[Study, Spec, Watchdog]:
+    """The study, its stored spec, and the watchdog that will beat the trials' hearts."""
+    with stop.holding_nothing():
         loaded = load_study(name, target, reconnect_for=reconnect_timeout)
-        spec = loaded.spec
-        check_model_code(spec)  # before any trial: only code this machine allows
-        study = loaded.study
-        study.sampler = build_sampler(spec.sampler, rank=rank, space=space_facts(spec))
-        study.pruner = build_pruner(spec.pruner, max_epochs=max_epochs(spec))
-        device = check_device(device)
-        _warm_up(spec, device)
-    emit = progress or (lambda event, data: None)
+    study, spec = loaded.study, loaded.spec
     grace = _enable_heartbeats(study, spec.budget)
     watchdog = Watchdog(study, max_retries=spec.budget.max_retries,
                         interval=spec.budget.heartbeat_interval, grace_period=grace,
                         sweep_every=spec.budget.heartbeat_grace_period / 2,
                         on_swept=lambda number: emit("swept", {"trial": number}))
-    with registered_worker(), watchdog, warnings.catch_warnings():
-        # Optuna warns on every ask that heartbeats belong to study.optimize: hpo beats its own.
+    return study, spec, watchdog
+
+
+@contextlib.contextmanager
+def _own_heartbeats() -> Iterator[None]:
+    """Optuna warns on every ask that heartbeats belong to study.optimize: hpo beats its own."""
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-        watchdog.sweep()  # trials left behind before this worker started
-        return _trial_loop(study, spec, n_trials=n_trials, timeout=timeout, device=device,
-                           rank=rank, emit=emit, stop=stop, watchdog=watchdog,
-                           trainer=trainer)
+        yield
+
+
+def _nothing_to_do(study: Study, spec: Spec, watchdog: Watchdog, stop: StopRequest) -> WorkerReport | None:
+    """Why this worker would run no trial, as its report; None when there is work."""
+    # Outside holding_nothing: a first stop signal must not cut a sweep between failing a
+    # trial and enqueueing its retry. The sweep comes first: a trial left behind by a dead
+    # worker counts as claimed until it is swept, and its retry reopens the budget.
+    watchdog.sweep()
+    if stop():
+        return WorkerReport(stop_reason=f"stopped by {stop.signal} before its first trial")
+    state = budget_state(study, spec.budget)
+    if state.stop_reason:
+        return WorkerReport(stop_reason=state.stop_reason, exit_code=0 if state.exhausted else 1)
+    return None
+
+
+def _prepare(study: Study, spec: Spec, device: str, rank: int, emit: Progress,
+             trainer: Trainer | None) -> str:
+    """What the first trial needs: only allowed model code, the sampler and pruner, the
+    device (``auto`` resolved, announced) and the warm-up; returns the device."""
+    from hpo.spec.space import max_epochs, space_facts
+    from hpo.spec.strategies import build_pruner, build_sampler
+
+    check_model_code(spec)  # before any trial: only code this machine allows
+    study.sampler = build_sampler(spec.sampler, rank=rank, space=space_facts(spec))
+    study.pruner = build_pruner(spec.pruner, max_epochs=max_epochs(spec))
+    if trainer is not None:  # a stand-in trainer (benchmarks) uses neither torch nor the dataset
+        return device
+    device = resolve_device(device)
+    emit("chosen_device", {"resolved": device,
+                           "description": describe_device(device, cpu_threads=threads_per_worker())})
+    _warm_up(spec, device)
+    return device
 
 
 def _warm_up(spec: Spec, device: str) -> None:

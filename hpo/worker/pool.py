@@ -44,6 +44,7 @@ from typing import Any
 
 from hpo.errors import UsageError
 from hpo.storage.urls import ENV_VAR, StorageTarget
+from hpo.worker.device import AUTO, check_device_name
 
 #: Exit codes that a worker chooses (see the module docstring): never restarted.
 FINAL_CODES = frozenset({0, 1, 2, 130, 143})
@@ -130,7 +131,7 @@ def plan_slots(
     per_gpu: int = 1,
     n_trials: int | None = None,
     timeout: float | None = None,
-    device: str = "cpu",
+    device: str = AUTO,
     environ: Mapping[str, str] | None = None,
     reconnect_timeout: float | None = None,
 ) -> list[Slot]:
@@ -220,7 +221,7 @@ def run_pool(
     rank: int,
     n_trials: int | None,
     timeout: float | None,
-    device: str = "cpu",
+    device: str = AUTO,
     gpus: Sequence[int] | None = None,
     per_gpu: int = 1,
     max_restarts: int = DEFAULT_MAX_RESTARTS,
@@ -234,12 +235,33 @@ def run_pool(
     """Start the planned children, supervise them (see the module docstring), print one
     line per child, and return the pool's exit code: 0 when every child ended with 0, else
     the worst child's code (a signal N counts as 128 + N). ``env``: added to each child's
-    environment (the custom-model allow-list, see hpo.models.custom.ModulePolicy.as_env)."""
+    environment (the custom-model allow-list, see hpo.models.custom.ModulePolicy.as_env).
+
+    A study with nothing left to run is answered here, once, without starting a child (each
+    would import torch only to say so): one line, and the code a worker would exit with."""
+    check_device_name(device)
+    finished = _finished_study(name, target, reconnect_timeout)
+    if finished is not None:
+        return finished
     slots = plan_slots(name, rank=rank, processes=processes, gpus=gpus, per_gpu=per_gpu,
                        n_trials=n_trials, timeout=timeout, device=device,
                        reconnect_timeout=reconnect_timeout)
     return supervise(slots, {ENV_VAR: target.url, **(env or {})}, max_restarts=max_restarts, backoff=backoff,
                      stop_grace=stop_grace, spawn=spawn or spawn_child, poll_interval=poll_interval)
+
+
+def _finished_study(name: str, target: StorageTarget, reconnect_timeout: float | None) -> int | None:
+    """None when the study has trials to run; else, once said why, the pool's exit code."""
+    from hpo.worker.loop import nothing_to_do
+
+    kwargs = {} if reconnect_timeout is None else {"reconnect_timeout": reconnect_timeout}
+    finished = nothing_to_do(name, target, **kwargs)
+    if finished is None:
+        return None
+    print(f"Workers not started: {finished.stop_reason}", flush=True)
+    if finished.exit_code:
+        _log(f"Error: {finished.stop_reason}")
+    return finished.exit_code
 
 
 def supervise(

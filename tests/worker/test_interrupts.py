@@ -83,7 +83,9 @@ def test_ctrl_c_before_the_first_trial_leaves_at_once_with_a_message(tiny, monke
     monkeypatch.setattr("hpo.worker.loop._warm_up", warm_up_interrupted)
     result = CliRunner().invoke(cli, ["worker", "tiny", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines() == [
+    device_line, *lines = result.stdout.splitlines()
+    assert device_line.startswith("Device: cpu (")  # chosen before the warm-up began
+    assert lines == [
         "Worker done: 0 trials (0 complete, 0 pruned, 0 failed); stopped by SIGINT before its first trial"]
     assert tiny() == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
@@ -205,7 +207,7 @@ def test_a_pool_forwards_the_second_ctrl_c_and_kills_what_does_not_abort(monkeyp
     stubborn, aborts = AbortsOnTheSecondSignal(stubborn=True), AbortsOnTheSecondSignal(on_poll=press_ctrl_c_twice)
     children = iter([stubborn, aborts])
     started = time.monotonic()
-    code = pool.supervise(pool.plan_slots("s", rank=0, processes=2, environ={}), {}, stop_grace=60,
+    code = pool.supervise(pool.plan_slots("s", rank=0, processes=2, device="cpu", environ={}), {}, stop_grace=60,
                           spawn=lambda command, env: next(children), poll_interval=0.01)
     assert time.monotonic() - started < 5  # not the 60 s grace of a first signal
     assert aborts.signals == [signal.SIGINT, signal.SIGINT] and stubborn.signals == [signal.SIGINT, signal.SIGINT]

@@ -91,7 +91,7 @@ def test_plan_maps_gpu_ids_through_the_parents_visible_devices():
 
 
 def test_plan_on_the_cpu():
-    slots = pool.plan_slots("s", rank=4, processes=3, timeout=2.5, environ={})
+    slots = pool.plan_slots("s", rank=4, processes=3, timeout=2.5, device="cpu", environ={})
     assert [(s.rank, s.label, dict(s.env), s.device) for s in slots] == [
         (4, "cpu", {}, "cpu"), (5, "cpu", {}, "cpu"), (6, "cpu", {}, "cpu")]
     assert slots[0].command()[5:] == ["s", "--quiet", "--timeout", "2.5", "--device", "cpu", "--rank", "4"]
@@ -143,7 +143,7 @@ class FakeLauncher:
 
 
 def test_restart_policy_and_report(capsys):
-    slots = pool.plan_slots("s", rank=0, processes=4, environ={})
+    slots = pool.plan_slots("s", rank=0, processes=4, device="cpu", environ={})
     launcher = FakeLauncher({
         0: [-signal.SIGKILL, 0],  # killed (OOM killer): restarted, then spends the budget
         1: [1],  # max_failed_trials: stays down
@@ -185,7 +185,7 @@ def test_gpu_children_get_their_device_through_the_environment(capsys, monkeypat
 
 
 def test_signals_are_forwarded_then_stragglers_killed_and_nothing_restarted(capsys):
-    slots = pool.plan_slots("s", rank=0, processes=3, environ={})
+    slots = pool.plan_slots("s", rank=0, processes=3, device="cpu", environ={})
     polite, stubborn, crashed = FakeChild(None), FakeChild(None, stubborn=True), FakeChild(-9, polls=1)
     launcher = FakeLauncher({0: [polite], 1: [stubborn], 2: [crashed]})
 
@@ -262,10 +262,14 @@ def test_gpus_reach_the_pool(cli_run, monkeypatch):
     (args, kw), = calls
     assert args[0] == "study"
     assert kw["gpus"] == [0, 1, 2] and kw["per_gpu"] == 2 and kw["rank"] == 5
-    assert kw["max_restarts"] == 1 and kw["device"] == "cpu"
+    assert kw["max_restarts"] == 1 and kw["device"] == "auto"  # the default; each child gets cuda:0
 
 
-def test_gpus_through_the_cli_with_a_stubbed_launcher(cli_run, monkeypatch):
+def test_gpus_through_the_cli_with_a_stubbed_launcher(cli_run, monkeypatch, tmp_path):
+    # A study with trials to run: the parent checks the budget before starting any child.
+    created = CliRunner().invoke(cli, ["study", "create", str(write_spec(tmp_path, "study")),
+                                       "--storage", "x.journal"])
+    assert created.exit_code == 0, created.output
     launcher = FakeLauncher({0: [0], 1: [0], 2: [0], 3: [0]})
     monkeypatch.setattr(pool, "spawn_child", launcher)
     result = cli_run("--gpus", "1,3", "--per-gpu", "2", "--rank", "0", "--storage", "x.journal",

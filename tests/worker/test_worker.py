@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import optuna
 import pytest
@@ -47,7 +48,8 @@ def test_worker_runs_the_global_budget_and_records_every_trial(study):
     run = study(search="{train.lr: {low: 1e-3, high: 1e-1, log: true}}")
     result = run("worker", "tiny")
     assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
+    device_line, *lines = result.stdout.splitlines()
+    assert re.fullmatch(r"Device: cpu \(\d+ threads?\)", device_line)  # auto, on this machine
     assert [line.split(" ")[:3] for line in lines[:4]] == [["trial", str(i), "complete"] for i in range(4)]
     assert lines[-1] == ("Worker done: 4 trials (4 complete, 0 pruned, 0 failed); "
                          "budget spent: 4 of 4 trials finished")
