@@ -28,6 +28,20 @@ storage_option = click.option(
 )
 
 
+def _device_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from hpo.worker.device import check_device_name
+
+    return check_device_name(value)  # a typo is refused before the storage is opened
+
+
+def device_option(more_help: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--device``, default ``auto`` (hpo.worker.device), for the commands that train."""
+    return click.option(
+        "--device", default="auto", show_default=True, callback=_device_name,
+        help="auto (CUDA if available, else MPS, else the CPU), cpu, cuda, cuda:N or mps." + more_help,
+    )
+
+
 def format_option(*choices: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return click.option(
         "--format", "fmt", type=click.Choice(choices), default=choices[0], show_default=True,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hpo.cli.common import storage_option, storage_target
+from hpo.cli.common import device_option, storage_option, storage_target
 from hpo.cli.modules import module_options, module_policy
 
 
@@ -21,8 +21,7 @@ from hpo.cli.modules import module_options, module_policy
 @click.option("--output", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Directory for weights, metrics.json and reports (default: retrain-NAME-TRIAL).")
 @storage_option
-@click.option("--device", default="auto", show_default=True,
-              help="auto (CUDA if available, else MPS, else the CPU), cpu, cuda, cuda:N or mps.")
+@device_option()
 @module_options
 def retrain(name: str, trial_number: int | None, seeds: int, test: bool, output: Path | None,
             storage: str | None, device: str, allow_modules: tuple[str, ...],
@@ -37,10 +36,9 @@ def retrain(name: str, trial_number: int | None, seeds: int, test: bool, output:
     from hpo.results.outputs import check_output_dir
     from hpo.results.retrain import retrain as run_retrain
     from hpo.study.studies import load_study
-    from hpo.worker.device import check_device_name, resolve_device
+    from hpo.worker.device import resolve_device
     from hpo.worker.model_code import using_module_policy
 
-    check_device_name(device)
     if output is not None:
         check_output_dir(output)  # before the storage is read and a model trained
     policy = module_policy(allow_modules, module_paths)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hpo.cli.common import storage_option, storage_target
+from hpo.cli.common import device_option, storage_option, storage_target
 from hpo.cli.modules import module_options, module_policy
 from hpo.storage.urls import DEFAULT_RECONNECT_TIMEOUT
 
@@ -25,9 +25,7 @@ if TYPE_CHECKING:
               help="Stop this worker from starting trials after SECONDS.")
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run K worker processes on this machine.")
-@click.option("--device", default="auto", show_default=True,
-              help="auto (CUDA if available, else MPS, else the CPU), cpu, cuda, cuda:N or mps; "
-              "the worker prints the one it chose, and each trial records it.")
+@device_option(" The worker prints the one it chose; each trial records it.")
 @click.option("--gpus", default=None, metavar="IDS|all",
               help="One worker process per GPU (e.g. 0,1,2,3, or all), each pinned to its GPU "
               "(CUDA_VISIBLE_DEVICES) and supervised.")

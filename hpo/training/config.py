@@ -141,7 +141,7 @@ class TrainConfig(BaseModel):
     # Autocast dtype. fp16 (with loss scaling) needs CUDA and falls back to fp32 elsewhere;
     # bf16 runs on CUDA (when supported) and CPU. The precision used is in the result.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    channels_last: bool = False  # NHWC memory format; speeds up conv nets on CUDA in fp16/bf16
+    channels_last: bool = False  # NHWC memory format on CUDA (ignored elsewhere); speeds up conv nets in fp16/bf16
     # torch.use_deterministic_algorithms(True) and deterministic cuDNN for this trial: slower,
     # and ops without a deterministic CUDA kernel fail the trial.
     deterministic: bool = False

@@ -33,7 +33,13 @@ from hpo.training.data import Splits, load_splits
 from hpo.training.factories import loss_from_config, optimizer_from_config, schedule_from_config
 from hpo.training.losses import Loss
 from hpo.training.metrics import EpochMetrics, Reporter, TrainingResult
-from hpo.training.runtime import MemoryMeter, Precision, deterministic_mode, resolve_precision
+from hpo.training.runtime import (
+    MemoryMeter,
+    Precision,
+    deterministic_mode,
+    resolve_precision,
+    use_channels_last,
+)
 from hpo.training.schedules import Schedule
 
 MIN_EVAL_BATCH = 256  # validation batches are 2x the training batch (no activations kept)
@@ -215,7 +221,8 @@ def _build(
 ) -> _Run:
     torch.manual_seed(train.seed)  # model init and dropout
     net = create_model(model, splits.in_shape, splits.num_classes).to(device)
-    if train.channels_last:
+    channels_last = use_channels_last(train.channels_last, device)
+    if channels_last:
         net = net.to(memory_format=torch.channels_last)  # 4-D (conv) weights only
     params = [p for p in net.parameters() if p.requires_grad]  # a frozen backbone's are not
     if not params:
@@ -239,7 +246,7 @@ def _build(
             std=splits.std,
             seed=_augment_seed(train.seed),
         ),
-        channels_last=train.channels_last,
+        channels_last=channels_last,
     )
 
 

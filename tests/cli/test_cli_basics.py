@@ -136,7 +136,7 @@ def test_bad_device_is_a_usage_error(run, spec_file):
     run("study", "create", str(spec_file))
     result = run("worker", "demo", "--device", "gpu0")
     assert result.exit_code == 2
-    assert result.stderr.splitlines()[-1] == "Error: unknown device 'gpu0' (expected cpu, cuda, cuda:N or mps)"
+    assert result.stderr.splitlines()[-1] == "Error: unknown device 'gpu0' (expected auto, cpu, cuda, cuda:N or mps)"
 
 
 def test_space_preview_prints_configs(run, tmp_path):

@@ -123,7 +123,9 @@ def test_grad_clip_bounds_the_gradient_norm_the_optimiser_sees():
     assert min(clipped) > 0.099  # clipped to the bound, not zeroed
 
 
-def test_channels_last_trains_the_same_model():
+def test_channels_last_trains_the_same_model(monkeypatch):
+    # NHWC is used on CUDA only: forced here, to check the layout changes nothing but speed.
+    monkeypatch.setattr("hpo.training.loop.use_channels_last", lambda requested, device: requested)
     cfg = TrainConfig(epochs=2, batch_size=97)
     nchw = train_model(DATA, CNN, cfg)
     nhwc = train_model(DATA, CNN, cfg.model_copy(update={"channels_last": True}))
