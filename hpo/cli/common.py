@@ -49,6 +49,28 @@ def format_option(*choices: str) -> Callable[[Callable[..., Any]], Callable[...,
     )
 
 
+def hpo_invocation() -> str:
+    """How the user runs hpo again from their shell, for hints printed as commands.
+
+    Started by uv (it sets ``$UV`` for what it starts), the PATH seen here is uv's, not the
+    shell's: in a project's ``.venv`` (``uv run``) that is ``uv run hpo``; elsewhere (``uvx``)
+    this very interpreter with ``-m hpo``. Otherwise ``hpo`` when the PATH leads to this
+    environment's script, else again ``-m hpo``, which works as printed from anywhere."""
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    by_module = f"{shlex.quote(sys.executable)} -m hpo"
+    if os.environ.get("UV"):
+        prefix = Path(sys.prefix)
+        in_project = prefix.name == ".venv" and (prefix.parent / "pyproject.toml").is_file()
+        return "uv run hpo" if in_project else by_module
+    found = shutil.which("hpo")
+    if found and Path(found).parent.resolve() == Path(sys.executable).parent.resolve():
+        return "hpo"
+    return by_module
+
+
 def storage_target(option: str | None) -> Any:
     from hpo.storage.urls import resolve_storage
 

@@ -7,10 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from hpo.cli.common import fmt_value, storage_option, storage_target
+from hpo.cli.common import fmt_value, hpo_invocation, storage_option, storage_target
+
+if TYPE_CHECKING:
+    from hpo.storage.urls import StorageTarget
 
 QUICKSTART_SPEC = "digits_cnn.yaml"
 #: Where the wheel carries search_spaces/ (pyproject.toml maps it there): hpo/spec/examples/.
@@ -33,6 +37,30 @@ def bundled_spec(filename: str) -> Iterator[Path]:
     yield checkout
 
 
+def next_steps(name: str, storage: str | None, target: StorageTarget) -> list[str]:
+    """The hints after a quickstart: commands that work as printed, in the user's shell.
+
+    ``hpo dashboard``, not ``optuna-dashboard``: only hpo's serves the trials' artifacts. A
+    storage given by ``--storage`` is repeated (a journal path), or, for a database URL, left
+    to ``$HPO_STORAGE``: the URL holds the password and is never printed."""
+    import shlex
+
+    from hpo.results.dashboard import url_for
+
+    hpo = hpo_invocation()
+    lines = []
+    flag = ""
+    if storage and target.kind == "rdb":
+        lines.append("(first set HPO_STORAGE to the storage URL you gave: it is not printed, as it holds the password)")
+    elif storage:
+        flag = f" --storage {shlex.quote(storage)}"
+    quoted = shlex.quote(name)
+    return [*lines,
+            f"{hpo} study show {quoted}{flag}",
+            f"{hpo} study best {quoted} --format yaml{flag}",
+            f"{hpo} dashboard{flag}    # then open {url_for('127.0.0.1', 8080)}"]
+
+
 @click.command()
 @storage_option
 @click.option("--processes", type=click.IntRange(min=1), default=2, show_default=True,
@@ -40,6 +68,7 @@ def bundled_spec(filename: str) -> Iterator[Path]:
 @click.option("--name", default=None, help="Study name (default: digits-quickstart-<time>).")
 def quickstart(storage: str | None, processes: int, name: str | None) -> None:
     """Tune a CNN on scikit-learn's digits, offline: create a study, run workers, show the best."""
+    from hpo.artifacts.store import describe, study_location
     from hpo.results.summary import study_summary
     from hpo.spec import load_spec
     from hpo.study.studies import create_study, load_study
@@ -49,12 +78,16 @@ def quickstart(storage: str | None, processes: int, name: str | None) -> None:
     with bundled_spec(QUICKSTART_SPEC) as spec_path:
         spec = load_spec(spec_path, name=name)
     target = storage_target(storage)
-    create_study(spec, target)
+    study, _ = create_study(spec, target)
     click.echo(f"Created study {name!r} from {spec_path.name} in {target.display}")
+    location = study_location(study)
+    if location:
+        click.echo(f"Artifacts go to {describe(location)}")
     click.echo(f"Running {processes} worker processes: {spec.budget.n_trials} trials of up to "
                f"{spec.train.epochs} epochs, {spec.pruner.name} pruning...")
     started = time.monotonic()
-    code = run_pool(name, target, processes=processes, rank=0, n_trials=None, timeout=None, device="cpu")
+    # The device: each process's own --device auto (a GPU if there is one, else the CPU).
+    code = run_pool(name, target, processes=processes, rank=0, n_trials=None, timeout=None)
     summary = study_summary(load_study(name, target))
     states = summary["states"]
     click.echo(f"\nFinished in {time.monotonic() - started:.0f} s: {states['complete']} complete, "
@@ -66,10 +99,7 @@ def quickstart(storage: str | None, processes: int, name: str | None) -> None:
         for key, value in best["params"].items():
             click.echo(f"  {key}: {fmt_value(value)}")
     click.echo("\nNext:")
-    click.echo(f"  hpo study show {name}")
-    click.echo(f"  hpo study best {name} --format yaml")
-    # Never the URL itself: it carries the password.
-    dashboard_target = '"$HPO_STORAGE"' if target.kind == "rdb" else target.display
-    click.echo(f"  uv run optuna-dashboard {dashboard_target}    # then open http://127.0.0.1:8080")
+    for line in next_steps(name, storage, target):
+        click.echo(f"  {line}")
     if code:
         raise click.exceptions.Exit(code)
