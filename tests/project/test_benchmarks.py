@@ -125,3 +125,16 @@ def test_search_efficiency_benchmark_writes_its_tables(tmp_path):
     rows = markdown_rows(table, "| strategy | per seed | median | goal met |")
     assert [row[0] for row in rows] == ["default", "tpe"]
     assert all(len(row[1].split(", ")) == 2 and row[3] in ("met", "not met") for row in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_worker_start_benchmark_writes_its_tables(tmp_path):
+    result, table = run_tiny(tmp_path, "worker_start")
+    rows = markdown_rows(table, "| command | median (s) | range (s) | peak memory (MB) | runs | goal met |")
+    assert [row[0] for row in rows] == ["hpo worker NAME", "hpo worker NAME --processes 2"]
+    assert all(float(row[1]) > 0 and float(row[3]) > 0 and row[4] == "2" and row[5] in ("yes", "no")
+               for row in rows)
+    (row,) = markdown_rows(table, "| to the Device: line, median (s) | to the first epoch, median (s) | "
+                                  "range (s) | runs | goal met |")
+    assert 0 < float(row[0]) < float(row[1]) and row[3] == "1" and row[4] in ("yes", "no")

@@ -1,0 +1,193 @@
+"""Worker start: how soon ``hpo worker`` answers a study with nothing left to run, and how soon
+it trains one that has trials, each as a fresh process, the way a user starts it.
+
+- Spent study: a digits CNN study whose 30-trial budget is spent; from starting ``hpo worker
+  NAME`` (and ``--processes 2``) to its exit 0, and the process's peak memory. Goal: <= 1.5 s.
+  The worker checks the budget with only optuna and the stored spec loaded: no torch, no data.
+- First epoch: a fresh study of search_spaces/digits_cnn.yaml; from starting ``hpo worker NAME
+  --quiet`` to its first epoch's result in the storage (the first intermediate value: what the
+  pruner and the dashboard see, written as the epoch ends), with warm caches (one run first,
+  not counted). Goal: <= 5 s. The time to the worker's ``Device:`` line (printed once the
+  budget is checked and torch imported to look for a GPU, before the data and the warm-up)
+  is shown beside it.
+
+Both on the embedded journal store, a fresh journal file per run. Median of 5 runs.
+
+    uv run python -m benchmarks.worker_start            # 5 runs of each, about a minute
+    uv run python -m benchmarks.worker_start --tiny     # a smoke run (the test suite uses it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPENT_GOAL_S = 1.5
+FIRST_EPOCH_GOAL_S = 5.0
+SPENT_TRIALS = 30
+
+
+def worker_command(name: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "hpo", "worker", name, "--rank", "0", *args]
+
+
+def worker_env(journal: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
+    # Lines reach the pipe as they are printed (the Device: line is timed).
+    return {**env, "HPO_STORAGE": str(journal), "PYTHONUNBUFFERED": "1"}
+
+
+def create(journal: Path, name: str, *, spent: bool) -> None:
+    """A digits CNN study in ``journal``; ``spent``: its budget already filled with finished
+    trials (added as such: no training)."""
+    import optuna
+
+    from hpo.spec import load_spec
+    from hpo.storage.urls import resolve_storage
+    from hpo.study.studies import create_study
+
+    spec = load_spec(ROOT / "search_spaces" / "digits_cnn.yaml", name=name)
+    if spent:
+        spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"n_trials": SPENT_TRIALS})})
+    study, _ = create_study(spec, resolve_storage(str(journal)), artifacts=str(journal.parent / "artifacts"))
+    if spent:
+        for i in range(SPENT_TRIALS):
+            study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5 + i / 100))
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_mb: float
+    code: int
+    output: str
+
+
+def run_to_exit(command: list[str], env: dict[str, str]) -> Run:
+    """Start ``command``, wait for its exit; its wall time and its own peak RSS (wait4)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    output = proc.stdout.read().decode() if proc.stdout else ""
+    return Run(seconds, usage.ru_maxrss / 1024, proc.returncode, output)
+
+
+def spent_runs(work: Path, n: int, *extra: str) -> list[Run]:
+    journal = work / f"spent{'-'.join(extra)}.journal"
+    create(journal, "spent", spent=True)
+    runs = [run_to_exit(worker_command("spent", "--quiet", *extra), worker_env(journal)) for _ in range(n)]
+    for run in runs:
+        if run.code != 0 or "budget spent" not in run.output:
+            raise SystemExit(f"the worker did not find the budget spent (exit {run.code}):\n{run.output}")
+    return runs
+
+
+def first_epoch(work: Path, index: int) -> tuple[float, float]:
+    """(seconds to the Device: line, seconds to the first intermediate value) of one worker."""
+    journal = work / f"fresh-{index}.journal"
+    create(journal, "fresh", spent=False)
+    device_at: list[float] = []
+    started = time.perf_counter()
+    proc = subprocess.Popen(worker_command("fresh", "--quiet"), env=worker_env(journal),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                            text=True)
+
+    def watch_stdout() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "Device: " in line and not device_at:  # after a "[worker R] " prefix
+                device_at.append(time.perf_counter() - started)
+
+    reader = threading.Thread(target=watch_stdout, daemon=True)
+    reader.start()
+    try:
+        epoch_at = _first_intermediate_value(journal, proc, started)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # the rest of its trials are not measured
+        proc.wait()
+        reader.join(timeout=5)
+    return (device_at[0] if device_at else float("nan")), epoch_at
+
+
+def _first_intermediate_value(journal: Path, proc: subprocess.Popen[str], started: float,
+                              limit: float = 300.0) -> float:
+    """Seconds from ``started`` until the journal holds a reported epoch: its log line names
+    ``intermediate_value``. Only the new bytes are read each time (every 10 ms)."""
+    offset = 0
+    while time.perf_counter() - started < limit:
+        if proc.poll() is not None:
+            raise SystemExit(f"the worker exited ({proc.returncode}) before its first epoch")
+        with journal.open("rb") as f:
+            f.seek(offset)
+            new = f.read()
+        if b'"intermediate_value"' in new:
+            return time.perf_counter() - started
+        offset += new.rfind(b"\n") + 1  # a line half written is read again whole
+        time.sleep(0.01)
+    raise SystemExit(f"no epoch reported within {limit:g} s")
+
+
+def spent_row(label: str, runs: list[Run]) -> str:
+    seconds = statistics.median(r.seconds for r in runs)
+    peak = max(r.peak_mb for r in runs)
+    met = "yes" if seconds <= SPENT_GOAL_S else "no"
+    spread = f"{min(r.seconds for r in runs):.2f}-{max(r.seconds for r in runs):.2f}"
+    return f"| {label} | {seconds:.2f} | {spread} | {peak:.0f} | {len(runs)} | {met} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="2 spent runs, 1 first-epoch run, no warm-up run")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--output", type=Path, help="also write the table to this file")
+    args = parser.parse_args()
+    from benchmarks.common import machine, write_table
+    from hpo.study.studies import quiet_optuna
+
+    quiet_optuna()
+    n_spent, n_epoch = (2, 1) if args.tiny else (args.runs, args.runs)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        single = spent_runs(work, n_spent)
+        pool = spent_runs(work, n_spent, "--processes", "2")
+        if not args.tiny:
+            first_epoch(work, -1)  # warm caches: the files read, the bytecode compiled
+        epochs = [first_epoch(work, i) for i in range(n_epoch)]
+    device_s = statistics.median(d for d, _ in epochs)
+    epoch_s = statistics.median(e for _, e in epochs)
+    lines = [
+        f"Worker start, embedded journal store, a fresh process per run. Machine: {machine()}.",
+        "",
+        f"A spent study ({SPENT_TRIALS} finished trials): start to exit 0. Goal: <= {SPENT_GOAL_S:g} s.",
+        "",
+        "| command | median (s) | range (s) | peak memory (MB) | runs | goal met |",
+        "|---|---:|---:|---:|---:|---|",
+        spent_row("hpo worker NAME", single),
+        spent_row("hpo worker NAME --processes 2", pool),
+        "",
+        f"A fresh digits CNN study: start to the first epoch's result in the storage. Goal: <= "
+        f"{FIRST_EPOCH_GOAL_S:g} s.",
+        "",
+        "| to the Device: line, median (s) | to the first epoch, median (s) | range (s) | runs | goal met |",
+        "|---:|---:|---:|---:|---|",
+        f"| {device_s:.2f} | {epoch_s:.2f} | {min(e for _, e in epochs):.2f}-{max(e for _, e in epochs):.2f} "
+        f"| {len(epochs)} | {'yes' if epoch_s <= FIRST_EPOCH_GOAL_S else 'no'} |",
+    ]
+    write_table("\n".join(lines), args.output)
+
+
+if __name__ == "__main__":
+    main()
