@@ -297,17 +297,23 @@ def objective_values(objectives: list[Objective], result: TrainingResult) -> lis
 
 
 def _context_attrs(config: TrialConfig, device: str) -> dict[str, Any]:
+    import sys
+
     import optuna
-    import torch
 
     import hpo
+    from hpo.worker.threads import threads_per_worker
 
+    # The worker's warm-up has loaded torch; only a stand-in trainer (benchmarks) runs without
+    # it, and importing it here would cost that worker ~300 MB.
+    torch = sys.modules.get("torch")
     return {
         CONFIG: config.to_json(),
         SEED: config.train.seed,
         DEVICE: device,
-        CPU_THREADS: torch.get_num_threads(),
-        VERSIONS: {"hpo": hpo.__version__, "optuna": optuna.__version__, "torch": torch.__version__,
+        CPU_THREADS: torch.get_num_threads() if torch is not None else threads_per_worker(),
+        VERSIONS: {"hpo": hpo.__version__, "optuna": optuna.__version__,
+                   "torch": torch.__version__ if torch is not None else "not loaded",
                    "python": platform.python_version()},
     }
 
