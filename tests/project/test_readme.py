@@ -1,4 +1,8 @@
-"""README stays true to the code: every command and every spec key is documented."""
+"""README and docs/ stay true to the code.
+
+README is the guide (every command and option, the quick start, the test markers); docs/spec.md
+documents every spec key; every page under docs/ is linked from README, and every relative link
+in README and docs/ reaches a file (and heading) that exists."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from hpo.training.config import DataConfig, EarlyStoppingConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+SPEC_DOC = (ROOT / "docs" / "spec.md").read_text()
 
 
 def _commands(group: click.Group, prefix: str):
@@ -34,7 +40,7 @@ def test_readme_documents_every_command_and_option():
                 assert param.opts[0] in README, f"README does not mention {path} {param.opts[0]}"
 
 
-def test_readme_documents_every_spec_key():
+def test_spec_doc_documents_every_spec_key():
     keys = {f"objective.{k}" for k in Objective.model_fields}
     keys |= {f"budget.{k}" for k in Budget.model_fields}
     keys |= {f"data.{k}" for k in DataConfig.model_fields}
@@ -42,15 +48,15 @@ def test_readme_documents_every_spec_key():
     keys |= {f"train.early_stopping.{k}" for k in EarlyStoppingConfig.model_fields}
     for registry, section in ((SAMPLERS, "sampler"), (PRUNERS, "pruner")):
         for name in registry.names():
-            assert f"`{name}`" in README, f"README does not mention {section} {name}"
+            assert f"`{name}`" in SPEC_DOC, f"docs/spec.md does not mention {section} {name}"
             keys |= {f"{section}.{k}" for k in registry.get(name).options.model_fields}
     for name in MODELS.names():
-        assert f"`{name}`" in README, f"README does not mention model {name}"
+        assert f"`{name}`" in SPEC_DOC, f"docs/spec.md does not mention model {name}"
         keys |= {f"model.{k}" for k in MODELS.get(name).config.model_fields}
-    missing = sorted(k for k in keys if f"`{k}`" not in README)
-    assert not missing, f"README does not document: {missing}"
+    missing = sorted(k for k in keys if f"`{k}`" not in SPEC_DOC)
+    assert not missing, f"docs/spec.md does not document: {missing}"
     for key in SearchParam.model_fields:
-        assert f"`{key}`" in README, f"README does not document search key {key}"
+        assert f"`{key}`" in SPEC_DOC, f"docs/spec.md does not document search key {key}"
 
 
 def test_readme_test_command_is_what_ci_runs():
@@ -68,3 +74,44 @@ def test_readme_documents_every_pytest_marker():
     assert names and "--strict-markers" in options["addopts"]
     for name in names:
         assert f"- `{name}`: " in README, f"README does not document the pytest marker {name}"
+
+
+def test_readme_links_every_docs_page():
+    assert DOCS, "docs/ has no pages"
+    for page in DOCS:
+        assert f"](docs/{page.name}" in README, f"README does not link docs/{page.name}"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(text: str) -> set[str]:
+    text = re.sub(r"(?ms)^```.*?^```", "", text)
+    return {_anchor(m.group(1)) for m in re.finditer(r"(?m)^#{1,6} (.*)$", text)}
+
+
+def test_relative_links_resolve():
+    broken = []
+    for page in [ROOT / "README.md", *DOCS]:
+        text = page.read_text()
+        prose = re.sub(r"(?ms)^```.*?^```", "", text)
+        for target in re.findall(r"\]\(([^)\s]+)\)", prose):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, fragment = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(ROOT)}: ({target})"
+            if not file.exists():
+                broken.append(f"{where}: no file {path}")
+            elif fragment and (file.suffix != ".md" or fragment not in _anchors(file.read_text())):
+                broken.append(f"{where}: no heading #{fragment} in {file.relative_to(ROOT)}")
+    assert not broken, broken
+
+
+def test_anchor_matches_github():
+    assert _anchor("`hpo worker`") == "hpo-worker"
+    assert _anchor("Augmentation (`data.augment`)") == "augmentation-dataaugment"
+    assert _anchor("Storage: one machine or many") == "storage-one-machine-or-many"
+    assert _anchor("The report (`hpo study report`)") == "the-report-hpo-study-report"
