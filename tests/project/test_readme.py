@@ -115,3 +115,32 @@ def test_anchor_matches_github():
     assert _anchor("Augmentation (`data.augment`)") == "augmentation-dataaugment"
     assert _anchor("Storage: one machine or many") == "storage-one-machine-or-many"
     assert _anchor("The report (`hpo study report`)") == "the-report-hpo-study-report"
+
+
+def test_spec_doc_lists_every_example_spec():
+    table = SPEC_DOC.split("## Example specs")[1]
+    for spec in sorted((ROOT / "search_spaces").glob("*.yaml")):
+        assert f"| `{spec.name}` |" in table, f"docs/spec.md's example table lacks {spec.name}"
+
+
+def _pages() -> dict[str, str]:
+    return {str(p.relative_to(ROOT)): p.read_text() for p in [ROOT / "README.md", *DOCS]}
+
+
+def test_named_repository_paths_exist():
+    top = r"(?:docker|search_spaces|benchmarks|models|hpo|tests|docs|\.ci)/"
+    yours = {"docker/hpo.env"}  # made by the user from docker/hpo.env.example, git-ignored
+    missing = []
+    for name, text in _pages().items():
+        for path in re.findall(rf"`({top}[\w./-]*)`", text):
+            if path not in yours and not any(c in path for c in "*<") and not (ROOT / path).exists():
+                missing.append(f"{name}: {path}")
+    assert not missing, f"paths named in the docs that do not exist: {missing}"
+
+
+def test_named_environment_variables_are_read():
+    code = "\n".join(p.read_text() for d in ("hpo", "docker", "tests") for p in (ROOT / d).rglob("*")
+                     if p.is_file() and p.suffix in {".py", ".yaml", ".yml", ".example", ".sh", ""})
+    unknown = sorted({f"{name}: {var}" for name, text in _pages().items()
+                      for var in re.findall(r"\b(HPO_[A-Z_]+)\b", text) if var not in code})
+    assert not unknown, f"environment variables the docs name but nothing reads: {unknown}"
