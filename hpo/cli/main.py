@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from hpo import __version__
 from hpo.cli.common import HpoGroup
 from hpo.cli.dashboard import dashboard
 from hpo.cli.quickstart import quickstart
@@ -16,7 +15,7 @@ from hpo.cli.worker import worker
 
 @click.group(cls=HpoGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
-@click.version_option(__version__, prog_name="hpo")
+@click.version_option(package_name="hpo", prog_name="hpo")  # read only when asked
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Hyperparameter optimisation for image classifiers, on Optuna.

@@ -43,6 +43,4 @@ def module_policy(allow_modules: tuple[str, ...], module_paths: tuple[str, ...])
     so that the variables mean the same wherever they are read."""
     from hpo.worker.model_code import ModulePolicy
 
-    env = ModulePolicy() if allow_modules and module_paths else ModulePolicy.from_env(os.environ)
-    flags = ModulePolicy.of(allow_modules, module_paths)
-    return ModulePolicy(flags.allowed or env.allowed, flags.paths or env.paths)
+    return ModulePolicy.given_or_env(allow_modules, module_paths, os.environ)

@@ -76,6 +76,10 @@ class ModulePolicy:
 
     allowed: tuple[str, ...] = ()  # module prefixes, matched at dot boundaries
     paths: tuple[str, ...] = ()  # absolute folders, appended to sys.path while in force
+    # Classes handed over in-process (hpo.run_worker(models=...)), by the import path a spec
+    # names them with: nothing is imported for them, and only this process's caller can give
+    # them (a notebook's own class, whose module ``__main__`` is no importable file).
+    classes: tuple[tuple[str, type], ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ModulePolicy:
@@ -97,9 +101,40 @@ class ModulePolicy:
             raise UsageError(f"--module-path {missing[0]}: no such directory")
         return cls(tuple(dict.fromkeys(prefixes)), tuple(dict.fromkeys(folders)))
 
+    @classmethod
+    def given_or_env(cls, allowed: tuple[str, ...], paths: tuple[str, ...],
+                     environ: Mapping[str, str]) -> ModulePolicy:
+        """The flags' policy (``--allow-module``, ``--module-path``, or the API's arguments);
+        each one not given falls back to its environment variable, read by ``from_env`` alone
+        (as the pool's children read what ``as_env`` gave them), so that the variables mean
+        the same wherever they are read."""
+        env = cls() if allowed and paths else cls.from_env(environ)
+        flags = cls.of(allowed, paths)
+        return cls(flags.allowed or env.allowed, flags.paths or env.paths)
+
     def allows(self, module: str) -> bool:
         """``models`` allows ``models`` and ``models.example_net``, not ``modelsx``."""
         return any(module == p or module.startswith(p + ".") for p in self.allowed)
+
+    def given(self, path: str) -> type | None:
+        """The class handed over in-process for ``path`` (package.module:Class), if any."""
+        return dict(self.classes).get(path)
+
+    @classmethod
+    def with_classes(cls, base: ModulePolicy, classes: Iterable[type] | Mapping[str, type]) -> ModulePolicy:
+        """``base`` plus ``classes``: a mapping's keys are the import paths a spec names them
+        by; a class alone goes by its own, ``module:QualName`` (``__main__:MyNet`` for a
+        class defined in a notebook or a script)."""
+        pairs = list(classes.items()) if isinstance(classes, Mapping) else [
+            (f"{c.__module__}:{getattr(c, '__qualname__', '?')}", c) for c in classes]
+        for path, value in pairs:
+            if not isinstance(value, type):
+                raise UsageError(f"models: {value!r} is not a class (give nn.Module subclasses)")
+            if not IMPORT_PATH.match(path):
+                raise UsageError(f"models: {value.__name__} would be named {path!r}, not an import "
+                                 "path of the form package.module:Class; define it at the top level "
+                                 "of its module, or give {'package.module:Class': cls}")
+        return cls(base.allowed, base.paths, base.classes + tuple(pairs))
 
     def as_env(self) -> dict[str, str]:
         """The policy for child processes, which read it back with :meth:`from_env`."""
@@ -137,7 +172,7 @@ def check_allowed(path: str) -> None:
     """Refuse ``path`` (package.module:Class) unless this machine allows its module; imports
     nothing, so it can run before any trial is created."""
     module_name = path.partition(":")[0]
-    if not _policy.allows(module_name):
+    if _policy.given(path) is None and not _policy.allows(module_name):
         allowed = ", ".join(_policy.allowed) or "none"
         raise ModuleNotAllowedError(
             f"model.module {path!r}: module {module_name!r} is not allowed on this worker "
@@ -153,6 +188,11 @@ def _import_class(path: str) -> type:
 
     check_allowed(path)  # before anything of the module runs
     module_name, _, attr = path.partition(":")
+    given = _policy.given(path)
+    if given is not None:  # handed over in-process: nothing to import
+        if not issubclass(given, nn.Module):
+            raise TrainingError(f"model.module {path!r}: {given.__name__} is not an nn.Module subclass")
+        return given
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -385,3 +385,24 @@ def load_test_split(cfg: DataConfig, device: str | torch.device = "cpu") -> Test
         class_counts={"test": p.class_counts("test")},
     )
 
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """What a model trained on a ``data:`` config was fed: images of ``in_shape`` (C, H, W),
+    pixels divided by ``scale`` (the stored value of white: 255, or 16 for digits), then
+    normalised per channel with the *training* split's ``mean`` and ``std``. For using a
+    trained model outside hpo (``hpo.load_model``)."""
+
+    in_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: float
+
+
+def input_format(cfg: DataConfig) -> InputFormat:
+    """The input format of models trained on ``cfg``, from the same (cached) split plan as
+    tuning: the statistics are those the trials normalised with."""
+    p = _plan_for(cfg)
+    return InputFormat(_in_shape(cfg, p.raw), p.class_names, p.mean, p.std, float(p.raw.scale))

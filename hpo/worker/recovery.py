@@ -135,3 +135,16 @@ def _stale_trial_ids(study: Study, grace_period: float) -> set[int]:
     if isinstance(storage, ReconnectingStorage) and time.monotonic() - storage.last_outage_end < grace_period:
         return set()
     return set(stale_trial_ids(storage, study_id_of(study)))
+
+
+def fail_left_running(study: Study, max_retries: int, reason: str) -> list[int]:
+    """Fail and retry every RUNNING trial, whoever runs it; returns their numbers.
+
+    For a caller who knows that no worker runs the study now (``hpo.run_worker(sole_worker=
+    True)``: a notebook whose previous runtime was recycled, on a journal store that has no
+    heartbeats and a new host name): the sweep above cannot tell a trial of a machine that
+    is gone from one of a machine that is busy."""
+    from optuna.trial import TrialState
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return [t.number for t in running if fail_and_retry(study, t, reason, max_retries)]

@@ -298,10 +298,10 @@ def objective_values(objectives: list[Objective], result: TrainingResult) -> lis
 
 def _context_attrs(config: TrialConfig, device: str) -> dict[str, Any]:
     import sys
+    from importlib.metadata import version
 
     import optuna
 
-    import hpo
     from hpo.worker.threads import threads_per_worker
 
     # The worker's warm-up has loaded torch; only a stand-in trainer (benchmarks) runs without
@@ -312,7 +312,7 @@ def _context_attrs(config: TrialConfig, device: str) -> dict[str, Any]:
         SEED: config.train.seed,
         DEVICE: device,
         CPU_THREADS: torch.get_num_threads() if torch is not None else threads_per_worker(),
-        VERSIONS: {"hpo": hpo.__version__, "optuna": optuna.__version__,
+        VERSIONS: {"hpo": version("hpo"), "optuna": optuna.__version__,
                    "torch": torch.__version__ if torch is not None else "not loaded",
                    "python": platform.python_version()},
     }

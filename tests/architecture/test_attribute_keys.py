@@ -55,6 +55,8 @@ NOT_KEYS: dict[tuple[str, str], str] = {
     ("hpo/results/retrain.py:retrain", "device"): "a key of the retrain's metrics.json",
     ("hpo/results/retrain.py:retrain", "seed"): "TrainConfig.seed and a key of the retrain's per-seed runs",
     ("hpo/results/retrain.py:_test", "seed"): "a key of the retrain's per-seed runs",
+    ("hpo/api/models.py:model_of_folder", "config"): "a key of the retrain's metrics.json, read back",
+    ("hpo/api/models.py:model_of_folder", "seed"): "a key of the retrain's per-seed runs, read back",
 }
 
 

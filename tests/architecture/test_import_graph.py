@@ -16,13 +16,20 @@ HPO = Path(__file__).resolve().parents[2] / "hpo"
 
 # Who may import whom, package by package: the layers of the design, top to bottom. A
 # package may import its own modules, the ones listed for it, and the bottom modules.
-BOTTOM = {"hpo.errors", "hpo.registry", "hpo"}
+BOTTOM = {"hpo.errors", "hpo.registry"}
 # Modules any layer may import although their package sits higher: leaves that import nothing
 # from hpo. hpo.study.attrs is the schema of the study and trial attributes, which the
 # artifacts (below the study layer) write too.
 LEAVES = {"hpo.study.attrs"}
 ALLOWED = {
-    "hpo.cli": {"hpo.results", "hpo.worker", "hpo.study", "hpo.artifacts", "hpo.spec", "hpo.storage"},
+    # The package itself, at the very top: ``hpo.load_results`` and the rest, lazily from
+    # hpo.api; so nothing in hpo imports ``hpo`` (its version comes from the package metadata).
+    "hpo": {"hpo.api"},
+    "hpo.cli": {"hpo.api", "hpo.results", "hpo.worker", "hpo.study", "hpo.artifacts", "hpo.spec",
+                "hpo.storage"},
+    # The Python API: the library the CLI runs on, one layer above what it combines.
+    "hpo.api": {"hpo.results", "hpo.worker", "hpo.study", "hpo.artifacts", "hpo.spec", "hpo.training",
+                "hpo.models", "hpo.storage"},
     "hpo.results": {"hpo.worker", "hpo.study", "hpo.artifacts", "hpo.spec", "hpo.training",
                     "hpo.models", "hpo.storage"},
     "hpo.worker": {"hpo.study", "hpo.artifacts", "hpo.spec", "hpo.training", "hpo.models",
