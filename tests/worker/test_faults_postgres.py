@@ -200,7 +200,8 @@ def test_16_workers_share_one_study_exactly_within_2_connections_each(tmp_path, 
     trials = load(url, "sixteen").get_trials(deepcopy=False)
     reasons = collections.Counter(t.user_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL)
     assert result.returncode == 0, (reasons, describe([result]))
-    assert len(re.findall(r"^\[worker \d+\] cpu: exit 0$", result.stdout, re.M)) == n_workers, describe([result])
+    # "auto": the default --device each child was given (and resolved itself).
+    assert len(re.findall(r"^\[worker \d+\] auto: exit 0$", result.stdout, re.M)) == n_workers, describe([result])
 
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == n_trials

@@ -346,11 +346,12 @@ def test_a_child_killed_mid_trial_is_restarted_and_the_study_finishes(tmp_path):
     killed_rank = victim["rank"]
     restarted_rank = killed_rank + 2
     other_rank = 201 - killed_rank
-    restarted = f"[worker {killed_rank}] cpu: killed by SIGKILL; restarting in 1 s as rank {restarted_rank}"
+    # "auto": the --device each child was given (the default), resolved by the child itself.
+    restarted = f"[worker {killed_rank}] auto: killed by SIGKILL; restarting in 1 s as rank {restarted_rank}"
     assert restarted in result.stderr, describe([result])
-    report = re.findall(r"^\[worker \d+\] cpu: .*$", result.stdout, re.M)
-    assert report == sorted([f"[worker {killed_rank}] cpu: exit 0 after 1 restart (as rank {restarted_rank})",
-                             f"[worker {other_rank}] cpu: exit 0"]), describe([result])
+    report = re.findall(r"^\[worker \d+\] auto: .*$", result.stdout, re.M)
+    assert report == sorted([f"[worker {killed_rank}] auto: exit 0 after 1 restart (as rank {restarted_rank})",
+                             f"[worker {other_rank}] auto: exit 0"]), describe([result])
 
     trials = optuna.load_study(study_name="pool-kill", storage=storage).get_trials(deepcopy=False)
     states = collections.Counter(t.state for t in trials)
