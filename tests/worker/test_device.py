@@ -135,7 +135,7 @@ def test_the_worker_records_the_resolved_gpu(tiny_study, machine, monkeypatch):
         raise RuntimeError("no real GPU here")
 
     monkeypatch.setattr(hpo.training, "train_model", train_model)
-    monkeypatch.setattr("hpo.worker.loop._warm_up", lambda spec, device: None)  # it would train
+    monkeypatch.setattr("hpo.worker.loop._warm_up", lambda *args: None)  # it would train
     events = []
     report = run_worker("tiny", resolve_storage(None), n_trials=1, progress=lambda e, d: events.append((e, d)))
     assert trained_on == ["cuda:0"]
