@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from hpo.storage.writes import write_to_trial
 from hpo.study.attrs import CHECKPOINT, CHECKPOINT_SUPERSEDED, RESUME_FROM, RESUMED_FROM, ResumedFrom
-from hpo.training.checkpoint import from_bytes, to_bytes
 
 if TYPE_CHECKING:
     from optuna.trial import Trial
@@ -55,6 +54,8 @@ class TrialCheckpoints:
             return None
         from optuna.artifacts.exceptions import ArtifactNotFound
 
+        from hpo.training.checkpoint import from_bytes  # torch: imported only where checkpoints are kept
+
         try:
             with self.store.open_reader(self.resume_from) as reader:
                 state = from_bytes(reader.read())
@@ -71,6 +72,8 @@ class TrialCheckpoints:
         position = state["position"]
         artifact_id = (f"checkpoint-{self.trial.number}-e{position['epoch']}b{position['batch']}-"
                        f"{uuid.uuid4().hex[:8]}.pt")
+        from hpo.training.checkpoint import to_bytes
+
         self.store.write(artifact_id, io.BytesIO(to_bytes(state)))
         self._saved_at = time.monotonic()
         previous, self.current = self.current or self.resume_from, artifact_id
