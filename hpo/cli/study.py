@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -36,27 +37,22 @@ def study() -> None:
               help="Where trials store plots, weights and confusion matrices (recorded in the "
               "study; default: hpo-artifacts beside the journal file, or in the current "
               "directory). Give a shared directory or S3 when workers run on several machines.")
-def create(spec_file: Path, name: str | None, storage: str | None, if_exists: str, artifacts: str | None) -> None:
+def create(spec_file: Path, name: str | None, storage: str | None, if_exists: Literal["fail", "reuse"],
+           artifacts: str | None) -> None:
     """Validate SPEC.yaml and create a study from it.
 
     Example: hpo study create search_spaces/digits_cnn.yaml --name my-run
     """
-    from hpo.spec import load_spec
-    from hpo.study.studies import create_study
+    from hpo.api.studies import create_study, load_spec
 
     spec = load_spec(spec_file, name=name)
     if spec.name is None:
         raise UsageError(f"{spec_file}: the study needs a name: add 'name:' to the spec or pass --name")
-    target = storage_target(storage)
-    study, created = create_study(spec, target, if_exists=if_exists, artifacts=artifacts)
-    verb = "Created" if created else "Reusing"
-    click.echo(f"{verb} study {spec.name!r} in {target.display}")
-    from hpo.artifacts.store import describe, study_location
-
-    location = study_location(study)
-    if location:
-        click.echo(f"Artifacts go to {describe(location)}")
-    click.echo(f"Start workers with: hpo worker {spec.name}" + _storage_hint(storage))
+    made = create_study(spec, storage_target(storage), if_exists=if_exists, artifacts=artifacts)
+    click.echo(f"{'Created' if made.created else 'Reusing'} study {made.name!r} in {made.storage}")
+    if made.artifacts:
+        click.echo(f"Artifacts go to {made.artifacts}")
+    click.echo(f"Start workers with: hpo worker {made.name}" + _storage_hint(storage))
 
 
 def _storage_hint(storage: str | None) -> str:
@@ -192,13 +188,13 @@ def export(name: str, storage: str | None, output: Path) -> None:
 
     Example: hpo study export digits-cnn --output trials.csv
     """
-    from hpo.results.export import export_format, export_study
+    from hpo.api.results import load_results
+    from hpo.results.export import export_format
     from hpo.results.outputs import check_output_file
-    from hpo.study.studies import load_study
 
     check_output_file(output)  # a bad path or suffix fails before the storage is opened
     export_format(output)
-    count = export_study(load_study(name, storage_target(storage)), output)
+    count = load_results(name, storage_target(storage)).export(output)
     click.echo(f"Exported {count} trials to {output}")
 
 
