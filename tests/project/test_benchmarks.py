@@ -138,3 +138,23 @@ def test_worker_start_benchmark_writes_its_tables(tmp_path):
     (row,) = markdown_rows(table, "| to the Device: line, median (s) | to the first epoch, median (s) | "
                                   "range (s) | runs | goal met |")
     assert 0 < float(row[0]) < float(row[1]) and row[3] == "1" and row[4] in ("yes", "no")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.subprocess
+def test_many_workers_benchmark_writes_its_tables(tmp_path):
+    """1 and 4 workers through its own PgBouncer: every trial finishes, no worker loads torch,
+    and the server connections are polled (at least one per worker, at most the pool's 16)."""
+    result, table = run_tiny(tmp_path, "many_workers")
+    rows = markdown_rows(table, "| workers | trials/s | x 1 worker | ideal trials/s | ask p50/p99 (ms) "
+                                "| tell p50/p99 (ms) | prune check p50/p99 (ms) | budget p50/p99 (ms) "
+                                "| number check p50/p99 (ms) | server connections (peak) | x 1 worker |")
+    assert [row[0] for row in rows] == ["1", "4"]
+    assert all(float(row[1]) > 0 and re.fullmatch(r"\d+\.\d / \d+\.\d", row[4]) for row in rows)
+    assert 1 <= int(rows[0][9]) <= int(rows[1][9]) <= 16
+    rows = markdown_rows(table, "| workers | finished | CPU ms: workers | PostgreSQL | PgBouncer | DB active ms "
+                                "| commits | pool wait ms | lock waits mean/peak | clients waiting (peak) "
+                                "| cores busy | worker PSS / private MB | torch loaded |")
+    assert [(row[0], row[1], row[-1]) for row in rows] == [("1", "2", "0"), ("4", "8", "0")]
+    assert "Busiest statements with 4 workers (pg_stat_statements):" in table
