@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import random
 import sys
-from typing import TYPE_CHECKING, Any
 
 import click
 
 from hpo.cli.common import device_option, storage_option, storage_target
 from hpo.cli.modules import module_options, module_policy
 from hpo.storage.urls import DEFAULT_RECONNECT_TIMEOUT
-
-if TYPE_CHECKING:
-    from hpo.worker.trial import TrialOutcome
 
 
 @click.command()
@@ -38,7 +34,10 @@ if TYPE_CHECKING:
               show_default=True,
               metavar="SECONDS", help="How long to wait (with backoff) for an unreachable "
               "database before giving up; 0 fails at once.")
-@click.option("--quiet", is_flag=True, help="One log line per trial instead of live progress.")
+@click.option("--quiet", is_flag=True, help="One line per trial instead of live progress (as when "
+              "the output is not a terminal).")
+@click.option("--progress-events", is_flag=True, hidden=True,
+              help="Progress as JSON lines on stdout, for a pool's parent (hpo.worker.pool).")
 @click.option("--rank", type=click.IntRange(min=0), default=None, envvar="HPO_WORKER_RANK",
               help="Offsets the sampler seed (seed + rank) so that workers propose different "
               "trials; --processes numbers its processes from it. Default: $HPO_WORKER_RANK, "
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
 @module_options
 def worker(name: str, storage: str | None, n_trials: int | None, timeout: float | None,
            processes: int, device: str, gpus: str | None, per_gpu: int | None, max_restarts: int,
-           reconnect_timeout: float, quiet: bool, rank: int | None,
+           reconnect_timeout: float, quiet: bool, progress_events: bool, rank: int | None,
            allow_modules: tuple[str, ...], module_paths: tuple[str, ...]) -> None:
     """Run trials of study NAME until the study's budget is spent (then exit 0).
 
@@ -74,13 +73,15 @@ def worker(name: str, storage: str | None, n_trials: int | None, timeout: float 
         sys.exit(run_pool(name, target, processes=processes, rank=rank, n_trials=n_trials,
                           timeout=timeout, device=device, gpus=gpu_ids, per_gpu=per_gpu or 1,
                           max_restarts=max_restarts, reconnect_timeout=reconnect_timeout,
-                          env=policy.as_env()))
+                          env=policy.as_env(), quiet=quiet))
 
     from hpo.worker.loop import run_worker
     from hpo.worker.model_code import using_module_policy
+    from hpo.worker.progress import EventLines, WorkerProgress
     from hpo.worker.trial import Outcome
 
-    show = TrialProgress(quiet=quiet or not sys.stdout.isatty(), rank=rank if show_rank else None)
+    shown_rank = rank if show_rank else None
+    show = EventLines(rank=shown_rank) if progress_events else WorkerProgress(quiet=quiet, rank=shown_rank)
     try:
         with using_module_policy(policy):
             report = run_worker(name, target, n_trials=n_trials, timeout=timeout, device=device,
@@ -116,57 +117,3 @@ def _gpu_ids(gpus: str | None, per_gpu: int | None, processes: int) -> list[int]
     from hpo.worker.pool import parse_gpus
 
     return parse_gpus(gpus)
-
-
-class TrialProgress:
-    """Live epoch progress on a terminal; one line per trial otherwise (``--quiet``)."""
-
-    def __init__(self, *, quiet: bool, rank: int | None):
-        self.quiet = quiet
-        self.prefix = f"[worker {rank}] " if rank is not None else ""
-        self.status: Any = None
-
-    def __call__(self, event: str, data: dict[str, Any]) -> None:
-        if event == "epoch" and not self.quiet:
-            m = data["metrics"]
-            text = (f"trial {data['trial']} epoch {m.epoch}: train_loss {m.train_loss:.4f}, "
-                    f"val_loss {m.val_loss:.4f}, val_accuracy {m.val_accuracy:.4f}")
-            if self.status is None:
-                from rich.console import Console
-
-                self.status = Console(highlight=False).status(text)
-                self.status.start()
-            else:
-                self.status.update(text)
-        elif event == "chosen_device":
-            click.echo(f"{self.prefix}Device: {data['description']}")
-        elif event == "swept":
-            click.echo(f"{self.prefix}trial {data['trial']} was left running by a worker that is gone: "
-                       "marked failed and retried from its last checkpoint (up to budget.max_retries)")
-        elif event == "trial_end":
-            line = self.prefix + describe(data["outcome"])
-            if self.status is not None:
-                self.status.console.print(line, markup=False)  # above the live line, not through it
-            else:
-                click.echo(line)
-
-    def close(self) -> None:
-        if self.status is not None:
-            self.status.stop()
-
-
-def describe(outcome: TrialOutcome) -> str:
-    from hpo.worker.trial import Outcome
-
-    if outcome.state == Outcome.FAIL:
-        return f"trial {outcome.number} failed after {outcome.epochs} epochs: {outcome.reason}"
-    if outcome.state == Outcome.PREEMPTED:
-        return (f"trial {outcome.number} {outcome.reason}; handed back to be resumed by the next "
-                "worker (up to budget.max_retries)")
-    if outcome.state == Outcome.STEERED:
-        return (f"trial {outcome.number} stopped after {outcome.epochs} epochs: {outcome.reason} "
-                "(recorded as pruned with the worst value, so the sampler avoids this region)")
-    pruned = outcome.state == Outcome.PRUNED
-    verb = "pruned at epoch" if pruned else "complete after"
-    return (f"trial {outcome.number} {verb} {outcome.epochs}" + ("" if pruned else " epochs")
-            + f": {outcome.value:.4f} ({outcome.seconds:.1f} s)")

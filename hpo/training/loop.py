@@ -95,6 +95,36 @@ class _Run:
             self.first_step_at = time.perf_counter()
 
 
+#: Seconds between two reports of the batches done (live progress needs a few a second).
+BATCH_REPORT_INTERVAL = 0.25
+
+
+class _BatchTicker:
+    """Tells a reporter's ``batch(epoch, done, total)`` the batches done, at most every
+    BATCH_REPORT_INTERVAL seconds: per batch, one clock read and a comparison (no device
+    sync, nothing allocated worth measuring: BENCHMARKS.md)."""
+
+    def __init__(self, report: Callable[[int, int, int], None]):
+        self.report = report
+        self.epoch = self.total = 0
+        self.due = 0.0
+
+    def start(self, epoch: int, total: int) -> None:
+        self.epoch, self.total, self.due = epoch, total, 0.0  # the first batch is reported
+
+    def tick(self, done: int) -> None:
+        now = time.perf_counter()
+        if now >= self.due:
+            self.due = now + BATCH_REPORT_INTERVAL
+            self.report(self.epoch, done, self.total)
+
+
+def _batch_ticker(reporter: Reporter | None) -> _BatchTicker | None:
+    """The ticker of a reporter that watches batches (an optional ``batch`` method)."""
+    report = getattr(reporter, "batch", None)
+    return _BatchTicker(report) if callable(report) else None
+
+
 class _StopAtBatch(Exception):
     """Raised inside an epoch at a batch boundary when the worker was asked to stop."""
 
@@ -111,23 +141,28 @@ def _train_epoch(
     *,
     resume: Position | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    on_batch: _BatchTicker | None = None,
 ) -> tuple[float, int]:
     """One pass over the shuffled training split: (mean training loss, images seen).
 
     ``resume``: the batches of this epoch already done before a restart (skipped here).
     ``stop_requested`` is checked after every batch; when it says so, _StopAtBatch carries
-    the position reached."""
+    the position reached. ``on_batch`` is told the batches done, a few times a second."""
     run.net.train()
     started = time.perf_counter()
     done = resume or Position(epoch=epoch - 1)
     losses: list[torch.Tensor] = []
     sizes: list[int] = []
+    if on_batch is not None:
+        on_batch.start(epoch, len(batch_bounds(len(source), batch_size, train=True)))
     for x, y in source.batches(batch_size, generator=gen, train=True, skip=done.batch):
         with run.precision.autocast():
             loss = run.loss(run.net(run.inputs(x, train=True)), y)
         run.step(loss)
         losses.append(loss.detach())
         sizes.append(len(y))
+        if on_batch is not None:
+            on_batch.tick(done.batch + len(sizes))
         if stop_requested is not None and stop_requested():
             raise _StopAtBatch(Position(
                 epoch=epoch - 1,
@@ -284,6 +319,7 @@ class _Epochs:
     early: _EarlyStopping | None
     checkpoints: Checkpoints | None
     stop_requested: Callable[[], bool] | None
+    on_batch: _BatchTicker | None = None
 
     def stopping(self) -> bool:
         return self.stop_requested is not None and self.stop_requested()
@@ -306,7 +342,8 @@ class _Epochs:
         t0 = time.perf_counter() - (resume.seconds if resume else 0.0)
         try:
             train_loss, seen = _train_epoch(self.run, self.splits.train, self.batch_size, self.gen,
-                                            epoch, resume=resume, stop_requested=self.stop_requested)
+                                            epoch, resume=resume, stop_requested=self.stop_requested,
+                                            on_batch=self.on_batch)
         except _StopAtBatch as stop:
             saved_now = self.save(epoch_start_rng, stop.position)
             raise Preempted(epoch, stop.position.batch, checkpointed=saved_now) from None
@@ -373,7 +410,8 @@ def _train(
     gen = torch.Generator().manual_seed(train.seed)  # shuffling, independent of init
     early = _EarlyStopping(train.early_stopping) if train.early_stopping else None
     position, progress, resumed = _resume(run, gen, checkpoints, early, reporter)
-    epochs = _Epochs(run, splits, train.batch_size, gen, progress, early, checkpoints, stop_requested)
+    epochs = _Epochs(run, splits, train.batch_size, gen, progress, early, checkpoints, stop_requested,
+                     _batch_ticker(reporter))
     pruned = stopped_early = False
     predictions: _Predictions | None = None
     # Whether the store holds the state at ``position``: saves after an epoch are paced

@@ -23,6 +23,10 @@ class Reporter(Protocol):
         """Called after every epoch; return True to stop now (the trial was pruned)."""
         ...
 
+    # Optional (looked up with getattr): ``batch(epoch, done, total)``, told the batches done
+    # in the epoch a few times a second (hpo.training.loop.BATCH_REPORT_INTERVAL), for live
+    # progress; ``resumed(history)``, shown the epochs trained before a checkpoint's restart.
+
 
 @dataclass
 class TrainingResult:

@@ -112,7 +112,7 @@ def _no_progress(event: str, data: dict[str, Any]) -> None:
 def _open_study(name: str, target: StorageTarget, stop: StopRequest, emit: Progress,
                 reconnect_timeout: float) -> tuple[Study, Spec, Watchdog]:
     """The study, its stored spec, and the watchdog that will beat the trials' hearts."""
-    with stop.holding_nothing():
+    with stop.holding_nothing(), preparing(emit, f"opening study {name}"):
         loaded = load_study(name, target, reconnect_for=reconnect_timeout)
     study, spec = loaded.study, loaded.spec
     grace = _enable_heartbeats(study, spec.budget)
@@ -157,21 +157,39 @@ def _prepare(study: Study, spec: Spec, device: str, rank: int, emit: Progress,
     study.pruner = build_pruner(spec.pruner, max_epochs=max_epochs(spec))
     if trainer is not None:  # a stand-in trainer (benchmarks) uses neither torch nor the dataset
         return device
-    device = resolve_device(device)
+    with preparing(emit, "importing torch"):
+        device = resolve_device(device)
+        import hpo.training.loop  # noqa: F401 - torch and the training code, timed here
     emit("chosen_device", {"resolved": device,
                            "description": describe_device(device, cpu_threads=threads_per_worker())})
-    _warm_up(spec, device)
+    _warm_up(spec, device, emit)
     return device
 
 
-def _warm_up(spec: Spec, device: str) -> None:
+def _warm_up(spec: Spec, device: str, emit: Progress) -> None:
     """Pay the one-off costs (torch's import, the fixed dataset) before the first trial, so
     that no trial's start-up or heartbeat includes them."""
     from hpo.training.loop import warm_up
 
-    _load_fixed_dataset(spec, device)
-    with contextlib.suppress(Exception):  # the first trial meets the same problem and records it
-        warm_up(None, device)
+    with preparing(emit, f"loading {spec.data.name}") as said:
+        images = _load_fixed_dataset(spec, device)
+        if images is not None:
+            said["done"] = f"loading {spec.data.name} ({images:,} training images)"
+    with preparing(emit, f"warming up on {device}"), contextlib.suppress(Exception):
+        warm_up(None, device)  # the first trial meets the same problem, if any, and records it
+
+
+@contextlib.contextmanager
+def preparing(emit: Progress, step: str) -> Iterator[dict[str, str]]:
+    """Say that a start-up step begins and, when it ends, what it found (the step may put a
+    ``done`` text in the dict it is given) and how long it took: a worker under load spends
+    tens of seconds here, and should not spend them silent (hpo.worker.progress)."""
+    emit("preparing", {"step": step})
+    started = time.perf_counter()
+    said: dict[str, str] = {}
+    yield said
+    emit("preparing", {"step": step, "done": said.get("done", step),
+                       "seconds": time.perf_counter() - started})
 
 
 # What a dataset that cannot load raises when the fault is in the spec or the files: hpo's
@@ -179,7 +197,7 @@ def _warm_up(spec: Spec, device: str) -> None:
 DATASET_FAULTS = (HpoError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
 
 
-def _load_fixed_dataset(spec: Spec, device: str) -> None:
+def _load_fixed_dataset(spec: Spec, device: str) -> int | None:
     """Load what every trial of the spec loads alike (cached for the trials of this worker).
 
     A dataset that cannot load would fail every trial alike, endlessly (failed trials do not
@@ -187,13 +205,15 @@ def _load_fixed_dataset(spec: Spec, device: str) -> None:
     would have recorded (exit 2). With ``data.*`` keys searched, the dataset's files are still
     the same for every trial unless a searched key chooses them (``data.name``, ``data.root``,
     ...); if one does, only some values may fail: the trials find out, and the failure budget
-    (max_failed_trials, max_consecutive_failures) ends a study whose values all fail."""
+    (max_failed_trials, max_consecutive_failures) ends a study whose values all fail.
+
+    Returns the number of training images when the splits were loaded, else None."""
     from hpo.training.data import load_source, load_splits, source_keys
 
     searched = {key.removeprefix("data.") for key in spec.search if key.startswith("data.")}
     try:
         if not searched:
-            load_splits(spec.data, device)  # the very splits every trial uses
+            return len(load_splits(spec.data, device).train)  # the very splits every trial uses
         elif not searched & source_keys(spec.data.name):
             load_source(spec.data)  # the files every trial reads
     except DATASET_FAULTS as exc:
@@ -201,7 +221,8 @@ def _load_fixed_dataset(spec: Spec, device: str) -> None:
     except Exception:
         # Not the dataset's own fault (a download, the device, memory) and maybe passing: the
         # trials meet it, the failure budget bounds them, and a pool restarts an exit 1.
-        return
+        return None
+    return None
 
 
 def _enable_heartbeats(study: Study, budget: Budget) -> float | None:

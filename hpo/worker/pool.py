@@ -34,17 +34,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo.errors import UsageError
 from hpo.storage.urls import ENV_VAR, StorageTarget
 from hpo.worker.device import AUTO, check_device_name
+
+if TYPE_CHECKING:
+    from hpo.worker.progress import PoolProgress
 
 #: Exit codes that a worker chooses (see the module docstring): never restarted.
 FINAL_CODES = frozenset({0, 1, 2, 130, 143})
@@ -141,7 +146,7 @@ def plan_slots(
     When this process itself sees a subset of the GPUs (``CUDA_VISIBLE_DEVICES`` set), GPU
     ``i`` is the i-th entry of that list, and the child is given that entry."""
     environ = os.environ if environ is None else environ
-    common: list[str] = [name, "--quiet"]
+    common: list[str] = [name, "--progress-events"]  # the parent shows them (PoolProgress)
     if n_trials is not None:
         common += ["--n-trials", str(n_trials)]
     if timeout is not None:
@@ -169,10 +174,14 @@ def plan_slots(
 Spawn = Callable[[list[str], dict[str, str]], Any]  # -> a Popen-like object
 
 
-def spawn_child(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn_child(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     # Its own process group: a terminal's Ctrl-C reaches the parent only, which forwards it
     # once (two SIGINTs would interrupt the child's recording of its interrupted trial).
-    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, process_group=0)
+    # Its stdout and stderr come to the parent, which shows them (progress events in its
+    # table, other lines above it): a child writing to the terminal would break the table.
+    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, process_group=0,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            errors="replace", bufsize=1)
 
 
 @dataclass
@@ -231,11 +240,13 @@ def run_pool(
     poll_interval: float = 0.1,
     reconnect_timeout: float | None = None,
     env: Mapping[str, str] | None = None,
+    quiet: bool = False,
 ) -> int:
     """Start the planned children, supervise them (see the module docstring), print one
     line per child, and return the pool's exit code: 0 when every child ended with 0, else
     the worst child's code (a signal N counts as 128 + N). ``env``: added to each child's
     environment (the custom-model allow-list, see hpo.models.custom.ModulePolicy.as_env).
+    ``quiet``: the children's lines, not a live table of them (hpo.worker.progress.PoolProgress).
 
     A study with nothing left to run is answered here, once, without starting a child (each
     would import torch only to say so): one line, and the code a worker would exit with."""
@@ -246,8 +257,11 @@ def run_pool(
     slots = plan_slots(name, rank=rank, processes=processes, gpus=gpus, per_gpu=per_gpu,
                        n_trials=n_trials, timeout=timeout, device=device,
                        reconnect_timeout=reconnect_timeout)
+    from hpo.worker.progress import PoolProgress
+
     return supervise(slots, {ENV_VAR: target.url, **(env or {})}, max_restarts=max_restarts, backoff=backoff,
-                     stop_grace=stop_grace, spawn=spawn or spawn_child, poll_interval=poll_interval)
+                     stop_grace=stop_grace, spawn=spawn or spawn_child, poll_interval=poll_interval,
+                     show=PoolProgress(quiet=quiet))
 
 
 def _finished_study(name: str, target: StorageTarget, reconnect_timeout: float | None) -> int | None:
@@ -273,11 +287,15 @@ def supervise(
     stop_grace: float = 30.0,
     spawn: Spawn = spawn_child,
     poll_interval: float = 0.1,
+    show: PoolProgress | None = None,
 ) -> int:
     """Run ``slots`` under a :class:`Supervisor` until every child is done; prints one line
-    per child and returns the pool's exit code."""
+    per child and returns the pool's exit code. ``show``: what the children's output goes
+    through (default: their lines, prefixed with their rank)."""
+    from hpo.worker.progress import PoolProgress
+
     supervisor = Supervisor(slots, extra_env, max_restarts=max_restarts, backoff=backoff,
-                            stop_grace=stop_grace, spawn=spawn)
+                            stop_grace=stop_grace, spawn=spawn, show=show or PoolProgress(quiet=True))
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {s: signal.signal(s, supervisor.on_signal) for s in handled}
     try:
@@ -287,6 +305,7 @@ def supervise(
             signal.signal(s, handler)
         if not supervisor.all_done():  # an error of ours: leave no orphans
             supervisor.kill_all()
+        supervisor.output.finish()
     for child in supervisor.children:
         print(report_line(child), flush=True)
     return pool_exit_code([child.code for child in supervisor.children])
@@ -297,8 +316,9 @@ class Supervisor:
     under a new rank), forward a stop signal once, and kill what outlives the grace period."""
 
     def __init__(self, slots: Sequence[Slot], extra_env: Mapping[str, str], *, max_restarts: int,
-                 backoff: float, stop_grace: float, spawn: Spawn):
+                 backoff: float, stop_grace: float, spawn: Spawn, show: PoolProgress):
         self.children = [ChildRecord(slot) for slot in slots]
+        self.output = ChildOutput(show)
         self.max_restarts = max_restarts
         self.backoff = backoff
         self.stop_grace = stop_grace
@@ -322,6 +342,7 @@ class Supervisor:
             for child in self.children:
                 if not child.done:
                     self.check(child, now)
+            self.output.show()
             if self.all_done():
                 break
             if self.deadline is not None and not self.killed and now >= self.deadline:
@@ -339,6 +360,7 @@ class Supervisor:
         child.ranks.append(child_rank)
         child.restart_at = None
         child.proc = self.spawn(child.slot.command(child_rank), {**self.base_env, **child.slot.env})
+        self.output.follow(child.slot.index, child_rank, child.proc)
 
     def check(self, child: ChildRecord, now: float) -> None:
         """One look at a child: still running, ended (for good or to restart), or due to restart."""
@@ -354,6 +376,7 @@ class Supervisor:
                 self.start(child)
 
     def ended(self, child: ChildRecord, code: int, now: float) -> None:
+        self.output.ended(child.slot.index, child.ranks[-1], describe_code(code))
         if self.stopping or code in FINAL_CODES:
             child.done = True
         elif child.restarts >= self.max_restarts:
@@ -397,6 +420,54 @@ class Supervisor:
         for proc in self.running():
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(forward)
+
+
+class ChildOutput:
+    """The children's stdout and stderr, read line by line by one thread per stream and
+    shown by the supervising thread (``show``, at each poll) through a PoolProgress: progress
+    events update its table, other lines are passed on with the child's rank."""
+
+    #: Seconds to wait, once every child is done, for the last lines of their streams (a
+    #: process the child started may still hold them open).
+    DRAIN_WAIT = 2.0
+
+    def __init__(self, show: PoolProgress):
+        self.view = show
+        self.lines: queue.SimpleQueue[tuple[int, int, str, bool]] = queue.SimpleQueue()
+        self.readers: list[threading.Thread] = []
+
+    def follow(self, slot: int, rank: int, proc: Any) -> None:
+        self.view.started(slot, rank)
+        for stream, stderr in ((getattr(proc, "stdout", None), False), (getattr(proc, "stderr", None), True)):
+            if stream is not None:  # a stand-in child (tests) has none
+                reader = threading.Thread(target=self._read, args=(slot, rank, stream, stderr), daemon=True)
+                reader.start()
+                self.readers.append(reader)
+
+    def _read(self, slot: int, rank: int, stream: Any, stderr: bool) -> None:
+        with contextlib.suppress(OSError, ValueError):  # closed under us: nothing more to read
+            for line in stream:
+                self.lines.put((slot, rank, line.rstrip("\n"), stderr))
+
+    def ended(self, slot: int, rank: int, how: str) -> None:
+        self.show()  # its lines read so far first
+        self.view.ended(slot, rank, how)
+
+    def show(self) -> None:
+        while True:
+            try:
+                slot, rank, line, stderr = self.lines.get_nowait()
+            except queue.Empty:
+                return
+            self.view.line(slot, rank, line, stderr=stderr)
+
+    def finish(self) -> None:
+        """Show what is left to read, then end the live table (before the report lines)."""
+        deadline = time.monotonic() + self.DRAIN_WAIT
+        for reader in self.readers:
+            reader.join(max(0.0, deadline - time.monotonic()))
+        self.show()
+        self.view.close()
 
 
 def pool_exit_code(codes: Sequence[int | None]) -> int:

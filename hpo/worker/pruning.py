@@ -34,8 +34,10 @@ class TrialReporter:
     """
 
     def __init__(self, study: Study, trial: Trial, metric: str,
-                 on_epoch: Callable[[EpochMetrics], None] | None = None):
+                 on_epoch: Callable[[EpochMetrics], None] | None = None,
+                 on_batch: Callable[[int, int, int], None] | None = None):
         self.study = study
+        self.on_batch = on_batch
         self.multi_objective = len(study.directions) > 1
         self.trial = trial
         self.metric = metric
@@ -62,6 +64,11 @@ class TrialReporter:
         # value), system attributes read from the storage only if the pruner asks.
         frozen = latest_trial(self.trial)
         return bool(self.study.pruner.prune(judged, frozen))
+
+    def batch(self, epoch: int, done: int, total: int) -> None:
+        """Live progress only (a few times a second): nothing reaches the storage."""
+        if self.on_batch is not None:
+            self.on_batch(epoch, done, total)
 
     def resumed(self, history: list[EpochMetrics]) -> None:
         """A retry resuming from a checkpoint: the epochs trained before the restart become

@@ -93,7 +93,9 @@ class TrialRun:
         metric = self.objectives[0].metric  # reported every epoch; the pruner acts on it
         self.reporter = TrialReporter(
             study, trial, metric,
-            lambda m: emit("epoch", {"trial": trial.number, "metrics": m, "metric": metric}))
+            lambda m: emit("epoch", {"trial": trial.number, "metrics": m, "metric": metric}),
+            lambda epoch, done, total: emit("batch", {"trial": trial.number, "epoch": epoch,
+                                                      "batch": done, "batches": total}))
         store = study_store(study)
         self.checkpoints = (TrialCheckpoints(store, trial, interval=spec.budget.checkpoint_interval)
                             if store is not None else None)
@@ -101,7 +103,6 @@ class TrialRun:
     # ------------------------------------------------------------------ the life
 
     def run(self) -> TrialOutcome:
-        self.emit("trial_start", {"trial": self.trial.number})
         try:
             outcome = self._train_and_end()
         except Preempted as exc:  # the first stop signal
@@ -126,7 +127,9 @@ class TrialRun:
 
     def _train_and_end(self) -> TrialOutcome:
         try:
-            result = self._train(self._sample())
+            config = self._sample()
+            self._announce(config)
+            result = self._train(config)
         except (Preempted, StorageError):  # not the trial's fault: handled by run()
             raise
         except DivergedError as exc:
@@ -164,6 +167,13 @@ class TrialRun:
         finally:
             write_to_trial(self.trial, params=deferred.params, user_attrs=context)
         return config
+
+    def _announce(self, config: TrialConfig) -> None:
+        """``trial_start``, once its values are known: the searched ones and the epochs."""
+        first = self.objectives[0]
+        self.emit("trial_start", {"trial": self.trial.number, "params": dict(self.trial.params),
+                                  "epochs": config.train.epochs, "metric": first.metric,
+                                  "direction": first.direction})
 
     def _train(self, config: TrialConfig) -> TrainingResult:
         from hpo.training import train_model

@@ -139,7 +139,8 @@ def test_the_worker_records_the_resolved_gpu(tiny_study, machine, monkeypatch):
     events = []
     report = run_worker("tiny", resolve_storage(None), n_trials=1, progress=lambda e, d: events.append((e, d)))
     assert trained_on == ["cuda:0"]
-    assert events[0] == ("chosen_device", {"resolved": "cuda:0", "description": "cuda:0 (NVIDIA H200 #0)"})
+    chosen = [(e, d) for e, d in events if e == "chosen_device"]  # after the preparing steps
+    assert chosen == [("chosen_device", {"resolved": "cuda:0", "description": "cuda:0 (NVIDIA H200 #0)"})]
     (trial,) = trials_of("tiny")
     assert trial.user_attrs["device"] == "cuda:0"
     assert [o.state for o in report.outcomes] == ["fail"]

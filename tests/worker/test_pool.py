@@ -79,7 +79,7 @@ def test_plan_pins_each_child_to_its_gpu_and_numbers_ranks_from_rank():
     # -P and the entry below: the working directory is searched last, never first
     # (tests/worker/test_pool_child_imports.py runs a pool among shadowing files).
     assert command[:5] == [sys.executable, "-P", "-c", pool.CHILD_ENTRY, "worker"]
-    assert command[5:] == ["s", "--quiet", "--n-trials", "5", "--device", "cuda:0", "--rank", "12"]
+    assert command[5:] == ["s", "--progress-events", "--n-trials", "5", "--device", "cuda:0", "--rank", "12"]
     assert slots[2].command(21)[-2:] == ["--rank", "21"]
 
 
@@ -94,7 +94,7 @@ def test_plan_on_the_cpu():
     slots = pool.plan_slots("s", rank=4, processes=3, timeout=2.5, device="cpu", environ={})
     assert [(s.rank, s.label, dict(s.env), s.device) for s in slots] == [
         (4, "cpu", {}, "cpu"), (5, "cpu", {}, "cpu"), (6, "cpu", {}, "cpu")]
-    assert slots[0].command()[5:] == ["s", "--quiet", "--timeout", "2.5", "--device", "cpu", "--rank", "4"]
+    assert slots[0].command()[5:] == ["s", "--progress-events", "--timeout", "2.5", "--device", "cpu", "--rank", "4"]
 
 
 # ----------------------------------------------------------------------------- supervising

@@ -1,0 +1,227 @@
+"""What a worker says while it works (hpo.worker.progress): the live display (epoch N/M, a
+batch bar, the latest and best value) on a recorded terminal console, the plain one-line-per-
+trial mode of logs and ``--quiet``, the training loop's throttled batch callback, and a
+pool's parent showing its children (a table from their events, their lines in a log)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from hpo.cli.main import cli
+from hpo.storage.urls import resolve_storage
+from hpo.worker.progress import EventLines, PoolProgress, WorkerProgress, describe_params, read_event
+from tests.specs import describe, hpo_env, run_hpo, write_spec
+
+ANSI = re.compile(r"\x1b")
+EPOCHS = 3
+N_TRIALS = 2
+
+
+def terminal(width: int = 140) -> Console:
+    return Console(file=io.StringIO(), force_terminal=True, width=width, highlight=False)
+
+
+def log_file() -> Console:
+    return Console(file=io.StringIO(), force_terminal=False, width=80)
+
+
+def output(console: Console) -> str:
+    file = console.file
+    assert isinstance(file, io.StringIO)
+    return file.getvalue()
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory):
+    """The events of a real worker: 2 trials of 3 epochs on digits, two searched values."""
+    from hpo.worker.loop import run_worker
+
+    root = tmp_path_factory.mktemp("progress")
+    journal = root / "progress.journal"
+    spec = write_spec(root, "progress", n_trials=N_TRIALS, epochs=EPOCHS, search={
+        "train.lr": "{low: 1.0e-3, high: 1.0e-1, log: true}", "model.width": "{choices: [8, 16]}"})
+    created = CliRunner().invoke(cli, ["study", "create", str(spec), "--storage", str(journal)])
+    assert created.exit_code == 0, created.output
+    seen: list[tuple[str, dict]] = []
+    report = run_worker("progress", resolve_storage(str(journal)), rank=0,
+                        progress=lambda event, data: seen.append((event, data)))
+    assert [o.state for o in report.outcomes] == ["complete"] * N_TRIALS
+    return seen
+
+
+def replay(events, show) -> None:
+    for event, data in events:
+        show(event, data)
+    show.close()
+
+
+@pytest.mark.slow
+def test_a_real_run_reports_preparation_trials_batches_and_epochs(events):
+    names = [event for event, _ in events]
+    steps = [data["done"] for event, data in events if event == "preparing" and "done" in data]
+    assert steps == ["opening study progress", "importing torch",
+                     "loading digits (1,078 training images)", "warming up on cpu"]
+    starts = [data for event, data in events if event == "trial_start"]
+    assert [(s["trial"], s["epochs"], s["metric"], set(s["params"])) for s in starts] == [
+        (i, EPOCHS, "val_accuracy", {"train.lr", "model.width"}) for i in range(N_TRIALS)]
+    batches = [data for event, data in events if event == "batch"]
+    # The first batch of every epoch is reported (throttled after it): 9 batches of 128.
+    assert {(b["trial"], b["epoch"]) for b in batches} == {(t, e) for t in range(N_TRIALS) for e in range(1, EPOCHS + 1)}
+    assert all(b["batches"] == 1078 // 128 + 1 and 1 <= b["batch"] <= b["batches"] for b in batches)
+    assert names.count("epoch") == N_TRIALS * EPOCHS and names[-1] == "trial_end"
+
+
+@pytest.mark.slow
+def test_the_live_display_shows_epoch_n_of_m_at_every_epoch(events):
+    console = terminal()
+    replay(events, WorkerProgress(console=console))
+    text = output(console)
+    for trial in range(N_TRIALS):
+        shown = [int(e) for e in re.findall(rf"trial {trial} +epoch (\d)/{EPOCHS}", text)]
+        assert set(shown) == set(range(1, EPOCHS + 1)), shown  # every epoch was displayed ...
+        assert shown == sorted(shown)  # ... in order
+        params = next(d["params"] for e, d in events if e == "trial_start" and d["trial"] == trial)
+        assert f"trial {trial}: {describe_params(params)}\n" in text  # the line naming its values
+        assert re.search(rf"trial {trial} complete after {EPOCHS} epochs: 0\.\d{{4}} \(", text)
+    assert re.search(r"val_accuracy 0\.\d{4} +best 0\.\d{4}", text)
+    assert ANSI.search(text)  # a live display: cursor and colour codes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("console", [terminal, log_file], ids=["quiet-on-a-terminal", "a-log-file"])
+def test_plain_mode_writes_one_line_per_trial_without_control_codes(events, console):
+    recorded = console()
+    replay(events, WorkerProgress(quiet=console is terminal, console=recorded, rank=7))
+    lines = output(recorded).splitlines()
+    assert not ANSI.search(output(recorded))
+    starts = {d["trial"]: describe_params(d["params"]) for e, d in events if e == "trial_start"}
+    trial_lines = [line for line in lines if line.startswith("[worker 7] trial ")]
+    assert len(trial_lines) == N_TRIALS
+    for number, line in enumerate(trial_lines):
+        assert re.fullmatch(rf"\[worker 7\] trial {number} complete after {EPOCHS} epochs: 0\.\d{{4}} "
+                            rf"\(\d+\.\d s\) \| {re.escape(starts[number])}", line), line
+    assert lines[:4] == ["[worker 7] opening study progress… " + lines[0].rsplit("… ", 1)[1],
+                         *lines[1:4]]
+    assert "[worker 7] loading digits (1,078 training images)… " in output(recorded)
+    assert "[worker 7] Device: cpu" in output(recorded)
+
+
+def test_values_read_short_and_repeat_keys_as_lists():
+    params = {"train.lr": 0.0031234, "model.filters[0]": 32, "model.filters[1]": 64,
+              "train.optimizer": "adam", "train.weight_decay": 1e-05, "model.dropout": 0.25}
+    assert describe_params(params) == ("train.lr=0.00312, model.filters=[32, 64], train.optimizer=adam, "
+                                       "train.weight_decay=1e-5, model.dropout=0.25")
+
+
+def test_the_training_loop_reports_batches_throttled(monkeypatch):
+    from hpo.models import MLPConfig
+    from hpo.training import DataConfig, TrainConfig, loop
+    from hpo.training.metrics import EpochMetrics
+
+    class Watching:
+        def __init__(self):
+            self.batches: list[tuple[int, int, int]] = []
+
+        def report(self, metrics: EpochMetrics) -> bool:
+            return False
+
+        def batch(self, epoch: int, done: int, total: int) -> None:
+            self.batches.append((epoch, done, total))
+
+    data = DataConfig(name="digits", val_fraction=0.2, test_fraction=0.2)
+    train = TrainConfig(epochs=2, batch_size=64, seed=0)
+    config = MLPConfig(n_layers=1, width=8)
+    every = Watching()
+    monkeypatch.setattr(loop, "BATCH_REPORT_INTERVAL", 0.0)
+    loop.train_model(data, config, train, reporter=every)
+    total = every.batches[0][2]
+    assert every.batches == [(e, b, total) for e in (1, 2) for b in range(1, total + 1)]
+    throttled = Watching()
+    monkeypatch.setattr(loop, "BATCH_REPORT_INTERVAL", 3600.0)
+    loop.train_model(data, config, train, reporter=throttled)
+    assert throttled.batches == [(1, 1, total), (2, 1, total)]  # the first of each epoch only
+
+
+def child_lines(events, rank: int) -> list[str]:
+    """What a pool child started with --progress-events writes for ``events``."""
+    stream = io.StringIO()
+    show = EventLines(stream, rank=rank)
+    for event, data in events:
+        show(event, data)
+    return stream.getvalue().splitlines()
+
+
+@pytest.mark.slow
+def test_a_childs_events_are_compact_json_lines_read_back_alike(events):
+    lines = child_lines(events, rank=3)
+    decoded = [read_event(line) for line in lines]
+    assert all(d is not None for d in decoded)
+    assert [name for name, _ in decoded] == [e for e, _ in events if e != "swept"]
+    assert all(len(line) < 400 and json.loads(line) for line in lines)
+    assert read_event("[worker 3] Worker done: 2 trials") is None
+    assert read_event('{"hpo_event": ') is None  # cut short: passed on as text
+
+
+@pytest.mark.slow
+def test_the_pool_table_shows_each_childs_trial_epoch_and_best(events):
+    console = terminal(width=160)
+    show = PoolProgress(console=console)
+    a, b = child_lines(events, rank=5), child_lines(events, rank=6)
+    for first, second in zip(a, b, strict=True):  # the two children interleaved
+        show.line(0, 5, first)
+        show.line(1, 6, second)
+    show.ended(0, 5, "exit 0")
+    show.line(1, 6, "[worker 6] Worker done: 2 trials (2 complete, 0 pruned, 0 failed)")
+    show.close()
+    text = output(console)
+    for rank in (5, 6):
+        rows = re.findall(rf"\[worker {rank}\] +trial (\d) +epoch (\d)/{EPOCHS}", text)
+        assert {(int(t), int(e)) for t, e in rows} == {(t, e) for t in range(N_TRIALS) for e in range(1, EPOCHS + 1)}
+        assert re.search(rf"\[worker {rank}\] trial 1 complete after {EPOCHS} epochs", text)
+        assert re.search(rf"\[worker {rank}\] +trial 1 +epoch 3/3 .*val_accuracy 0\.\d{{4}} +best 0\.\d{{4}}", text)
+    assert re.search(r"\[worker 5\] +exit 0", text)
+    assert "[worker 6] Worker done: 2 trials" in text
+
+
+@pytest.mark.slow
+def test_the_pool_in_a_log_prints_each_childs_lines_with_its_rank(events):
+    console = log_file()
+    show = PoolProgress(console=console)
+    for line in child_lines(events, rank=5):
+        show.line(0, 5, line)
+    show.line(0, 5, "Traceback (most recent call last):", stderr=True)
+    show.close()
+    lines = output(console).splitlines()
+    assert not ANSI.search(output(console))
+    assert [line.split(" complete")[0] for line in lines if " complete after " in line] == [
+        "[worker 5] trial 0", "[worker 5] trial 1"]
+    assert lines[-1] == "[worker 5] Traceback (most recent call last):"
+    assert not any("epoch 1/" in line for line in lines)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_pool_in_a_log_shows_both_childrens_trials_with_their_rank(tmp_path):
+    journal = tmp_path / "pool.journal"
+    spec = write_spec(tmp_path, "pool-lines", n_trials=4, epochs=2)
+    created = run_hpo("study", "create", str(spec), "--storage", str(journal), cwd=tmp_path)
+    assert created.returncode == 0, describe([created])
+    # --n-trials 2 each: neither child can take the whole budget, so both run trials.
+    result = run_hpo("worker", "pool-lines", "--processes", "2", "--rank", "40", "--n-trials", "2",
+                     env=hpo_env(storage=str(journal)), cwd=tmp_path)
+    assert result.returncode == 0, describe([result])
+    assert not ANSI.search(result.stdout + result.stderr), describe([result])
+    for rank in (40, 41):
+        trials = re.findall(rf"^\[worker {rank}\] trial \d complete after 2 epochs: 0\.\d{{4}} "
+                            r"\(\d+\.\d s\) \| train\.lr=\S+$", result.stdout, re.M)
+        assert len(trials) == 2, describe([result])
+        assert f"[worker {rank}] loading digits (1,078 training images)… " in result.stderr
+        assert f"[worker {rank}] Device: cpu" in result.stdout
+        assert f"[worker {rank}] cpu: exit 0" in result.stdout or f"[worker {rank}] auto: exit 0" in result.stdout
+    assert '"hpo_event"' not in result.stdout + result.stderr  # events shown, never passed on raw
