@@ -81,6 +81,23 @@ def test_create_run_and_read_a_study(tuned):
     assert best.metric == "val_accuracy" and set(best.params) == {"train.lr"}
     assert best.config["train"]["lr"] == best.params["train.lr"]
     assert [p.number for p in results.pareto] == [best.number]
+    with pytest.raises(hpo.StudyNotFoundError, match=r"no study named 'nope' in .* \(studies: api-study\)"):
+        hpo.load_results("nope", storage=journal)
+
+
+@pytest.mark.slow
+def test_progress_in_a_log_is_one_plain_line_per_trial(tmp_path, capfd):
+    journal = tmp_path / "s.journal"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text("logged", n_trials=2))
+    hpo.create_study(spec, storage=journal)
+    capfd.readouterr()
+    hpo.run_worker("logged", storage=journal, device="cpu", rank=0)  # progress=True, stdout not a terminal
+    out = capfd.readouterr().out
+    assert "\x1b[" not in out  # no live display's control codes in a log
+    trial_lines = [line for line in out.splitlines() if line.startswith("trial ")]
+    assert [line.split()[1] for line in trial_lines] == ["0", "1"]
+    assert all(" complete " in line for line in trial_lines), trial_lines
 
 
 @pytest.mark.slow
