@@ -57,6 +57,7 @@ __all__ = [
     "latest_trial",
     "rdb_models",
     "rdb_session",
+    "check_schema_version",
     "rdb_set_intermediate_value",
     "rdb_set_param",
     "rdb_set_system_attr",
@@ -245,6 +246,33 @@ def rdb_session(rdb: RDBStorage, ignore_integrity_error: bool = False) -> contex
     from optuna.storages._rdb.storage import _create_scoped_session
 
     return _create_scoped_session(rdb.scoped_session, ignore_integrity_error)
+
+
+def check_schema_version(rdb: RDBStorage) -> None:
+    """What ``RDBStorage(url)`` checks unless ``skip_compatibility_check`` (Optuna 5.0.0:
+    ``_VersionManager.check_table_schema_compatibility``, the same RuntimeError), with one
+    connection at a time. Optuna's own check reads the version row in a session and, that
+    transaction still open, the alembic revision on a second connection: behind a pooler in
+    transaction mode, as many workers opening their storage at once as the pool has server
+    connections would each hold one and wait for another, until PgBouncer's
+    ``query_wait_timeout`` (120 s) fails them all. Checked by
+    tests/storage/test_pgbouncer.py."""
+    import optuna
+    from optuna.storages._rdb import models
+
+    manager = rdb._version_manager
+    current = manager.get_current_version()
+    if current == manager.get_head_version():
+        return
+    with rdb_session(rdb) as session:
+        info = models.VersionInfoModel.find(session)
+        library = info.library_version if info is not None else "unknown"
+    if current in manager.get_all_versions():
+        advice = "Please execute `$ optuna storage upgrade --storage $STORAGE_URL` for upgrading the storage."
+    else:
+        advice = "Please try updating optuna to the latest version by `$ pip install -U optuna`."
+    raise RuntimeError(f"The runtime optuna version {optuna.__version__} is no longer compatible with the "
+                       f"table schema (set up by optuna {library}). {advice}")
 
 
 def rdb_trials_by_id(rdb: RDBStorage, study_id: int, trial_ids: set[int],

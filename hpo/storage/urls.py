@@ -37,6 +37,30 @@ POSTGRES_ENGINE_KWARGS: dict[str, Any] = {
     "pool_recycle": 1800,
     "connect_args": {"connect_timeout": 10},
 }
+# psycopg 3 (SQLAlchemy 2.1's driver for postgresql:// URLs) prepares a statement on the
+# server once it has run 5 times on one connection. Behind a pooler in transaction mode
+# (PgBouncer, as README advises past about 45 workers; Debian's 1.18 cannot track prepared
+# statements) the next transaction may run on another server connection, which already has
+# "_pg3_0" or lacks it: DuplicatePreparedStatement, and every worker dies. A worker cannot
+# tell a pooler from a server (both are a host and a port), so preparing is off on every
+# psycopg 3 connection: Optuna's statements are short and cheap to plan. psycopg2 never
+# prepares.
+PSYCOPG3_CONNECT_ARGS: dict[str, Any] = {"prepare_threshold": None}
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for a database URL: PostgreSQL's pool limits, and for its
+    psycopg 3 driver no server-side prepared statements (see above)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return {}
+    if parsed.get_driver_name() != "psycopg":
+        return POSTGRES_ENGINE_KWARGS
+    return {**POSTGRES_ENGINE_KWARGS,
+            "connect_args": {**POSTGRES_ENGINE_KWARGS["connect_args"], **PSYCOPG3_CONNECT_ARGS}}
+
 
 @dataclass(frozen=True)
 class StorageTarget:
@@ -88,14 +112,19 @@ def open_storage(target: StorageTarget, *, reconnect_for: float | None = None,
         if target.kind == "journal":
             return open_journal(Path(target.url).expanduser(), read_only=read_only,
                                 is_default=target.is_default)
-        engine_kwargs = POSTGRES_ENGINE_KWARGS if target.url.startswith("postgresql") else {}
+        options = engine_kwargs(target.url)
         if read_only:
             _require_sqlite_file(target)
-            if not has_optuna_tables(target.url, engine_kwargs):
+            if not has_optuna_tables(target.url, options):
                 return empty_storage()
-        # Optuna creates its tables (and stamps alembic's version) unless told not to.
-        rdb = optuna.storages.RDBStorage(target.url, engine_kwargs=engine_kwargs,
-                                         skip_table_creation=read_only)
+        # Optuna creates its tables (and stamps alembic's version) unless told not to. Its
+        # schema check holds one connection while it opens another, which can deadlock
+        # workers behind a transaction-mode pooler: hpo's check reads one at a time.
+        from hpo.storage.optuna_internals import check_schema_version
+
+        rdb = optuna.storages.RDBStorage(target.url, engine_kwargs=options,
+                                         skip_table_creation=read_only, skip_compatibility_check=True)
+        check_schema_version(rdb)
         if not reconnect_for:
             return rdb
         from hpo.storage.optuna_internals import cached_storage
