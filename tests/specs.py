@@ -146,6 +146,14 @@ def describe(results: Sequence[subprocess.CompletedProcess[str]]) -> str:
     )
 
 
+def worker_lines(stdout: str) -> list[str]:
+    """A worker's stdout without its start-up lines ("importing torch… 2.1 s", from
+    hpo.worker.progress): the Device line, one line per trial, and the last line."""
+    import re
+
+    return [line for line in stdout.splitlines() if not re.search(r"… \d+\.\d s$", line)]
+
+
 def trial_states(storage: str | Path, name: str) -> dict[str, int]:
     """How many of the study's trials are in each state (``{"COMPLETE": 4}``), leaving out
     trials two workers raced for and handed back unrun (hpo.worker.budget): they never ran."""
