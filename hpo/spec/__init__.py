@@ -5,17 +5,25 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo.spec.model import SearchParam, Spec
 from hpo.spec.yaml_source import read_yaml
 
+if TYPE_CHECKING:
+    from hpo.spec.overrides import Overrides
 
-def load_spec(path: str | Path, *, name: str | None = None) -> Spec:
-    """Read and validate a spec file; ``name`` (from ``--name``) overrides the file's."""
+
+def load_spec(path: str | Path, *, name: str | None = None, overrides: Overrides = ()) -> Spec:
+    """Read and validate a spec file; ``name`` (from ``--name``) overrides the file's.
+
+    ``overrides``: values put over the file's before validation, as ``--set`` gives them
+    (``["train.lr=0.01", "budget.n_trials=20"]``, values read as YAML) or as a mapping of
+    dotted keys to Python values (``{"train.lr": 0.01}``); see hpo.spec.overrides."""
+    from hpo.spec.overrides import apply_overrides
     from hpo.spec.validate import validate_source
 
-    return validate_source(read_yaml(path), name=name)
+    return validate_source(apply_overrides(read_yaml(path), overrides), name=name)
 
 
 def spec_from_json(data: dict[str, Any]) -> Spec:
@@ -30,8 +38,15 @@ def spec_from_json(data: dict[str, Any]) -> Spec:
 ADDED_LATER: dict[str, tuple[str, ...]] = {"budget": ("max_consecutive_failures",)}
 
 
+# Top-level keys added later, left out of the stored JSON while empty for the same reason.
+ADDED_LATER_TOP = ("enqueue",)
+
+
 def spec_to_json(spec: Spec) -> dict[str, Any]:
     data = spec.model_dump(mode="json")
+    for key in ADDED_LATER_TOP:
+        if not data.get(key):
+            data.pop(key, None)
     for section, keys in ADDED_LATER.items():
         fields = type(getattr(spec, section)).model_fields
         for key in keys:

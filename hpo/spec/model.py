@@ -221,6 +221,11 @@ class Spec(_Strict):
         default_factory=dict,
         description="dotted paths into data/model/train mapped to distributions",
     )
+    enqueue: list[dict[str, Scalar | list[Scalar]]] = Field(
+        default_factory=list,
+        description="(partial) parameter sets the study evaluates first, once, when it is created; "
+        "the sampler fills in the keys a set leaves out",
+    )
 
     @property
     def objectives(self) -> list[Objective]:

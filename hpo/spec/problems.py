@@ -30,7 +30,7 @@ class Problem:
     expected: list[str] = field(default_factory=list)
 
     def format(self, source: YamlSource | None) -> str:
-        where = f"{source.file}:{source.line_of(self.path)}: " if source else ""
+        where = f"{source.where(self.path)}: " if source else ""
         text = f"{where}{dotted(self.path) or '(top level)'}: {self.message}"
         details = []
         if self.got is not _UNSET and not (isinstance(self.got, str) and show(self.got) in self.message):

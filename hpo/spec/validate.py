@@ -35,7 +35,7 @@ from hpo.spec.yaml_source import KeyPath, YamlSource
 # and few enough that a count such as train.seed cannot make a trial sample millions.
 MAX_REPEAT = 64
 
-TOP_LEVEL = ("name", "objective", "budget", "sampler", "pruner", "data", "model", "train", "search")
+TOP_LEVEL = ("name", "objective", "budget", "sampler", "pruner", "data", "model", "train", "search", "enqueue")
 
 
 def validate_source(source: YamlSource, name: str | None = None) -> Spec:
@@ -82,6 +82,7 @@ def collect_problems(raw: Any, name: str | None = None) -> list[Problem]:
     model_problems, families = _model(raw)
     problems += model_problems
     problems += _search(raw, families)
+    problems += _enqueue(raw, families)
     return problems
 
 
@@ -182,6 +183,21 @@ def _search(raw: dict[str, Any], families: list[str]) -> list[Problem]:
     if _is_grid(raw) and params and all(p.choices for p in params.values()):
         problems += _check_grid_budget(raw, params)
     return problems
+
+
+def _enqueue(raw: dict[str, Any], families: list[str]) -> list[Problem]:
+    """``enqueue:`` sets against the searched parameters that are valid (the others are
+    reported by ``_search``)."""
+    from hpo.spec.enqueue import enqueue_problems
+
+    search = _mapping(raw.get("search"))
+    params = {}
+    for key, value in search.items():
+        try:
+            params[key] = SearchParam.model_validate(value, strict=True)
+        except ValidationError:
+            continue
+    return enqueue_problems(raw.get("enqueue"), params, ConfigPaths(raw, families))
 
 
 def _is_grid(raw: dict[str, Any]) -> bool:

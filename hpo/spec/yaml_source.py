@@ -42,6 +42,17 @@ class YamlSource:
     file: str
     data: Any
     lines: dict[KeyPath, int]
+    # Values given on the command line (``--set KEY=VALUE``, hpo.spec.overrides): their key
+    # path and the text as given. A problem under one names the option, not a line.
+    overridden: tuple[tuple[KeyPath, str], ...] = ()
+
+    def where(self, path: KeyPath) -> str:
+        """``FILE:LINE``, or ``--set KEY=VALUE`` for a value given on the command line."""
+        path = tuple(path)
+        for at, text in reversed(self.overridden):  # the last --set of a key is the one used
+            if path[:len(at)] == at:
+                return f"--set {text}"
+        return f"{self.file}:{self.line_of(path)}"
 
     def line_of(self, path: KeyPath) -> int:
         """The line of ``path``, or of its nearest ancestor that has one."""
@@ -59,6 +70,15 @@ def read_yaml(path: str | Path) -> YamlSource:
     lines: dict[KeyPath, int] = {}
     data = _Builder(file, lines).build(text)
     return YamlSource(file, data, lines)
+
+
+def read_yaml_value(text: str, label: str) -> Any:
+    """One value written as YAML (``1e-3``, ``[16, 32]``, ``{low: 1, high: 4}``, ``null``), read
+    under the rules of a spec file; a problem is one ``LABEL: ...`` line."""
+    try:
+        return _Builder(label, {}).build(text, allow_empty=True)
+    except SpecError as exc:
+        raise SpecError([line.replace(f"{label}:1: ", f"{label}: ", 1) for line in exc.problems]) from None
 
 
 def _read_capped(file: str) -> bytes:
@@ -120,7 +140,7 @@ class _Builder:
         self.values = 0
         self.root: Any = _NO_KEY
 
-    def build(self, text: str) -> Any:
+    def build(self, text: str, *, allow_empty: bool = False) -> Any:
         from ruamel.yaml import YAML
         from ruamel.yaml.error import MarkedYAMLError, YAMLError
         from ruamel.yaml.reader import ReaderError
@@ -138,6 +158,8 @@ class _Builder:
             raise SpecError([f"{self.file}:{line}: YAML syntax error: {what} ({exc.reason})"]) from None
         except YAMLError as exc:
             raise SpecError([f"{self.file}:1: YAML syntax error: {_one_line(str(exc))}"]) from None
+        if allow_empty and self.root in (_NO_KEY, None):  # a value: empty is null, as in YAML
+            return None
         if self.root is _NO_KEY or self.root is None:  # nothing, comments, or an empty document
             raise SpecError([f"{self.file}:1: the file is empty (expected a mapping with name, model, ...)"])
         return self.root

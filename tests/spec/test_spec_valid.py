@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from hpo.cli.main import cli
 from hpo.spec import load_spec, spec_from_json, spec_sha256, spec_to_json
 from hpo.spec.schema import SCHEMA_PATH, render_schema
+from tests.specs import worker_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -46,7 +47,9 @@ def test_digits_examples_train(name, tmp_path, monkeypatch):
     spec = load_spec(ROOT / "search_spaces" / name)
     result = runner.invoke(cli, ["worker", spec.name, "--n-trials", "1", "--rank", "0"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("[worker 0] trial 0 complete after ")
+    device, trial, done = worker_lines(result.stdout)  # after the start-up lines
+    assert device.startswith("[worker 0] Device: ") and done.startswith("[worker 0] Worker done: 1 trials")
+    assert trial.startswith("[worker 0] trial 0 complete after ")
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -71,7 +74,7 @@ def test_committed_schema_is_current():
 def test_schema_describes_every_top_level_key_and_the_model_families():
     schema = json.loads(SCHEMA_PATH.read_text())
     assert set(schema["properties"]) == {
-        "name", "objective", "budget", "sampler", "pruner", "data", "model", "train", "search",
+        "name", "objective", "budget", "sampler", "pruner", "data", "model", "train", "search", "enqueue",
     }
     assert schema["additionalProperties"] is False
     model_refs = json.dumps(schema["properties"]["model"])
