@@ -267,14 +267,12 @@ class WorkerProgress:
     """The ``Progress`` callback of one worker: live progress where the output can show it
     (a terminal, a notebook), else one plain line per trial; the start-up steps either way.
 
-    ``quiet``: plain lines even on a terminal. ``console``: where everything goes (a
-    recording one in tests); by default stdout, with the start-up lines on stderr in plain
-    mode (a log's stdout then holds one line per trial). ``rank``: prefixes "[worker N] "."""
+    ``quiet``: plain lines even on a terminal. ``console``: where it all goes (default:
+    stdout; stderr is left to errors, one ``Error:`` line). ``rank``: prefixes "[worker N] "."""
 
     def __init__(self, *, quiet: bool = False, console: Console | None = None, rank: int | None = None):
         from rich.console import Console
 
-        self.given = console
         self.console = console or Console(highlight=False)
         self.live = not quiet and _live_capable(self.console)
         self.prefix = f"[worker {rank}] " if rank is not None else ""
@@ -288,7 +286,7 @@ class WorkerProgress:
             return
         lines = self.row.apply(event, message, one_line=self.board is None)
         if self.board is None:
-            self._plain(event, lines)
+            self._plain(lines)
             return
         self._step(event, message)
         for line in lines:
@@ -296,13 +294,9 @@ class WorkerProgress:
         if event in ("trial_start", "batch", "epoch"):
             self.board.show(0, "", self.row, refresh=event != "batch")
 
-    def _plain(self, event: str, lines: list[str]) -> None:
-        if event == "preparing" and self.given is None:
-            stream = sys.stderr
-        else:
-            stream = self.console.file
+    def _plain(self, lines: list[str]) -> None:
         for line in lines:
-            _write(stream, self.prefix + line)
+            _write(self.console.file, self.prefix + line)
 
     def _step(self, event: str, message: dict[str, Any]) -> None:
         """A spinner while a start-up step runs (before any trial: nothing else is live)."""
@@ -400,7 +394,7 @@ class PoolProgress:
             self.board.show(slot, f"[worker {rank}]", row, refresh=name != "batch")
             return
         for said in lines:
-            self._say(prefix + said, stderr=name == "preparing")
+            self._say(prefix + said, stderr=False)
 
     def started(self, slot: int, rank: int) -> None:
         """A child (re)started in ``slot``: its row starts afresh (its best so far kept)."""

@@ -19,7 +19,7 @@ from hpo.errors import HpoError, UsageError
 from hpo.training.runtime import resolve_precision, use_channels_last
 from hpo.worker import pool
 from hpo.worker.device import check_device, check_device_name, describe_device, resolve_device
-from tests.specs import trials_of, write_spec
+from tests.specs import trials_of, worker_lines, write_spec
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_the_worker_prints_and_records_the_device_it_chose(tiny_study, machine):
     machine()  # no GPU here: auto is the CPU, whatever this machine has
     result = CliRunner().invoke(cli, ["worker", "tiny", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0] == "Device: cpu (1 thread)"  # HPO_THREADS=1
+    assert worker_lines(result.stdout)[0] == "Device: cpu (1 thread)"  # HPO_THREADS=1
     (trial,) = trials_of("tiny")
     assert trial.user_attrs["device"] == "cpu"  # what ran, never "auto"
 

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from hpo.cli.main import cli
 from hpo.storage.urls import resolve_storage
 from hpo.study.studies import load_study
-from tests.specs import describe, run_hpo, start_hpo, wait_all, write_spec
+from tests.specs import describe, run_hpo, start_hpo, wait_all, worker_lines, write_spec
 from tests.worker.test_faults import EPOCHS, create, trials, wait_for_checkpoint
 
 
@@ -76,14 +76,14 @@ def interrupt_this_process() -> None:
 
 
 def test_ctrl_c_before_the_first_trial_leaves_at_once_with_a_message(tiny, monkeypatch):
-    def warm_up_interrupted(spec, device):
+    def warm_up_interrupted(*args):  # (spec, device, emit)
         interrupt_this_process()
         raise AssertionError("the warm-up went on after the signal")
 
     monkeypatch.setattr("hpo.worker.loop._warm_up", warm_up_interrupted)
     result = CliRunner().invoke(cli, ["worker", "tiny", "--quiet"])
     assert result.exit_code == 0, result.output
-    device_line, *lines = result.stdout.splitlines()
+    device_line, *lines = worker_lines(result.stdout)
     assert device_line.startswith("Device: cpu (")  # chosen before the warm-up began
     assert lines == [
         "Worker done: 0 trials (0 complete, 0 pruned, 0 failed); stopped by SIGINT before its first trial"]

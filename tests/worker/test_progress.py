@@ -72,7 +72,8 @@ def test_a_real_run_reports_preparation_trials_batches_and_epochs(events):
         (i, EPOCHS, "val_accuracy", {"train.lr", "model.width"}) for i in range(N_TRIALS)]
     batches = [data for event, data in events if event == "batch"]
     # The first batch of every epoch is reported (throttled after it): 9 batches of 128.
-    assert {(b["trial"], b["epoch"]) for b in batches} == {(t, e) for t in range(N_TRIALS) for e in range(1, EPOCHS + 1)}
+    every_epoch = {(t, e) for t in range(N_TRIALS) for e in range(1, EPOCHS + 1)}
+    assert {(b["trial"], b["epoch"]) for b in batches} == every_epoch
     assert all(b["batches"] == 1078 // 128 + 1 and 1 <= b["batch"] <= b["batches"] for b in batches)
     assert names.count("epoch") == N_TRIALS * EPOCHS and names[-1] == "trial_end"
 
@@ -221,7 +222,7 @@ def test_a_pool_in_a_log_shows_both_childrens_trials_with_their_rank(tmp_path):
         trials = re.findall(rf"^\[worker {rank}\] trial \d complete after 2 epochs: 0\.\d{{4}} "
                             r"\(\d+\.\d s\) \| train\.lr=\S+$", result.stdout, re.M)
         assert len(trials) == 2, describe([result])
-        assert f"[worker {rank}] loading digits (1,078 training images)… " in result.stderr
+        assert f"[worker {rank}] loading digits (1,078 training images)… " in result.stdout
         assert f"[worker {rank}] Device: cpu" in result.stdout
         assert f"[worker {rank}] cpu: exit 0" in result.stdout or f"[worker {rank}] auto: exit 0" in result.stdout
     assert '"hpo_event"' not in result.stdout + result.stderr  # events shown, never passed on raw

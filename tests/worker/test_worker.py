@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hpo.cli.main import cli
 from hpo.storage.urls import resolve_storage
 from hpo.study.studies import load_study
-from tests.specs import trials_of
+from tests.specs import trials_of, worker_lines
 
 TINY = """\
 name: {name}
@@ -48,7 +48,7 @@ def test_worker_runs_the_global_budget_and_records_every_trial(study):
     run = study(search="{train.lr: {low: 1e-3, high: 1e-1, log: true}}")
     result = run("worker", "tiny")
     assert result.exit_code == 0, result.output
-    device_line, *lines = result.stdout.splitlines()
+    device_line, *lines = worker_lines(result.stdout)
     assert re.fullmatch(r"Device: cpu \(\d+ threads?\)", device_line)  # auto, on this machine
     assert [line.split(" ")[:3] for line in lines[:4]] == [["trial", str(i), "complete"] for i in range(4)]
     assert lines[-1] == ("Worker done: 4 trials (4 complete, 0 pruned, 0 failed); "

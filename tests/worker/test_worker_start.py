@@ -20,7 +20,7 @@ from hpo.storage.urls import resolve_storage
 from hpo.study.attrs import FAIL_REASON, WORKER, WorkerIdentity
 from hpo.study.studies import create_study
 from hpo.worker.loop import nothing_to_do
-from tests.specs import describe, hpo_env, run_hpo, write_spec
+from tests.specs import describe, hpo_env, run_hpo, worker_lines, write_spec
 
 LR = FloatDistribution(1e-4, 1e-1, log=True)
 
@@ -57,7 +57,7 @@ def test_a_worker_on_a_spent_study_says_so_without_importing_torch(tmp_path):
     journal = spent_study(tmp_path)
     result = run_hpo("worker", "spent", "--quiet", env=profiled_env(journal), cwd=tmp_path)
     assert result.returncode == 0, describe([result])
-    assert result.stdout.splitlines() == [
+    assert worker_lines(result.stdout) == [
         "Worker done: 0 trials (0 complete, 0 pruned, 0 failed); budget spent: 1 of 1 trials finished"]
     modules = imported(result.stderr)
     assert {"optuna", "hpo"} <= modules  # the profile was written
