@@ -226,3 +226,51 @@ def test_a_pool_in_a_log_shows_both_childrens_trials_with_their_rank(tmp_path):
         assert f"[worker {rank}] Device: cpu" in result.stdout
         assert f"[worker {rank}] cpu: exit 0" in result.stdout or f"[worker {rank}] auto: exit 0" in result.stdout
     assert '"hpo_event"' not in result.stdout + result.stderr  # events shown, never passed on raw
+
+
+def made_up_trial(number: int, values: list[float]) -> list[tuple[str, dict]]:
+    """The events of one trial of len(values) epochs, as the worker emits them."""
+    from hpo.training.metrics import EpochMetrics
+    from hpo.worker.trial import Outcome, TrialOutcome
+
+    events: list[tuple[str, dict]] = [("trial_start", {
+        "trial": number, "params": {"train.lr": 0.01}, "epochs": len(values), "metric": "val_loss",
+        "direction": "minimize"})]
+    for epoch, value in enumerate(values, 1):
+        events.append(("batch", {"trial": number, "epoch": epoch, "batch": 4, "batches": 8}))
+        metrics = EpochMetrics(epoch=epoch, train_loss=1.0, val_loss=value, val_accuracy=0.5, seconds=0.1, lr=0.01)
+        events.append(("epoch", {"trial": number, "metrics": metrics, "metric": "val_loss"}))
+    outcome = TrialOutcome(number, Outcome.COMPLETE, min(values), len(values), 1.0)
+    return [*events, ("trial_end", {"outcome": outcome})]
+
+
+def test_the_best_so_far_follows_the_objectives_direction():
+    console = terminal()
+    replay(made_up_trial(0, [0.9, 0.5, 0.7]) + made_up_trial(1, [0.8, 0.6]), WorkerProgress(console=console))
+    text = output(console)
+    assert re.search(r"trial 0 +epoch 3/3 .*val_loss 0\.7000 +best 0\.5000", text)
+    assert re.search(r"trial 1 +epoch 2/2 .*val_loss 0\.6000 +best 0\.5000", text)  # across trials
+
+
+@pytest.mark.parametrize("widgets", [True, False], ids=["with-ipywidgets", "without"])
+def test_a_notebook_is_live_with_ipywidgets_and_plain_without(monkeypatch, widgets):
+    import importlib.util
+    import warnings
+
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args):  # ipywidgets there (any spec will do) or not
+        if name == "ipywidgets":
+            return real("json") if widgets else None
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    notebook = Console(file=io.StringIO(), force_jupyter=True, width=100)
+    show = WorkerProgress(console=notebook)
+    assert show.live is widgets
+    if widgets:
+        return  # rich draws into an ipywidgets Output there: not without a kernel
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rich's 'install "ipywidgets"' warning never comes
+        replay(made_up_trial(3, [0.4, 0.3]), show)
+    assert output(notebook) == "trial 3 complete after 2 epochs: 0.3000 (1.0 s) | train.lr=0.01\n"
