@@ -7,7 +7,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from hpo.errors import UsageError
 from hpo.storage.urls import DEFAULT_RECONNECT_TIMEOUT, StorageTarget
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from hpo.spec.model import Spec
     from hpo.spec.overrides import Overrides
     from hpo.worker.loop import WorkerReport
+    from hpo.worker.progress import WorkerProgress
     from hpo.worker.trial import Progress
 
 # A storage as the API takes it: a PostgreSQL (or sqlite) URL, a journal file path, or None
@@ -143,8 +144,13 @@ def run_worker(name: str, storage: Storage = None, *, n_trials: int | None = Non
     if timeout is not None and not timeout > 0:
         raise UsageError(f"timeout={timeout}: expected seconds > 0 (or None)")
     policy = module_policy(models, allow_modules, module_paths)
+    if progress is not True and progress is not False and not callable(progress):
+        raise UsageError(f"progress={progress!r}: expected True, False or a callable (event, data)")
     target = storage_target(storage)
-    show = _progress(progress, rank)
+    # progress=True: hpo worker's own display, live in a notebook or on a terminal (rich), one
+    # plain line per trial in a log; closed here, as made here (a caller's callable is its own).
+    made = _worker_progress(rank) if progress is True else None
+    show = made if made is not None else progress if callable(progress) else None
     try:
         if sole_worker:
             _sweep_left_running(name, target, show)
@@ -153,19 +159,14 @@ def run_worker(name: str, storage: Storage = None, *, n_trials: int | None = Non
                         rank=random_rank() if rank is None else rank, progress=show,
                         reconnect_timeout=reconnect_timeout)
     finally:
-        close = getattr(show, "close", None)
-        if callable(close):
-            close()
+        if made is not None:
+            made.close()
 
 
-def _progress(progress: bool | Progress, rank: int | None) -> Progress | None:
-    if progress is True:
-        return _LineProgress()
-    if progress is False or progress is None:
-        return None
-    if not callable(progress):
-        raise UsageError(f"progress={progress!r}: expected True, False or a callable (event, data)")
-    return progress
+def _worker_progress(rank: int | None) -> WorkerProgress:
+    from hpo.worker.progress import WorkerProgress
+
+    return WorkerProgress(rank=rank)
 
 
 SOLE_WORKER_REASON = ("left running by a worker that is gone (a worker started with "
@@ -181,18 +182,3 @@ def _sweep_left_running(name: str, target: StorageTarget, show: Progress | None)
         if show is not None:
             show("swept", {"trial": number})
 
-
-class _LineProgress:
-    """One line per trial and per notice, on stdout (a notebook's cell, a log)."""
-
-    def __call__(self, event: str, data: dict[str, Any]) -> None:
-        if event == "chosen_device":
-            print(f"Device: {data['description']}", flush=True)
-        elif event == "swept":
-            print(f"trial {data['trial']} was left running by a worker that is gone: marked failed "
-                  "and retried from its last checkpoint (up to budget.max_retries)", flush=True)
-        elif event == "trial_end":
-            o = data["outcome"]
-            value = "" if o.value is None else f": {o.value:.4f}"
-            print(f"trial {o.number} {o.state} after {o.epochs} epochs{value} ({o.seconds:.1f} s)"
-                  + (f" ({o.reason})" if o.reason else ""), flush=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import sys
 
 import click
@@ -63,10 +62,10 @@ def worker(name: str, storage: str | None, n_trials: int | None, timeout: float 
     target = storage_target(storage)
     policy = module_policy(allow_modules, module_paths)
     show_rank = rank is not None or processes > 1
-    if rank is None:
-        # Workers started by hand with one spec share its seed: a random rank keeps them
-        # from proposing identical trials. Give ranks explicitly for reproducible seeds.
-        rank = random.SystemRandom().randrange(1000, 1_000_000)
+    if rank is None:  # give ranks explicitly for reproducible seeds
+        from hpo.api.studies import random_rank
+
+        rank = random_rank()
     if processes > 1 or gpu_ids is not None:
         from hpo.worker.pool import run_pool
 
@@ -75,17 +74,16 @@ def worker(name: str, storage: str | None, n_trials: int | None, timeout: float 
                           max_restarts=max_restarts, reconnect_timeout=reconnect_timeout,
                           env=policy.as_env(), quiet=quiet))
 
-    from hpo.worker.loop import run_worker
-    from hpo.worker.model_code import using_module_policy
+    from hpo.api.studies import run_worker
     from hpo.worker.progress import EventLines, WorkerProgress
     from hpo.worker.trial import Outcome
 
     shown_rank = rank if show_rank else None
     show = EventLines(rank=shown_rank) if progress_events else WorkerProgress(quiet=quiet, rank=shown_rank)
     try:
-        with using_module_policy(policy):
-            report = run_worker(name, target, n_trials=n_trials, timeout=timeout, device=device,
-                                rank=rank, progress=show, reconnect_timeout=reconnect_timeout)
+        report = run_worker(name, target, n_trials=n_trials, timeout=timeout, device=device, rank=rank,
+                            progress=show, allow_modules=allow_modules, module_paths=module_paths,
+                            reconnect_timeout=reconnect_timeout)
     finally:
         show.close()
     outcomes = report.outcomes

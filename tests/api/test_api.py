@@ -4,6 +4,7 @@ in-process, and bad input answered with typed errors."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -95,9 +96,11 @@ def test_progress_in_a_log_is_one_plain_line_per_trial(tmp_path, capfd):
     hpo.run_worker("logged", storage=journal, device="cpu", rank=0)  # progress=True, stdout not a terminal
     out = capfd.readouterr().out
     assert "\x1b[" not in out  # no live display's control codes in a log
-    trial_lines = [line for line in out.splitlines() if line.startswith("trial ")]
-    assert [line.split()[1] for line in trial_lines] == ["0", "1"]
-    assert all(" complete " in line for line in trial_lines), trial_lines
+    # The rank given is shown, as hpo worker --rank shows it.
+    trial_lines = [line for line in out.splitlines() if line.startswith("[worker 0] trial ")]
+    assert [line.split()[3] for line in trial_lines] == ["0", "1"]
+    assert all(re.search(r" complete after 1 epochs: 0\.\d{4} .*train\.lr=", line) for line in trial_lines), out
+    assert "[worker 0] Device: cpu" in out
 
 
 @pytest.mark.slow
