@@ -251,3 +251,35 @@ def test_preprocess_takes_the_shapes_people_have():
     assert prep(torch.zeros(2, 1, 8, 8)).shape == (2, 1, 4, 4)  # resized to what the model takes
     with pytest.raises(hpo.UsageError, match=r"images of shape \(2, 3, 4, 4\): the model takes 1-channel"):
         prep(torch.zeros(2, 3, 4, 4))
+
+
+@pytest.mark.slow
+def test_progress_in_a_notebook_without_ipywidgets_is_plain_lines(tmp_path, capfd, monkeypatch):
+    """run_worker(progress=True) shows hpo worker's display on a console of its own, which rich
+    finds to be a notebook's; without ipywidgets (nothing to update in place) plain lines."""
+    import importlib.util
+
+    import rich.console
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(rich.console, "_is_jupyter", lambda: True)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ipywidgets" else real(name, *a))
+    made = []
+    from hpo.worker import progress as progress_module
+
+    class Recorded(progress_module.WorkerProgress):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(progress_module, "WorkerProgress", Recorded)
+    journal = tmp_path / "s.journal"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text("notebook", n_trials=1))
+    hpo.create_study(spec, storage=journal)
+    capfd.readouterr()
+    hpo.run_worker("notebook", storage=journal, device="cpu")
+    [shown] = made
+    assert shown.console.is_jupyter and not shown.live
+    out = capfd.readouterr().out
+    assert re.search(r"^trial 0 complete after 1 epochs: 0\.\d{4} \(\d+\.\d s\) \| train\.lr=", out, re.M), out
