@@ -158,3 +158,13 @@ def test_many_workers_benchmark_writes_its_tables(tmp_path):
                                 "| cores busy | worker PSS / private MB | torch loaded |")
     assert [(row[0], row[1], row[-1]) for row in rows] == [("1", "2", "0"), ("4", "8", "0")]
     assert "Busiest statements with 4 workers (pg_stat_statements):" in table
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_progress_overhead_benchmark_writes_its_table(tmp_path):
+    result, table = run_tiny(tmp_path, "progress_overhead")
+    assert table.splitlines()[0].startswith("Live progress overhead (")
+    ratio = re.search(r"^\| ratio \| (\d+\.\d{3}) \|$", table, re.M)
+    assert ratio is not None and float(ratio.group(1)) > 0, table
+    assert re.search(r"^\| batches per epoch / reported to the display \| ~\d+ / [1-9]\d* \|$", table, re.M), table
