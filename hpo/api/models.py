@@ -92,6 +92,9 @@ def load_model(source: str | os.PathLike[str], trial: int | None = None, storage
     no ``trial`` or ``storage``). A trial has weights when ``$HPO_KEEP_WEIGHTS`` kept them
     (default: the best 3 when each finished). ``models``: custom model classes, as for
     ``run_worker``; a custom module can also be allowed with ``$HPO_ALLOW_MODULES``."""
+    from hpo.worker.device import check_device_name
+
+    check_device_name(device)  # a typo is refused before anything is read
     folder = Path(source)
     if (folder / RETRAIN_METRICS).is_file():
         if trial is not None or storage is not None:

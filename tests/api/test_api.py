@@ -283,3 +283,16 @@ def test_progress_in_a_notebook_without_ipywidgets_is_plain_lines(tmp_path, capf
     assert shown.console.is_jupyter and not shown.live
     out = capfd.readouterr().out
     assert re.search(r"^trial 0 complete after 1 epochs: 0\.\d{4} \(\d+\.\d s\) \| train\.lr=", out, re.M), out
+
+
+@pytest.mark.slow
+def test_bad_choices_of_a_model_are_named(tuned):
+    _, journal, _, _ = tuned
+    with pytest.raises(hpo.UsageError, match=r"study 'api-study' has no trial 99 \(trials 0\.\.2\)"):
+        hpo.load_model("api-study", trial=99, storage=journal)
+    with pytest.raises(hpo.UsageError, match="unknown device 'tpu'"):
+        hpo.load_model("api-study", storage=journal, device="tpu")
+    with pytest.raises(hpo.UsageError, match="unknown device 'tpu'"):
+        hpo.run_worker("api-study", storage=journal, device="tpu")
+    with pytest.raises(hpo.SpecError, match="missing.yaml: no such file"):
+        hpo.create_study("missing.yaml", storage=journal)
