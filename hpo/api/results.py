@@ -73,11 +73,10 @@ class Results:
         multi-objective study (see ``pareto``)."""
         from hpo.errors import UsageError
 
-        entries = self._best_entries()
         if len(self.spec.objectives) > 1:
             raise UsageError(f"study {self.name!r} has several objectives, so no single best trial: "
                              "use .pareto (its Pareto-optimal trials)")
-        return BestTrial.from_entry(entries[0])
+        return BestTrial.from_entry(self._best_entries()[0])
 
     @property
     def pareto(self) -> list[BestTrial]:
