@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from hpo.models.custom import ModulePolicy
+    from hpo.results.warm_start import WarmStart
     from hpo.spec.model import Spec
     from hpo.spec.overrides import Overrides
     from hpo.worker.loop import WorkerReport
@@ -63,19 +64,25 @@ class CreatedStudy:
     artifacts: str | None  # where the trials' files go (a folder or s3://...)
     spec: Spec
     study: Study  # the Optuna study itself
+    # What a reuse changed (a budget-only difference), or why a warm start was not repeated.
+    notes: list[str] = field(default_factory=list)
+    warm_start: WarmStart | None = None  # what warm_start= took from the other study
 
 
 def create_study(spec: Spec | str | os.PathLike[str], storage: Storage = None, *,
                  name: str | None = None, overrides: Overrides | None = None,
                  if_exists: Literal["fail", "reuse"] = "fail",
-                 artifacts: str | os.PathLike[str] | None = None) -> CreatedStudy:
+                 artifacts: str | os.PathLike[str] | None = None,
+                 warm_start: str | None = None, top: int = 3) -> CreatedStudy:
     """Create the study for ``spec`` (a spec file, or a ``Spec`` from ``load_spec``), as
     ``hpo study create`` does; the study carries the validated spec, so workers need only
     its name and the storage.
 
     ``if_exists``: ``"fail"`` raises ``UsageError`` when the study exists; ``"reuse"`` keeps
     it when its stored spec is identical. ``artifacts``: a folder or ``s3://BUCKET`` for the
-    trials' files (default: ``hpo-artifacts`` beside the journal file)."""
+    trials' files (default: ``hpo-artifacts`` beside the journal file). ``warm_start``: a
+    study in the same storage to start from (its best ``top`` configurations run first, its
+    finished trials that fit the space are added for the sampler; hpo.results.warm_start)."""
     from hpo.artifacts.store import describe, study_location
     from hpo.study.studies import create_study as create
 
@@ -89,11 +96,19 @@ def create_study(spec: Spec | str | os.PathLike[str], storage: Storage = None, *
     if spec.name is None:
         raise UsageError("the study needs a name: add 'name:' to the spec or pass name=")
     target = storage_target(storage)
-    study, created = create(spec, target, if_exists=if_exists,
-                            artifacts=os.fspath(artifacts) if artifacts is not None else None)
+    notes: list[str] = []
+    where = os.fspath(artifacts) if artifacts is not None else None
+    report = None
+    if warm_start is not None:
+        from hpo.results.warm_start import create_warm_started
+
+        study, created, report = create_warm_started(spec, target, parent=warm_start, top=top,
+                                                     if_exists=if_exists, artifacts=where, notes=notes)
+    else:
+        study, created = create(spec, target, if_exists=if_exists, artifacts=where, notes=notes)
     location = study_location(study)
     return CreatedStudy(spec.name, created, target.display, describe(location) if location else None,
-                        spec, study)
+                        spec, study, notes, report)
 
 
 def random_rank() -> int:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from hpo.cli.common import fmt_value, hpo_invocation, storage_option, storage_target
+from hpo.cli.overrides import set_option
 
 if TYPE_CHECKING:
     from hpo.storage.urls import StorageTarget
@@ -66,8 +67,12 @@ def next_steps(name: str, storage: str | None, target: StorageTarget) -> list[st
 @click.option("--processes", type=click.IntRange(min=1), default=2, show_default=True,
               help="Local worker processes.")
 @click.option("--name", default=None, help="Study name (default: digits-quickstart-<time>).")
-def quickstart(storage: str | None, processes: int, name: str | None) -> None:
-    """Tune a CNN on scikit-learn's digits, offline: create a study, run workers, show the best."""
+@set_option
+def quickstart(storage: str | None, processes: int, name: str | None, overrides: tuple[str, ...]) -> None:
+    """Tune a CNN on scikit-learn's digits, offline: create a study, run workers, show the best.
+
+    Example (a shorter run): hpo quickstart --set budget.n_trials=6 --set train.epochs=3
+    """
     from hpo.artifacts.store import describe, study_location
     from hpo.results.summary import study_summary
     from hpo.spec import load_spec
@@ -76,7 +81,7 @@ def quickstart(storage: str | None, processes: int, name: str | None) -> None:
 
     name = name or f"digits-quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
     with bundled_spec(QUICKSTART_SPEC) as spec_path:
-        spec = load_spec(spec_path, name=name)
+        spec = load_spec(spec_path, name=name, overrides=overrides)
     target = storage_target(storage)
     study, _ = create_study(spec, target)
     click.echo(f"Created study {name!r} from {spec_path.name} in {target.display}")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from hpo.cli.common import console, fmt_value, format_option, print_json, print_yaml
+from hpo.cli.overrides import set_option
 
 
 @click.group()
@@ -19,8 +20,9 @@ def space() -> None:
 @click.option("-n", "count", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many configurations to draw.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random draws.")
+@set_option
 @format_option("table", "json", "yaml")
-def preview(spec_file: Path, count: int, seed: int, fmt: str) -> None:
+def preview(spec_file: Path, count: int, seed: int, overrides: tuple[str, ...], fmt: str) -> None:
     """Validate SPEC.yaml and print N randomly sampled configurations.
 
     Example: hpo space preview search_spaces/digits_cnn.yaml -n 3
@@ -28,7 +30,7 @@ def preview(spec_file: Path, count: int, seed: int, fmt: str) -> None:
     from hpo.spec import load_spec
     from hpo.spec.space import preview as draw
 
-    spec = load_spec(spec_file)
+    spec = load_spec(spec_file, overrides=overrides)
     drawn = draw(spec, count, seed)
     if fmt != "table":
         data = [{"params": params, "config": config} for params, config in drawn]

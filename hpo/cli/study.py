@@ -17,6 +17,7 @@ from hpo.cli.common import (
     storage_option,
     storage_target,
 )
+from hpo.cli.overrides import set_option
 from hpo.errors import UsageError
 
 
@@ -31,25 +32,44 @@ def study() -> None:
 @storage_option
 @click.option(
     "--if-exists", type=click.Choice(["fail", "reuse"]), default="fail", show_default=True,
-    help="When the study exists: fail, or reuse it if its spec is identical.",
+    help="When the study exists: fail, or reuse it if its spec is identical (a spec that differs "
+    "only in budget.n_trials/timeout is reused and its budget applied, as 'hpo study extend').",
 )
+@set_option
+@click.option("--warm-start", "warm_start", metavar="OTHER", default=None,
+              help="Start from what study OTHER (same storage, same objectives) learned: its best "
+              "--top configurations that fit the new space run first, and its finished trials that "
+              "fit are added for the sampler (not counted in the budget). Misfits are listed.")
+@click.option("--top", default=3, show_default=True, type=click.IntRange(min=0),
+              help="With --warm-start: how many of OTHER's best configurations to run first.")
 @click.option("--artifacts", metavar="DIR|s3://BUCKET", default=None,
               help="Where trials store plots, weights and confusion matrices (recorded in the "
               "study; default: hpo-artifacts beside the journal file, or in the current "
               "directory). Give a shared directory or S3 when workers run on several machines.")
 def create(spec_file: Path, name: str | None, storage: str | None, if_exists: Literal["fail", "reuse"],
-           artifacts: str | None) -> None:
+           artifacts: str | None, overrides: tuple[str, ...], warm_start: str | None, top: int) -> None:
     """Validate SPEC.yaml and create a study from it.
 
-    Example: hpo study create search_spaces/digits_cnn.yaml --name my-run
+    \b
+    Examples:
+      hpo study create search_spaces/digits_cnn.yaml --name my-run
+      hpo study create search_spaces/digits_cnn.yaml --set budget.n_trials=20 --set train.epochs=3
+      hpo study create search_spaces/digits_cnn.yaml --name run-2 --warm-start my-run --top 3
     """
     from hpo.api.studies import create_study, load_spec
 
-    spec = load_spec(spec_file, name=name)
+    spec = load_spec(spec_file, name=name, overrides=overrides)
     if spec.name is None:
         raise UsageError(f"{spec_file}: the study needs a name: add 'name:' to the spec or pass --name")
-    made = create_study(spec, storage_target(storage), if_exists=if_exists, artifacts=artifacts)
+    made = create_study(spec, storage_target(storage), if_exists=if_exists, artifacts=artifacts,
+                        warm_start=warm_start, top=top)
     click.echo(f"{'Created' if made.created else 'Reusing'} study {made.name!r} in {made.storage}")
+    for note in made.notes:
+        click.echo(f"Note: {note}")
+    if made.spec.enqueue and made.created:
+        click.echo(f"Queued the spec's {len(made.spec.enqueue)} enqueue: sets to run first")
+    for line in made.warm_start.lines() if made.warm_start else []:
+        click.echo(line)
     if made.artifacts:
         click.echo(f"Artifacts go to {made.artifacts}")
     click.echo(f"Start workers with: hpo worker {made.name}" + _storage_hint(storage))
@@ -59,6 +79,33 @@ def _storage_hint(storage: str | None) -> str:
     from hpo.storage.secrets import redact
 
     return f" --storage {redact(storage)}" if storage else ""
+
+
+@study.command()
+@click.argument("name")
+@storage_option
+@click.option("--n-trials", "n_trials", type=int, default=None,
+              help="The study's new global n_trials (finished trials, all workers together); at least "
+              "the trials it has already counted.")
+@click.option("--timeout", default=None, metavar="T",
+              help="The study's new global timeout, counted from its first trial: seconds or a "
+              "duration such as 30m, 6h, 1h30m.")
+def extend(name: str, storage: str | None, n_trials: int | None, timeout: str | None) -> None:
+    """Raise (or set) the budget of an existing study; running workers pick it up before
+    their next trial, and a spent study can be given more trials and new workers.
+
+    The stored spec is left as created (its sha256 still verifies it); the new limits are
+    kept beside it and 'hpo study show' shows the budget in force.
+
+    \b
+    Example:
+      hpo study extend digits-cnn --n-trials 60 && hpo worker digits-cnn
+    """
+    from hpo.study.studies import extend_study
+
+    target = storage_target(storage)
+    change = extend_study(name, target, n_trials=n_trials, timeout=timeout)
+    click.echo(f"Study {name!r} in {target.display}: {change.describe()}")
 
 
 @study.command("list")
@@ -104,7 +151,13 @@ def show(name: str, storage: str | None, fmt: str, top: int) -> None:
     out = console()
     states = ", ".join(f"{n} {s}" for s, n in summary["states"].items() if n) or "no trials yet"
     out.print(f"Study {summary['name']}: {summary['direction']} {summary['metric']}")
-    out.print(f"Trials: {states} (budget {fmt_value(summary['budget']['n_trials'])})")
+    budget = summary["budget"]
+    limits = f"budget {fmt_value(budget['n_trials'])}" + (
+        f", timeout {fmt_value(budget['timeout'])} s" if budget["timeout"] is not None else "")
+    out.print(f"Trials: {states} ({limits}{', extended' if budget['extended'] else ''})")
+    if summary["warm_start"]["trials"]:
+        out.print(f"Warm start: {summary['warm_start']['trials']} trials added from "
+                  f"{', '.join(summary['warm_start']['from'])} (not counted in the budget)")
     if summary["stopped"]:
         out.print(f"Stopped: {summary['stopped']}", markup=False)  # a reason may hold [brackets]
     best = summary["best"]

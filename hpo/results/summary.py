@@ -8,8 +8,16 @@ from typing import TYPE_CHECKING, Any, cast
 
 from hpo.errors import HpoError
 from hpo.spec import spec_to_json
-from hpo.study.attrs import CONFIG, PARAMS_TOTAL, PRUNED_AT_EPOCH, SECONDS_PER_EPOCH, TrialRecord, trial_records
-from hpo.study.studies import LoadedStudy, count_states, visible_trials
+from hpo.study.attrs import (
+    CONFIG,
+    PARAMS_TOTAL,
+    PRUNED_AT_EPOCH,
+    SECONDS_PER_EPOCH,
+    WARM_START,
+    TrialRecord,
+    trial_records,
+)
+from hpo.study.studies import LoadedStudy, count_states, effective_budget, visible_trials
 from hpo.worker.budget import failure_stop
 
 if TYPE_CHECKING:
@@ -69,6 +77,11 @@ def study_summary(loaded: LoadedStudy, *, top: int = 5) -> dict[str, Any]:
     stored = study.get_trials(deepcopy=False)
     trials = trial_records(visible_trials(stored))
     ranked = ranked_trials(study, trials)
+    # Trials a warm start added from another study rank with the rest (as on the dashboard),
+    # but were not run here: counts and epochs are this study's own.
+    added = [t for t in trials if t.warm_start is not None]
+    trials = [t for t in trials if t.warm_start is None]
+    budget = effective_budget(study, spec.budget)
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     trained = sum(t.epochs_trained or 0 for t in finished)
     full = sum((t.config or {}).get("train", {}).get("epochs", spec.train.epochs) for t in finished)
@@ -87,10 +100,14 @@ def study_summary(loaded: LoadedStudy, *, top: int = 5) -> dict[str, Any]:
         "objectives": [{"metric": o.metric, "direction": o.direction} for o in objectives],
         "pareto": [_trial_row(t) for t in pareto],
         "states": count_states(trials),
-        "budget": {"n_trials": spec.budget.n_trials, "timeout": spec.budget.timeout,
-                   "max_failed_trials": spec.budget.failed_trials_allowed,
-                   "max_consecutive_failures": spec.budget.max_consecutive_failures},
-        "stopped": failure_stop(stored, spec.budget),  # the workers' own rule, on the same trials
+        "warm_start": {"trials": len(added),
+                       "from": sorted({str(t.warm_start.get("study")) for t in added if t.warm_start})},
+        "budget": {"n_trials": budget.n_trials, "timeout": budget.timeout,
+                   "max_failed_trials": budget.failed_trials_allowed,
+                   "max_consecutive_failures": budget.max_consecutive_failures,
+                   "extended": budget != spec.budget},
+        # The workers' own rule, on the same trials.
+        "stopped": failure_stop([t for t in stored if t.user_attrs.get(WARM_START) is None], budget),
         "best": _trial_row(ranked[0]) if ranked else None,
         "top": [_trial_row(t) for t in ranked[:top]],
         "pruned": [

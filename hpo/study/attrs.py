@@ -91,6 +91,11 @@ WEIGHTS_MB = "weights_mb"  # float: the size of the uploaded weights.pt
 MODEL_IO = "model_io"  # {"in_shape": [C, H, W], "num_classes": int}: to rebuild the model for its weights
 WEIGHTS_SKIPPED = "weights_skipped"  # str: why the weights were not kept ($HPO_KEEP_WEIGHTS)
 
+# {"study": name, "trial": number}: a finished trial of another study, added by a warm start
+# (hpo.results.warm_start) so that the sampler models it. It was not run in this study: it
+# counts towards none of the budget's limits, and readers can tell it apart.
+WARM_START = "warm_started_from"
+
 # --- trial system attributes --------------------------------------------------------------
 
 # str: a random token of the call that moved a queued trial from WAITING to RUNNING, written
@@ -109,6 +114,10 @@ ARTIFACT_STORE = "hpo:artifact_store"  # {"kind": "file", "path"} or {"kind": "s
 # One per retrained trial, the latest retrain's summary: {"seeds", "epochs", "train", "test",
 # "test_split_used", "timestamp", "output"}. A template: the key is ``retrain_key(number)``.
 RETRAIN = "hpo:retrain:{trial}"
+# {"n_trials": int | None, "timeout": float | None}: the budget limits in force since
+# ``hpo study extend`` (or a reuse whose spec differed only in them), in place of the stored
+# spec's, which stays as created so that its sha256 still verifies it.
+BUDGET_EXTENSION = "hpo:budget_extension"
 
 TRIAL_KEYS = (
     WORKER, CONFIG, SEED, DEVICE, CPU_THREADS, VERSIONS,
@@ -116,9 +125,9 @@ TRIAL_KEYS = (
     PRECISION, DATA_REPORT, STOPPED_EARLY, STARTUP_SECONDS, EPOCHS_TRAINED, CURVES,
     FAIL_REASON, TRACEBACK, PRUNED_AT_EPOCH, OVER_BUDGET,
     RETRIES, RETRY_OF, RETRIED, CHECKPOINT, RESUME_FROM, CHECKPOINT_SUPERSEDED, RESUMED_FROM,
-    ARTIFACTS, ARTIFACT_ERROR, WEIGHTS_MB, MODEL_IO, WEIGHTS_SKIPPED, CLAIM_TOKEN,
+    ARTIFACTS, ARTIFACT_ERROR, WEIGHTS_MB, MODEL_IO, WEIGHTS_SKIPPED, WARM_START, CLAIM_TOKEN,
 )
-STUDY_KEYS = (SPEC, SPEC_SHA256, BUDGET_STARTED_AT, ARTIFACT_STORE, RETRAIN)
+STUDY_KEYS = (SPEC, SPEC_SHA256, BUDGET_STARTED_AT, ARTIFACT_STORE, RETRAIN, BUDGET_EXTENSION)
 
 _RETRAIN_PREFIX = RETRAIN.partition("{")[0]
 
@@ -224,6 +233,7 @@ class TrialRecord:
     weights_mb: float | None = None
     model_io: dict[str, Any] | None = None
     weights_skipped: str | None = None
+    warm_start: dict[str, Any] | None = None  # {"study", "trial"}: added by a warm start, not run here
 
     @classmethod
     def from_frozen(cls, trial: FrozenTrial) -> TrialRecord:
@@ -269,6 +279,7 @@ class TrialRecord:
             weights_mb=attrs.get(WEIGHTS_MB),
             model_io=attrs.get(MODEL_IO),
             weights_skipped=attrs.get(WEIGHTS_SKIPPED),
+            warm_start=attrs.get(WARM_START),
         )
 
     @property
@@ -311,6 +322,7 @@ class StudyRecord:
     budget_started_at: float | None = None
     artifact_store: dict[str, str] | None = None
     retrains: Mapping[int, dict[str, Any]] = field(default_factory=dict)  # trial number -> summary
+    budget_extension: dict[str, Any] | None = None
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> StudyRecord:
@@ -324,4 +336,5 @@ class StudyRecord:
             budget_started_at=attrs.get(BUDGET_STARTED_AT),
             artifact_store=attrs.get(ARTIFACT_STORE),
             retrains=retrains,
+            budget_extension=attrs.get(BUDGET_EXTENSION),
         )

@@ -19,7 +19,16 @@ from hpo.errors import StudyNotFoundError, UsageError
 from hpo.spec import spec_from_json, spec_sha256, spec_to_json
 from hpo.storage.secrets import ScrubSecretsFilter
 from hpo.storage.urls import StorageTarget, open_storage
-from hpo.study.attrs import BUDGET_STARTED_AT, OVER_BUDGET, SPEC, SPEC_SHA256, StudyRecord, TrialRecord
+from hpo.study.attrs import (
+    BUDGET_EXTENSION,
+    BUDGET_STARTED_AT,
+    OVER_BUDGET,
+    SPEC,
+    SPEC_SHA256,
+    WARM_START,
+    StudyRecord,
+    TrialRecord,
+)
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -28,7 +37,7 @@ if TYPE_CHECKING:
     from optuna.storages import BaseStorage
     from optuna.trial import FrozenTrial
 
-    from hpo.spec.model import Objective, Spec
+    from hpo.spec.model import Budget, Objective, Spec
 
 
 def quiet_optuna() -> None:
@@ -53,12 +62,17 @@ class LoadedStudy:
 
 
 def create_study(
-    spec: Spec, target: StorageTarget, *, if_exists: str = "fail", artifacts: str | None = None
+    spec: Spec, target: StorageTarget, *, if_exists: str = "fail", artifacts: str | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[Study, bool]:
     """Create the study for ``spec``; returns (study, created). ``if_exists``: fail | reuse.
 
     ``artifacts``: a directory or s3://BUCKET for the trials' files (default: beside the
     journal file, or ./hpo-artifacts); recorded in the study for every worker and reader.
+    A new study queues the spec's ``enqueue:`` sets, once (a reused one is left as it is).
+    Reuse takes a spec that differs from the stored one only in ``budget.n_trials`` or
+    ``budget.timeout`` and applies those limits as ``hpo study extend`` does; what it changed
+    is appended to ``notes``, for the caller to show.
     """
     from hpo.artifacts.store import default_location, parse_location, record_store
 
@@ -80,26 +94,151 @@ def create_study(
                 f"study {spec.name!r} already exists in {target.display} "
                 "(use --if-exists reuse to keep it, or --name to pick another name)"
             ) from None
-        return _reuse(spec.name, storage, target, digest), False
+        return _reuse(spec, storage, target, data, notes if notes is not None else []), False
     study.set_user_attr(SPEC, data)
     study.set_user_attr(SPEC_SHA256, digest)
     record_store(study, location)
+    _enqueue_sets(study, spec)
     return study, True
 
 
-def _reuse(name: str | None, storage: BaseStorage, target: StorageTarget, digest: str) -> Study:
-    """The existing study ``name``, for ``create --if-exists reuse``: only if it holds the
-    same spec (sha256 ``digest``)."""
+def _enqueue_sets(study: Study, spec: Spec) -> None:
+    """The spec's ``enqueue:`` sets as waiting trials, in order; a set given twice runs once."""
+    from hpo.spec.enqueue import enqueue_params
+
+    for entry in spec.enqueue:
+        study.enqueue_trial(enqueue_params(spec, entry), skip_if_exists=True)
+
+
+def _reuse(spec: Spec, storage: BaseStorage, target: StorageTarget, data: dict[str, Any],
+           notes: list[str]) -> Study:
+    """The existing study, for ``create --if-exists reuse``: only if it holds the same spec,
+    or one that differs only in the budget's n_trials and timeout (then applied to it)."""
     import optuna
 
-    study = optuna.load_study(study_name=name, storage=storage)
-    stored = StudyRecord.from_attrs(study.user_attrs).spec_sha256
-    if stored != digest:
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    record = StudyRecord.from_attrs(study.user_attrs)
+    digest = spec_sha256(data)
+    if record.spec_sha256 == digest:
+        return study
+    if isinstance(record.spec, dict) and _without_limits(record.spec) == _without_limits(data):
+        where = f"study {spec.name!r} in {target.display}"
+        stored = _stored_spec(where, record)  # verified: the limits are applied over a genuine spec
+        change = set_budget_limits(study, stored.budget, where,
+                                   n_trials=spec.budget.n_trials, timeout=spec.budget.timeout)
+        if change.changed:
+            notes.append(f"the spec differs from the study's only in its budget: {change.describe()}")
+        return study
+    raise UsageError(
+        f"study {spec.name!r} already exists in {target.display} with a different spec "
+        f"(sha256 {str(record.spec_sha256)[:12]} there, {digest[:12]} here; only budget.n_trials and "
+        "budget.timeout may differ, they extend it); use --name to create a new study"
+    ) from None
+
+
+def _without_limits(data: dict[str, Any]) -> dict[str, Any]:
+    """Spec JSON without the limits a study can be extended in (n_trials, timeout)."""
+    budget = {k: v for k, v in (data.get("budget") or {}).items() if k not in _LIMITS}
+    return {**data, "budget": budget}
+
+
+_LIMITS = ("n_trials", "timeout")
+
+
+# --- the budget's limits, extended -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BudgetChange:
+    """The limits before and after ``set_budget_limits``."""
+
+    n_trials: tuple[int | None, int | None]
+    timeout: tuple[float | None, float | None]
+
+    @property
+    def changed(self) -> bool:
+        return self.n_trials[0] != self.n_trials[1] or self.timeout[0] != self.timeout[1]
+
+    def describe(self) -> str:
+        """``n_trials 20 -> 40, timeout none -> 3600 s``."""
+        def show(value: float | None, unit: str = "") -> str:
+            return "none" if value is None else f"{value:g}{unit}"
+
+        return ", ".join(
+            f"{key} {show(old, unit)} -> {show(new, unit)}"
+            for key, (old, new), unit in (("n_trials", self.n_trials, ""), ("timeout", self.timeout, " s"))
+            if old != new
+        ) or "no change"
+
+
+def effective_budget(study: Study, budget: Budget) -> Budget:
+    """The budget in force: the stored spec's ``budget`` with the limits an extension set.
+    Read from the storage on each call, so running workers follow ``hpo study extend``."""
+    return budget_with(StudyRecord.from_attrs(study.user_attrs), budget)
+
+
+def budget_with(record: StudyRecord, budget: Budget) -> Budget:
+    """``budget`` with ``record``'s extension applied (``effective_budget`` without a read)."""
+    extension = record.budget_extension
+    if not isinstance(extension, dict):
+        return budget
+    update = {key: extension[key] for key in _LIMITS if key in extension}
+    return budget.model_copy(update=update)
+
+
+def own_trials(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials this study ran (or runs): without the unrun hand-backs of the budget race and
+    the trials a warm start added from another study. What the budget counts."""
+    return [t for t in trials if not t.user_attrs.get(OVER_BUDGET) and not t.user_attrs.get(WARM_START)]
+
+
+def set_budget_limits(study: Study, budget: Budget, where: str, *, n_trials: int | None,
+                      timeout: float | None) -> BudgetChange:
+    """Make ``n_trials`` and ``timeout`` the study's limits (``budget``: the stored spec's).
+    Refused when ``n_trials`` is below the trials already counted, or the timeout has passed."""
+    from optuna.trial import TrialState
+
+    before = effective_budget(study, budget)
+    counted = [t for t in own_trials(study.get_trials(deepcopy=False)) if t.state != TrialState.FAIL]
+    if n_trials is not None and n_trials < len(counted):
+        finished = sum(t.state.is_finished() for t in counted)
         raise UsageError(
-            f"study {name!r} already exists in {target.display} with a different spec "
-            f"(sha256 {str(stored)[:12]} there, {digest[:12]} here); use --name to create a new study"
-        ) from None
-    return study
+            f"{where} has already counted {len(counted)} trials ({finished} finished, "
+            f"{len(counted) - finished} running or waiting): n_trials can be lowered to {len(counted)} "
+            f"at the least (got {n_trials})")
+    started = StudyRecord.from_attrs(study.user_attrs).budget_started_at
+    if timeout is not None and started is not None and time.time() - float(started) >= timeout:
+        raise UsageError(
+            f"{where} has been running for {time.time() - float(started):.0f} s since its first trial, "
+            f"so a timeout of {timeout:g} s would end it now (expected a timeout above that)")
+    change = BudgetChange((before.n_trials, n_trials), (before.timeout, timeout))
+    if change.changed:
+        study.set_user_attr(BUDGET_EXTENSION, {"n_trials": n_trials, "timeout": timeout})
+    return change
+
+
+def extend_study(name: str, target: StorageTarget, *, n_trials: int | None = None,
+                 timeout: float | str | None = None) -> BudgetChange:
+    """``hpo study extend``: a new global ``n_trials`` and/or ``timeout`` (seconds or a
+    duration such as '2h') for an existing study; running workers pick it up before their next
+    trial, and a finished study's workers can be started again."""
+    from hpo.spec.model import parse_duration
+
+    if n_trials is None and timeout is None:
+        raise UsageError("nothing to extend: give --n-trials N and/or --timeout T")
+    if n_trials is not None and n_trials < 1:
+        raise UsageError(f"--n-trials must be at least 1 (got {n_trials})")
+    try:
+        seconds = None if timeout is None else parse_duration(timeout)
+    except ValueError as exc:
+        raise UsageError(f"--timeout {timeout}: {exc}") from None
+    loaded = load_study(name, target)
+    where = f"study {name!r} in {target.display}"
+    current = effective_budget(loaded.study, loaded.spec.budget)
+    return set_budget_limits(
+        loaded.study, loaded.spec.budget, where,
+        n_trials=current.n_trials if n_trials is None else n_trials,
+        timeout=current.timeout if seconds is None else seconds)
 
 
 def _direction(objective: Objective) -> Literal["maximize", "minimize"]:

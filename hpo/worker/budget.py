@@ -5,6 +5,10 @@ study before asking for a trial, and again after: trial numbers are handed out i
 order by the storage, so a trial whose lower-numbered, non-failed siblings already fill
 the budget is over it and is handed back unrun (this closes the race between two
 workers that both saw one slot left).
+
+The limits are the stored spec's, or those ``hpo study extend`` set since
+(``hpo.study.studies.effective_budget``, read before every trial so running workers follow an
+extension). Trials a warm start added from another study count towards none of them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hpo.study.attrs import FAIL_REASON, OVER_BUDGET, RETRIED
-from hpo.study.studies import budget_started_at
+from hpo.study.studies import budget_started_at, effective_budget, own_trials
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -34,11 +38,14 @@ class BudgetState:
 
 
 def budget_state(study: Study, budget: Budget) -> BudgetState:
+    """Where the study stands against ``budget`` (the stored spec's; an extension applies)."""
     from optuna.trial import TrialState
 
     from hpo.storage.proxies import light_study
 
-    trials = light_study(study).get_trials(deepcopy=False)  # every trial: keep the read light
+    budget = effective_budget(study, budget)
+    # Every trial: keep the read light.
+    trials = own_trials(light_study(study).get_trials(deepcopy=False))
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     claimed = finished + sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
     failed = sum(_counts_as_failed(t) for t in trials)
@@ -122,15 +129,17 @@ def failure_stop(trials: Sequence[FrozenTrial], budget: Budget) -> str | None:
 
 
 def is_over_budget(study: Study, trial_number: int, budget: Budget) -> bool:
-    """Whether the trials numbered before ``trial_number`` already fill ``budget.n_trials``."""
+    """Whether the trials numbered before ``trial_number`` already fill ``budget.n_trials``
+    (an extension applies; a warm start's added trials do not count)."""
     from optuna.trial import TrialState
 
+    budget = effective_budget(study, budget)
     if budget.n_trials is None or trial_number < budget.n_trials:
         return False  # trial numbers start at 0: fewer than n_trials are numbered before it
     from hpo.storage.proxies import light_study
 
     ahead = sum(
         t.number < trial_number and t.state != TrialState.FAIL
-        for t in light_study(study).get_trials(deepcopy=False)
+        for t in own_trials(light_study(study).get_trials(deepcopy=False))
     )
     return ahead >= budget.n_trials
