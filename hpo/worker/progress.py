@@ -154,9 +154,11 @@ class WorkerRow:
         elif event == "epoch":
             self._epoch_end(data)
         elif event == "trial_end":
-            self.trial, self.doing = None, "asking for the next trial"
+            # A trial whose sampling failed never started: the values are another trial's.
+            params = self.params if self.trial == data["trial"] else ""
+            self.trial, self.params, self.doing = None, "", "asking for the next trial"
             line = data["line"]
-            return [f"{line} | {self.params}" if one_line and self.params else line]
+            return [f"{line} | {params}" if one_line and params else line]
         return []
 
     def _start(self, data: dict[str, Any], now: float) -> None:

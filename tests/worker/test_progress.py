@@ -274,3 +274,15 @@ def test_a_notebook_is_live_with_ipywidgets_and_plain_without(monkeypatch, widge
         warnings.simplefilter("error")  # rich's 'install "ipywidgets"' warning never comes
         replay(made_up_trial(3, [0.4, 0.3]), show)
     assert output(notebook) == "trial 3 complete after 2 epochs: 0.3000 (1.0 s) | train.lr=0.01\n"
+
+
+def test_a_trial_that_never_started_names_no_values():
+    """Sampling failed (an invalid combination): no trial_start, only its end."""
+    from hpo.worker.trial import Outcome, TrialOutcome
+
+    console = log_file()
+    failed = TrialOutcome(4, Outcome.FAIL, None, 0, 0.1, "the sampled configuration is invalid: ...")
+    replay([*made_up_trial(3, [0.4]), ("trial_end", {"outcome": failed})], WorkerProgress(console=console))
+    assert output(console).splitlines() == [
+        "trial 3 complete after 1 epochs: 0.4000 (1.0 s) | train.lr=0.01",
+        "trial 4 failed after 0 epochs: the sampled configuration is invalid: ..."]
