@@ -296,3 +296,20 @@ def test_bad_choices_of_a_model_are_named(tuned):
         hpo.run_worker("api-study", storage=journal, device="tpu")
     with pytest.raises(hpo.SpecError, match="missing.yaml: no such file"):
         hpo.create_study("missing.yaml", storage=journal)
+
+
+@pytest.mark.slow
+def test_a_multi_objective_study_has_a_pareto_front_and_no_single_best(tmp_path):
+    journal = tmp_path / "s.journal"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text("two-goals", n_trials=3))
+    goals = [{"metric": "val_accuracy"}, {"metric": "val_loss"}]
+    hpo.create_study(spec, storage=journal, overrides={"objective": goals})
+    hpo.run_worker("two-goals", storage=journal, device="cpu", progress=False)
+    results = hpo.load_results("two-goals", storage=journal)
+    with pytest.raises(hpo.UsageError, match=r"several objectives, so no single best trial: use \.pareto"):
+        results.best  # noqa: B018
+    front = results.pareto
+    assert front and all(len(t.values) == 2 for t in front)
+    assert {t.number for t in front} == {t.number for t in results.study.best_trials}
+    assert {"value_0", "value_1"} <= set(results.dataframe().columns)
