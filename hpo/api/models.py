@@ -3,9 +3,7 @@ output folder: the ``nn.Module`` in eval mode, plus how its inputs were prepared
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +108,8 @@ def load_model(source: str | os.PathLike[str], trial: int | None = None, storage
 def model_of_trial(loaded: LoadedStudy, number: int | None, *, device: str = "cpu",
                    models: Models | None = None) -> TrainedModel:
     """Trial ``number``'s (or the best trial's) stored weights, in the model they fit."""
+    import tempfile
+
     from hpo.results.retrain import choose_trial
 
     study = loaded.study
@@ -130,6 +130,8 @@ def model_of_trial(loaded: LoadedStudy, number: int | None, *, device: str = "cp
 
 def model_of_folder(folder: Path, *, device: str = "cpu", models: Models | None = None) -> TrainedModel:
     """The first seed's model of an ``hpo retrain`` output folder."""
+    import json
+
     try:
         metrics = json.loads((folder / RETRAIN_METRICS).read_text())
         run = metrics["per_seed"][0]
