@@ -53,9 +53,10 @@ def hpo_invocation() -> str:
     """How the user runs hpo again from their shell, for hints printed as commands.
 
     Started by uv (it sets ``$UV`` for what it starts), the PATH seen here is uv's, not the
-    shell's: in a project's ``.venv`` (``uv run``) that is ``uv run hpo``; elsewhere (``uvx``)
-    this very interpreter with ``-m hpo``. Otherwise ``hpo`` when the PATH leads to this
-    environment's script, else again ``-m hpo``, which works as printed from anywhere."""
+    shell's: in a project's ``.venv`` (``uv run``) that is ``uv run hpo``, with ``--project``
+    when the working directory is outside the project (uv finds it from there upwards);
+    elsewhere (``uvx``) this very interpreter with ``-m hpo``. Otherwise ``hpo`` when the PATH
+    leads to this environment's script, else again ``-m hpo``, which works from anywhere."""
     import shlex
     import shutil
     from pathlib import Path
@@ -63,8 +64,12 @@ def hpo_invocation() -> str:
     by_module = f"{shlex.quote(sys.executable)} -m hpo"
     if os.environ.get("UV"):
         prefix = Path(sys.prefix)
-        in_project = prefix.name == ".venv" and (prefix.parent / "pyproject.toml").is_file()
-        return "uv run hpo" if in_project else by_module
+        project = prefix.parent
+        if prefix.name != ".venv" or not (project / "pyproject.toml").is_file():
+            return by_module
+        if Path.cwd().resolve().is_relative_to(project.resolve()):
+            return "uv run hpo"
+        return f"uv run --project {shlex.quote(str(project))} hpo"
     found = shutil.which("hpo")
     if found and Path(found).parent.resolve() == Path(sys.executable).parent.resolve():
         return "hpo"

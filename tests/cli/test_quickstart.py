@@ -112,6 +112,7 @@ def test_the_prefix_is_how_the_users_shell_starts_hpo(monkeypatch, tmp_path, uv,
                                                       path_has_hpo, expected):
     venv = tmp_path / "my project" / (".venv" if project_venv else "tool-env")
     (venv / "bin").mkdir(parents=True)
+    monkeypatch.chdir(venv.parent)  # inside the project, as uv run from its folder
     (venv.parent / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     script = venv / "bin" / "hpo"
     script.write_text("#!/bin/sh\n")
@@ -140,3 +141,19 @@ def test_hpo_artifacts_are_ignored_by_git_like_the_journal():
     root = Path(__file__).resolve().parents[2]
     ignored = (root / ".gitignore").read_text().splitlines()
     assert "hpo-artifacts/" in ignored and "hpo-studies.journal*" in ignored
+
+
+def test_uv_run_from_outside_the_project_names_it(monkeypatch, tmp_path):
+    """``uv run --project DIR hpo quickstart`` from elsewhere: a bare ``uv run hpo`` there
+    would find no project."""
+    venv = tmp_path / "my project" / ".venv"
+    venv.mkdir(parents=True)
+    (venv.parent / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(sys, "prefix", str(venv))
+    monkeypatch.setenv("UV", "/usr/local/bin/uv")
+    assert common.hpo_invocation() == f"uv run --project {shlex.quote(str(venv.parent))} hpo"
+    monkeypatch.chdir(venv.parent)
+    assert common.hpo_invocation() == "uv run hpo"
