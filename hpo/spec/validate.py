@@ -197,7 +197,14 @@ def _enqueue(raw: dict[str, Any], families: list[str]) -> list[Problem]:
             params[key] = SearchParam.model_validate(value, strict=True)
         except ValidationError:
             continue
-    return enqueue_problems(raw.get("enqueue"), params, ConfigPaths(raw, families))
+    problems = enqueue_problems(raw.get("enqueue"), params, ConfigPaths(raw, families))
+    n_trials = _mapping(raw.get("budget")).get("n_trials", Budget.model_fields["n_trials"].default)
+    sets = raw.get("enqueue")
+    if isinstance(sets, list) and isinstance(n_trials, int) and len(sets) > n_trials:
+        # The sets past n_trials would be handed back unrun (hpo.worker.budget).
+        problems.append(Problem(("enqueue",), f"{len(sets)} sets, more than budget.n_trials", n_trials,
+                                [f"at most {n_trials} sets, or a larger budget.n_trials"]))
+    return problems
 
 
 def _is_grid(raw: dict[str, Any]) -> bool:

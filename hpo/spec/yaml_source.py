@@ -78,7 +78,9 @@ def read_yaml_value(text: str, label: str) -> Any:
     try:
         return _Builder(label, {}).build(text, allow_empty=True)
     except SpecError as exc:
-        raise SpecError([line.replace(f"{label}:1: ", f"{label}: ", 1) for line in exc.problems]) from None
+        # A value has no lines and no key path of its own: the label says which it is.
+        raise SpecError([line.replace(f"{label}:1: ", f"{label}: ", 1).replace(": (top level): ", ": ", 1)
+                         for line in exc.problems]) from None
 
 
 def _read_capped(file: str) -> bytes:
