@@ -14,6 +14,7 @@ import copy
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 import weakref
@@ -342,27 +343,32 @@ class OneReadPerTrial(DelegatingStorage):
     conditional one), and on a database each read is several queries (the cached storage
     re-reads every running trial in full). A trial's sampling takes milliseconds, so one read
     serves it all (TPE leaves out the trial being sampled itself).
+
+    The read belongs to the thread that opened ``one_read``: the worker's heartbeat thread
+    shares this storage, and its sweep must neither see the trial's read nor find it gone
+    half-way (with many workers a sweep overlapped an ask and failed on it).
     """
 
     def __init__(self, inner: BaseStorage):
         super().__init__(inner)
-        self._reads: dict[int, list[FrozenTrial]] | None = None  # study id -> trials, while active
+        self._local = threading.local()  # .reads: study id -> trials, while one_read is active
 
     @contextlib.contextmanager
     def one_read(self) -> Iterator[None]:
-        self._reads = {}
+        self._local.reads = {}
         try:
             yield
         finally:
-            self._reads = None
+            self._local.reads = None
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        if self._reads is None:
+        reads: dict[int, list[FrozenTrial]] | None = getattr(self._local, "reads", None)
+        if reads is None:
             return self._inner.get_all_trials(study_id, deepcopy=deepcopy, states=states)
-        if study_id not in self._reads:
-            self._reads[study_id] = self._inner.get_all_trials(study_id, deepcopy=False)
-        trials = self._reads[study_id]
+        if study_id not in reads:
+            reads[study_id] = self._inner.get_all_trials(study_id, deepcopy=False)
+        trials = reads[study_id]
         if states is not None:
             trials = [t for t in trials if t.state in states]
         return copy.deepcopy(trials) if deepcopy else list(trials)

@@ -190,3 +190,23 @@ def test_one_read_serves_a_trials_sampling_and_nothing_after_it(postgres_url):
     study.tell(trial, 0.5)
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4  # read afresh again
     rdb_backend(storage).engine.dispose()
+
+
+def test_one_read_belongs_to_the_thread_that_opened_it():
+    """The heartbeat thread shares the worker's storage: its sweep reads afresh while the
+    main thread samples from one read, and a read ending under it does not break it."""
+    import threading
+
+    storage = OneReadPerTrial(optuna.storages.InMemoryStorage())
+    study = optuna.create_study(study_name="threads", storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    seen = []
+    with storage.one_read():
+        assert len(storage.get_all_trials(study._study_id)) == 2  # the main thread's read
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions={
+            "x": optuna.distributions.FloatDistribution(0, 1)}, value=0.5))
+        assert len(storage.get_all_trials(study._study_id)) == 2  # still the one read
+        other = threading.Thread(target=lambda: seen.append(len(storage.get_all_trials(study._study_id))))
+        other.start()
+        other.join()
+    assert seen == [3]  # the other thread read afresh
