@@ -128,8 +128,10 @@ def worker(args: argparse.Namespace, rank: int, work: Path) -> int:
     while not (work / "go").exists():
         time.sleep(0.02)
     cpu_at_go = _cpu_seconds()
+    # --worker-timeout: no trial starts after it (the one running finishes), so that a setting
+    # the machine cannot carry still ends with its finished trials measured.
     report = run_worker(args.study, resolve_storage(os.environ["HPO_STORAGE"]), rank=rank, device="cpu",
-                        trainer=stand_in_trainer(args.epoch_seconds))
+                        timeout=args.worker_timeout, trainer=stand_in_trainer(args.epoch_seconds))
     result = {"exit_code": report.exit_code, "trials": len(report.outcomes), "samples": samples,
               "cpu_seconds": _cpu_seconds() - cpu_at_go, "torch_loaded": "torch" in sys.modules,
               "memory_kb": _own_memory_kb(), "memory_at_fork_kb": at_fork}
@@ -233,6 +235,7 @@ class Poll:
     lock_wait_samples: list[int] = field(default_factory=list)
     peak_clients_waiting: int = 0
     low_memory: bool = False
+    pooler_polls_missed: int = 0
     min_memory_mb: float = 2048
 
     def __post_init__(self) -> None:
@@ -263,13 +266,23 @@ class Poll:
                     self.lock_wait_samples.append(lock_waits)
                     ticks += 1
                     if self.bouncer is not None and ticks % 5 == 0:
-                        waiting = sum(int(row["cl_waiting"]) for row in self.bouncer.show("POOLS")
-                                      if row["database"] == self.database)
-                        self.peak_clients_waiting = max(self.peak_clients_waiting, waiting)
+                        self._poll_pooler()
                     if memory_available_mb() < self.min_memory_mb:
                         self.low_memory = True
         finally:
             conn.close()
+
+
+    def _poll_pooler(self) -> None:
+        import psycopg2  # type: ignore[import-untyped]
+
+        try:  # a login to the admin console may time out on a saturated machine: skip that poll
+            rows = self.bouncer.show("POOLS")
+        except psycopg2.OperationalError:
+            self.pooler_polls_missed += 1
+            return
+        waiting = sum(int(row["cl_waiting"]) for row in rows if row["database"] == self.database)
+        self.peak_clients_waiting = max(self.peak_clients_waiting, waiting)
 
 
 def server_counters(server: Any, bouncer: Any, database: str) -> dict[str, float]:
@@ -360,7 +373,8 @@ def run_setting(server: Any, bouncer: Any, database: str, url: str, n_workers: i
     env = dict(os.environ, HPO_STORAGE=url, HPO_THREADS="1", PYTHONPATH=pythonpath)
     launcher_proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.many_workers", "--launcher", "--study", name, "--workers",
-         str(n_workers), "--work", str(folder), "--epoch-seconds", str(args.epoch_seconds)],
+         str(n_workers), "--work", str(folder), "--epoch-seconds", str(args.epoch_seconds),
+         "--worker-timeout", str(args.worker_timeout)],
         env=env, cwd=folder, start_new_session=True)
     try:
         _wait_ready(launcher_proc, folder, n_workers)
@@ -500,8 +514,7 @@ def run(args: argparse.Namespace) -> str:
                 n = fits(requested, settings[-1] if settings else None, args.memory_mb)
                 setting = run_setting(server, bouncer, database, url, n, requested, args, Path(tmp))
                 settings.append(setting)
-                print(f"{n} workers: {setting.rate:.2f} trials/s, {setting.poll.peak_connections} server connections",
-                      flush=True)
+                print(tables(settings, args, args.pool_size), flush=True)  # so far: a long run shows its rows
     return tables(settings, args, args.pool_size)
 
 
@@ -512,6 +525,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--epoch-seconds", type=float, default=0.5)
     parser.add_argument("--trials-per-worker", type=int, default=3)
+    parser.add_argument("--worker-timeout", type=float, default=240,
+                        help="seconds after which a worker starts no new trial (run_worker's timeout)")
     parser.add_argument("--pool-size", type=int, default=16,
                         help="PgBouncer's server connections (0: no pooler, straight to PostgreSQL)")
     parser.add_argument("--memory-mb", type=float, default=9000, help="what the workers together may use")
