@@ -318,12 +318,15 @@ def list_studies(target: StorageTarget) -> list[dict[str, Any]]:
     rows = []
     for frozen in storage.get_all_studies():
         trials = visible_trials(storage.get_all_trials(study_id_of(frozen), deepcopy=False))
-        counts = count_states(trials)
+        own = own_trials(trials)  # counted as `hpo study show` counts: warm-start trials apart
+        counts = count_states(own)
         direction = frozen.directions[0].name.lower()
         # The first objective's best (the only one for single-objective studies).
         values = [t.values[0] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = (max if direction == "maximize" else min)(values) if values else None
-        spec = StudyRecord.from_attrs(frozen.user_attrs).spec or {}
+        record = StudyRecord.from_attrs(frozen.user_attrs)
+        spec = record.spec or {}
+        extension = record.budget_extension if isinstance(record.budget_extension, dict) else {}
         objective = spec.get("objective") or {}
         first = objective[0] if isinstance(objective, list) and objective else objective
         rows.append({
@@ -331,10 +334,11 @@ def list_studies(target: StorageTarget) -> list[dict[str, Any]]:
             "direction": direction,
             "metric": first.get("metric") if isinstance(first, dict) else None,
             "objectives": len(frozen.directions),
-            "trials": len(trials),
+            "trials": len(own),
             **counts,
             "best_value": best,
-            "budget_trials": (spec.get("budget") or {}).get("n_trials"),
+            # The budget in force (see effective_budget): an extension's n_trials, else the spec's.
+            "budget_trials": extension.get("n_trials", (spec.get("budget") or {}).get("n_trials")),
         })
     return sorted(rows, key=lambda row: row["name"])
 

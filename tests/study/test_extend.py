@@ -118,3 +118,11 @@ def test_enqueued_sets_run_first_and_once(here):
     trials = sorted(load_study("q", target).study.get_trials(deepcopy=False), key=lambda t: t.number)
     assert [t.params["train.lr"] for t in trials[:2]] == [0.05, 0.002]
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+
+
+def test_list_shows_the_budget_in_force(here):
+    target = resolve_storage(None)
+    create_study(load_spec(write_spec(here, "l", n_trials=2)), target)
+    extend_study("l", target, n_trials=9)
+    result = CliRunner().invoke(cli, ["study", "list", "--format", "json"])
+    assert '"budget_trials": 9' in result.stdout
