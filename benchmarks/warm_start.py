@@ -9,7 +9,9 @@ s + 1 and ``train.seed`` = s + 1 (a new initialisation, so re-running the parent
 configuration does not simply give back its value): one created with ``--warm-start parent
 --top K``, one cold. Each runs trial by trial, through hpo's real worker loop
 (``hpo.worker.loop.run_worker`` in this process, one embedded journal for all), until a trial of
-its own reaches the parent's best validation accuracy or --max-trials trials have run. The
+its own reaches the parent's best validation accuracy or --max-trials trials have run (a
+third study per seed is warm-started with --top 0: the parent's trials for the sampler only,
+nothing queued). The
 table gives, per seed, the trials needed (its own trials only: the warm study's added trials
 are not counted), the median over seeds, and "not reached" honestly where the cap came first.
 
@@ -102,16 +104,22 @@ def run(args: argparse.Namespace) -> str:
         rows = []
         for seed in range(args.seeds):
             cells = {}
-            for kind in ("warm", "cold"):
-                name = f"{kind}-{seed}"
+            for kind, top in _starts(args):
+                name = f"{kind.split(',')[0]}-{top}-{seed}"
                 spec = _spec(work, name, n_trials=args.max_trials, seed=seed + 1, args=args)
                 made = create_study(spec, target, artifacts=str(work / "artifacts"),
-                                    warm_start="parent" if kind == "warm" else None, top=args.top)
+                                    warm_start="parent" if top is not None else None, top=top or 0)
                 if made.warm_start is not None:
                     cells["added"] = made.warm_start.added
                 cells[kind] = trials_to_reach(name, target, goal, args.max_trials)
             rows.append(cells)
     return _table(args, goal, rows, time.monotonic() - started)
+
+
+def _starts(args: argparse.Namespace) -> list[tuple[str, int | None]]:
+    """(row label, --top or None for a cold start): the warm start with --top 0 shows what the
+    added trials alone do for the sampler, without the parent's best configurations queued."""
+    return [("warm", args.top), ("warm, --top 0", 0), ("cold", None)]
 
 
 def _shown(value: int | None) -> str:
@@ -137,7 +145,7 @@ def _table(args: argparse.Namespace, goal: float, rows: list[dict], seconds: flo
         "| start | trials to reach the parent's best, per seed | median | seeds reaching |",
         "|---|---|---|---|",
     ]
-    for kind in ("warm", "cold"):
+    for kind, _top in _starts(args):
         values = [row[kind] for row in rows]
         reached = sum(v is not None for v in values)
         lines.append(f"| {kind} | {', '.join(map(_shown, values))} | {_median(values, args.max_trials)} | "

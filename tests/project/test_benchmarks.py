@@ -175,7 +175,7 @@ def test_progress_overhead_benchmark_writes_its_table(tmp_path):
 def test_warm_start_benchmark_writes_its_table(tmp_path):
     result, table = run_tiny(tmp_path, "warm_start")
     rows = markdown_rows(table, "| start | trials to reach the parent's best, per seed | median | seeds reaching |")
-    assert [row[0] for row in rows] == ["warm", "cold"]
+    assert [row[0] for row in rows] == ["warm", "warm, --top 0", "cold"]
     assert all(re.fullmatch(r"not reached|[12]", row[1]) and re.fullmatch(r"not reached|[12]", row[2])
                and re.fullmatch(r"[01]/1", row[3]) for row in rows)
     assert "The warm studies were given 3 of the parent's trials for the sampler" in table
