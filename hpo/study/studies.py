@@ -182,8 +182,15 @@ def budget_with(record: StudyRecord, budget: Budget) -> Budget:
     extension = record.budget_extension
     if not isinstance(extension, dict):
         return budget
+    from pydantic import ValidationError
+
     update = {key: extension[key] for key in _LIMITS if key in extension}
-    return budget.model_copy(update=update)
+    try:  # validated as the spec's own limits are: the attribute is outside the spec's sha256
+        return type(budget).model_validate({**budget.model_dump(), **update})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"the study's budget extension ({BUDGET_EXTENSION}) is invalid: {problems}; "
+                         "set it again with 'hpo study extend'") from None
 
 
 def own_trials(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:

@@ -126,3 +126,11 @@ def test_list_shows_the_budget_in_force(here):
     extend_study("l", target, n_trials=9)
     result = CliRunner().invoke(cli, ["study", "list", "--format", "json"])
     assert '"budget_trials": 9' in result.stdout
+
+
+def test_a_corrupt_extension_is_an_error_not_a_crash(here):
+    target = resolve_storage(None)
+    study, _ = create_study(load_spec(write_spec(here, "bad", n_trials=2)), target)
+    study.set_user_attr(BUDGET_EXTENSION, {"n_trials": "lots", "timeout": None})
+    with pytest.raises(UsageError, match=r"budget extension \(hpo:budget_extension\) is invalid: n_trials: "):
+        budget_state(study, load_study("bad", target).spec.budget)
