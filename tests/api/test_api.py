@@ -142,6 +142,7 @@ def test_a_loaded_model_predicts_as_its_trial_validated(tuned):
         assert accuracy == pytest.approx(trial.curves["val_accuracy"][-1], abs=1e-9)
     best = hpo.load_model("api-study", storage=journal)
     assert best.source == f"study 'api-study', trial {results.best.number}"
+    assert results.load_model().source == best.source  # the same, from the results
 
 
 @pytest.mark.slow
