@@ -293,8 +293,8 @@ class WorkerProgress:
         self._step(event, message)
         for line in lines:
             self.board.print(self.prefix + line)
-        if event in ("trial_start", "batch", "epoch"):
-            self.board.show(0, "", self.row, refresh=event != "batch")
+        if event in ("trial_start", "batch", "epoch", "trial_end"):
+            self.board.show(0, "", self.row, refresh=event != "batch")  # between trials: what next
 
     def _plain(self, lines: list[str]) -> None:
         for line in lines:
