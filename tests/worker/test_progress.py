@@ -286,3 +286,36 @@ def test_a_trial_that_never_started_names_no_values():
     assert output(console).splitlines() == [
         "trial 3 complete after 1 epochs: 0.4000 (1.0 s) | train.lr=0.01",
         "trial 4 failed after 0 epochs: the sampled configuration is invalid: ..."]
+
+
+@pytest.mark.subprocess
+def test_the_supervisor_reads_its_childrens_pipes_to_the_last_line(monkeypatch):
+    """Real child processes (a few lines of Python standing in for hpo worker): their events
+    and lines reach the parent's view through pool.spawn_child's pipes, stderr prefixed,
+    every line read before the report even when the child exits straight after writing."""
+    import sys
+
+    from hpo.worker import pool
+
+    script = (
+        "import json, sys\n"
+        "print(json.dumps({'hpo_event': 'chosen_device', 'description': 'cpu (1 thread)'}))\n"
+        "print(json.dumps({'hpo_event': 'trial_end', 'trial': 0, 'line': 'trial 0 complete after 1 epochs: "
+        "0.5000 (0.1 s)', 'value': 0.5}))\n"
+        "print('a line of its own')\n"
+        "print('Error: something on stderr', file=sys.stderr)\n"
+    )
+    console = log_file()
+    slots = pool.plan_slots("s", rank=20, processes=2, device="cpu", environ={})
+    code = pool.supervise(slots, {}, spawn=lambda command, env: pool.spawn_child([sys.executable, "-c", script], env),
+                          poll_interval=0.01, show=PoolProgress(console=console))
+    assert code == 0
+    lines = output(console).splitlines()
+    for rank in (20, 21):
+        mine = [line for line in lines if line.startswith(f"[worker {rank}] ")]
+        # Two streams, two reader threads: each stream's lines in order, the streams interleaved.
+        assert [line for line in mine if "Error" not in line] == [
+            f"[worker {rank}] Device: cpu (1 thread)",
+            f"[worker {rank}] trial 0 complete after 1 epochs: 0.5000 (0.1 s)"]
+        assert f"[worker {rank}] Error: something on stderr" in mine
+    assert lines.count("a line of its own") == 2
