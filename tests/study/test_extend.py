@@ -134,3 +134,20 @@ def test_a_corrupt_extension_is_an_error_not_a_crash(here):
     study.set_user_attr(BUDGET_EXTENSION, {"n_trials": "lots", "timeout": None})
     with pytest.raises(UsageError, match=r"budget extension \(hpo:budget_extension\) is invalid: n_trials: "):
         budget_state(study, load_study("bad", target).spec.budget)
+
+
+@pytest.mark.postgres
+def test_a_worker_on_postgresql_sees_an_extension_made_by_another_process(here, postgres_url):
+    target = resolve_storage(postgres_url)
+    spec = load_spec(write_spec(here, "pg", n_trials=1))
+    create_study(spec, target)
+    worker_study = load_study("pg", target, reconnect_for=5).study  # as a worker opens it
+    lr = optuna.distributions.FloatDistribution(1e-4, 0.1, log=True)
+    worker_study.add_trial(optuna.trial.create_trial(value=0.5, params={"train.lr": 0.01},
+                                                     distributions={"train.lr": lr}))
+    assert budget_state(worker_study, spec.budget).exhausted
+    extend_study("pg", resolve_storage(postgres_url), n_trials=2)  # its own connection, as the CLI
+    assert not budget_state(worker_study, spec.budget).exhausted
+    shown = CliRunner().invoke(cli, ["study", "show", "pg", "--storage", postgres_url])
+    assert "(budget 2, extended)" in shown.stdout
+    assert postgres_url.split("@")[0].split(":")[-1] not in shown.output  # the password never shows
