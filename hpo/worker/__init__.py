@@ -9,5 +9,7 @@
 - ``threads``: CPU threads shared by the workers of one machine;
 - ``signals``: SIGINT and SIGTERM as one request to stop (a second one aborts);
 - ``model_code``: which custom model modules this machine lets a stored spec import;
-- ``pool``: ``--processes``/``--gpus``: several worker processes, supervised.
+- ``pool``: ``--processes``/``--gpus``: several worker processes, supervised;
+- ``progress``: what a worker shows (start-up steps, each trial live or as one line) and a
+  pool's table of its processes.
 """
