@@ -25,7 +25,10 @@ def space() -> None:
 def preview(spec_file: Path, count: int, seed: int, overrides: tuple[str, ...], fmt: str) -> None:
     """Validate SPEC.yaml and print N randomly sampled configurations.
 
-    Example: hpo space preview search_spaces/digits_cnn.yaml -n 3
+    \b
+    Examples:
+      hpo space preview search_spaces/digits_cnn.yaml -n 3
+      hpo space preview search_spaces/digits_cnn.yaml --set search.model.n_blocks.high=2
     """
     from hpo.spec import load_spec
     from hpo.spec.space import preview as draw
