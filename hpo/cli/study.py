@@ -58,6 +58,9 @@ def create(spec_file: Path, name: str | None, storage: str | None, if_exists: Li
     """
     from hpo.api.studies import create_study, load_spec
 
+    ctx = click.get_current_context()
+    if warm_start is None and ctx.get_parameter_source("top") != click.core.ParameterSource.DEFAULT:
+        raise UsageError("--top applies to --warm-start OTHER: give the study to start from too")
     spec = load_spec(spec_file, name=name, overrides=overrides)
     if spec.name is None:
         raise UsageError(f"{spec_file}: the study needs a name: add 'name:' to the spec or pass --name")

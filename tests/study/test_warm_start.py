@@ -105,6 +105,13 @@ def test_a_key_the_parent_searched_must_match_what_the_new_spec_fixes(tmp_path, 
     assert report.queued == [{"model.width": 16}]  # the parent's width (its config has none: the fixed 16)
 
 
+def test_top_without_warm_start_is_refused(tmp_path, target):
+    result = CliRunner().invoke(cli, ["study", "create", str(write_spec(tmp_path, "child")), "--top", "2"])
+    assert result.exit_code == 2
+    assert result.stderr == "Error: --top applies to --warm-start OTHER: give the study to start from too\n"
+    assert not (tmp_path / "hpo-studies.journal").exists()  # nothing created
+
+
 def test_a_negative_top_is_refused(tmp_path, target):
     _parent(tmp_path, target, {0.05: 0.9})
     with pytest.raises(UsageError, match=r"--top must be 0 or more \(got -1\)"):
