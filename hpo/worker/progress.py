@@ -127,6 +127,7 @@ class WorkerRow:
     maximize: bool = True
     trial_started: float = 0.0
     epochs_done: int = 0
+    first_epoch: int | None = None  # the first this worker trained (a resumed trial's is later)
 
     def apply(self, event: str, data: dict[str, Any], *, one_line: bool = False,
               now: float | None = None) -> list[str]:
@@ -151,6 +152,8 @@ class WorkerRow:
             return [f"trial {data['trial']}: {data['params']}" if data["params"] else f"trial {data['trial']}"]
         if event == "batch":
             self.epoch, self.batch, self.batches = data["epoch"], data["batch"], data["batches"]
+            if self.first_epoch is None:
+                self.first_epoch = self.epoch
         elif event == "epoch":
             self._epoch_end(data)
         elif event == "trial_end":
@@ -165,7 +168,7 @@ class WorkerRow:
         self.trial, self.params, self.epochs = data["trial"], data["params"], data["epochs"]
         self.metric, self.maximize = data["metric"], data["direction"] != "minimize"
         self.epoch = self.batch = self.batches = self.epochs_done = 0
-        self.latest, self.trial_started = None, now
+        self.latest, self.trial_started, self.first_epoch = None, now, None
 
     def _epoch_end(self, data: dict[str, Any]) -> None:
         self.epoch = self.epochs_done = data["epoch"]
@@ -178,14 +181,18 @@ class WorkerRow:
             self.best = value
 
     def eta(self, now: float) -> float | None:
-        """Seconds left in this trial at the pace so far (None before the first batch)."""
-        if self.trial is None or not self.epochs:
+        """Seconds left in this trial at this worker's pace so far (None before the first
+        batch): a trial resumed from a checkpoint is timed from the epoch it resumed at."""
+        if self.trial is None or not self.epochs or self.first_epoch is None:
             return None
-        partial = self.batch / self.batches if self.batches and self.epoch > self.epochs_done else 0.0
-        done = (self.epochs_done + partial) / self.epochs
-        if done <= 0:
+        if self.epoch > self.epochs_done and self.batches:  # mid-epoch
+            position = self.epoch - 1 + self.batch / self.batches
+        else:
+            position = float(self.epochs_done)
+        done_here = position - (self.first_epoch - 1)
+        if done_here <= 0:
             return None
-        return (now - self.trial_started) * (1 - done) / done
+        return (now - self.trial_started) * (self.epochs - position) / done_here
 
     def fields(self, now: float) -> dict[str, str]:
         """The texts of its columns in the live display."""

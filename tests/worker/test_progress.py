@@ -319,3 +319,20 @@ def test_the_supervisor_reads_its_childrens_pipes_to_the_last_line(monkeypatch):
             f"[worker {rank}] trial 0 complete after 1 epochs: 0.5000 (0.1 s)"]
         assert f"[worker {rank}] Error: something on stderr" in mine
     assert lines.count("a line of its own") == 2
+
+
+def test_the_eta_is_the_pace_so_far_times_what_is_left():
+    from hpo.worker.progress import WorkerRow
+
+    start = {"trial": 0, "params": "", "epochs": 10, "metric": "val_accuracy", "direction": "maximize"}
+    fresh = WorkerRow()
+    fresh.apply("trial_start", start, now=0.0)
+    assert fresh.eta(1.0) is None  # no batch yet: no pace
+    fresh.apply("batch", {"trial": 0, "epoch": 1, "batch": 4, "batches": 8}, now=5.0)
+    assert fresh.eta(5.0) == pytest.approx(5.0 * 9.5 / 0.5)  # half an epoch in 5 s, 9.5 to go
+    fresh.apply("epoch", {"trial": 0, "epoch": 1, "value": 0.5, "metric": "val_accuracy"})
+    assert fresh.eta(8.0) == pytest.approx(8.0 * 9)
+    resumed = WorkerRow()  # from a checkpoint after epoch 5: its first batch is epoch 6's
+    resumed.apply("trial_start", start, now=0.0)
+    resumed.apply("batch", {"trial": 0, "epoch": 6, "batch": 4, "batches": 8}, now=5.0)
+    assert resumed.eta(5.0) == pytest.approx(5.0 * 4.5 / 0.5)
