@@ -300,8 +300,8 @@ class WorkerProgress:
         self._step(event, message)
         for line in lines:
             self.board.print(self.prefix + line)
-        if event in ("trial_start", "batch", "epoch", "trial_end"):
-            self.board.show(0, "", self.row, refresh=event != "batch")  # between trials: what next
+        if event in ("trial_start", "batch", "epoch", "trial_end"):  # trial_end: "asking for the next trial"
+            self.board.show(0, "", self.row, refresh=event != "batch")  # a batch waits for rich's refresh (4/s)
 
     def _plain(self, lines: list[str]) -> None:
         for line in lines:
