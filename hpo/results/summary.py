@@ -141,6 +141,7 @@ def _best_entry(loaded: LoadedStudy, trial: TrialRecord) -> dict[str, Any]:
     config = cast("dict[str, Any]", trial.config)  # recorded before training, so a complete trial has it
     values = cast("list[float]", trial.values)
     rerun = spec_to_json(spec)
+    rerun.pop("enqueue", None)  # sets of searched keys: the re-run searches nothing
     rerun.update(config)
     rerun.update({
         "name": f"{study.study_name}-trial-{trial.number}",

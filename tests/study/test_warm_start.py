@@ -116,3 +116,18 @@ def test_a_negative_top_is_refused(tmp_path, target):
     _parent(tmp_path, target, {0.05: 0.9})
     with pytest.raises(UsageError, match=r"--top must be 0 or more \(got -1\)"):
         create_warm_started(load_spec(write_spec(tmp_path, "child")), target, parent="parent", top=-1)
+
+
+def test_best_of_a_study_with_enqueue_sets_gives_a_spec_that_validates(tmp_path, target):
+    path = write_spec(tmp_path, "e")
+    path.write_text(path.read_text() + "enqueue:\n  - {train.lr: 0.01}\n")
+    study, _ = create_study(load_spec(path), target)
+    trial = study.ask()
+    trial.suggest_float("train.lr", 1e-4, 1e-1, log=True)
+    config = {"data": {"name": "digits"}, "model": {"name": "mlp"}, "train": {"lr": 0.01, "epochs": 1}}
+    trial.set_user_attr(CONFIG, config)
+    study.tell(trial, 0.9)
+    result = CliRunner().invoke(cli, ["study", "best", "e", "--format", "yaml"])
+    assert result.exit_code == 0 and "enqueue" not in result.stdout
+    (tmp_path / "best.yaml").write_text(result.stdout)
+    assert load_spec(tmp_path / "best.yaml").search == {}
