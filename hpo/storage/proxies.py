@@ -347,19 +347,43 @@ class OneReadPerTrial(DelegatingStorage):
     The read belongs to the thread that opened ``one_read``: the worker's heartbeat thread
     shares this storage, and its sweep must neither see the trial's read nor find it gone
     half-way (with many workers a sweep overlapped an ask and failed on it).
+
+    The next ``one_read`` of the same thread starts from the same read while no trial's state
+    has changed through this storage since (a tell, a claim, a hand-back, a queued retry) and
+    for at most ``KEEP_FOR`` seconds: the worker's ask and its sampling, milliseconds apart,
+    share one read (the trial asked for is not in it, and TPE leaves it out anyway); the next
+    ask, after the trial's tell, reads afresh.
     """
+
+    KEEP_FOR = 1.0
 
     def __init__(self, inner: BaseStorage):
         super().__init__(inner)
         self._local = threading.local()  # .reads: study id -> trials, while one_read is active
+        self._changes = 0  # trial state changes passed on, by any thread
 
     @contextlib.contextmanager
     def one_read(self) -> Iterator[None]:
-        self._local.reads = {}
+        # (state changes seen, monotonic time, reads) when the last one's read began
+        kept: tuple[int, float, dict[int, list[FrozenTrial]]] | None = getattr(self._local, "kept", None)
+        if kept is None or kept[0] != self._changes or time.monotonic() - kept[1] > self.KEEP_FOR:
+            kept = (self._changes, time.monotonic(), {})
+        changes, started, reads = kept
+        self._local.reads = reads
         try:
             yield
         finally:
+            self._local.kept = (changes, started, reads)
             self._local.reads = None
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        self._changes += 1  # before: a read kept from now on is not reused
+        return super().set_trial_state_values(trial_id, state, values)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        if template_trial is not None:  # a queued (or added) trial, not the one being asked for
+            self._changes += 1
+        return super().create_new_trial(study_id, template_trial)
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:
@@ -401,22 +425,26 @@ class PrunerView(DelegatingStorage):
     running trials come from one light query of their system attributes.
 
     ``max_age``: seconds for which a read is reused (0: read every time). What is kept is
-    kept per study: a pruner reads the study it is given.
+    kept per study: a pruner reads the study it is given. ``shared``: what views of other
+    ages have read (by study id), so that each finished trial is read once for all of them
+    (the budget's view and the pruner's both read every trial that finishes).
     """
 
-    def __init__(self, inner: BaseStorage, rdb: RDBStorage, *, max_age: float = 0.0):
+    def __init__(self, inner: BaseStorage, rdb: RDBStorage, *, max_age: float = 0.0,
+                 shared: dict[int, _StudyReads] | None = None):
         super().__init__(inner)
         self._rdb = rdb  # the RDBStorage underneath, for the light query
         self.max_age = max_age
-        self._studies: dict[int, _StudyReads] = {}
+        self._studies: dict[int, _StudyReads] = {} if shared is None else shared
+        self._last: dict[int, tuple[float, list[FrozenTrial]]] = {}  # this view's own: its age
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:
         reads = self._studies.setdefault(study_id, _StudyReads())
-        read_at, trials = reads.last
+        read_at, trials = self._last.get(study_id, (-math.inf, []))
         if time.monotonic() - read_at >= self.max_age:
             trials = self._read(study_id, reads)
-            reads.last = (time.monotonic(), trials)
+            self._last[study_id] = (time.monotonic(), trials)
         if states is not None:
             trials = [t for t in trials if t.state in states]
         if deepcopy:
@@ -476,7 +504,6 @@ class _StudyReads:
     finished: dict[int, FrozenTrial] = field(default_factory=dict)  # by trial id: they never change
     pending: set[int] = field(default_factory=set)  # ids seen unfinished
     watermark: int = -1  # highest trial id seen
-    last: tuple[float, list[FrozenTrial]] = (-math.inf, [])  # (monotonic time, trials) of the last read
 
 
 def _light_trial(trial_id: int, number: int, state: TrialState, started: datetime | None) -> FrozenTrial:
@@ -496,13 +523,15 @@ def _light_trial(trial_id: int, number: int, state: TrialState, started: datetim
     )
 
 
-def pruner_storage(storage: BaseStorage, *, max_age: float = 0.0) -> BaseStorage:
+def pruner_storage(storage: BaseStorage, *, max_age: float = 0.0,
+                   shared: dict[int, _StudyReads] | None = None) -> BaseStorage:
     """A PrunerView of ``storage`` when it is a database (with the same reconnect policy);
-    ``storage`` itself otherwise (the journal store replays only new log lines: cheap)."""
+    ``storage`` itself otherwise (the journal store replays only new log lines: cheap).
+    ``shared`` as for PrunerView."""
     rdb = rdb_backend(storage)
     if rdb is None:
         return storage
-    view = PrunerView(storage, rdb, max_age=max_age)
+    view = PrunerView(storage, rdb, max_age=max_age, shared=shared)
     if isinstance(storage, ReconnectingStorage):
         return ReconnectingStorage(view, storage.display, give_up_after=storage.give_up_after,
                                    first_wait=storage.first_wait, max_wait=storage.max_wait)
@@ -510,15 +539,18 @@ def pruner_storage(storage: BaseStorage, *, max_age: float = 0.0) -> BaseStorage
 
 
 _light_studies: weakref.WeakKeyDictionary[Study, dict[float, Study]] = weakref.WeakKeyDictionary()
+_light_reads: weakref.WeakKeyDictionary[Study, dict[int, _StudyReads]] = weakref.WeakKeyDictionary()
 
 
 def light_study(study: Study, *, max_age: float = 0.0) -> Study:
     """``study`` over ``pruner_storage``: as the pruner (every epoch) and the budget check
     (every trial) read it; ``max_age`` as for PrunerView. One per study object and age, so
-    that what the view has read is kept."""
+    that what the view has read is kept, and the views of one study object share the
+    finished trials they have read (each is read once, not once per age)."""
     views = _light_studies.setdefault(study, {})
     if max_age not in views:
-        storage = pruner_storage(storage_of(study), max_age=max_age)
+        storage = pruner_storage(storage_of(study), max_age=max_age,
+                                 shared=_light_reads.setdefault(study, {}))
         if storage is storage_of(study):  # nothing to save on this storage
             return study
         import optuna

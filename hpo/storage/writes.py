@@ -15,6 +15,7 @@ Optuna upgrade that changes them fails loudly.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -102,9 +103,12 @@ def _write_rdb(rdb: RDBStorage, trial_id: int, params: Sequence[Param], values: 
             return
         trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
         rdb.check_trial_is_updatable(trial_id, trial.state)
+        study_id = trial.study_id  # the row is not readable once the session is closed
         params = _first_of_each(params)
+        # PostgreSQL never hands out a deleted study's id again; SQLite may, so it reads each time.
+        known = _known_distributions.setdefault(rdb, {}) if rdb.engine.name == "postgresql" else {}
         if params:
-            kept, clash = _until_a_clash(session, trial.study_id, params)
+            kept, clash = _until_a_clash(session, study_id, params, known)
             if clash is not None:  # Optuna's calls store the parameters before it, then stop
                 params, values, attrs = kept, {}, {}
         _insert(session, upsert, models.TrialParamModel, ("trial_id", "param_name"), [
@@ -119,6 +123,8 @@ def _write_rdb(rdb: RDBStorage, trial_id: int, params: Sequence[Param], values: 
         _insert(session, upsert, models.TrialUserAttributeModel, ("trial_id", "key"), [
             {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()],
             replace=True)
+    for name, _, distribution in params:  # committed: the study now has them stored
+        known.setdefault((study_id, name), distribution_to_json(distribution))
     if clash is not None:  # raised once the parameters before it are committed
         raise clash
 
@@ -162,23 +168,32 @@ def _upsert_statement(dialect: str) -> Callable[..., Any] | None:
     return None
 
 
-def _until_a_clash(session: Session, study_id: int, params: Sequence[Param]) -> tuple[list[Param], ValueError | None]:
+# A distribution stored for a parameter name, by database and (study id, name): stored
+# parameters never change, so one read of a name serves this process's later trials (the
+# query scans every parameter of the study: its cost grew with the number of trials).
+_known_distributions: weakref.WeakKeyDictionary[RDBStorage, dict[tuple[int, str], str]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _until_a_clash(session: Session, study_id: int, params: Sequence[Param],
+                   known: dict[tuple[int, str], str]) -> tuple[list[Param], ValueError | None]:
     """What Optuna checks for each parameter: the study's earlier trials used a compatible
     distribution under that name (one stored distribution per name suffices: they were all
-    checked against each other). Returns the parameters before the first that fails, and
-    its error (None if none fails)."""
+    checked against each other). Names not in ``known`` are read (and added). Returns the
+    parameters before the first that fails, and its error (None if none fails)."""
     from optuna.distributions import check_distribution_compatibility, json_to_distribution
     from sqlalchemy import func
 
     models = rdb_models()
     param = models.TrialParamModel
-    earlier = dict(
-        session.query(param.param_name, func.min(param.distribution_json))
-        .join(models.TrialModel)
-        .filter(models.TrialModel.study_id == study_id, param.param_name.in_([p[0] for p in params]))
-        .group_by(param.param_name)
-        .all()
-    )
+    unknown = [p[0] for p in params if (study_id, p[0]) not in known]
+    if unknown:
+        known.update(((study_id, name), stored) for name, stored in
+                     session.query(param.param_name, func.min(param.distribution_json))
+                     .join(models.TrialModel)
+                     .filter(models.TrialModel.study_id == study_id, param.param_name.in_(unknown))
+                     .group_by(param.param_name))
+    earlier = {name: known[(study_id, name)] for name, _, _ in params if (study_id, name) in known}
     for index, (name, _, distribution) in enumerate(params):
         if name in earlier:
             try:

@@ -14,6 +14,7 @@ extension). Trials a warm start added from another study count towards none of t
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -43,7 +44,7 @@ def budget_state(study: Study, budget: Budget) -> BudgetState:
 
     from hpo.storage.proxies import light_study
 
-    budget = effective_budget(study, budget)
+    budget = _in_force(study, budget, reuse=False)
     # Every trial: keep the read light.
     trials = own_trials(light_study(study).get_trials(deepcopy=False))
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
@@ -54,6 +55,23 @@ def budget_state(study: Study, budget: Budget) -> BudgetState:
         return BudgetState(finished, claimed, failed, failures, exhausted=False)
     spent = _spent(study, budget, finished, claimed, waiting=any(t.state == TrialState.WAITING for t in trials))
     return BudgetState(finished, claimed, failed, spent, exhausted=spent is not None)
+
+
+# The budget in force as last read, per study object: (monotonic time, the spec's budget, it).
+_read_budgets: weakref.WeakKeyDictionary[Study, tuple[float, Budget, Budget]] = weakref.WeakKeyDictionary()
+REUSE_FOR = 1.0  # seconds
+
+
+def _in_force(study: Study, budget: Budget, *, reuse: bool) -> Budget:
+    """``effective_budget``; with ``reuse``, the one read for ``budget`` at most REUSE_FOR s ago:
+    the check after ``ask`` follows the one before it by milliseconds, and each read is the
+    study's attributes, the stored spec among them (3 statements on a database)."""
+    last = _read_budgets.get(study)
+    if reuse and last is not None and last[1] is budget and time.monotonic() - last[0] <= REUSE_FOR:
+        return last[2]
+    in_force = effective_budget(study, budget)
+    _read_budgets[study] = (time.monotonic(), budget, in_force)
+    return in_force
 
 
 def _spent(study: Study, budget: Budget, finished: int, claimed: int, *, waiting: bool) -> str | None:
@@ -133,7 +151,7 @@ def is_over_budget(study: Study, trial_number: int, budget: Budget) -> bool:
     (an extension applies; a warm start's added trials do not count)."""
     from optuna.trial import TrialState
 
-    budget = effective_budget(study, budget)
+    budget = _in_force(study, budget, reuse=True)
     if budget.n_trials is None or trial_number < budget.n_trials:
         return False  # trial numbers start at 0: fewer than n_trials are numbered before it
     from hpo.storage.proxies import light_study
