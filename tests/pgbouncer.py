@@ -266,19 +266,23 @@ class PgBouncer:
         import psycopg2
 
         assert self.base_dir is not None
-        self._proc = subprocess.Popen(
-            [str(self.binary), str(self.base_dir / "pgbouncer.ini")],
-            cwd=self.base_dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True, **_run_as(),
-        )
+        # Its output goes to a file, never to a pipe: pgbouncer writes a line per login to
+        # stderr as well as to its log, and blocks, all clients with it, once a pipe nobody
+        # reads is full (about 300 logins).
+        with open(self.base_dir / "stderr.log", "ab") as stderr:
+            self._proc = subprocess.Popen(
+                [str(self.binary), str(self.base_dir / "pgbouncer.ini")],
+                cwd=self.base_dir, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
+                start_new_session=True, **_run_as(),
+            )
         deadline = time.monotonic() + self.startup_timeout
         last_error = "timed out"
         while True:
             code = self._proc.poll()
             if code is not None:
-                stderr = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
                 self._proc = None
-                return f"exited with status {code}: {stderr.strip() or self.log_tail(5)}"
+                stderr = (self.base_dir / "stderr.log").read_text(errors="replace").strip()
+                return f"exited with status {code}: {stderr[-2000:] or self.log_tail(5)}"
             try:
                 self._admin_connection(timeout=2).close()
                 return None

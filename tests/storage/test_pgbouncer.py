@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -42,7 +43,7 @@ LEARNING_RATES = [0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.03, 0.05]
 SPEC = """\
 name: {name}
 objective: {{metric: val_accuracy, direction: maximize}}
-budget: {{n_trials: {n_trials}, max_retries: 2, heartbeat_interval: 1, heartbeat_grace_period: 3}}
+budget: {{n_trials: {n_trials}, max_retries: 2, heartbeat_interval: 1, heartbeat_grace_period: {grace}}}
 sampler: {{name: grid, seed: 0}}
 pruner: {{name: none}}
 data: {{name: digits}}
@@ -63,58 +64,58 @@ def make_study(url: str, work: Path, name: str, *, n_widths: int, epochs: int) -
     without artifacts (the stand-in trains no model to draw or save); returns the budget."""
     n_trials = len(LEARNING_RATES) * n_widths
     path = work / f"{name}.yaml"
-    path.write_text(SPEC.format(name=name, n_trials=n_trials, epochs=epochs, lrs=LEARNING_RATES,
+    path.write_text(SPEC.format(name=name, n_trials=n_trials, epochs=epochs, lrs=LEARNING_RATES, grace=GRACE,
                                 widths=list(range(8, 8 + n_widths))))
     study, _ = create_study(load_spec(path), resolve_storage(url))
     study.set_user_attr(ARTIFACT_STORE, None)
     return n_trials
 
 
-def start_workers(url: str, study: str, work: Path, n: int, *, epoch_seconds: float) -> list[subprocess.Popen]:
-    """``n`` stand-in workers, each claiming a host of its own (so that only heartbeats can
-    tell the others that it died), released together once all have imported hpo."""
-    go = work / f"{study}.go"
-    ready = [work / f"{study}.ready{rank}" for rank in range(n)]
-    env = dict(os.environ, HPO_STORAGE=url, HPO_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    procs = []
-    for rank in range(n):
-        with open(work / f"{study}.worker{rank}.log", "w") as log:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "tests.storage.stand_in_worker", study, "--rank", str(rank),
-                 "--epoch-seconds", str(epoch_seconds), "--host", f"node-{rank}", "--ready", str(ready[rank]),
-                 "--go", str(go)],
-                env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
-    deadline = time.monotonic() + 240
-    while not all(path.exists() for path in ready):
-        exited = [p.returncode for p in procs if p.poll() is not None]
-        if exited or time.monotonic() > deadline:
-            stop_all(procs)
-            raise AssertionError(f"workers exited or hung before the start: {exited}\n{logs(work, study)}")
-        time.sleep(0.1)
-    go.touch()
-    return procs
+class Workers:
+    """``n`` stand-in workers forked by one process (tests/storage/stand_in_worker.py), each
+    claiming a host of its own (node-RANK), so that only heartbeats can tell the others that
+    one died."""
 
+    def __init__(self, url: str, study: str, work: Path, n: int, *, epoch_seconds: float) -> None:
+        self.log_dir = work / f"{study}-workers"
+        self.log_dir.mkdir()
+        env = dict(os.environ, HPO_STORAGE=url, HPO_THREADS="1",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.storage.stand_in_worker", study, "--workers", str(n),
+             "--epoch-seconds", str(epoch_seconds), "--log-dir", str(self.log_dir)],
+            env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-def stop_all(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+    def is_mine(self, pid: int) -> bool:
+        """Whether ``pid`` is one of the workers (a child of the forking process)."""
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1]) == self.proc.pid
+        except (OSError, ValueError, IndexError):
+            return False
 
+    def wait(self, timeout: float) -> dict[int, int]:
+        """Each rank's exit status (negative: the signal that killed it)."""
+        try:
+            output, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"the workers ran past {timeout:g} s\n{self.logs()}") from None
+        assert self.proc.returncode == 0, output + self.logs()
+        codes = json.loads((self.log_dir / "exit-codes.json").read_text())
+        return {int(rank): code for rank, code in codes.items()}
 
-def wait_for(procs: list[subprocess.Popen], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    try:
-        return [proc.wait(timeout=max(0.1, deadline - time.monotonic())) for proc in procs]
-    except subprocess.TimeoutExpired:
-        stop_all(procs)
-        raise
+    def kill(self) -> None:
+        """SIGKILL the forking process and every worker it forked."""
+        children = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if self.is_mine(pid)]
+        for pid in [self.proc.pid, *children]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait()
 
-
-def logs(work: Path, study: str) -> str:
-    return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-2000:]}"
-                     for path in sorted(work.glob(f"{study}.worker*.log")))
+    def logs(self) -> str:
+        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-2000:]}"
+                         for path in sorted(self.log_dir.glob("worker-*.log")))
 
 
 class ConnectionPeak:
@@ -131,15 +132,19 @@ class ConnectionPeak:
     def _run(self) -> None:
         try:
             conn = self.server.connect("postgres", application_name=OBSERVER)
+            # Each query its own transaction: within one, pg_stat_activity is a snapshot (and
+            # psycopg2's `with conn` opens one even in autocommit mode).
             conn.autocommit = True
-            with conn, conn.cursor() as cur:
-                while not self._stop.wait(0.05):
-                    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                                "AND backend_type = 'client backend' AND application_name <> %s",
-                                (self.dbname, OBSERVER))
-                    self.peak = max(self.peak, cur.fetchone()[0])
-                    self.samples += 1
-            conn.close()
+            try:
+                with conn.cursor() as cur:
+                    while not self._stop.wait(0.05):
+                        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                    "AND backend_type = 'client backend' AND application_name <> %s",
+                                    (self.dbname, OBSERVER))
+                        self.peak = max(self.peak, cur.fetchone()[0])
+                        self.samples += 1
+            finally:
+                conn.close()
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
 
@@ -232,10 +237,10 @@ def test_four_workers_through_a_pool_of_two_finish_the_budget(postgres_server, t
     with fresh_database(postgres_server) as dbname, PgBouncer(postgres_server, pool_size=2) as bouncer:
         url = bouncer.url_for(dbname)
         n_trials = make_study(observer_url(postgres_server, dbname), tmp_path, "four", n_widths=2, epochs=3)
-        procs = start_workers(url, "four", tmp_path, 4, epoch_seconds=0.05)
-        codes = wait_for(procs, timeout=120)
-        output = logs(tmp_path, "four")
-        assert codes == [0] * 4, output
+        workers = Workers(url, "four", tmp_path, 4, epoch_seconds=0.05)
+        codes = workers.wait(timeout=120)
+        output = workers.logs()
+        assert codes == dict.fromkeys(range(4), 0), output
         assert "DuplicatePreparedStatement" not in output and "Traceback" not in output, output
         storage = observer_storage(postgres_server, dbname)
         trials = optuna.load_study(study_name="four", storage=storage).get_trials(deepcopy=False)
@@ -247,8 +252,9 @@ def test_four_workers_through_a_pool_of_two_finish_the_budget(postgres_server, t
 
 N_WORKERS = 64
 N_WIDTHS = 16  # 8 x 16 = 128 grid points: two trials per worker
-EPOCHS = 5
-EPOCH_SECONDS = 0.4  # 2 s trials: the first wave still runs when the killed trial goes stale
+EPOCHS = 6
+EPOCH_SECONDS = 1.0  # 6 s trials: the second wave still runs when the killed trial goes stale
+GRACE = 4  # heartbeat_grace_period (every 1 s a heartbeat, every 2 s a sweep)
 
 
 @pytest.fixture(scope="module")
@@ -262,30 +268,29 @@ def pooled_run(postgres_server, pgbouncer_server, tmp_path_factory):
         study = optuna.load_study(study_name="many", storage=storage)
         started = time.monotonic()
         with ConnectionPeak(postgres_server, dbname) as peak:
-            procs = start_workers(pgbouncer_server.url_for(dbname), "many", work, N_WORKERS,
-                                  epoch_seconds=EPOCH_SECONDS)
+            workers = Workers(pgbouncer_server.url_for(dbname), "many", work, N_WORKERS, epoch_seconds=EPOCH_SECONDS)
             try:
-                victim = kill_a_training_worker(study, procs)
-                codes = wait_for(procs, timeout=240)
+                victim = kill_a_training_worker(study, workers)
             except BaseException:
-                stop_all(procs)
+                workers.kill()
                 raise
+            codes = workers.wait(timeout=240)
         trials = study.get_trials(deepcopy=False)
         yield {"n_trials": n_trials, "trials": trials, "codes": codes, "victim": victim, "peak": peak,
-               "logs": logs(work, "many"), "procs": procs, "seconds": time.monotonic() - started}
+               "logs": workers.logs(), "seconds": time.monotonic() - started}
         storage.engine.dispose()
 
 
-def kill_a_training_worker(study: optuna.Study, procs: list[subprocess.Popen]) -> tuple[int, int]:
-    """SIGKILL the worker of the first trial seen training (an epoch reported); (trial number, pid)."""
-    by_pid = {proc.pid: proc for proc in procs}
+def kill_a_training_worker(study: optuna.Study, workers: Workers) -> tuple[int, dict]:
+    """SIGKILL the worker of the first trial seen training (an epoch reported);
+    (the trial's number, its worker's identity: host, pid, rank)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            pid = (trial.user_attrs.get(WORKER) or {}).get("pid")
-            if trial.intermediate_values and pid in by_pid:
-                os.kill(pid, signal.SIGKILL)
-                return trial.number, pid
+            worker = trial.user_attrs.get(WORKER) or {}
+            if trial.intermediate_values and workers.is_mine(worker.get("pid", -1)):
+                os.kill(worker["pid"], signal.SIGKILL)
+                return trial.number, worker
         time.sleep(0.1)
     raise AssertionError("no trial was seen training")
 
@@ -298,9 +303,8 @@ def finished(trials) -> list:
 @pytest.mark.subprocess
 def test_64_workers_through_a_pool_of_8_finish_exactly_the_budget(pooled_run):
     run = pooled_run
-    victim_pid = run["victim"][1]
-    survivors = [code for proc, code in zip(run["procs"], run["codes"]) if proc.pid != victim_pid]
-    assert survivors == [0] * (N_WORKERS - 1), run["logs"]
+    victim = run["victim"][1]["rank"]
+    assert run["codes"] == {rank: -signal.SIGKILL if rank == victim else 0 for rank in range(N_WORKERS)}, run["logs"]
     assert len(finished(run["trials"])) == run["n_trials"]
     assert not [t.number for t in run["trials"] if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     numbers = [t.number for t in run["trials"]]
@@ -320,17 +324,17 @@ def test_64_workers_run_every_grid_point_once(pooled_run):
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_killed_workers_trial_is_swept_by_heartbeat_through_the_pool_and_rerun(pooled_run):
-    number, pid = pooled_run["victim"]
+    number, worker = pooled_run["victim"]
     trials = {t.number: t for t in pooled_run["trials"]}
     killed = trials[number]
     assert killed.state == TrialState.FAIL
-    rank = next(i for i, proc in enumerate(pooled_run["procs"]) if proc.pid == pid)
     # Its worker claimed a host of its own: only the missing heartbeats could tell.
+    assert worker["host"] == f"node-{worker['rank']}"
     assert killed.user_attrs[FAIL_REASON] == (
-        f"worker process {pid} on node-{rank} stopped sending heartbeats for over 3 s")
+        f"worker process {worker['pid']} on {worker['host']} stopped sending heartbeats for over {GRACE} s")
     (retry,) = [t for t in trials.values() if t.user_attrs.get(RETRY_OF) == number]
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params
-    assert retry.user_attrs[WORKER]["pid"] != pid
+    assert retry.user_attrs[WORKER]["pid"] != worker["pid"]
 
 
 @pytest.mark.slow
