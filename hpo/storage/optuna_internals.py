@@ -50,6 +50,7 @@ __all__ = [
     "HeartbeatForwarding",
     "cached_frozen_trial",
     "cached_storage",
+    "created_trial",
     "inner_layer",
     "JournalBatch",
     "journal_batch",
@@ -196,6 +197,23 @@ def cached_storage(rdb: RDBStorage) -> BaseStorage:
     from optuna.storages import _CachedStorage
 
     return _CachedStorage(rdb)
+
+
+def created_trial(storage: BaseStorage, trial_id: int) -> FrozenTrial | None:
+    """What ``storage``, Optuna's cache, kept of a trial it has just created (the FrozenTrial
+    the database returned for the new row: number, RUNNING, start time, nothing else yet);
+    None for another storage or a trial it does not hold.
+
+    Optuna 5.0.0: ``_CachedStorage.create_new_trial`` adds ``RDBStorage._create_new_trial``'s
+    FrozenTrial to ``_studies[study_id].trials[number]``, found through
+    ``_trial_id_to_study_id_and_number``; its ``get_trial`` reads running trials afresh."""
+    from optuna.storages import _CachedStorage
+
+    if not isinstance(storage, _CachedStorage):
+        return None
+    with storage._lock:
+        where = storage._trial_id_to_study_id_and_number.get(trial_id)
+        return None if where is None else storage._studies[where[0]].trials.get(where[1])
 
 
 def inner_layer(storage: BaseStorage) -> BaseStorage | None:

@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.errors import StorageError
 from hpo.storage.optuna_internals import (
     HeartbeatForwarding,
+    created_trial,
     rdb_models,
     rdb_session,
     rdb_set_system_attr,
@@ -353,6 +354,10 @@ class OneReadPerTrial(DelegatingStorage):
     for at most ``KEEP_FOR`` seconds: the worker's ask and its sampling, milliseconds apart,
     share one read (the trial asked for is not in it, and TPE leaves it out anyway); the next
     ask, after the trial's tell, reads afresh.
+
+    Optuna's ask reads the trial it has just created back from the database (seven
+    statements): the trial a thread has just created without a template is answered from
+    what the creation returned instead (nobody else has written to it yet).
     """
 
     KEEP_FOR = 1.0
@@ -383,7 +388,17 @@ class OneReadPerTrial(DelegatingStorage):
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if template_trial is not None:  # a queued (or added) trial, not the one being asked for
             self._changes += 1
-        return super().create_new_trial(study_id, template_trial)
+        trial_id = super().create_new_trial(study_id, template_trial)
+        self._local.created = trial_id if template_trial is None else None
+        return trial_id
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        if getattr(self._local, "created", None) == trial_id:
+            self._local.created = None  # once: later reads see what was written since
+            created = created_trial(self._inner, trial_id)
+            if created is not None and created.state == TrialState.RUNNING:
+                return copy.deepcopy(created)  # the caller's own copy (a Trial writes into it)
+        return super().get_trial(trial_id)
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:

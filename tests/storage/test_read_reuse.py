@@ -103,3 +103,30 @@ def test_a_parameters_stored_distribution_is_read_once_per_process(postgres_url)
     assert len(queries) == 1
     sqlalchemy.event.remove(engine, "before_cursor_execute", count)
     engine.dispose()
+
+
+def test_ask_takes_the_trial_it_created_from_the_creation_not_a_read(postgres_url):
+    storage = open_storage(resolve_storage(postgres_url), reconnect_for=5)  # hpo's worker stack
+    study = optuna.create_study(study_name="created", storage=storage)
+    engine = rdb_backend(storage).engine
+    trial_reads: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().startswith("SELECT trials.trial_id AS trials_trial_id") and (
+                "WHERE trials.trial_id =" in statement):  # one trial by its id
+            trial_reads.append(statement)
+
+    sqlalchemy.event.listen(engine, "before_cursor_execute", count)
+    trial = study.ask()
+    assert trial_reads == []  # Optuna's own ask reads the new trial back by its id
+    sqlalchemy.event.remove(engine, "before_cursor_execute", count)
+    stored = optuna.storages.RDBStorage(postgres_url).get_trial(trial._trial_id)
+    mine = storage.get_trial(trial._trial_id)  # later reads: the database's, as before
+    assert (mine.number, mine.state, mine.datetime_start) == (stored.number, stored.state, stored.datetime_start)
+    ours = trial._cached_frozen_trial
+    assert (ours.number, ours.state, ours.datetime_start, ours.params, ours.user_attrs, ours.system_attrs) == (
+        stored.number, TrialState.RUNNING, stored.datetime_start, {}, {}, {})
+    trial.suggest_float("x", 0, 1)
+    study.tell(trial, 0.5)
+    assert storage.get_trial(trial._trial_id).state == TrialState.COMPLETE
+    engine.dispose()
