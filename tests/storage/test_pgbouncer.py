@@ -43,7 +43,7 @@ LEARNING_RATES = [0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.03, 0.05]
 SPEC = """\
 name: {name}
 objective: {{metric: val_accuracy, direction: maximize}}
-budget: {{n_trials: {n_trials}, max_retries: 2, heartbeat_interval: 1, heartbeat_grace_period: {grace}}}
+budget: {{n_trials: {n_trials}, max_retries: 2, heartbeat_interval: {heartbeat}, heartbeat_grace_period: {grace}}}
 sampler: {{name: grid, seed: 0}}
 pruner: {{name: none}}
 data: {{name: digits}}
@@ -64,7 +64,8 @@ def make_study(url: str, work: Path, name: str, *, n_widths: int, epochs: int) -
     without artifacts (the stand-in trains no model to draw or save); returns the budget."""
     n_trials = len(LEARNING_RATES) * n_widths
     path = work / f"{name}.yaml"
-    path.write_text(SPEC.format(name=name, n_trials=n_trials, epochs=epochs, lrs=LEARNING_RATES, grace=GRACE,
+    path.write_text(SPEC.format(name=name, n_trials=n_trials, epochs=epochs, lrs=LEARNING_RATES,
+                                heartbeat=HEARTBEAT, grace=GRACE,
                                 widths=list(range(8, 8 + n_widths))))
     study, _ = create_study(load_spec(path), resolve_storage(url))
     study.set_user_attr(ARTIFACT_STORE, None)
@@ -253,8 +254,11 @@ def test_four_workers_through_a_pool_of_two_finish_the_budget(postgres_server, t
 N_WORKERS = 64
 N_WIDTHS = 16  # 8 x 16 = 128 grid points: two trials per worker
 EPOCHS = 6
-EPOCH_SECONDS = 1.0  # 6 s trials: the second wave still runs when the killed trial goes stale
-GRACE = 4  # heartbeat_grace_period (every 1 s a heartbeat, every 2 s a sweep)
+EPOCH_SECONDS = 2.0  # 12 s trials: the second wave still runs when the killed trial is swept
+# Heartbeats every 2 s, a trial without one for 10 s is stale, sweeps every 5 s: the killed
+# trial is swept at most 17 s after the kill. Much less, and on 2 busy cores a live worker's
+# heartbeat, queued behind 127 other clients for one of 8 server connections, can be late.
+HEARTBEAT, GRACE = 2, 10
 
 
 @pytest.fixture(scope="module")
