@@ -43,6 +43,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def dataset_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Workers' on-disk dataset cache (hpo.training.cache) in the session's tmp folder, never
+    the user's ~/.cache/hpo; every subprocess the tests start inherits it."""
+    previous = os.environ.get("HPO_CACHE_DIR")
+    os.environ["HPO_CACHE_DIR"] = str(tmp_path_factory.mktemp("hpo-cache"))
+    yield
+    if previous is None:
+        del os.environ["HPO_CACHE_DIR"]
+    else:
+        os.environ["HPO_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL server for the session; fault tests may stop/kill/restart it.

@@ -85,6 +85,7 @@ def hpo_env(storage: str | None = None, **extra: str) -> dict[str, str]:
            if k not in ("HPO_STORAGE", "HPO_DEBUG", "HPO_WORKER_RANK", "HPO_ALLOW_MODULES",
                         "HPO_MODULE_PATH")}
     env["HPO_THREADS"] = "1"
+    env["HPO_CACHE_DIR"] = os.environ["HPO_CACHE_DIR"]  # the session's (conftest.py), not ~/.cache/hpo
     if storage is not None:
         env["HPO_STORAGE"] = storage
     env.update(extra)

@@ -6,6 +6,10 @@ study on any worker trains and validates on the same images) -> per-channel stat
 training split -> batch sources on the device. Official test sets are the test split; sources
 without one have it carved off the pool first. The test split is only reachable through
 ``load_test_split``: tuning never sees it.
+
+A worker's fixed dataset (``load_splits(..., disk_cache=True)``) goes through the on-disk
+cache of prepared splits (``hpo.training.cache``): a worker started again on the same data
+reads the train and validation arrays instead of loading and splitting the source again.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 from hpo.errors import TrainingError, close_matches
+from hpo.training import cache
 from hpo.training.batches import BatchSource, LoaderBatches, TensorBatches
 from hpo.training.config import DataConfig
 from hpo.training.datasets import DATASETS, resolve_root
@@ -247,24 +252,70 @@ def plan(key: RawKey, classes: Any, val_fraction: float, test_fraction: float, s
     return Plan(raw, splits, label_map, names, mean, std)
 
 
+PlanArgs = tuple[RawKey, Any, float, float, int, float]
+
+
+def _plan_args(cfg: DataConfig) -> PlanArgs:
+    return (raw_key(cfg), _hashable(cfg.classes), cfg.val_fraction, cfg.test_fraction,
+            cfg.split_seed, cfg.train_fraction)
+
+
 def _plan_for(cfg: DataConfig) -> Plan:
-    return plan(
-        raw_key(cfg), _hashable(cfg.classes), cfg.val_fraction, cfg.test_fraction, cfg.split_seed,
-        cfg.train_fraction,
+    return plan(*_plan_args(cfg))
+
+
+# -- prepared tuning splits (in memory, on-disk cache) -------------------------------------
+
+_PREPARED: dict[PlanArgs, cache.Prepared | None] = {}
+
+
+def _prepared_for(cfg: DataConfig, disk_cache: bool) -> cache.Prepared | None:
+    """The train and validation arrays of an in-memory dataset, once per process (shared by
+    configs that differ only in image size, workers or augmentation); None for a source
+    streamed from disk. With ``disk_cache``, read from the on-disk cache when it holds them,
+    else computed and written there."""
+    args = _plan_args(cfg)
+    if args not in _PREPARED:
+        found = _disk_entry(args) if disk_cache else None
+        prepared = found.read() if found is not None else None
+        if prepared is None:
+            prepared = _prepare(plan(*args))
+            if found is not None and prepared is not None:
+                found.write(prepared)
+        _PREPARED[args] = prepared
+    return _PREPARED[args]
+
+
+def _disk_entry(args: PlanArgs) -> cache.Entry | None:
+    (name, kwargs, cwd), classes, val_fraction, test_fraction, seed, train_fraction = args
+    # An absolute root: the same files from any working directory share one entry.
+    loader = {k: os.path.abspath(os.path.join(cwd, v)) if k == "root" else v for k, v in kwargs}
+    selection = {"classes": classes, "val_fraction": val_fraction, "test_fraction": test_fraction,
+                 "split_seed": seed, "train_fraction": train_fraction}
+    return cache.entry(name, loader, selection)
+
+
+def _prepare(p: Plan) -> cache.Prepared | None:
+    parts = {s: p.raw.parts[p.splits[s][0]] for s in cache.SPLITS}
+    if any(part.file_backed for part in parts.values()):
+        return None
+    return cache.Prepared(
+        x={s: np.ascontiguousarray(parts[s].x[p.splits[s][1]]) for s in cache.SPLITS},
+        y={s: p.labels(s) for s in cache.SPLITS},
+        class_names=p.class_names, mean=p.mean, std=p.std, shape=p.raw.shape,
+        scale=float(p.raw.scale), skipped=dict(p.raw.skipped),
     )
 
 
 # -- batch sources -------------------------------------------------------------------------
 
 
-def _in_shape(cfg: DataConfig, raw: RawDataset) -> tuple[int, int, int]:
-    c, h, w = raw.shape
+def _in_shape(cfg: DataConfig, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    c, h, w = shape
     return (c, cfg.image_size, cfg.image_size) if cfg.image_size else (c, h, w)
 
 
-def _source(
-    p: Plan, split: str, cfg: DataConfig, device: torch.device, tensors: tuple | None = None
-) -> BatchSource:
+def _source(p: Plan, split: str, cfg: DataConfig, device: torch.device) -> BatchSource:
     part_name, idx = p.splits[split]
     part = p.raw.parts[part_name]
     labels = torch.from_numpy(p.labels(split))
@@ -280,9 +331,12 @@ def _source(
             device=device,
             num_workers=cfg.num_workers,
         )
-    x, y = tensors if tensors is not None else _tensors(p, split, device)
-    size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
-    return TensorBatches(x, y, mean=p.mean, std=p.std, scale=p.raw.scale, image_size=size)
+    x, y = _tensors(p, split, device)
+    return TensorBatches(x, y, mean=p.mean, std=p.std, scale=p.raw.scale, image_size=_resize(cfg))
+
+
+def _resize(cfg: DataConfig) -> tuple[int, int] | None:
+    return (cfg.image_size, cfg.image_size) if cfg.image_size else None
 
 
 def _tensors(p: Plan, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -293,10 +347,12 @@ def _tensors(p: Plan, split: str, device: torch.device) -> tuple[torch.Tensor, t
 
 
 @functools.cache
-def _device_tensors(p: Plan, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    # Keyed by the plan, not the whole config: configs that differ only in image_size or
-    # num_workers share one copy of the pixels on the device.
-    return _tensors(p, split, device)
+def _device_tensors(
+    pr: cache.Prepared, split: str, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # Keyed by the prepared splits, not the whole config: configs that differ only in
+    # image_size or num_workers share one copy of the pixels on the device.
+    return torch.from_numpy(pr.x[split]).to(device), torch.from_numpy(pr.y[split]).to(device)
 
 
 def cache_key(cfg: DataConfig, device: str | torch.device) -> tuple[str, RawKey, str]:
@@ -308,29 +364,56 @@ def cache_key(cfg: DataConfig, device: str | torch.device) -> tuple[str, RawKey,
 _SPLITS: dict[tuple[str, RawKey, str], Splits] = {}
 
 
-def load_splits(cfg: DataConfig, device: str | torch.device = "cpu") -> Splits:
-    """Train and validation batch sources on ``device``; cached, so a worker loads them once."""
+def load_splits(cfg: DataConfig, device: str | torch.device = "cpu", *,
+                disk_cache: bool = False) -> Splits:
+    """Train and validation batch sources on ``device``; cached, so a worker loads them once.
+
+    ``disk_cache``: read the prepared splits from the on-disk cache (``hpo.training.cache``),
+    or write them there; for a worker's fixed dataset, so that the cache holds one entry per
+    dataset a worker was started on, not one per trial of a searched ``data.*`` key.
+    """
     key = cache_key(cfg, device)
     if key not in _SPLITS:
         dev = torch.device(device)
-        p = _plan_for(cfg)
-        sources = {}
-        for split in ("train", "val"):
-            part = p.raw.parts[p.splits[split][0]]
-            tensors = None if part.file_backed else _device_tensors(p, split, dev)
-            sources[split] = _source(p, split, cfg, dev, tensors)
-        _SPLITS[key] = Splits(
-            train=sources["train"],
-            val=sources["val"],
-            in_shape=_in_shape(cfg, p.raw),
-            num_classes=len(p.class_names),
-            class_names=p.class_names,
-            mean=p.mean,
-            std=p.std,
-            class_counts={s: p.class_counts(s) for s in ("train", "val")},
-            skipped=dict(p.raw.skipped),
-        )
+        prepared = _prepared_for(cfg, disk_cache)
+        if prepared is None:
+            _SPLITS[key] = _streamed_splits(cfg, _plan_for(cfg), dev)
+        else:
+            _SPLITS[key] = _in_memory_splits(cfg, prepared, dev)
     return _SPLITS[key]
+
+
+def _in_memory_splits(cfg: DataConfig, pr: cache.Prepared, dev: torch.device) -> Splits:
+    sources = {}
+    for split in cache.SPLITS:
+        x, y = _device_tensors(pr, split, dev)
+        sources[split] = TensorBatches(x, y, mean=pr.mean, std=pr.std, scale=pr.scale,
+                                       image_size=_resize(cfg))
+    return Splits(
+        train=sources["train"],
+        val=sources["val"],
+        in_shape=_in_shape(cfg, pr.shape),
+        num_classes=len(pr.class_names),
+        class_names=pr.class_names,
+        mean=pr.mean,
+        std=pr.std,
+        class_counts={s: pr.class_counts(s) for s in cache.SPLITS},
+        skipped=dict(pr.skipped),
+    )
+
+
+def _streamed_splits(cfg: DataConfig, p: Plan, dev: torch.device) -> Splits:
+    return Splits(
+        train=_source(p, "train", cfg, dev),
+        val=_source(p, "val", cfg, dev),
+        in_shape=_in_shape(cfg, p.raw.shape),
+        num_classes=len(p.class_names),
+        class_names=p.class_names,
+        mean=p.mean,
+        std=p.std,
+        class_counts={s: p.class_counts(s) for s in ("train", "val")},
+        skipped=dict(p.raw.skipped),
+    )
 
 
 def load_train_val(cfg: DataConfig, device: str | torch.device = "cpu") -> Splits:
@@ -360,7 +443,7 @@ def load_train_val(cfg: DataConfig, device: str | torch.device = "cpu") -> Split
     return Splits(
         train=source,
         val=None,
-        in_shape=_in_shape(cfg, p.raw),
+        in_shape=_in_shape(cfg, p.raw.shape),
         num_classes=len(p.class_names),
         class_names=p.class_names,
         mean=p.mean,
@@ -379,7 +462,7 @@ def load_test_split(cfg: DataConfig, device: str | torch.device = "cpu") -> Test
     p = _plan_for(cfg)
     return TestSplit(
         test=_source(p, "test", cfg, torch.device(device)),
-        in_shape=_in_shape(cfg, p.raw),
+        in_shape=_in_shape(cfg, p.raw.shape),
         num_classes=len(p.class_names),
         class_names=p.class_names,
         class_counts={"test": p.class_counts("test")},
@@ -405,4 +488,4 @@ def input_format(cfg: DataConfig) -> InputFormat:
     """The input format of models trained on ``cfg``, from the same (cached) split plan as
     tuning: the statistics are those the trials normalised with."""
     p = _plan_for(cfg)
-    return InputFormat(_in_shape(cfg, p.raw), p.class_names, p.mean, p.std, float(p.raw.scale))
+    return InputFormat(_in_shape(cfg, p.raw.shape), p.class_names, p.mean, p.std, float(p.raw.scale))

@@ -213,7 +213,9 @@ def _load_fixed_dataset(spec: Spec, device: str) -> int | None:
     searched = {key.removeprefix("data.") for key in spec.search if key.startswith("data.")}
     try:
         if not searched:
-            return len(load_splits(spec.data, device).train)  # the very splits every trial uses
+            # The very splits every trial uses; through the on-disk cache: a restarted worker
+            # reads them instead of loading and splitting the source (hpo.training.cache).
+            return len(load_splits(spec.data, device, disk_cache=True).train)
         elif not searched & source_keys(spec.data.name):
             load_source(spec.data)  # the files every trial reads
     except DATASET_FAULTS as exc:
