@@ -347,3 +347,116 @@ def test_k8s_secret_example_holds_only_placeholders():
         assert PLACEHOLDER in value
     assert not any(d["kind"] == "Secret" for p in K8S.glob("*.yaml") if ".example." not in p.name
                    for d in load_all(p)), "Secrets only as *.example.yaml"
+
+
+# ---- Slurm ------------------------------------------------------------------------------
+
+SBATCH = DOCKER / "slurm" / "worker.sbatch"
+
+
+def sbatch_options() -> dict[str, str]:
+    """The ``#SBATCH`` options (``--name=value``, a flag's value ""), as sbatch reads them:
+    only in the comment block before the first command."""
+    options = {}
+    for line in SBATCH.read_text().splitlines()[1:]:
+        if line and not line.startswith("#"):
+            break
+        if line.startswith("#SBATCH "):
+            name, _, value = line.removeprefix("#SBATCH ").strip().partition("=")
+            options[name] = value
+    return options
+
+
+def sbatch_hpo_command() -> list[str]:
+    (array,) = re.findall(r"^cmd=\((.*)\)$", SBATCH.read_text(), re.M)
+    words = shlex.split(array)
+    assert words[0] == "hpo", words
+    return words[1:]
+
+
+def test_slurm_worker_is_an_array_job_with_one_gpu_per_task():
+    options = sbatch_options()
+    assert re.fullmatch(r"\d+-\d+(%\d+)?", options["--array"]), options
+    assert options["--gres"] == "gpu:1"
+    assert "%a" in options["--output"] and options["--open-mode"] == "append"  # one log per task, kept on requeue
+
+
+def test_slurm_signals_the_batch_shell_before_the_time_limit_and_requeues():
+    options = sbatch_options()
+    match = re.fullmatch(r"B:TERM@(\d+)", options["--signal"])
+    assert match and int(match.group(1)) >= 60, options["--signal"]  # time for a checkpoint and the hand-back
+    assert "--requeue" in options and options["--requeue"] == ""
+
+
+def test_slurm_worker_is_a_real_hpo_worker_command_on_the_gpu():
+    args = sbatch_hpo_command()
+    check_hpo_args(args)
+    assert args[0] == "worker" and args[args.index("--device") + 1] == "cuda"
+
+
+def test_slurm_script_takes_the_storage_from_a_private_file():
+    text = SBATCH.read_text()
+    assert not re.search(r"^\s*(export\s+)?HPO_STORAGE=", text, re.M)  # never set in the script
+    assert "--storage" not in " ".join(sbatch_hpo_command())  # nor on a command line (ps shows it)
+    assert 'source "$storage_env"' in text and "chmod 600" in text
+
+
+@pytest.mark.subprocess
+def test_slurm_script_is_valid_bash():
+    import subprocess
+
+    result = subprocess.run(["bash", "-n", str(SBATCH)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.subprocess
+def test_slurm_script_forwards_the_time_limit_signal_to_the_worker_and_requeues(tmp_path):
+    # What Slurm does 120 s before the limit (--signal=B:TERM): SIGTERM to the batch shell
+    # only. Stand-ins for hpo and scontrol record what reaches them.
+    import os
+    import signal
+    import subprocess
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "hpo").write_text(
+        "#!/bin/bash\n"
+        f'echo "$@" > {tmp_path}/args\n'
+        f"trap 'echo TERM > {tmp_path}/got; exit 0' TERM\n"
+        f"touch {tmp_path}/started\n"
+        "while true; do sleep 0.1; done\n")
+    (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" > {tmp_path}/scontrol\n')
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    storage_env = tmp_path / "storage.env"
+    storage_env.write_text("HPO_STORAGE='postgresql://hpo:PASSWORD@db.example:5432/hpo'\n")
+    storage_env.chmod(0o600)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path), "STORAGE_ENV_FILE": str(storage_env),
+           "HPO_STUDY": "digits-cnn", "SLURM_JOB_ID": "1002", "SLURM_ARRAY_JOB_ID": "1000",
+           "SLURM_ARRAY_TASK_ID": "2"}
+    batch = subprocess.Popen(["bash", str(SBATCH)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "started").exists():
+        assert batch.poll() is None and time.monotonic() < deadline, batch.communicate()[0]
+        time.sleep(0.05)
+    batch.send_signal(signal.SIGTERM)
+    output, _ = batch.communicate(timeout=20)
+    assert batch.returncode == 0, output
+    assert (tmp_path / "got").read_text() == "TERM\n"
+    assert (tmp_path / "args").read_text() == "worker digits-cnn --device cuda --quiet\n"
+    assert (tmp_path / "scontrol").read_text() == "requeue 1000_2\n"
+
+
+@pytest.mark.subprocess
+def test_slurm_script_refuses_a_storage_file_others_can_read(tmp_path):
+    import subprocess
+
+    storage_env = tmp_path / "storage.env"
+    storage_env.write_text("HPO_STORAGE='postgresql://hpo:PASSWORD@db.example:5432/hpo'\n")
+    storage_env.chmod(0o644)
+    result = subprocess.run(["bash", str(SBATCH)], env={"PATH": "/usr/bin:/bin", "STORAGE_ENV_FILE": str(storage_env),
+                                                        "HPO_STUDY": "x"}, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr == f"error: {storage_env} is readable by others: chmod 600 {storage_env}\n"
