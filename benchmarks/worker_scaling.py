@@ -66,13 +66,17 @@ def child(args: argparse.Namespace) -> None:
 
 
 def throughput(url: str, n_workers: int, *, trials_per_worker: int, epochs: int, epoch_seconds: float,
-               work: Path, tag: str) -> float:
-    """Finished trials per second with ``n_workers`` workers."""
+               work: Path, tag: str) -> tuple[float, float, int]:
+    """Finished trials per second with ``n_workers`` workers: over the whole run, and summed
+    over the workers, each over its own span (without the workers' start skew, and without a
+    worker that ran one trial more than the others lengthening the run); and the most
+    trials one worker ran."""
     import optuna
 
     from hpo.spec import load_spec
     from hpo.storage.urls import resolve_storage
     from hpo.study.attrs import ARTIFACT_STORE as STORE_ATTR
+    from hpo.study.attrs import WORKER, WorkerIdentity
     from hpo.study.studies import create_study
 
     name = f"scale-{tag}-{n_workers}"
@@ -103,7 +107,12 @@ def throughput(url: str, n_workers: int, *, trials_per_worker: int, epochs: int,
               if t.state == optuna.trial.TrialState.COMPLETE]
     storage.engine.dispose()
     span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
-    return len(trials) / span
+    by_worker: dict[WorkerIdentity | None, list] = {}
+    for t in trials:
+        by_worker.setdefault(WorkerIdentity.from_attr(t.user_attrs[WORKER]), []).append(t)
+    steady = sum(len(own) / (max(t.datetime_complete for t in own) - min(t.datetime_start for t in own)).total_seconds()
+                 for own in by_worker.values())
+    return len(trials) / span, steady, max(len(own) for own in by_worker.values())
 
 
 def prune_check_cost(url: str, *, running: int, finished: int, epochs: int,
@@ -176,17 +185,20 @@ def run(url: str, args: argparse.Namespace) -> str:
         f"= {trial_seconds:g} s, {per_worker} trials per worker, TPE + median pruner (a check per epoch), "
         f"median of {repeats}. Machine: {machine()}.",
         "",
-        "| workers | trials/s (median) | ideal trials/s | parallel efficiency | vs workers x 1 worker's rate |",
-        "|---:|---:|---:|---:|---:|",
+        "| workers | trials/s (median) | ideal trials/s | parallel efficiency | vs workers x 1 worker's rate "
+        "| per-worker spans: efficiency | most trials in one worker |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     single: float | None = None  # one worker's rate: the second column of efficiency
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:
-            rates = [throughput(url, n, trials_per_worker=per_worker, epochs=epochs, epoch_seconds=epoch_seconds,
-                                work=Path(tmp), tag=f"r{r}") for r in range(repeats)]
-            rate, ideal = statistics.median(rates), n / trial_seconds
+            runs = [throughput(url, n, trials_per_worker=per_worker, epochs=epochs, epoch_seconds=epoch_seconds,
+                               work=Path(tmp), tag=f"r{r}") for r in range(repeats)]
+            rate, ideal = statistics.median(r[0] for r in runs), n / trial_seconds
+            steady, most = statistics.median(r[1] for r in runs), max(r[2] for r in runs)
             single = single or rate
-            lines.append(f"| {n} | {rate:.2f} | {ideal:.2f} | {rate / ideal:.0%} | {rate / (n * single):.0%} |")
+            lines.append(f"| {n} | {rate:.2f} | {ideal:.2f} | {rate / ideal:.0%} | {rate / (n * single):.0%} "
+                         f"| {steady / ideal:.0%} | {most} |")
             print(lines[-1], flush=True)
     running, finished, steps = (8, 8, 10) if args.tiny else (64, 100, 100)
     lines += [

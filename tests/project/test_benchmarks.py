@@ -47,9 +47,12 @@ def test_data_path_benchmark_writes_its_table(tmp_path):
 @pytest.mark.subprocess
 def test_worker_scaling_benchmark_writes_its_tables(tmp_path, postgres_url):
     result, table = run_tiny(tmp_path, "worker_scaling", "--storage", postgres_url, "--calls", "3")
-    assert "| workers | trials/s (median) | ideal trials/s | parallel efficiency |" in table
-    workers = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
-    assert workers == ["1", "2"]
+    assert ("| workers | trials/s (median) | ideal trials/s | parallel efficiency | vs workers x 1 worker's rate "
+            "| per-worker spans: efficiency | most trials in one worker |") in table
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()
+            if line.startswith(("| 1 |", "| 2 |"))]
+    assert [row[0] for row in rows] == ["1", "2"] and rows[0][4] == "100%"
+    assert all(row[3].endswith("%") and row[5].endswith("%") and 2 <= int(row[6]) <= 4 for row in rows)
     assert "| pruner | Optuna's cached storage (ms) | hpo's pruner view (ms) | ratio |" in table
     assert "| hyperband |" in table and "| median |" in table
     assert postgres_url.split("@")[0].split(":")[-1] not in table + result.stdout + result.stderr  # no password
