@@ -221,6 +221,7 @@ def build_backbone(
     freeze: float,
     init: str,
     init_std: float,
+    init_range: float,
 ) -> Backbone:
     from torchvision.models import get_model
 
@@ -240,5 +241,5 @@ def build_backbone(
         _load_pretrained(model, arch, path)
     freeze_backbone(model, freeze)
     # An initialiser must not overwrite loaded weights: then only the new head gets it.
-    apply_initializer(model.head if path is not None else model, init, init_std)
+    apply_initializer(model.head if path is not None else model, init, init_std, init_range=init_range)
     return model

@@ -102,5 +102,5 @@ def build_torchvision(cfg: TorchvisionConfig, in_shape: tuple[int, int, int], nu
     return build_backbone(
         cfg.arch, in_shape, num_classes, head_path=head, old_dropout=dropout_path,
         dropout=cfg.dropout, pretrained=cfg.pretrained, freeze=cfg.freeze,
-        init=cfg.init, init_std=cfg.init_std,
+        init=cfg.init, init_std=cfg.init_std, init_range=cfg.init_range,
     )

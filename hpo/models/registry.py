@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hpo.errors import unknown_name_message
-from hpo.models.init import DEFAULT_STD, INITIALIZERS, apply_initializer
+from hpo.models.init import DEFAULT_RANGE, DEFAULT_STD, INITIALIZERS, apply_initializer
 from hpo.registry import Registry
 
 if TYPE_CHECKING:
@@ -29,6 +29,9 @@ class ModelConfig(BaseModel):
     name: str
     init: str = "default"  # weight initialiser of Linear and Conv layers (hpo.models.init)
     init_std: float = Field(DEFAULT_STD, gt=0, le=1)  # std of the normal and trunc_normal inits
+    # uniform: weights drawn from U(-init_range, init_range). Up to 10: past that a sigmoid or
+    # tanh saturates on every input, and a ReLU net's activations overflow.
+    init_range: float = Field(DEFAULT_RANGE, gt=0, le=10)
 
     @field_validator("init")
     @classmethod
@@ -96,7 +99,7 @@ def create_model(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: 
     model = entry.build(cfg, tuple(in_shape), num_classes)  # type: ignore[arg-type]  # a list from JSON too
     if entry.initialises:
         return model
-    return apply_initializer(model, cfg.init, cfg.init_std)
+    return apply_initializer(model, cfg.init, cfg.init_std, init_range=cfg.init_range)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from hpo.errors import UnknownNameError
@@ -20,7 +21,7 @@ def _net() -> nn.Module:
 def test_registry_names():
     assert INITIALIZERS.names() == [
         "default", "kaiming_normal", "kaiming_uniform", "normal", "orthogonal",
-        "trunc_normal", "xavier_normal", "xavier_uniform",
+        "trunc_normal", "uniform", "xavier_normal", "xavier_uniform",
     ]
 
 
@@ -91,3 +92,51 @@ def test_create_model_applies_cfg_init():
 def test_unknown_initializer():
     with pytest.raises(UnknownNameError, match="did you mean 'orthogonal'"):
         apply_initializer(_net(), "orthogonl")
+
+
+def _linear_weights(model: nn.Module) -> list[torch.Tensor]:
+    return [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+@pytest.mark.parametrize("bound", [0.05, 0.5])
+def test_uniform_init_stays_inside_its_range_on_an_mlp(bound):
+    torch.manual_seed(0)
+    model = create_model(MLPConfig(init="uniform", init_range=bound, n_layers=3, width=64), (1, 8, 8), 10)
+    weights = _linear_weights(model)
+    assert len(weights) == 4
+    for w in weights:
+        assert w.abs().max().item() <= bound
+        assert w.abs().max().item() > 0.9 * bound  # spread over the range, not squeezed into it
+        # U(-a, a) has std a / sqrt(3); 64x64 draws pin it to a few percent.
+        assert abs(w.std().item() - bound / math.sqrt(3)) < 0.1 * bound
+    assert all(torch.count_nonzero(m.bias) == 0 for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def test_uniform_default_range_is_a_twentieth():
+    layer = apply_initializer(nn.Sequential(nn.Linear(256, 256)), "uniform")[0]
+    assert 0.045 < layer.weight.abs().max().item() <= 0.05
+    layer = apply_initializer(nn.Sequential(nn.Linear(256, 256)), "uniform", init_range=2.0)[0]
+    assert 1.8 < layer.weight.abs().max().item() <= 2.0
+
+
+def test_init_range_is_ignored_by_the_other_initialisers():
+    torch.manual_seed(0)
+    a = create_model(MLPConfig(init="xavier_uniform", init_range=0.001, width=32), (1, 8, 8), 10)
+    torch.manual_seed(0)
+    b = create_model(MLPConfig(init="xavier_uniform", width=32), (1, 8, 8), 10)
+    assert all(torch.equal(x, y) for x, y in zip(_linear_weights(a), _linear_weights(b)))
+
+
+@pytest.mark.parametrize("value", [0, -0.1, 11, float("inf")])
+def test_init_range_out_of_bounds_is_rejected(value):
+    with pytest.raises(ValidationError, match="init_range"):
+        MLPConfig(init="uniform", init_range=value)
+
+
+def test_a_torchvision_backbone_gets_its_init_range():
+    # torchvision builders initialise themselves (only the head, over pretrained weights).
+    from hpo.models import TorchvisionConfig
+
+    model = create_model(TorchvisionConfig(arch="resnet18", init="uniform", init_range=0.3), (3, 32, 32), 10)
+    weight = model.net.layer3[0].conv1.weight
+    assert 0.27 < weight.abs().max().item() <= 0.3
