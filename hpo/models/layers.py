@@ -6,7 +6,7 @@ Schema, through the families' ``Literal`` fields) accepts exactly the same set.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar, get_args
 
 from pydantic import Field
 
@@ -20,6 +20,8 @@ ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 # far, yet small enough that torch can allocate the layer: 10**30 filters failed every trial.
 MAX_WIDTH = 16384
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+
+T = TypeVar("T")
 
 
 def make_activation(name: str) -> nn.Module:
@@ -54,18 +56,25 @@ def check_sizes(
     for v in [value] if isinstance(value, int) else value:
         if v < 1:
             raise ValueError(f"every size must be at least 1 (got {v})")
+    return check_per_layer(value, count, value_key, count_key)
+
+
+def check_per_layer(value: T | list[T], count: int | None, value_key: str, count_key: str) -> T | list[T]:
+    """Field check that a per-layer list (of any setting: sizes, kernels, paddings) has one value
+    per layer; ``count`` is None when the count key itself was invalid."""
     if count is not None:
         per_layer(value, count, value_key, count_key)
     return value
 
 
-def per_layer(value: int | list[int], count: int, value_key: str, count_key: str) -> list[int]:
-    """Expand ``value`` to one entry per layer, so a search can tune one size or one per layer.
+def per_layer(value: T | list[T], count: int, value_key: str, count_key: str) -> list[T]:
+    """Expand ``value`` to one entry per layer, so a search can tune one setting or one per layer
+    (``repeat``): a single value applies to every layer.
 
     Raises ValueError on a length mismatch, naming both keys because either may be the one
     to change.
     """
-    values = [value] * count if isinstance(value, int) else list(value)
+    values = list(value) if isinstance(value, list) else [value] * count
     if len(values) != count:
         raise ValueError(f"{value_key} lists {len(values)} values but {count_key} is {count}")
     return values

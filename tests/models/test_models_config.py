@@ -197,3 +197,41 @@ def test_every_field_is_documented_with_a_default_where_it_can_have_one():
         config = model_config_class(name)
         required = [k for k, f in config.model_fields.items() if f.is_required()]
         assert required == (["module"] if name == "custom" else []), name
+
+
+@pytest.mark.parametrize("key,values", [("kernel_size", [3, 5]), ("stride", [1, 2]), ("padding", ["same", 1]),
+                                        ("dilation", [1, 2]), ("pool", ["max", "none"])])
+def test_cnn_per_block_lists_must_match_n_blocks(key, values):
+    with pytest.raises(ValidationError) as exc:
+        CNNConfig(n_blocks=3, **{key: values})
+    [error] = exc.value.errors()
+    assert error["loc"] == (key,)
+    assert error["msg"] == f"Value error, {key} lists 2 values but n_blocks is 3"
+    cfg = CNNConfig.model_validate({"name": "cnn", "n_blocks": 2, key: values}, strict=True)
+    assert [getattr(block, key) for block in cfg.blocks()] == values
+
+
+@pytest.mark.parametrize("key,bad", [("kernel_size", 12), ("stride", 5), ("padding", "full"), ("padding", 17),
+                                     ("dilation", 0), ("pool", "min")])
+def test_cnn_per_block_values_are_checked_one_by_one(key, bad):
+    with pytest.raises(ValidationError) as exc:
+        CNNConfig(n_blocks=2, **{key: [bad, bad]})
+    assert all(e["loc"][0] == key for e in exc.value.errors())
+
+
+def test_patch_mlp_hidden_list_norm_and_residual():
+    with pytest.raises(ValidationError) as exc:
+        PatchMLPConfig(depth=3, hidden=[64, 32])
+    [error] = exc.value.errors()
+    assert error["loc"] == ("hidden",)
+    assert error["msg"] == "Value error, hidden lists 2 values but depth is 3"
+    assert PatchMLPConfig(depth=2, hidden=[64, 32]).widths() == [64, 32]
+    assert PatchMLPConfig(depth=3, hidden=48).widths() == [48, 48, 48]
+    defaults = PatchMLPConfig()
+    assert (defaults.hidden, defaults.norm, defaults.residual) == (128, "layer", True)
+    with pytest.raises(ValidationError):
+        PatchMLPConfig(norm="group")
+    with pytest.raises(ValidationError):
+        PatchMLPConfig(depth=2, hidden=[64, 0])
+    PatchMLPConfig.model_validate({"name": "patch_mlp", "depth": 2, "hidden": [8, 4], "norm": "none",
+                                   "residual": False}, strict=True)
