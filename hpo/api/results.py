@@ -97,8 +97,9 @@ class Results:
         return trial_records(visible_trials(self.study.get_trials(deepcopy=False)))
 
     def dataframe(self) -> pd.DataFrame:
-        """One row per trial, the columns of ``hpo study export`` (``param_*``, timings,
-        memory, flattened attributes such as ``config.train.lr``, curves as lists)."""
+        """One row per trial, the columns of ``hpo study export`` (``params_*`` as Optuna
+        names them, ``total_params``, timings, memory, flattened attributes such as
+        ``config.train.lr``, curves as lists; nullable ``Int64`` where a trial lacks a value)."""
         from hpo.results.export import trials_frame
 
         return trials_frame(self.study)

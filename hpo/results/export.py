@@ -4,18 +4,25 @@ The frame is built from the frozen trials rather than ``study.trials_dataframe()
 one nests user attributes as whole dicts (``user_attrs_config``), names multi-objective
 columns after Optuna's conventions, and cannot leave out hpo's unrun hand-backs; building
 the rows here keeps the columns the same for one and several objectives.
+
+The names follow Optuna's frame where both have a column: hyperparameters are
+``params_<name>``, so ``df.filter(like="params_")`` picks exactly them, and the parameter
+counts (``params_total`` in the trial record) are ``total_params``/``trainable_params`` here
+(``n_params_total`` would still contain ``params_``). The trial record's own keys stay as
+they are: only this frame is renamed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import UsageError
 from hpo.results.outputs import check_output_file
 from hpo.study.attrs import (
+    DATA_REPORT,
     DEVICE,
     EPOCHS_TRAINED,
     FAIL_REASON,
@@ -37,10 +44,16 @@ if TYPE_CHECKING:
     from optuna import Study
 
 FORMATS = (".csv", ".json", ".parquet")
+PARAM_PREFIX = "params_"  # Optuna's trials_dataframe() prefix for hyperparameters
+# Trial attributes whose names would read as hyperparameters in the frame.
+RENAMED = {PARAMS_TOTAL: "total_params", PARAMS_TRAINABLE: "trainable_params"}
+# The data report's unreadable files ({path: why}): one column holding the list of paths,
+# not one column per path (the reasons are in the trial record and the worker's log).
+SKIPPED_FILES = f"{DATA_REPORT}.skipped_files"
 # What a user compares first; every other user attribute follows in name order.
 LEADING_ATTRS = (
-    PARAMS_TOTAL, PARAMS_TRAINABLE, PEAK_MEMORY_MB, SECONDS_PER_EPOCH, IMAGES_PER_SECOND,
-    EPOCHS_TRAINED, PRUNED_AT_EPOCH, STOPPED_EARLY, FAIL_REASON, SEED, DEVICE,
+    RENAMED[PARAMS_TOTAL], RENAMED[PARAMS_TRAINABLE], PEAK_MEMORY_MB, SECONDS_PER_EPOCH,
+    IMAGES_PER_SECOND, EPOCHS_TRAINED, PRUNED_AT_EPOCH, STOPPED_EARLY, FAIL_REASON, SEED, DEVICE,
 )
 
 
@@ -73,17 +86,29 @@ def trial_row(trial: TrialRecord, n_objectives: int) -> dict[str, Any]:
     row["datetime_complete"] = trial.datetime_complete
     duration = trial.duration
     row["duration_s"] = duration.total_seconds() if duration is not None else None
-    row.update({f"param_{name}": value for name, value in trial.params.items()})
-    attrs: dict[str, Any] = {}
-    flatten({k: v for k, v in trial.user_attrs.items() if k != OVER_BUDGET}, "", attrs)
-    row.update(attrs)
+    row.update({f"{PARAM_PREFIX}{name}": value for name, value in trial.params.items()})
+    row.update(_attr_columns(trial.user_attrs))
     return row
+
+
+def _attr_columns(user_attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The user attributes flattened, the counts renamed, the skipped files as one list."""
+    attrs = {RENAMED.get(k, k): v for k, v in user_attrs.items() if k != OVER_BUDGET}
+    data = attrs.get(DATA_REPORT)
+    if isinstance(data, dict) and isinstance(data.get("skipped_examples"), dict):
+        data = dict(data)
+        attrs[DATA_REPORT] = data
+        skipped = data.pop("skipped_examples")
+        attrs[SKIPPED_FILES] = list(skipped)
+    out: dict[str, Any] = {}
+    flatten(attrs, "", out)
+    return out
 
 
 def _column_order(columns: list[str], n_objectives: int) -> list[str]:
     values = ["value"] if n_objectives == 1 else [f"value_{i}" for i in range(n_objectives)]
     head = ["number", "state", *values, "datetime_start", "datetime_complete", "duration_s"]
-    params = sorted(c for c in columns if c.startswith("param_") and c not in LEADING_ATTRS)
+    params = sorted(c for c in columns if c.startswith(PARAM_PREFIX))
     leading = [c for c in LEADING_ATTRS if c in columns]
     taken = set(head) | set(params) | set(leading)
     return head + params + leading + sorted(c for c in columns if c not in taken)
@@ -99,9 +124,32 @@ def trials_frame(study: Study) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     columns = list(frame.columns) if rows else []
     frame = frame.reindex(columns=_column_order(columns, n_objectives))
+    for column, dtype in _nullable_dtypes(rows).items():
+        frame[column] = pd.Series([row.get(column) for row in rows], index=frame.index, dtype=dtype)
     for column in ("datetime_start", "datetime_complete"):
         frame[column] = pd.to_datetime(frame[column])
     return frame
+
+
+def _nullable_dtypes(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Integer and boolean columns with a cell missing (a repeated parameter a shallower
+    trial has not, a failed trial's counts): pandas' nullable "Int64"/"boolean", which keep
+    the kind where pandas' own inference turns them into floats or objects. Decided from
+    the Python values, before any float conversion could round a large integer."""
+    kinds: dict[str, set[type]] = {}
+    for row in rows:
+        for column, value in row.items():
+            if value is not None:
+                kinds.setdefault(column, set()).add(type(value))
+    dtypes = {}
+    for column, types in kinds.items():
+        if all(column in row and row[column] is not None for row in rows):
+            continue  # nothing missing: pandas' int64/bool already
+        if types == {bool}:
+            dtypes[column] = "boolean"
+        elif types == {int}:
+            dtypes[column] = "Int64"
+    return dtypes
 
 
 def _is_nested(value: Any) -> bool:

@@ -114,7 +114,7 @@ def test_the_dataframe_is_the_export(tuned, tmp_path):
     assert list(frame.columns) == list(exported.columns)
     assert list(frame["number"]) == list(exported["number"]) == [0, 1, 2]
     assert frame["value"].tolist() == pytest.approx(exported["value"].tolist())
-    assert "config.train.lr" in frame.columns and "param_train.lr" in frame.columns
+    assert "config.train.lr" in frame.columns and "params_train.lr" in frame.columns
 
 
 @pytest.mark.slow
