@@ -5,9 +5,17 @@ Defaults live here and nowhere else. Validator messages are written to follow ``
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from hpo.errors import unknown_name_message
 from hpo.training.augment import AugmentSpec
@@ -25,6 +33,18 @@ MAX_BATCH_SIZE = 2**20
 # Every float of a config is finite: torch and Optuna take .inf and .nan, and each trial then
 # fails (lr, grad_clip) or a worker's thread dies (a heartbeat every .inf seconds).
 FINITE = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+DEFAULT_FRACTION = 0.2  # data.val_fraction and data.test_fraction
+SPLIT_SIZES = ("val", "test")  # the splits sized by <split>_fraction or <split>_per_class
+
+
+def _official_test_sets() -> frozenset[str]:
+    """The datasets whose source has its own test set (torchvision's); imported only when a
+    spec sets test_per_class, so validation stays free of numpy otherwise."""
+    from hpo.training.torchvision_data import SOURCES
+
+    return frozenset(SOURCES)
 
 
 def one_of(names: list[str]) -> dict[str, JsonValue]:
@@ -46,9 +66,14 @@ class DataConfig(BaseModel):
     classes: int | list[int | str] | None = Field(None, union_mode="left_to_right")
     # Of the training pool: the whole dataset when it has no official test split (digits,
     # folders), the official training set otherwise. Stratified, seeded by split_seed.
-    val_fraction: float = Field(0.2, gt=0, lt=1)
+    # None where val_per_class sizes the split instead (set so when only that one is given).
+    val_fraction: float | None = Field(DEFAULT_FRACTION, gt=0, lt=1)
     # Held out, never seen while tuning; only for datasets without an official test split.
-    test_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float | None = Field(DEFAULT_FRACTION, gt=0, lt=1)
+    # Instead of the fraction: exactly this many examples of every class (the test split is
+    # carved first, then validation; each class keeps at least one to train on).
+    val_per_class: int | None = Field(None, ge=1)
+    test_per_class: int | None = Field(None, ge=1)  # not for datasets with an official test set
     # Keep only this stratified share of what is left for training (after validation and
     # test are carved off), for quick tuning on a large dataset; validation stays whole.
     train_fraction: float = Field(1.0, gt=0, le=1)
@@ -86,8 +111,46 @@ class DataConfig(BaseModel):
                 raise ValueError("class indices start at 0")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _count_replaces_default_fraction(cls, raw: Any) -> Any:
+        # A count per class given alone replaces the fraction's default. Done on the input, as
+        # only there is "not given" told from "given 0.2"; a config's dump (what a trial
+        # records) then says None, so it validates again.
+        if isinstance(raw, dict):
+            for split in SPLIT_SIZES:
+                if raw.get(f"{split}_per_class") is not None and f"{split}_fraction" not in raw:
+                    raw = {**raw, f"{split}_fraction": None}
+        return raw
+
+    @field_validator("val_per_class", "test_per_class")
+    @classmethod
+    def _count_or_fraction(cls, v: int | None, info: ValidationInfo) -> int | None:
+        split = info.field_name.removesuffix("_per_class") if info.field_name else ""
+        fraction = info.data.get(f"{split}_fraction")
+        if v is not None and fraction is not None:
+            raise ValueError(f"give either {split}_per_class or {split}_fraction ({fraction}), not both")
+        if v is not None and split == "test" and info.data.get("name") in _official_test_sets():
+            raise ValueError(
+                f"{info.data['name']} has an official test set, which is used whole; test_per_class "
+                "is for datasets without one (digits, image folders without test/)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _default_fractions(self) -> DataConfig:
+        # Neither form given (a fraction written as null): the default fraction.
+        if self.val_fraction is None and self.val_per_class is None:
+            self.val_fraction = DEFAULT_FRACTION
+        if self.test_fraction is None and self.test_per_class is None:
+            self.test_fraction = DEFAULT_FRACTION
+        return self
+
     @model_validator(mode="after")
     def _room_to_train(self) -> DataConfig:
+        # Counts per class are checked against each class when the dataset is split.
+        if self.val_fraction is None or self.test_fraction is None:
+            return self
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(
                 f"val_fraction + test_fraction must be below 1 to leave data to train on "

@@ -183,6 +183,47 @@ def _carve(
     return rest, carved
 
 
+def _carve_per_class(idx: np.ndarray, y: np.ndarray, count: int, seed: tuple[int, int]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, carved): exactly ``count`` examples of each class of ``idx``, seeded.
+
+    Hand-written because scikit-learn's stratified splitters take a total size and round each
+    class's share of it; a count per class is a seeded permutation of each class's indices.
+    ``seed`` is (split_seed, the split's own number), so that test and validation draw apart.
+    """
+    rng = np.random.default_rng(seed)
+    carved = np.concatenate([rng.permutation(np.sort(idx[y[idx] == c]))[:count] for c in np.unique(y[idx])])
+    return np.setdiff1d(idx, carved), carved
+
+
+def _check_per_class(name: str, class_names: tuple[str, ...], idx: np.ndarray, y: np.ndarray,
+                     counts: dict[str, int], after: str = "") -> None:
+    """A ``TrainingError`` naming the smallest class of ``idx`` with too few examples for the
+    ``counts`` per class still to be carved (``data.`` key -> count) and one left to train."""
+    have = np.bincount(y[idx], minlength=len(class_names))
+    need = sum(counts.values()) + 1
+    short = np.flatnonzero(have < need)
+    if len(short) == 0:
+        return
+    c = short[np.argmin(have[short])]
+    terms = " + ".join(f"data.{key}: {n}" for key, n in counts.items())
+    more = f" ({len(short) - 1} more classes too small)" if len(short) > 1 else ""
+    raise TrainingError(f"dataset {name!r}: class {class_names[c]!r} has {have[c]} images{after}, "
+                        f"too few for {terms} + 1 to train (needs {need}){more}")
+
+
+def _own_split(name: str, raw: RawDataset, part: str, per_class: int | None) -> None:
+    """A count per class cannot size a split the source already has (an official test set,
+    a folder's test/ or val/): that split is used whole, as the fraction is ignored there."""
+    if per_class is not None:
+        what = {"val": "validation", "test": "test"}[part]
+        raise TrainingError(
+            f"data.{part}_per_class: dataset {name!r} has its own {what} split "
+            f"({len(raw.parts[part].y)} images), which is used whole; {part}_per_class is for "
+            "datasets without one"
+        )
+
+
 def _stats(
     raw: RawDataset, part: str, idx: np.ndarray
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -207,13 +248,16 @@ def _stats(
 
 
 @functools.cache
-def plan(key: RawKey, classes: Any, val_fraction: float, test_fraction: float, seed: int,
-         train_fraction: float = 1.0) -> Plan:
+def plan(key: RawKey, classes: Any, val_fraction: float | None, test_fraction: float | None, seed: int,
+         train_fraction: float = 1.0, val_per_class: int | None = None,
+         test_per_class: int | None = None) -> Plan:
     """Class subset, splits and statistics of one source; cached, shared by every config
-    that differs only in image size, workers or augmentation."""
+    that differs only in image size, workers or augmentation. Validation and test are each
+    sized by a fraction or by a count per class (``DataConfig`` gives one of the two)."""
     raw = _raw(key)
     name = key[0]
     kept = select_classes(raw.class_names, classes)
+    names = tuple(raw.class_names[i] for i in kept)
     label_map = np.full(len(raw.class_names), -1, dtype=np.int64)
     label_map[kept] = np.arange(len(kept))
 
@@ -227,16 +271,30 @@ def plan(key: RawKey, classes: Any, val_fraction: float, test_fraction: float, s
     train = pool("train")
     y = new_y("train")
     n = len(train)
+    # Validation's count per class, when it is carved from this pool too: the test split
+    # must leave room for it.
+    val_count = {"val_per_class": val_per_class} if val_per_class is not None and "val" not in raw.parts else {}
     if "test" in raw.parts:
+        _own_split(name, raw, "test", test_per_class)
         splits["test"] = ("test", pool("test"))
+    elif test_per_class is not None:
+        _check_per_class(name, names, train, y, {"test_per_class": test_per_class, **val_count})
+        train, test = _carve_per_class(train, y, test_per_class, (seed, 1))
+        splits["test"] = ("train", test)
     else:
-        train, test = _carve(name, train, y, test_fraction, seed, "test")
+        train, test = _carve(name, train, y, _given(test_fraction), seed, "test")
         splits["test"] = ("train", test)
     if "val" in raw.parts:
+        _own_split(name, raw, "val", val_per_class)
         splits["val"] = ("val", pool("val"))
+    elif val_per_class is not None:
+        after = " left after data.test_fraction" if splits["test"][0] == "train" and test_per_class is None else ""
+        _check_per_class(name, names, train, y, val_count, after)
+        train, val = _carve_per_class(train, y, val_per_class, (seed, 2))
+        splits["val"] = ("train", val)
     else:
         # val_fraction is of the whole pool, so the train share does not depend on test's.
-        train, val = _carve(name, train, y, max(1, round(val_fraction * n)), seed, "validation")
+        train, val = _carve(name, train, y, max(1, round(_given(val_fraction) * n)), seed, "validation")
         splits["val"] = ("train", val)
     if train_fraction < 1:
         _, train = _carve(name, train, y, train_fraction, seed, "training subset (data.train_fraction)")
@@ -248,16 +306,21 @@ def plan(key: RawKey, classes: Any, val_fraction: float, test_fraction: float, s
         if len(idx) == 0:
             raise TrainingError(f"dataset {name!r} has no {split} examples of the chosen classes")
     mean, std = _stats(raw, *splits["train"])
-    names = tuple(raw.class_names[i] for i in kept)
     return Plan(raw, splits, label_map, names, mean, std)
 
 
-PlanArgs = tuple[RawKey, Any, float, float, int, float]
+def _given(fraction: float | None) -> float:
+    # DataConfig sets a split's fraction wherever it sets no count per class for it.
+    assert fraction is not None, "a split sized by neither a fraction nor a count per class"
+    return fraction
+
+
+PlanArgs = tuple[RawKey, Any, float | None, float | None, int, float, int | None, int | None]
 
 
 def _plan_args(cfg: DataConfig) -> PlanArgs:
     return (raw_key(cfg), _hashable(cfg.classes), cfg.val_fraction, cfg.test_fraction,
-            cfg.split_seed, cfg.train_fraction)
+            cfg.split_seed, cfg.train_fraction, cfg.val_per_class, cfg.test_per_class)
 
 
 def _plan_for(cfg: DataConfig) -> Plan:
@@ -287,11 +350,12 @@ def _prepared_for(cfg: DataConfig, disk_cache: bool) -> cache.Prepared | None:
 
 
 def _disk_entry(args: PlanArgs) -> cache.Entry | None:
-    (name, kwargs, cwd), classes, val_fraction, test_fraction, seed, train_fraction = args
+    (name, kwargs, cwd), classes, val_fraction, test_fraction, seed, train_fraction, val_pc, test_pc = args
     # An absolute root: the same files from any working directory share one entry.
     loader = {k: os.path.abspath(os.path.join(cwd, v)) if k == "root" else v for k, v in kwargs}
     selection = {"classes": classes, "val_fraction": val_fraction, "test_fraction": test_fraction,
-                 "split_seed": seed, "train_fraction": train_fraction}
+                 "split_seed": seed, "train_fraction": train_fraction,
+                 "val_per_class": val_pc, "test_per_class": test_pc}
     return cache.entry(name, loader, selection)
 
 
