@@ -120,7 +120,9 @@ def test_same_seed_same_split_another_seed_another():
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_same_seed_same_split_in_another_process():
+    """numpy's seeded generator, not Python's hash seed or anything else of the process."""
     script = (
         "import json; from hpo.training import DataConfig; from hpo.training.data import _plan_for; "
         "p = _plan_for(DataConfig(val_per_class=20, test_per_class=15, split_seed=4)); "
