@@ -166,6 +166,53 @@ def test_several_classes_too_small_name_the_smallest():
     )
 
 
+# -- through a worker --------------------------------------------------------------------
+
+WORKER_SPEC = """\
+name: {name}
+budget: {{n_trials: 1}}
+sampler: {{name: random, seed: 0}}
+pruner: {{name: none}}
+data: {data}
+model: {{name: mlp, n_layers: 1, width: 16}}
+train: {{epochs: 1, batch_size: 128}}
+"""
+
+
+def _worker(tmp_path, monkeypatch, name: str, data: str):
+    from click.testing import CliRunner
+
+    from hpo.cli.main import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HPO_STORAGE", raising=False)
+    (tmp_path / f"{name}.yaml").write_text(WORKER_SPEC.format(name=name, data=data))
+    created = CliRunner().invoke(cli, ["study", "create", f"{name}.yaml"])
+    assert created.exit_code == 0, created.output
+    return CliRunner().invoke(cli, ["worker", name])
+
+
+def test_a_trial_records_the_counts_per_class(tmp_path, monkeypatch):
+    from tests.specs import trials_of
+
+    result = _worker(tmp_path, monkeypatch, "counts", "{name: digits, val_per_class: 20, test_per_class: 15}")
+    assert result.exit_code == 0, result.output
+    [trial] = trials_of("counts")
+    assert trial.user_attrs["data"]["class_counts"] == {"train": [n - 35 for n in DIGITS_PER_CLASS],
+                                                        "val": [20] * 10}
+    recorded = trial.user_attrs["config"]["data"]
+    assert (recorded["val_per_class"], recorded["val_fraction"], recorded["test_per_class"]) == (20, None, 15)
+
+
+def test_a_worker_says_which_class_is_too_small_in_one_line(tmp_path, monkeypatch, folder):
+    result = _worker(tmp_path, monkeypatch, "small",
+                     f"{{name: image_folder, path: {folder}, image_size: 8, val_per_class: 5, test_per_class: 5}}")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (  # after the line naming the embedded storage
+        "Error: dataset 'image_folder': class 'cat' has 10 images, too few for "
+        "data.test_per_class: 5 + data.val_per_class: 5 + 1 to train (needs 11)")
+
+
 # -- datasets with their own test (or validation) split ----------------------------------
 
 
