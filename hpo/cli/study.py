@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -19,6 +19,9 @@ from hpo.cli.common import (
 )
 from hpo.cli.overrides import set_option
 from hpo.errors import UsageError
+
+if TYPE_CHECKING:
+    from hpo.study.studies import DeletedStudy
 
 
 @click.group(cls=HpoGroup)
@@ -223,15 +226,49 @@ def best(name: str, storage: str | None, fmt: str) -> None:
 @click.argument("name")
 @storage_option
 @click.option("--yes", is_flag=True, help="Confirm the deletion (required).")
-def delete(name: str, storage: str | None, yes: bool) -> None:
-    """Delete a study and all its trials."""
+@click.option("--keep-artifacts", is_flag=True,
+              help="Leave the study's files (curves, confusion matrices, weights, checkpoints) in "
+              "its artifact store; by default they are removed with it.")
+def delete(name: str, storage: str | None, yes: bool, keep_artifacts: bool) -> None:
+    """Delete a study, all its trials and their artifacts.
+
+    \b
+    Examples:
+      hpo study delete digits-cnn --yes
+      hpo study delete digits-cnn --yes --keep-artifacts
+    """
     from hpo.study.studies import delete_study
 
     if not yes:
-        raise UsageError(f"deleting study {name!r} removes all its trials; add --yes to confirm")
+        what = "all its trials" + ("" if keep_artifacts else " and their artifacts")
+        raise UsageError(f"deleting study {name!r} removes {what}; add --yes to confirm")
     target = storage_target(storage)
-    delete_study(name, target)
+    deleted = delete_study(name, target, keep_artifacts=keep_artifacts)
     click.echo(f"Deleted study {name!r} from {target.display}")
+    click.echo(_artifacts_line(deleted))
+
+
+def _artifacts_line(deleted: DeletedStudy) -> str:
+    """One line on the study's files: how much went, or where they stay."""
+    artifacts, removed = deleted.artifacts, deleted.removed
+    if artifacts.location is None:
+        return "It recorded no artifact store: no files to remove"
+    if removed is None:
+        return f"Kept its artifacts: {_files(len(artifacts.ids))} in {artifacts.where}"
+    notes = []
+    if removed.missing:
+        was = "was" if removed.missing == 1 else "were"
+        notes.append(f"{removed.missing} recorded {'file' if removed.missing == 1 else 'files'} {was} already gone")
+    if artifacts.shared:
+        others = ", ".join(repr(name) for name in sorted(artifacts.shared))
+        notes.append(f"{_files(artifacts.n_shared)} named by {'study' if len(artifacts.shared) == 1 else 'studies'} "
+                     f"{others} too were kept")
+    line = f"Removed its artifacts: {_files(removed.files)}, {removed.bytes / 2**20:.2f} MB, from {artifacts.where}"
+    return line + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
 
 
 @study.command()

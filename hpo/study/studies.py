@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from optuna.storages import BaseStorage
     from optuna.trial import FrozenTrial
 
+    from hpo.artifacts.store import RemovedArtifacts, StudyArtifacts
     from hpo.spec.model import Budget, Objective, Spec
 
 
@@ -362,16 +363,40 @@ def count_states(trials: Iterable[FrozenTrial | TrialRecord]) -> dict[str, int]:
     return counts
 
 
-def delete_study(name: str, target: StorageTarget) -> None:
+@dataclass(frozen=True)
+class DeletedStudy:
+    """What ``delete_study`` did: the study's files, and what became of them."""
+
+    artifacts: StudyArtifacts
+    removed: RemovedArtifacts | None  # None: kept (keep_artifacts), or no store recorded
+
+
+def delete_study(name: str, target: StorageTarget, *, keep_artifacts: bool = False) -> DeletedStudy:
+    """Delete the study and, unless ``keep_artifacts``, the files its records name in its
+    artifact store (files another study of the storage names too stay). The files go first:
+    a store that cannot be reached, or fails midway, leaves the study in place, so that its
+    records still say which files remain (running again finishes)."""
     import optuna
+
+    from hpo.artifacts.store import remove_artifacts, study_artifacts
 
     quiet_optuna()
     _require_store(name, target)
     storage = open_storage(target, read_only=True)  # nothing to delete where nothing exists
     try:
-        optuna.delete_study(study_name=name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=storage)  # no spec check: any study goes
     except KeyError:
         raise StudyNotFoundError(f"no study named {name!r} in {target.display}") from None
+    location = StudyRecord.from_attrs(study.user_attrs).artifact_store
+    # Only studies with the same store can name the same files; read only those, lazily.
+    sharing = () if keep_artifacts or location is None else (
+        optuna.load_study(study_name=other.study_name, storage=storage)
+        for other in storage.get_all_studies()
+        if other.study_name != name and StudyRecord.from_attrs(other.user_attrs).artifact_store == location)
+    artifacts = study_artifacts(study, sharing)
+    removed = None if keep_artifacts or location is None else remove_artifacts(artifacts, name)
+    optuna.delete_study(study_name=name, storage=storage)
+    return DeletedStudy(artifacts, removed)
 
 
 _started_at: weakref.WeakKeyDictionary[Study, float] = weakref.WeakKeyDictionary()

@@ -200,7 +200,8 @@ def test_delete_names_the_storage_redacted(run):
     result = run.hpo("delete", "study", "delete", STUDY, "--yes", via="option")
     assert result.returncode == 0, shown(result, run.password)
     assert_no_secret(result, run.password)
-    assert result.stdout == f"Deleted study '{STUDY}' from {run.redacted}\n"
+    assert result.stdout.splitlines()[0] == f"Deleted study '{STUDY}' from {run.redacted}"
+    assert result.stdout.splitlines()[1].startswith("Removed its artifacts: ")
     result = run.hpo("delete again", "study", "delete", STUDY, "--yes")
     assert result.returncode == 2, shown(result, run.password)
     assert_no_secret(result, run.password)
