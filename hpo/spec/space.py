@@ -18,6 +18,7 @@ from hpo.spec.paths import SECTIONS
 from hpo.spec.strategies import SpaceFacts
 from hpo.spec.trial_config import TrialConfig
 from hpo.spec.validate import dependencies
+from hpo.training.config import SEARCHED_REPLACES
 
 if TYPE_CHECKING:  # optuna's import is paid only where a study runs
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -119,6 +120,9 @@ def resolve(fixed: dict[str, Any], sampled: dict[str, Any]) -> TrialConfig:
                 node[part] = {}  # e.g. train.early_stopping is null until a key is searched
             node = node[part]
         node[parts[-1]] = value
+    for key in sampled.keys() & SEARCHED_REPLACES.keys():
+        section, field = SEARCHED_REPLACES[key].split(".")
+        config[section][field] = None
     try:
         return TrialConfig.from_json(config)
     except ValueError as exc:

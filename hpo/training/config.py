@@ -37,6 +37,9 @@ FINITE = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 DEFAULT_FRACTION = 0.2  # data.val_fraction and data.test_fraction
 SPLIT_SIZES = ("val", "test")  # the splits sized by <split>_fraction or <split>_per_class
+# A searched count per class takes the place of its split's fraction: the fixed config a trial
+# starts from holds the fraction's default, which the user did not choose (hpo.spec.space).
+SEARCHED_REPLACES = {f"data.{split}_per_class": f"data.{split}_fraction" for split in SPLIT_SIZES}
 
 
 def _official_test_sets() -> frozenset[str]:

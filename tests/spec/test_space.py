@@ -115,3 +115,19 @@ def test_max_epochs_is_the_largest_a_trial_can_train(tmp_path):
     assert max_epochs(load_spec(path)) == 20
     path.write_text("name: t\nmodel: {name: mlp}\nsearch:\n  train.epochs: {choices: [4, 12, 8]}\n")
     assert max_epochs(load_spec(path)) == 12
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_a_searched_count_per_class_takes_the_place_of_the_default_fraction(tmp_path, split):
+    # The fixed config holds the fraction's default (0.2); a sampled count per class must not
+    # then read as "both given" and fail every trial.
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"name: t\ndata: {{name: digits}}\nmodel: {{name: mlp}}\n"
+                    f"search:\n  data.{split}_per_class: {{choices: [5, 10]}}\n")
+    spec = load_spec(path)
+    study = optuna.create_study()
+    config = sample_config(study.ask(), spec)
+    assert getattr(config.data, f"{split}_per_class") in (5, 10)
+    assert getattr(config.data, f"{split}_fraction") is None
+    other = "test" if split == "val" else "val"
+    assert getattr(config.data, f"{other}_fraction") == 0.2
