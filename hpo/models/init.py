@@ -120,11 +120,20 @@ def apply_initializer(
 
     scale = InitScale(std=std, range=init_range)
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
-                if isinstance(module.weight, nn.parameter.UninitializedParameter):
-                    continue  # a lazy layer of a custom model: shaped on its first batch
-                init_weight(module.weight, scale)
-                if module.bias is not None:
-                    module.bias.zero_()
+        for _, module in weight_layers(model):
+            if isinstance(module.weight, nn.parameter.UninitializedParameter):
+                continue  # a lazy layer of a custom model: shaped on its first batch
+            init_weight(module.weight, scale)
+            if module.bias is not None:
+                module.bias.zero_()
     return model
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Linear | nn.modules.conv._ConvNd]]:
+    """(module path, module) of every Linear and Conv layer, in the order the model declares
+    them: what an initialiser sets and what ``train.record_gradients`` watches."""
+    from torch import nn
+
+    # _ConvNd: the one base class of Conv1d/2d/3d and their transposed kinds.
+    return [(name, module) for name, module in model.named_modules()
+            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd))]

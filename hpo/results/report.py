@@ -233,6 +233,63 @@ def learning_curves(ctx: _Context, section: Section) -> None:
     ctx.save(fig, "learning_curves.png", section, "learning curves")
 
 
+#: Epochs drawn in the gradient figure at most (evenly spaced, first and last included):
+#: more lines than this blur into one another.
+MAX_GRADIENT_EPOCHS = 8
+
+
+def gradient_trial(ctx: _Context) -> TrialRecord | None:
+    """The trial whose gradient norms the report draws: the best-ranked one that recorded
+    them (train.record_gradients), else the latest pruned or complete one that did."""
+    ranked = [t for t in ctx.ranked if t.grad_norms is not None]
+    if ranked:
+        return ranked[0]
+    others = [t for t in ctx.complete + ctx.pruned if t.grad_norms is not None]
+    return max(others, key=lambda t: t.number) if others else None
+
+
+def _shown_epochs(count: int) -> list[int]:
+    """Indices of the epochs to draw: all of them, or MAX_GRADIENT_EPOCHS evenly spaced."""
+    if count <= MAX_GRADIENT_EPOCHS:
+        return list(range(count))
+    step = (count - 1) / (MAX_GRADIENT_EPOCHS - 1)
+    return sorted({round(i * step) for i in range(MAX_GRADIENT_EPOCHS)})
+
+
+def gradient_norms(ctx: _Context, section: Section) -> None:
+    """Per-layer gradient norms of one trial, one line per epoch, layers input to output on
+    the x axis: a vanishing (or exploding) gradient is a slope across the layers, which stays
+    readable for a ResNet's fifty layers, where one line per layer would not."""
+    import matplotlib.pyplot as plt
+
+    trial = gradient_trial(ctx)
+    if trial is None or trial.grad_norms is None:  # not listed then (write_report)
+        return
+    layers, norms = trial.grad_norms.layers, trial.grad_norms.norms
+    shown = _shown_epochs(len(norms))
+    fig, ax = plt.subplots(figsize=(max(7.0, min(16.0, 0.35 * len(layers) + 4)), 4.5))
+    colours = plt.get_cmap("viridis")
+    for n, e in enumerate(shown):
+        # Log scale: a layer without a norm that epoch, or with none above 0, leaves a gap.
+        ys = [v if v is not None and v > 0 else float("nan") for v in norms[e]]
+        ax.plot(range(len(layers)), ys, marker="o", ms=3, lw=1.5,
+                color=colours(n / max(1, len(shown) - 1) * 0.9), label=f"epoch {e + 1}")
+    ax.set_yscale("log")
+    every = max(1, len(layers) // 30)  # at most ~30 names under the axis
+    ax.set_xticks(range(0, len(layers), every), [layers[i] for i in range(0, len(layers), every)],
+                  rotation=45 if len(layers) > 8 else 0, ha="right" if len(layers) > 8 else "center",
+                  fontsize=8)
+    ax.set_xlabel("layer (module path, input → output)")
+    ax.set_ylabel("gradient L2 norm (mean over batches)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the lines, not on them
+    ax.set_title(f"Gradient norms per layer: trial {trial.number}")
+    ctx.save(fig, "gradient_norms.png", section, f"gradient norms per layer of trial {trial.number}")
+    section.text(f"Trial {trial.number}: the L2 norm of each Linear/Conv layer's weight gradient, "
+                 "averaged over each epoch's batches (train.record_gradients). Norms falling "
+                 "towards the input mean vanishing gradients; rising, exploding ones.")
+
+
 def training_seconds(trial: TrialRecord) -> float | None:
     seconds = _curve(trial, "seconds")
     if seconds:
@@ -395,6 +452,8 @@ def write_report(loaded: LoadedStudy, output: Path, *, top: int = 5) -> ReportRe
     ]
     if ctx.multi:
         steps.insert(0, ("Pareto front", pareto))
+    if gradient_trial(ctx) is not None:  # only studies with train.record_gradients have one
+        steps.insert(steps.index(("Learning curves", learning_curves)) + 1, ("Gradient norms", gradient_norms))
     sections = []
     console = Console(stderr=True)
     with warnings.catch_warnings(), Progress(console=console, transient=True,

@@ -35,7 +35,11 @@ def spec_from_json(data: dict[str, Any]) -> Spec:
 # default it is left out of the stored JSON, and so of its sha256: `hpo study create
 # --if-exists reuse` of an unchanged spec still matches a study created before the key
 # existed, and reading that study back fills in the default.
-ADDED_LATER: dict[str, tuple[str, ...]] = {"budget": ("max_consecutive_failures",)}
+ADDED_LATER: dict[str, tuple[str, ...]] = {
+    "budget": ("max_consecutive_failures",),
+    "model": ("init_range",),  # every family has it (hpo.models.registry.ModelConfig)
+    "train": ("record_gradients",),
+}
 
 
 # Top-level keys added later, left out of the stored JSON while empty for the same reason.

@@ -61,6 +61,11 @@ EPOCHS_TRAINED = "epochs_trained"
 # {"train_loss", "val_loss", "val_accuracy", "seconds", "lr"}: one value per epoch trained,
 # named as the fields of hpo.training.EpochMetrics (written whenever an epoch was trained).
 CURVES = "curves"
+# train.record_gradients: {"layers": [module path, input layer first], "norms": [[one per
+# layer] per epoch]}, each the mean over the epoch's batches of the L2 norm of that layer's
+# weight gradient (hpo.training.EpochMetrics.grad_norms), epochs as in ``curves``; see
+# ``GradNorms``. Written with the curves, only when recorded.
+GRAD_NORMS = "grad_norms"
 
 # How it ended, when not simply completed.
 # str: why it failed, diverged, ran out of memory or was handed back; on a pruned trial it
@@ -122,7 +127,7 @@ BUDGET_EXTENSION = "hpo:budget_extension"
 TRIAL_KEYS = (
     WORKER, CONFIG, SEED, DEVICE, CPU_THREADS, VERSIONS,
     PARAMS_TOTAL, PARAMS_TRAINABLE, SECONDS_PER_EPOCH, IMAGES_PER_SECOND, PEAK_MEMORY_MB,
-    PRECISION, DATA_REPORT, STOPPED_EARLY, STARTUP_SECONDS, EPOCHS_TRAINED, CURVES,
+    PRECISION, DATA_REPORT, STOPPED_EARLY, STARTUP_SECONDS, EPOCHS_TRAINED, CURVES, GRAD_NORMS,
     FAIL_REASON, TRACEBACK, PRUNED_AT_EPOCH, OVER_BUDGET,
     RETRIES, RETRY_OF, RETRIED, CHECKPOINT, RESUME_FROM, CHECKPOINT_SUPERSEDED, RESUMED_FROM,
     ARTIFACTS, ARTIFACT_ERROR, WEIGHTS_MB, MODEL_IO, WEIGHTS_SKIPPED, WARM_START, CLAIM_TOKEN,
@@ -176,6 +181,50 @@ class ResumedFrom:
         return cls(value.get("checkpoint"), value.get("epoch"), value.get("batch"))
 
 
+@dataclass(frozen=True)
+class GradNorms:
+    """The ``grad_norms`` attribute: per-epoch, per-layer gradient norms.
+
+    Layers are a list, not an object's keys, so that their order (input first) survives any
+    JSON store. ``norms[e][i]`` is layer ``layers[i]`` in the (e+1)-th epoch trained; None
+    where an epoch did not record that layer or had no finite step for it (fp16 overflow).
+    """
+
+    layers: list[str]
+    norms: list[list[float | None]]
+
+    def as_attr(self) -> dict[str, Any]:
+        return {"layers": self.layers, "norms": self.norms}
+
+    @classmethod
+    def from_attr(cls, value: Any) -> GradNorms | None:
+        if not value:
+            return None
+        return cls(list(value.get("layers") or []), [list(row) for row in value.get("norms") or []])
+
+    @classmethod
+    def from_epochs(cls, epochs: Iterable[Mapping[str, float] | None]) -> GradNorms | None:
+        """From each epoch's ``{layer: norm}`` (None: not recorded); None when no epoch has one.
+        Norms keep 4 significant digits: what a plot or a comparison needs, a small attribute."""
+        rows = list(epochs)
+        layers: list[str] = []
+        for row in rows:
+            layers += [name for name in row or {} if name not in layers]
+        if not layers:
+            return None
+        return cls(layers, [[_significant(row.get(name)) if row else None for name in layers] for row in rows])
+
+    def per_layer(self) -> dict[str, list[float | None]]:
+        """Layer -> its norm in each epoch trained, input layer first."""
+        return {name: [row[i] if i < len(row) else None for row in self.norms]
+                for i, name in enumerate(self.layers)}
+
+
+def _significant(value: float | None) -> float | None:
+    # NaN (no finite step) is the only value unequal to itself; JSON has no NaN, so None.
+    return None if value is None or value != value else float(f"{value:.4g}")
+
+
 # --- readers ------------------------------------------------------------------------------
 
 
@@ -214,6 +263,7 @@ class TrialRecord:
     startup_seconds: float | None = None
     epochs_trained: int | None = None
     curves: Mapping[str, list[Any]] = field(default_factory=dict, repr=False)
+    grad_norms: GradNorms | None = field(default=None, repr=False)  # train.record_gradients
     # how it ended
     fail_reason: str | None = None
     traceback: str | None = field(default=None, repr=False)
@@ -263,6 +313,7 @@ class TrialRecord:
             startup_seconds=attrs.get(STARTUP_SECONDS),
             epochs_trained=attrs.get(EPOCHS_TRAINED),
             curves=attrs.get(CURVES) or {},
+            grad_norms=GradNorms.from_attr(attrs.get(GRAD_NORMS)),
             fail_reason=attrs.get(FAIL_REASON),
             traceback=attrs.get(TRACEBACK),
             pruned_at_epoch=attrs.get(PRUNED_AT_EPOCH),

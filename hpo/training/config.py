@@ -204,6 +204,9 @@ class TrainConfig(BaseModel):
     # balanced: class c weighs n_samples / (n_classes * count_c) in the training loss
     class_weights: Literal["none", "balanced"] = "none"
     grad_clip: float | None = Field(None, gt=0)  # max L2 norm of all gradients together
+    # Per-epoch L2 norm of each Linear/Conv weight's gradient (mean over the epoch's batches),
+    # kept with the trial's curves (hpo.study.attrs.GRAD_NORMS) and plotted by the report.
+    record_gradients: bool = False
     # Autocast dtype. fp16 (with loss scaling) needs CUDA and falls back to fp32 elsewhere;
     # bf16 runs on CUDA (when supported) and CPU. The precision used is in the result.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

@@ -25,6 +25,7 @@ from torch import nn
 
 from hpo.errors import DivergedError, Preempted, TrainingError
 from hpo.models import ModelConfig, count_parameters, create_model
+from hpo.models.init import weight_layers
 from hpo.training.augment_ops import build_augment
 from hpo.training.batches import BatchSource, batch_bounds
 from hpo.training.checkpoint import Checkpoints, Position, Progress, restore, snapshot
@@ -50,6 +51,45 @@ __all__ = ["EpochMetrics", "Reporter", "TrainingResult", "evaluate_model", "trai
 _Predictions = tuple[torch.Tensor, torch.Tensor]
 
 
+class _GradNorms:
+    """``train.record_gradients``: per layer, the L2 norm of its weight's gradient at every
+    step, averaged over the epoch's batches.
+
+    The mean of per-step norms rather than the norm of the epoch's summed gradient: a layer's
+    gradient vanishes or explodes at every step, and steps whose directions cancel would make
+    the summed one look small when it is not. Before clipping (what backpropagation delivered)
+    and unscaled under fp16; a step whose gradient overflowed (fp16 skips it) is left out.
+    Sums stay on the device: per step, one norm per layer and two adds, no host sync; the
+    host reads them once an epoch, after the epoch's own sync.
+    """
+
+    def __init__(self, net: nn.Module):
+        # Trainable Linear and Conv weights, in the order the model declares them (input
+        # first for hpo's families); a frozen backbone's layers get no gradient.
+        self.layers = [(name, module.weight) for name, module in weight_layers(net)
+                       if module.weight.requires_grad]
+        self.sums: torch.Tensor | None = None
+        self.steps: torch.Tensor | None = None
+
+    def add(self) -> None:
+        norms = torch.stack([torch.linalg.vector_norm(w.grad.float()) if w.grad is not None
+                             else torch.zeros((), device=w.device) for _, w in self.layers])
+        finite = torch.isfinite(norms)
+        if self.sums is None or self.steps is None:
+            self.sums, self.steps = torch.zeros_like(norms), torch.zeros_like(norms)
+        self.sums += torch.where(finite, norms, 0.0)
+        self.steps += finite
+
+    def take(self) -> dict[str, float]:
+        """The epoch's means (NaN for a layer without one finite step), and start afresh.
+        A trial resumed mid-epoch averages the batches trained since the restart."""
+        if self.sums is None or self.steps is None:
+            return {}
+        means = (self.sums / self.steps).tolist()  # 0 / 0 is NaN: no finite step
+        self.sums = self.steps = None
+        return {name: mean for (name, _), mean in zip(self.layers, means)}
+
+
 @dataclass
 class _Run:
     """What every step of one trial needs, built once in ``train_model``."""
@@ -64,6 +104,7 @@ class _Run:
     grad_clip: float | None
     augment: Callable[[torch.Tensor], torch.Tensor] | None
     channels_last: bool
+    grad_norms: _GradNorms | None = None  # train.record_gradients
     first_step_at: float | None = None  # perf_counter when the first optimiser step was done
 
     def inputs(self, x: torch.Tensor, *, train: bool) -> torch.Tensor:
@@ -80,19 +121,25 @@ class _Run:
         self.opt.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
-            if self.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            self._gradients_ready()
             self.opt.step()
         else:
             self.scaler.scale(loss).backward()
-            if self.grad_clip is not None:
-                self.scaler.unscale_(self.opt)  # clip the true gradients, not the scaled ones
-                nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            if self.grad_clip is not None or self.grad_norms is not None:
+                self.scaler.unscale_(self.opt)  # clip and record the true gradients, not the scaled ones
+            self._gradients_ready()
             self.scaler.step(self.opt)
             self.scaler.update()
         self.schedule.after_batch()
         if self.first_step_at is None:
             self.first_step_at = time.perf_counter()
+
+    def _gradients_ready(self) -> None:
+        """Between backward and the optimiser step: record the norms, then clip."""
+        if self.grad_norms is not None:
+            self.grad_norms.add()
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.params, self.grad_clip)
 
 
 #: Seconds between two reports of the batches done (live progress needs a few a second).
@@ -282,6 +329,7 @@ def _build(
             seed=_augment_seed(train.seed),
         ),
         channels_last=channels_last,
+        grad_norms=_GradNorms(net) if train.record_gradients else None,
     )
 
 
@@ -357,8 +405,10 @@ class _Epochs:
             predictions = (pred, target)
         else:  # retraining on train+val: no validation; plateau steps on the training loss
             val_loss, val_acc = train_loss, math.nan
+        grad_norms = self.run.grad_norms.take() if self.run.grad_norms is not None else None
         metrics = EpochMetrics(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
-                               val_accuracy=val_acc, seconds=time.perf_counter() - t0, lr=lr)
+                               val_accuracy=val_acc, seconds=time.perf_counter() - t0, lr=lr,
+                               grad_norms=grad_norms)
         self.progress.images += seen
         self.progress.train_seconds += t1 - t0
         self.progress.history.append(metrics)

@@ -14,6 +14,9 @@ class EpochMetrics:
     val_accuracy: float  # fraction in [0, 1]
     seconds: float  # wall time of the epoch, training and validation
     lr: float  # learning rate of the epoch's first batch (schedules may change it per batch)
+    # train.record_gradients: layer (module path) -> mean over the epoch's batches of the L2
+    # norm of its weight's gradient, input layer first; None when not recorded.
+    grad_norms: dict[str, float] | None = None
 
 
 class Reporter(Protocol):

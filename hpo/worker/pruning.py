@@ -107,6 +107,13 @@ class TrialReporter:
             "lr": [m.lr for m in self.history],
         }
 
+    def grad_norms(self) -> dict[str, Any] | None:
+        """The ``grad_norms`` attribute's value (train.record_gradients); None when off."""
+        from hpo.study.attrs import GradNorms
+
+        recorded = GradNorms.from_epochs(m.grad_norms for m in self.history)
+        return recorded.as_attr() if recorded is not None else None
+
 
 class FirstObjectiveView:
     """A multi-objective study as a pruner sees it: the first direction only."""

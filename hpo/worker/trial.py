@@ -27,6 +27,7 @@ from hpo.study.attrs import (
     DEVICE,
     EPOCHS_TRAINED,
     FAIL_REASON,
+    GRAD_NORMS,
     IMAGES_PER_SECOND,
     PARAMS_TOTAL,
     PARAMS_TRAINABLE,
@@ -264,12 +265,19 @@ class TrialRun:
         attrs: dict[str, Any] = {EPOCHS_TRAINED: len(self.reporter.history)}
         if self.reporter.history:
             attrs[CURVES] = self.reporter.curves()
+            attrs.update(self._gradient_attrs())
         return attrs
+
+    def _gradient_attrs(self) -> dict[str, Any]:
+        """The gradient norms beside the curves, when train.record_gradients recorded them."""
+        norms = self.reporter.grad_norms()
+        return {GRAD_NORMS: norms} if norms is not None else {}
 
     def _write_results(self, result: TrainingResult, extra: dict[str, Any] | None = None) -> None:
         from hpo.artifacts.trial_files import save_trial_artifacts
 
         attrs = _result_attrs(self.reporter.curves(), result, self.asked_at)
+        attrs.update(self._gradient_attrs())
         # Before tell: Optuna refuses artifacts for finished trials. Never fails the trial.
         attrs.update(save_trial_artifacts(self.study, self.trial, self.reporter.history, result, spec=self.spec))
         self.reporter.write({**attrs, **(extra or {})})

@@ -9,6 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from hpo.cli.main import cli
+from hpo.study.attrs import GRAD_NORMS
+from tests.specs import spec_text
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # lr 1e-7 learns nothing, lr 0.5 learns: with the median pruner after 1 trial, the weak ones
@@ -69,6 +71,7 @@ def test_report_writes_every_figure_it_lists(storage, tmp_path):
     assert result.stdout == f"Wrote {out / 'report.md'} and {out / 'report.html'} ({len(images)} figures)\n"
     assert {"history.png", "importances.png", "parallel_coordinates.png", "learning_curves.png",
             "tradeoffs.png"} <= set(images)
+    assert "gradient_norms.png" not in images  # no trial recorded them (train.record_gradients)
     assert sorted(p.name for p in out.glob("*.png")) == sorted(images)
     for name in images:
         assert (out / name).read_bytes()[:8] == PNG, name
@@ -109,3 +112,58 @@ def test_unknown_study(storage, tmp_path):
     assert result.exit_code == 2
     assert result.stderr == f"Error: no study named 'nope' in {storage} (studies: pruned, single)\n"
     assert not (tmp_path / "r").exists()
+
+
+# The vanishing-gradient set-up (8 units x 6 sigmoid layers, U(-0.05, 0.05)) on the tiny spec
+# of tests/specs.py, recording gradient norms for 3 epochs.
+GRADIENT_SPEC = spec_text("vanishing", n_trials=2, epochs=3).replace(
+    "model: {name: mlp, n_layers: 1, width: 16, activation: relu}",
+    "model: {name: mlp, n_layers: 6, width: 8, activation: sigmoid, init: uniform, init_range: 0.05}",
+).replace("seed: 0}\nsearch", "seed: 0, record_gradients: true}\nsearch")
+
+
+@pytest.fixture(scope="module")
+def gradient_storage(tmp_path_factory):
+    assert "record_gradients: true" in GRADIENT_SPEC and "init: uniform" in GRADIENT_SPEC
+    root = tmp_path_factory.mktemp("gradients")
+    journal = str(root / "studies.journal")
+    (root / "vanishing.yaml").write_text(GRADIENT_SPEC)
+    created = invoke("study", "create", str(root / "vanishing.yaml"), "--storage", journal,
+                     "--artifacts", str(root / "artifacts"))
+    assert created.exit_code == 0, created.output
+    worked = invoke("worker", "vanishing", "--rank", "0", "--storage", journal, "--quiet")
+    assert worked.exit_code == 0, worked.output
+    return journal
+
+
+def test_recorded_gradient_norms_are_stored_per_layer_and_epoch(gradient_storage):
+    from hpo import load_results
+
+    trials = load_results("vanishing", gradient_storage).trials
+    assert [t.state_name for t in trials] == ["complete", "complete"]
+    for trial in trials:
+        assert trial.grad_norms is not None
+        assert trial.grad_norms.layers == ["1", "3", "5", "7", "9", "11", "13"]  # the Sequential's Linears
+        assert len(trial.grad_norms.norms) == len(trial.curve("val_loss")) == 3
+        assert all(v is not None and v > 0 for row in trial.grad_norms.norms for v in row)
+        per_layer = trial.grad_norms.per_layer()
+        assert per_layer["1"][0] < per_layer["13"][0]  # vanishing towards the input
+        assert trial.user_attrs[GRAD_NORMS]["layers"] == trial.grad_norms.layers
+
+
+def test_report_draws_the_best_trials_gradient_norms(gradient_storage, tmp_path):
+    from hpo import load_results
+
+    out = tmp_path / "report"
+    result = invoke("study", "report", "vanishing", "--output", str(out), "--storage", gradient_storage)
+    assert result.exit_code == 0, result.output
+    markdown = (out / "report.md").read_text()
+    assert "gradient_norms.png" in _images(markdown)
+    assert (out / "gradient_norms.png").read_bytes()[:8] == PNG
+    assert '<img src="gradient_norms.png"' in (out / "report.html").read_text()
+    section = markdown.split("## Gradient norms")[1].split("\n## ")[0]
+    best = load_results("vanishing", gradient_storage).best.number
+    assert f"Trial {best}: the L2 norm of each Linear/Conv layer's weight gradient" in section
+    # After the learning curves, before the trade-offs.
+    assert markdown.index("## Learning curves") < markdown.index("## Gradient norms") \
+        < markdown.index("## Accuracy against size")
