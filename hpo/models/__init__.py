@@ -6,7 +6,8 @@ from hpo.models import custom as _custom  # noqa: F401  (registers "custom")
 from hpo.models import mlp as _mlp  # noqa: F401  (registers "mlp")
 from hpo.models import patch_mlp as _patch_mlp  # noqa: F401  (registers "patch_mlp")
 from hpo.models import squeezenet as _squeezenet  # noqa: F401  (registers "squeezenet")
-from hpo.models.backbone import ARCHS, TorchvisionConfig
+from hpo.models import timm_backbone as _timm_backbone  # noqa: F401  (registers "timm")
+from hpo.models.backbone import ARCHS, FreezeConfig, TorchvisionConfig
 from hpo.models.cnn import CNNConfig
 from hpo.models.custom import CustomConfig
 from hpo.models.init import INITIALIZERS, apply_initializer
@@ -24,6 +25,7 @@ from hpo.models.registry import (
     register_model,
 )
 from hpo.models.squeezenet import SqueezeNetConfig
+from hpo.models.timm_backbone import TimmConfig
 
 __all__ = [
     "ACTIVATIONS",
@@ -33,11 +35,13 @@ __all__ = [
     "Activation",
     "CNNConfig",
     "CustomConfig",
+    "FreezeConfig",
     "MLPConfig",
     "ModelConfig",
     "ModelEntry",
     "PatchMLPConfig",
     "SqueezeNetConfig",
+    "TimmConfig",
     "TorchvisionConfig",
     "apply_initializer",
     "count_parameters",

@@ -1,6 +1,7 @@
-"""The torch side of the ``torchvision`` family: head swap, weight loading, freezing.
+"""The torch side of the ``torchvision`` and ``timm`` families: head swap, weight loading,
+freezing by blocks.
 
-Imported by ``models.backbone``'s builder only (it needs torch and torchvision).
+Imported by their builders only (it needs torch; torchvision and timm are imported inside).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from itertools import chain
+from itertools import accumulate, chain
 from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import torch
@@ -22,25 +24,36 @@ from hpo.models.init import apply_initializer
 
 log = logging.getLogger(__name__)
 
-# Sizes tried, on the meta device, to tell a user which data.image_size would work.
-_TRIAL_SIZES = (16, 32, 48, 64, 96, 128, 160, 224, 256, 299)
+# Sizes tried, on the meta device, to tell a user which data.image_size would work
+# (75: Inception v3's smallest).
+_TRIAL_SIZES = (16, 32, 48, 64, 75, 96, 128, 160, 224, 256, 299)
+# Layers that join the conv or linear layer before them in one block (see Layout.blocks).
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
 class Backbone(nn.Module):
-    """A torchvision model (``net``) whose logits layer was replaced by ``net.<head_path>``.
+    """A torchvision or timm model (``net``) with a new logits layer at ``net.<head_path>``.
 
-    Grayscale images are repeated to three channels (a view, no copy) rather than adapting
-    the first convolution, so pretrained RGB filters apply unchanged and every architecture
-    is handled the same way. Batch-norm layers whose parameters are all frozen stay in
-    eval mode while training, so a frozen part of the backbone computes exactly what it
-    did when it was trained.
+    torchvision: grayscale images are repeated to three channels (a view, no copy) rather
+    than adapting the first convolution, so pretrained RGB filters apply unchanged and every
+    architecture is handled the same way. timm builds its first convolution for the channels
+    given (``expand_gray=False``) and adapts pretrained RGB filters itself. Batch-norm layers
+    whose parameters are all frozen stay in eval mode while training, so a frozen part of the
+    backbone computes exactly what it did when it was trained.
+
+    ``blocks``: the backbone's parameter names, block by block from the input side (the
+    head's are in none); what ``freeze`` counts.
     """
 
-    def __init__(self, net: nn.Module, in_channels: int, head_path: str):
+    def __init__(
+        self, net: nn.Module, in_channels: int, head_path: str, *,
+        blocks: list[list[str]], expand_gray: bool = True,
+    ):
         super().__init__()
         self.net = net
-        self.gray = in_channels == 1
+        self.gray = expand_gray and in_channels == 1
         self.head_path = head_path
+        self.blocks = blocks
         self.pretrained_info: dict[str, object] | None = None  # set when weights were loaded
 
     @property
@@ -83,9 +96,9 @@ def _first_error_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _runs_at(net: nn.Module, size: tuple[int, int]) -> str | None:
-    """None if ``net`` accepts 3 x size images, else why not; computed on the meta device,
-    so it costs no memory and no arithmetic."""
+def _runs_at(net: nn.Module, size: tuple[int, int], channels: int = 3) -> str | None:
+    """None if ``net`` accepts channels x size images, else why not; computed on the meta
+    device, so it costs no memory and no arithmetic."""
     tensors = {
         name: torch.empty_like(t, device="meta")
         for name, t in chain(net.named_parameters(), net.named_buffers())
@@ -93,7 +106,7 @@ def _runs_at(net: nn.Module, size: tuple[int, int]) -> str | None:
     was_training = net.training
     net.eval()
     try:
-        torch.func.functional_call(net, tensors, (torch.empty(2, 3, *size, device="meta"),))
+        torch.func.functional_call(net, tensors, (torch.empty(2, channels, *size, device="meta"),))
         return None
     except Exception as exc:  # shape errors are RuntimeError; anything else: can't tell
         return _first_error_line(exc)
@@ -101,11 +114,11 @@ def _runs_at(net: nn.Module, size: tuple[int, int]) -> str | None:
         net.train(was_training)
 
 
-def _check_input_size(arch: str, net: nn.Module, h: int, w: int) -> None:
-    why = _runs_at(net, (h, w))
+def _check_input_size(arch: str, net: nn.Module, h: int, w: int, channels: int = 3) -> None:
+    why = _runs_at(net, (h, w), channels)
     if why is None:
         return
-    working = next((s for s in _TRIAL_SIZES if _runs_at(net, (s, s)) is None), None)
+    working = next((s for s in _TRIAL_SIZES if _runs_at(net, (s, s), channels) is None), None)
     if working is None:
         return  # the meta device cannot run this model: the real forward pass will tell
     raise TrainingError(
@@ -149,10 +162,17 @@ _DENSENET_OLD_KEY = re.compile(
 def read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
     """A state dict from ``path``: a bare one, or inside a checkpoint's ``state_dict``/``model``.
 
-    Loaded with ``weights_only=True``: a weights file never runs code.
+    Loaded with ``weights_only=True`` (or as safetensors, the Hugging Face hub's format): a
+    weights file never runs code.
     """
+    obj: object
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(path)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise TrainingError(
             f"cannot read pretrained weights {path}: {_first_error_line(exc)} (expected a state "
@@ -175,11 +195,12 @@ def read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def _load_pretrained(model: Backbone, arch: str, path: Path) -> None:
-    """Load every backbone tensor from ``path``; only the old head's keys may be skipped."""
+def _load_pretrained(model: Backbone, arch: str, path: Path, unused: tuple[str, ...] = ()) -> None:
+    """Load every backbone tensor from ``path``; only the old head's keys (and those starting
+    with ``unused``, parts the model was built without) may be skipped."""
     prefix = model.head_path + "."
     state = read_state_dict(path, arch)
-    skipped = sorted(k for k in state if k.startswith(prefix))
+    skipped = sorted(k for k in state if k.startswith((prefix, *unused)))
     wanted = {k: v for k, v in state.items() if k not in skipped}
     try:
         result = model.net.load_state_dict(wanted, strict=False)
@@ -200,13 +221,59 @@ def _load_pretrained(model: Backbone, arch: str, path: Path) -> None:
              arch, len(wanted), path, ", ".join(skipped) or "nothing")
 
 
-def freeze_backbone(model: Backbone, fraction: float) -> int:
-    """Freeze the first ``fraction`` of the backbone's parameter tensors; returns how many."""
-    params = model.backbone_parameters()
-    count = math.floor(fraction * len(params) + 0.5)
-    for _, p in params[:count]:
-        p.requires_grad_(False)
-    return count
+def pattern_blocks(net: nn.Module, pattern: str | None, head_path: str) -> list[list[str]]:
+    """``net``'s parameter names outside the head, in blocks as ``Layout.blocks`` says.
+
+    Written here rather than with timm's ``group_parameters``: that would import timm (a
+    second or more) for every torchvision model, and its groups are ordered by numbers in
+    the names, where these follow the module order.
+    """
+    matcher = re.compile(pattern) if pattern else None
+    norms = {name for name, m in net.named_modules() if isinstance(m, _NORMS)}
+    blocks: list[list[str]] = []
+    last_key = loose = None  # loose: the last layer outside the pattern's blocks
+    for name, _ in net.named_parameters():
+        if name.startswith(head_path + "."):
+            continue
+        module = name.rpartition(".")[0]
+        found = matcher.match(name) if matcher else None
+        if found:
+            key, loose = "=" + found.group(0), None
+        elif not (module in norms and loose is not None):
+            key = loose = module
+        else:
+            key = loose
+        if key != last_key:
+            blocks.append([])
+            last_key = key
+        blocks[-1].append(name)
+    return blocks
+
+
+def frozen_names(
+    blocks: list[list[str]], sizes: Mapping[str, int], fraction: float,
+    unit: Literal["blocks", "parameters"],
+) -> list[str]:
+    """The parameter names ``freeze`` freezes: the first ``fraction`` of the blocks (rounded
+    to the nearest), or of the parameters (``sizes``: numbers per name), then the input-side
+    tensors whose total is nearest to that share."""
+    if unit == "blocks":
+        return [name for block in blocks[: math.floor(fraction * len(blocks) + 0.5)] for name in block]
+    names = [name for block in blocks for name in block]
+    totals = [0, *accumulate(sizes[name] for name in names)]
+    target = fraction * totals[-1]
+    count = min(range(len(totals)), key=lambda k: abs(totals[k] - target))
+    return names[:count]
+
+
+def freeze_backbone(model: Backbone, fraction: float, unit: Literal["blocks", "parameters"] = "blocks") -> int:
+    """Freeze the first ``fraction`` of the backbone (``unit``: blocks or parameters, from the
+    input side); the head always trains. Returns how many tensors were frozen."""
+    params = dict(model.net.named_parameters())
+    names = frozen_names(model.blocks, {n: p.numel() for n, p in params.items()}, fraction, unit)
+    for name in names:
+        params[name].requires_grad_(False)
+    return len(names)
 
 
 def build_backbone(
@@ -216,9 +283,13 @@ def build_backbone(
     *,
     head_path: str,
     old_dropout: str | None,
+    blocks: str | None,
+    kwargs: Mapping[str, object],
+    unused_keys: tuple[str, ...],
     dropout: float,
     pretrained: str | None,
     freeze: float,
+    freeze_unit: Literal["blocks", "parameters"],
     init: str,
     init_std: float,
     init_range: float,
@@ -231,15 +302,148 @@ def build_backbone(
             f"torchvision backbones take 1- or 3-channel images, not {channels}-channel ones"
         )
     path = _weights_path(arch, pretrained) if pretrained else None  # fail before building
-    net = get_model(arch)  # random init: weights only ever come from a local file
+    if path is not None and "aux_logits" in kwargs:
+        # As torchvision does for its own GoogLeNet/Inception weights: they expect inputs
+        # normalised as (x - 0.5) / 0.5, which transform_input makes of ImageNet-normalised ones.
+        kwargs = {**kwargs, "transform_input": True}
+    net = get_model(arch, **kwargs)  # random init: weights only ever come from a local file
     net.set_submodule(head_path, _new_head(net.get_submodule(head_path), dropout, num_classes))
     if old_dropout:
         net.set_submodule(old_dropout, nn.Identity())
     _check_input_size(arch, net, h, w)
-    model = Backbone(net, channels, head_path)
+    model = Backbone(net, channels, head_path, blocks=pattern_blocks(net, blocks, head_path))
     if path is not None:
-        _load_pretrained(model, arch, path)
-    freeze_backbone(model, freeze)
+        _load_pretrained(model, arch, path, unused_keys)
+    freeze_backbone(model, freeze, freeze_unit)
+    # An initialiser must not overwrite loaded weights: then only the new head gets it.
+    apply_initializer(model.head if path is not None else model, init, init_std, init_range=init_range)
+    return model
+
+
+def _timm_hub_file(arch: str) -> Path:
+    """The file of timm's default ``arch`` weights in the Hugging Face cache; downloads nothing."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(arch)
+    repo = cfg.hf_hub_id if cfg is not None else None
+    if cfg is None or not repo:
+        raise TrainingError(
+            f"timm has no Hugging Face weights for {arch}: give model.pretrained the path of a "
+            "state-dict file"
+        )
+    # The file names timm's own loader tries, in its order.
+    names = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else ("model.safetensors", "pytorch_model.bin")
+    cache_dir = constants.HF_HUB_CACHE  # read now: tests and users may move it
+    for filename in names:
+        found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
+        if isinstance(found, str):
+            return Path(found)
+    raise TrainingError(
+        f"pretrained weights for timm {arch} are not in the Hugging Face cache {cache_dir}: "
+        f"nothing is downloaded, so fetch them where there is internet (hf download {repo} "
+        f"{names[0]}) and copy that cache here (HF_HOME moves it), or give model.pretrained "
+        "the path of a state-dict file"
+    )
+
+
+def _timm_weights_path(arch: str, pretrained: str) -> Path:
+    if pretrained == "hub":
+        return _timm_hub_file(arch)
+    path = Path(pretrained).expanduser().absolute()
+    if not path.is_file():
+        raise TrainingError(
+            f"pretrained weights file {path} does not exist: nothing is downloaded, so put a "
+            f"timm {arch} state dict there (torch.save(model.state_dict(), path), or the "
+            "model.safetensors of its Hugging Face repository)"
+        )
+    return path
+
+
+def _create_timm(arch: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor] | None,
+                 path: Path | None) -> Any:
+    """``timm.create_model``, loading ``state`` through timm's own pretrained path (its
+    checkpoint filters, first-conv channel adaptation and head dropping), never the network."""
+    import timm
+
+    try:
+        if state is None:
+            return timm.create_model(arch, **kwargs)
+        return timm.create_model(
+            arch, pretrained=True, pretrained_cfg_overlay={"state_dict": dict(state)}, **kwargs
+        )
+    except RuntimeError as exc:  # shape mismatches, first convs it cannot adapt
+        if path is None:
+            raise
+        sizes = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+        raise TrainingError(
+            f"{path} does not fit timm {arch}: {'; '.join(sizes[:3]) or _first_error_line(exc)}"
+        ) from exc
+
+
+def _module_path(net: nn.Module, module: nn.Module) -> str:
+    return next(name for name, m in net.named_modules() if m is module)
+
+
+def _check_timm_weights(net: nn.Module, head_path: str, state: Mapping[str, torch.Tensor],
+                        arch: str, path: Path) -> None:
+    """timm loads non-strictly once it drops the old head, so a file of another model would
+    load nothing and say nothing: every backbone parameter must be in the file."""
+    missing = [n for n, _ in net.named_parameters()
+               if not n.startswith(head_path + ".") and n not in state]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise TrainingError(f"{path} does not fit timm {arch}: {len(missing)} missing keys ({shown})")
+
+
+def timm_blocks(net: Any, head_path: str) -> list[list[str]]:
+    """timm's own blocks (``group_matcher(coarse=False)``, as layer-wise learning-rate decay
+    uses them), in order, without the head's parameters."""
+    from timm.models import group_parameters
+
+    if not hasattr(net, "group_matcher"):
+        return pattern_blocks(net, None, head_path)
+    groups = group_parameters(net, net.group_matcher(coarse=False))
+    blocks = [[n for n in names if not n.startswith(head_path + ".")] for _, names in sorted(groups.items())]
+    return [block for block in blocks if block]
+
+
+def build_timm_backbone(
+    arch: str,
+    in_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    dropout: float,
+    pretrained: str | None,
+    freeze: float,
+    freeze_unit: Literal["blocks", "parameters"],
+    init: str,
+    init_std: float,
+    init_range: float,
+) -> Backbone:
+    from timm.models import get_pretrained_cfg
+
+    channels, h, w = in_shape
+    path = _timm_weights_path(arch, pretrained) if pretrained else None  # fail before building
+    state = read_state_dict(path, arch) if path is not None else None
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": channels, "drop_rate": dropout}
+    cfg = get_pretrained_cfg(arch)
+    if cfg is not None and cfg.fixed_input_size:
+        kwargs["img_size"] = (h, w)  # ViT-like: position embeddings for this size
+    net = _create_timm(arch, kwargs, state, path)
+    head_path = _module_path(net, net.get_classifier())
+    if state is not None and path is not None:
+        _check_timm_weights(net, head_path, state, arch, path)
+        if cfg is not None and cfg.num_classes == num_classes:
+            net.reset_classifier(num_classes)  # timm kept the file's head: a new one all the same
+    _check_input_size(arch, net, h, w, channels)
+    model = Backbone(net, channels, head_path, blocks=timm_blocks(net, head_path), expand_gray=False)
+    if state is not None:
+        skipped = sorted(k for k in state if k.startswith(head_path + "."))
+        model.pretrained_info = {"path": str(path), "loaded": len(state) - len(skipped), "skipped": skipped}
+        log.info("timm %s: loaded %d tensors from %s; skipped the old head's %s",
+                 arch, len(state) - len(skipped), path, ", ".join(skipped) or "nothing")
+    freeze_backbone(model, freeze, freeze_unit)
     # An initialiser must not overwrite loaded weights: then only the new head gets it.
     apply_initializer(model.head if path is not None else model, init, init_std, init_range=init_range)
     return model

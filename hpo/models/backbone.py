@@ -7,21 +7,22 @@ torchvision's own registry (``get_model``), never by looking a name up in a modu
 Nothing is ever downloaded: ``pretrained`` names a local file, or ``hub`` for the file
 torch's hub cache would hold; a missing file is an error that says where to put it.
 Resizing inputs is the data side's job (``data.image_size``), not the model's.
+
+``freeze`` (shared with the ``timm`` family) counts blocks by default: see ``FreezeConfig``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple, get_args
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hpo.models.registry import ModelConfig, register_model
 
 if TYPE_CHECKING:
     from torch import nn
 
-# Left out: googlenet and inception_v3 (their training output is a tuple with auxiliary
-# logits), maxvit_t and vit_h_14 (fixed input sizes whose default weights need other sizes).
+# Left out: maxvit_t and vit_h_14 (fixed input sizes whose default weights need other sizes).
 Arch = Literal[
     "alexnet",
     "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
@@ -29,6 +30,7 @@ Arch = Literal[
     "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
     "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
     "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l",
+    "googlenet", "inception_v3",
     "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
     "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
     "regnet_x_400mf", "regnet_x_800mf", "regnet_x_1_6gf", "regnet_x_3_2gf",
@@ -46,35 +48,110 @@ Arch = Literal[
 ]
 ARCHS: tuple[str, ...] = get_args(Arch)
 
-# Family prefix -> (path of the ImageNet logits layer, path of a dropout right before it).
-# That layer becomes ``Sequential(Dropout(dropout), Linear(features, num_classes))``; the old
-# dropout becomes Identity, so ``dropout`` is the only one in front of the head.
-HEADS: tuple[tuple[str, str, str | None], ...] = (
-    ("alexnet", "classifier.6", None),
-    ("convnext", "classifier.2", None),
-    ("densenet", "classifier", None),
-    ("efficientnet", "classifier.1", "classifier.0"),
-    ("mnasnet", "classifier.1", "classifier.0"),
-    ("mobilenet_v2", "classifier.1", "classifier.0"),
-    ("mobilenet_v3", "classifier.3", "classifier.2"),
-    ("regnet", "fc", None),
-    ("resnet", "fc", None),
-    ("resnext", "fc", None),
-    ("shufflenet", "fc", None),
-    ("squeezenet", "classifier", None),  # a 1x1-conv head: becomes pool, flatten, dropout, linear
-    ("swin", "head", None),
-    ("vgg", "classifier.6", "classifier.5"),
-    ("vit", "heads.head", None),
-    ("wide_resnet", "fc", None),
+class Layout(NamedTuple):
+    """Where a family's parts are, by parameter and module path."""
+
+    prefix: str  # of the arch names it covers
+    head: str  # the ImageNet logits layer
+    dropout: str | None  # a dropout right before it
+    # What ``freeze`` counts as one block: a parameter whose name starts with a match of this
+    # pattern belongs to the block that the matched text names; any other parameter belongs to
+    # its own layer, and a norm layer to the layer before it (a conv and its batch norm are one).
+    # So ResNet's blocks are its stem (conv1 + bn1) and every layerN.M, MobileNet's every
+    # features[i], EfficientNet's its stem, every MBConv and its last conv, VGG's every conv.
+    blocks: str | None
+
+
+# The logits layer becomes ``Sequential(Dropout(dropout), Linear(features, num_classes))``; the
+# old dropout becomes Identity, so ``dropout`` is the only one in front of the head.
+_STAGES = r"features\.(?:[1357]\.\d+|\d+)\."  # ConvNeXt and Swin: stages at odd indices
+LAYOUTS: tuple[Layout, ...] = (
+    Layout("alexnet", "classifier.6", None, None),
+    Layout("convnext", "classifier.2", None, _STAGES),
+    Layout("densenet", "classifier", None, r"features\.(?:denseblock\d+\.denselayer\d+|transition\d+)\."),
+    Layout("efficientnet", "classifier.1", "classifier.0", r"features\.\d+\.\d+\.(?=block\.)"),
+    Layout("googlenet", "fc", "dropout", r"(?:conv\d|inception\w+)\."),
+    Layout("inception_v3", "fc", "dropout", r"(?:Conv2d_\w+|Mixed_\w+)\."),
+    Layout("mnasnet", "classifier.1", "classifier.0", r"layers\.\d+\.\d+\."),
+    Layout("mobilenet_v2", "classifier.1", "classifier.0", r"features\.\d+\."),
+    Layout("mobilenet_v3", "classifier.3", "classifier.2", r"features\.\d+\."),
+    Layout("regnet", "fc", None, r"stem\.|trunk_output\.block\d+\.block\d+-\d+\."),
+    Layout("resnet", "fc", None, r"layer\d+\.\d+\."),
+    Layout("resnext", "fc", None, r"layer\d+\.\d+\."),
+    Layout("shufflenet", "fc", None, r"stage\d+\.\d+\."),
+    # A 1x1-conv head: becomes pool, flatten, dropout, linear.
+    Layout("squeezenet", "classifier", None, r"features\.\d+\."),
+    Layout("swin", "head", None, _STAGES),
+    Layout("vgg", "classifier.6", "classifier.5", None),
+    Layout("vit", "heads.head", None, r"encoder\.layers\.encoder_layer_\d+\."),
+    Layout("wide_resnet", "fc", None, r"layer\d+\.\d+\."),
 )
+
+# Constructor arguments beyond torchvision's defaults. GoogLeNet and Inception v3 return
+# (logits, auxiliary logits) while training, which the epoch loop's loss cannot take: their
+# auxiliary heads are switched off (as torchvision does after loading its own weights), so
+# they return the main logits only. init_weights=True keeps torchvision's own initialisation
+# without its warning about a changing default.
+ARCH_KWARGS: dict[str, dict[str, object]] = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True},
+}
+# Keys of a weights file that the model built here has no place for: the auxiliary heads.
+UNUSED_KEYS: dict[str, tuple[str, ...]] = {
+    "googlenet": ("aux1.", "aux2."),
+    "inception_v3": ("AuxLogits.",),
+}
+
+
+def layout(arch: str) -> Layout:
+    """The ``Layout`` of a supported ``arch``."""
+    for rule in LAYOUTS:
+        if arch.startswith(rule.prefix):
+            return rule
+    raise ValueError(f"no layout rule for {arch!r}")
 
 
 def head_paths(arch: str) -> tuple[str, str | None]:
     """(head path, path of the dropout before it) for a supported ``arch``."""
-    for prefix, head, dropout in HEADS:
-        if arch.startswith(prefix):
-            return head, dropout
-    raise ValueError(f"no head rule for {arch!r}")
+    rule = layout(arch)
+    return rule.head, rule.dropout
+
+
+FreezeUnit = Literal["blocks", "parameters"]
+
+
+class FreezeConfig(BaseModel):
+    """How much of a pretrained backbone stays frozen, counted from the input side.
+
+    ``blocks`` (the default) counts the backbone's blocks, as the family defines them (timm:
+    its own ``group_matcher`` blocks, those of layer-wise learning-rate decay; torchvision:
+    ``Layout.blocks``); ``parameters`` counts parameters (numbers, not tensors), freezing
+    the whole tensors from the input side whose total is nearest to the fraction. The new
+    head always trains.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    fraction: float = Field(0.0, ge=0, le=1)
+    unit: FreezeUnit = "blocks"
+
+
+# A plain number is a fraction of blocks: ``freeze: 0.5`` = ``{fraction: 0.5, unit: blocks}``.
+Freeze = Annotated[float, Field(ge=0, le=1)] | FreezeConfig
+
+
+def freeze_parts(freeze: float | FreezeConfig) -> tuple[float, FreezeUnit]:
+    """(fraction, unit) of a ``freeze`` value in either spelling."""
+    if isinstance(freeze, FreezeConfig):
+        return freeze.fraction, freeze.unit
+    return float(freeze), "blocks"
+
+
+def check_pretrained(v: str | None) -> str | None:
+    """``pretrained`` is null, ``hub`` or a path: never blank."""
+    if v is not None and not v.strip():
+        raise ValueError("give null (random init), hub, or the path of a weights file")
+    return v
 
 
 class TorchvisionConfig(ModelConfig):
@@ -83,24 +160,24 @@ class TorchvisionConfig(ModelConfig):
     # null: random init; hub: torch.hub.get_dir()/checkpoints/<file of the default weights' URL>;
     # otherwise the path of a local state-dict file. Never downloaded.
     pretrained: str | None = None
-    freeze: float = Field(0.0, ge=0, le=1)  # share of backbone tensors frozen, from the input side
+    # share of the backbone frozen, from the input side: a fraction of blocks, or
+    # {fraction: 0.9, unit: parameters} (FreezeConfig)
+    freeze: Freeze = 0.0
     dropout: float = Field(0.0, ge=0, lt=1)  # before the new linear head
 
-    @field_validator("pretrained")
-    @classmethod
-    def _not_blank(cls, v: str | None) -> str | None:
-        if v is not None and not v.strip():
-            raise ValueError("give null (random init), hub, or the path of a weights file")
-        return v
+    _not_blank = field_validator("pretrained")(check_pretrained)
 
 
 @register_model("torchvision", TorchvisionConfig, initialises=True)
 def build_torchvision(cfg: TorchvisionConfig, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     from hpo.models._backbone_layers import build_backbone
 
-    head, dropout_path = head_paths(cfg.arch)
+    rule = layout(cfg.arch)
+    fraction, unit = freeze_parts(cfg.freeze)
     return build_backbone(
-        cfg.arch, in_shape, num_classes, head_path=head, old_dropout=dropout_path,
-        dropout=cfg.dropout, pretrained=cfg.pretrained, freeze=cfg.freeze,
+        cfg.arch, in_shape, num_classes, head_path=rule.head, old_dropout=rule.dropout,
+        blocks=rule.blocks, kwargs=ARCH_KWARGS.get(cfg.arch, {}),
+        unused_keys=UNUSED_KEYS.get(cfg.arch, ()), dropout=cfg.dropout,
+        pretrained=cfg.pretrained, freeze=fraction, freeze_unit=unit,
         init=cfg.init, init_std=cfg.init_std, init_range=cfg.init_range,
     )

@@ -122,7 +122,7 @@ def test_registry_rejects_duplicates_and_mismatched_names():
         register_model("mlp", MLPConfig)(lambda cfg, shape, n: None)
     with pytest.raises(ValueError, match="defaults to 'mlp', not 'other'"):
         register_model("other", MLPConfig)
-    assert MODELS.names() == ["cnn", "custom", "mlp", "patch_mlp", "squeezenet", "torchvision"]
+    assert MODELS.names() == ["cnn", "custom", "mlp", "patch_mlp", "squeezenet", "timm", "torchvision"]
 
 
 def test_base_config_forbids_extra_keys():
@@ -185,6 +185,8 @@ def test_every_family_validates_in_strict_mode_with_yaml_types():
         {"name": "patch_mlp", "patch_size": 7, "dropout": 0},
         {"name": "torchvision", "arch": "efficientnet_b3", "pretrained": None, "freeze": 1},
         {"name": "torchvision", "arch": "vgg16", "pretrained": "hub", "freeze": 0.5},
+        {"name": "torchvision", "freeze": {"fraction": 1, "unit": "parameters"}},
+        {"name": "timm", "arch": "xception41", "pretrained": "hub", "freeze": 1, "dropout": 0},
         {"name": "custom", "module": "my_pkg.nets:SEFireNet", "kwargs": {"width": [1, 2]}},
         {"name": "mlp", "init": "normal", "init_std": 1},
     ):

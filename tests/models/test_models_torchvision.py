@@ -1,6 +1,7 @@
 """The torchvision family: supported archs, head swap, local-only pretrained weights, freezing."""
 
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import torchvision
 from torch import nn
 
 from hpo.errors import TrainingError
-from hpo.models import ARCHS, TorchvisionConfig, count_parameters, create_model
+from hpo.models import ARCHS, FreezeConfig, TorchvisionConfig, count_parameters, create_model
 from hpo.models._backbone_layers import Backbone, default_weights
 from hpo.models.backbone import head_paths
+from hpo.training import DataConfig, TrainConfig, train_model
 
 
 def _build(in_shape=(3, 32, 32), num_classes=10, **kwargs) -> Backbone:
@@ -61,7 +63,8 @@ HEAD_LAYOUTS = [
     ("alexnet", 64), ("convnext_tiny", 32), ("densenet121", 32), ("efficientnet_b0", 32),
     ("mnasnet0_5", 32), ("mobilenet_v2", 32), ("mobilenet_v3_small", 32), ("resnet18", 32),
     ("shufflenet_v2_x0_5", 32), ("squeezenet1_1", 32), ("swin_t", 32), ("vgg11", 32),
-    ("vit_b_32", 224), ("wide_resnet50_2", 32), ("resnext50_32x4d", 32),
+    ("vit_b_32", 224), ("wide_resnet50_2", 32), ("resnext50_32x4d", 32), ("googlenet", 32),
+    ("inception_v3", 75),
 ]
 
 
@@ -77,6 +80,9 @@ def test_head_is_replaced_by_dropout_and_linear(arch, side):
     _, old_dropout = head_paths(arch)
     if old_dropout:  # the arch's own dropout before the logits is gone: ours is the only one
         assert isinstance(model.net.get_submodule(old_dropout), nn.Identity)
+    # freeze's blocks: every backbone parameter once, in module order, in several blocks.
+    assert [n for block in model.blocks for n in block] == [n for n, _ in model.backbone_parameters()]
+    assert len(model.blocks) >= 7
 
 
 def test_regnet_head_on_cpu():
@@ -235,9 +241,60 @@ def test_freeze_nothing_everything_or_half_from_the_input_side():
 
     half = _build(arch="resnet18", freeze=0.5)
     flags = _frozen_flags(half)
-    assert sum(flags) == round(len(flags) / 2)
     assert flags == sorted(flags, reverse=True)  # a frozen prefix, then trainable tensors
     assert not half.net.conv1.weight.requires_grad and half.net.layer4[1].bn2.weight.requires_grad
+
+
+def _numel(model: Backbone, prefixes: tuple[str, ...]) -> int:
+    return sum(p.numel() for n, p in model.net.named_parameters() if n.startswith(prefixes))
+
+
+def test_freeze_counts_blocks_by_default():
+    # resnet18's blocks: the stem (conv1 + bn1) and layer1.0 ... layer4.1, nine in all.
+    model = _build(arch="resnet18", freeze=0.5)
+    assert [b[0] for b in model.blocks] == ["conv1.weight", *(f"layer{i}.{j}.conv1.weight"
+                                                             for i in range(1, 5) for j in (0, 1))]
+    assert model.blocks[0] == ["conv1.weight", "bn1.weight", "bn1.bias"]
+    # round(9 * 0.5) = 5 frozen: the stem, layer1 and layer2; layer3 on and the head train.
+    trainable, total = count_parameters(model)
+    assert total - trainable == _numel(model, ("conv1.", "bn1.", "layer1.", "layer2."))
+    assert model.net.layer3[0].conv1.weight.requires_grad
+    assert _build(arch="resnet18", freeze=FreezeConfig(fraction=0.5)).state_dict().keys() == \
+        model.state_dict().keys()
+
+
+def test_mobilenet_blocks_are_its_features():
+    # features[0] ... features[18]: 0.9 of 19 rounds to 17 frozen, features[17:] and the head train.
+    model = _build(arch="mobilenet_v2", freeze=0.9)
+    assert len(model.blocks) == len(model.net.features) == 19
+    trainable, total = count_parameters(model)
+    assert trainable == _numel(model, ("features.17.", "features.18.", "classifier."))
+    assert (trainable, total) == (898_890, 2_236_682)  # was 1,053,770 trainable counting tensors
+
+
+def test_freeze_by_parameters_freezes_the_nearest_share_of_numbers():
+    model = _build(arch="resnet18", freeze={"fraction": 0.3, "unit": "parameters"})
+    params = model.backbone_parameters()
+    flags = [not p.requires_grad for _, p in params]
+    assert flags == sorted(flags, reverse=True)  # whole tensors from the input side
+    sizes = [p.numel() for _, p in params]
+    frozen, target = sum(p.numel() for _, p in params if not p.requires_grad), 0.3 * sum(sizes)
+    k = sum(flags)
+    # Neither one tensor fewer nor one more would come nearer to 30 % of the backbone.
+    assert abs(frozen - target) <= abs(frozen - sizes[k - 1] - target)
+    assert abs(frozen - target) <= abs(frozen + sizes[k] - target)
+    assert 0.2 < frozen / sum(sizes) < 0.4
+    assert all(p.requires_grad for p in model.head.parameters())
+
+
+def test_freeze_accepts_a_fraction_or_a_mapping_only():
+    from pydantic import ValidationError
+
+    assert TorchvisionConfig(freeze=0.25).freeze == 0.25
+    assert TorchvisionConfig(freeze={"fraction": 0.9, "unit": "parameters"}).freeze.unit == "parameters"
+    for bad in ({"fraction": 0.5, "unit": "tensors"}, {"fraction": 2}, {"share": 0.5}, -0.1):
+        with pytest.raises(ValidationError):
+            TorchvisionConfig(freeze=bad)
 
 
 def test_frozen_parts_get_no_gradient_and_frozen_batch_norm_stays_in_eval():
@@ -250,6 +307,34 @@ def test_frozen_parts_get_no_gradient_and_frozen_batch_norm_stays_in_eval():
     assert torch.equal(model.net.bn1.running_mean, running)  # statistics stay as trained
     model.eval()
     assert not model.net.layer4[1].bn2.training
+
+
+def test_inception_v3_needs_75_pixels():
+    with pytest.raises(TrainingError, match=r"^inception_v3 cannot take 64x64 images \(.+\); the smallest "
+                                            r"size tried that works is 75x75: set data.image_size to 75$"):
+        _build((3, 64, 64), arch="inception_v3")
+
+
+@pytest.mark.slow
+def test_inception_v3_trains_through_the_epoch_loop():
+    # Its training output would be (logits, aux logits); the aux head is off, so the loop's
+    # loss gets plain logits.
+    data = DataConfig(name="digits", image_size=75, train_fraction=0.02, val_fraction=0.05)
+    model = TorchvisionConfig(arch="inception_v3", freeze=0.5, dropout=0.1)
+    result = train_model(data, model, TrainConfig(epochs=1, batch_size=8))
+    assert len(result.history) == 1 and math.isfinite(result.history[0].train_loss)
+    assert 0 < result.params_trainable < result.params_total
+
+
+def test_pretrained_inception_skips_the_auxiliary_head(tmp_path):
+    torch.manual_seed(3)
+    saved = torchvision.models.inception_v3(init_weights=False).state_dict()  # aux head included
+    path = tmp_path / "inception.pth"
+    torch.save(saved, path)
+    model = _build((3, 75, 75), arch="inception_v3", pretrained=str(path))
+    assert model.net.AuxLogits is None and model.net.transform_input  # as torchvision's own weights
+    assert torch.equal(model.net.Mixed_7c.branch1x1.conv.weight, saved["Mixed_7c.branch1x1.conv.weight"])
+    assert any(k.startswith("AuxLogits.") for k in model.pretrained_info["skipped"])
 
 
 def test_init_applies_to_the_whole_model_without_pretrained_weights():

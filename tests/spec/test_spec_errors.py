@@ -23,7 +23,7 @@ CASES = [
      [(3, "serach", "unknown key (got 'serach'; expected 'search' (close match)")]),
     ("misspelt model name", "name: t\nmodel:\n  name: cnnn\n",
      [(3, "model.name", "unknown model (got 'cnnn'; expected 'cnn' (close match); "
-                        "one of: cnn, custom, mlp, patch_mlp, squeezenet, torchvision)")]),
+                        "one of: cnn, custom, mlp, patch_mlp, squeezenet, timm, torchvision)")]),
     ("misspelt optimizer", BASE + "train:\n  optimizer: adamm\n",
      [(4, "train.optimizer", "unknown optimizer 'adamm'; did you mean 'adam'")]),
     ("misspelt optimizer among choices", BASE + "search:\n  train.optimizer: {choices: [sgd, nadam]}\n",
@@ -136,7 +136,7 @@ def test_debug_shows_the_traceback(tmp_path):
     assert "Traceback" in result.stderr
     assert result.stderr.rstrip().endswith(
         f"Error: {path}:1: model: required key is missing "
-        "(expected a mapping with name: cnn | custom | mlp | patch_mlp | squeezenet | torchvision)")
+        "(expected a mapping with name: cnn | custom | mlp | patch_mlp | squeezenet | timm | torchvision)")
 
 
 def test_yaml_1_2_numbers_and_booleans(tmp_path):
