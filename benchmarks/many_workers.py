@@ -296,13 +296,24 @@ def server_counters(server: Any, bouncer: Any, database: str) -> dict[str, float
         conn.close()
     counters = {"db_active_ms": float(active_ms or 0), "commits": float(commits),
                 "postgres_cpu": process_cpu_seconds(server.pid, with_children=True),
-                "pool_wait_us": 0.0, "pooler_cpu": 0.0}
+                "pool_wait_us": 0.0, "pooler_cpu": 0.0, "logins": 0.0}
     if bouncer is not None:
+        counters["logins"] = float(client_logins(bouncer, database))
         counters["pool_wait_us"] = float(sum(int(row["total_wait_time"]) for row in bouncer.show("STATS")
                                              if row["database"] == database))
         counters["pooler_cpu"] = process_cpu_seconds(bouncer._proc.pid)
     counters["busy_ticks"], counters["all_ticks"] = map(float, machine_busy_ticks())
     return counters
+
+
+def client_logins(bouncer: Any, database: str) -> int:
+    """Client logins to ``database`` PgBouncer has seen so far (a line each in its log): a worker
+    that opens and closes connections pays a TCP and SCRAM handshake for each, on the
+    pooler's single thread."""
+    with contextlib.suppress(OSError):
+        with open(bouncer.log_path, errors="replace") as log:
+            return sum("login attempt" in line and f"db={database} " in line for line in log)
+    return 0
 
 
 def top_statements(server: Any, database: str, limit: int) -> list[tuple[float, int, float, str]]:
@@ -314,6 +325,19 @@ def top_statements(server: Any, database: str, limit: int) -> list[tuple[float, 
                         "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s) "
                         "ORDER BY total_exec_time DESC LIMIT %s", (database, limit))
             return [(float(t), int(c), float(m), " ".join(q.split())) for t, c, m, q in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def statement_calls(server: Any, database: str) -> int:
+    """Statements the server ran in ``database`` since the last reset (pg_stat_statements;
+    BEGIN and COMMIT included, the pooler's and the observers' own too: a few)."""
+    conn = server.connect(database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+                        "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s)", (database,))
+            return int(cur.fetchone()[0])
     finally:
         conn.close()
 
@@ -388,6 +412,8 @@ def run_setting(server: Any, bouncer: Any, database: str, url: str, n_workers: i
                 time.sleep(0.2)
         after = server_counters(server, bouncer, database)
         statements = top_statements(server, database, args.statements)
+        after["statements"] = float(statement_calls(server, database))
+        before["statements"] = 0.0  # reset before the setting
     finally:
         if launcher_proc.poll() is None:
             os.killpg(launcher_proc.pid, 9)
@@ -464,10 +490,10 @@ def tables(settings: list[Setting], args: argparse.Namespace, pool_size: int | N
         "time from pg_stat_database.active_time; pooled-connection waits from PgBouncer's total_wait_time; "
         "backends waiting on a lock polled from pg_stat_activity every 0.1 s):",
         "",
-        "| workers | finished | CPU ms: workers | PostgreSQL | PgBouncer | DB active ms | commits "
-        "| pool wait ms | lock waits mean/peak | clients waiting (peak) | cores busy | worker PSS / private MB "
+        "| workers | finished | CPU ms: workers | PostgreSQL | PgBouncer | DB active ms | statements | commits "
+        "| client logins | pool wait ms | lock waits mean/peak | clients waiting (peak) | cores busy | worker PSS / private MB "
         "| torch loaded |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in settings:
         busy = s.counters["busy_ticks"] / s.counters["all_ticks"] if s.counters["all_ticks"] else 0.0
@@ -477,8 +503,9 @@ def tables(settings: list[Setting], args: argparse.Namespace, pool_size: int | N
         lines.append(
             f"| {s.workers} | {s.finished} | {s.cpu_workers * 1000 / s.finished:.0f} "
             f"| {s.per_trial_ms('postgres_cpu'):.0f} | {s.per_trial_ms('pooler_cpu'):.0f} "
-            f"| {s.per_trial_ms('db_active_ms', 1):.1f} | {s.counters['commits'] / s.finished:.0f} "
-            f"| {s.per_trial_ms('pool_wait_us', 0.001):.1f} | {statistics.mean(waits):.1f} / {s.poll.peak_lock_waits} "
+            f"| {s.per_trial_ms('db_active_ms', 1):.1f} | {s.counters['statements'] / s.finished:.0f} "
+            f"| {s.counters['commits'] / s.finished:.0f} "
+            f"| {s.counters['logins']:.0f} | {s.per_trial_ms('pool_wait_us', 0.001):.1f} | {statistics.mean(waits):.1f} / {s.poll.peak_lock_waits} "
             f"| {s.poll.peak_clients_waiting} | {busy:.0%} | {pss:.0f} / {private:.0f} | {s.torch_loaded} |")
     last = settings[-1]
     if last.statements:

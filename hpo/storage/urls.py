@@ -106,8 +106,6 @@ def open_storage(target: StorageTarget, *, reconnect_for: float | None = None,
     default journal, not there yet, is an empty storage), no Optuna tables (a database
     without them is an empty storage). What exists can still be written to (the worker
     loads its study this way)."""
-    import optuna
-
     from hpo.storage.existing import empty_storage, has_optuna_tables, open_journal
 
     try:
@@ -122,10 +120,12 @@ def open_storage(target: StorageTarget, *, reconnect_for: float | None = None,
         # Optuna creates its tables (and stamps alembic's version) unless told not to. Its
         # schema check holds one connection while it opens another, which can deadlock
         # workers behind a transaction-mode pooler: hpo's check reads one at a time.
-        from hpo.storage.optuna_internals import check_schema_version
+        # An RDBStorage whose trial creation holds the study's row lock for one round trip
+        # instead of four (every worker's ask waits for that lock).
+        from hpo.storage.optuna_internals import OneTripTrialCreation, check_schema_version
 
-        rdb = optuna.storages.RDBStorage(target.url, engine_kwargs=options,
-                                         skip_table_creation=read_only, skip_compatibility_check=True)
+        rdb = OneTripTrialCreation(target.url, engine_kwargs=options,
+                                   skip_table_creation=read_only, skip_compatibility_check=True)
         check_schema_version(rdb)
         if not reconnect_for:
             return rdb

@@ -47,12 +47,18 @@ class Watchdog:
         self._stop.set()
         self._thread.join(timeout=self.interval + 5)
 
-    def beat_for(self, trial_id: int | None) -> None:
-        """The trial now running (None: between trials). Its first heartbeat is recorded now:
-        a trial with no heartbeat at all is never judged stale."""
+    @property
+    def beats(self) -> bool:
+        """Whether this watchdog records heartbeats (a database; the journal store has none)."""
+        return self.grace_period is not None
+
+    def beat_for(self, trial_id: int | None, *, first_recorded: bool = False) -> None:
+        """The trial now running (None: between trials). Its first heartbeat is recorded now,
+        unless it was already (``first_recorded``: with the trial's creation): a trial with
+        no heartbeat at all is never judged stale by Optuna."""
         with self._lock:
             self._trial_id = trial_id
-        if trial_id is not None:
+        if trial_id is not None and not first_recorded:
             self._beat(trial_id)
 
     def sweep(self) -> None:

@@ -245,7 +245,7 @@ def _enable_heartbeats(study: Study, budget: Budget) -> float | None:
 def _trial_loop(study: Study, spec: Spec, *, n_trials: int | None, timeout: float | None,
                 device: str, rank: int, emit: Progress, stop: StopRequest, watchdog: Watchdog,
                 trainer: Trainer | None) -> WorkerReport:
-    from hpo.storage.optuna_internals import storage_of, trial_id_of
+    from hpo.storage.optuna_internals import storage_of, trial_id_of, trial_start_writes
     from hpo.storage.proxies import one_read_of_the_study
 
     report = WorkerReport()
@@ -268,12 +268,19 @@ def _trial_loop(study: Study, spec: Spec, *, n_trials: int | None, timeout: floa
         if device == "cpu":
             share_cpu()  # other workers on this machine may have started or stopped
         asked_at = time.perf_counter()
-        with one_read_of_the_study(storage_of(study)):  # see hpo.storage.proxies.OneReadPerTrial
+        # First thing: who runs it, so that a worker on this host can tell if we die, and its
+        # first heartbeat. On PostgreSQL a new trial is created with both, in the creation's
+        # own transaction (hpo.storage.optuna_internals.OneTripTrialCreation); a trial claimed
+        # from the queue (a retry) gets them in writes of their own.
+        identity = {WORKER: worker_identity(rank)}
+        with (one_read_of_the_study(storage_of(study)),  # see hpo.storage.proxies.OneReadPerTrial
+              trial_start_writes(storage_of(study), user_attrs=identity, heartbeat=watchdog.beats) as written):
             trial = study.ask()
         try:
-            watchdog.beat_for(trial_id_of(trial))
-            # First thing: who runs it, so that a worker on this host can tell if we die.
-            trial.set_user_attr(WORKER, worker_identity(rank))
+            created_with_them = written(trial_id_of(trial))
+            watchdog.beat_for(trial_id_of(trial), first_recorded=created_with_them)
+            if not created_with_them:
+                trial.set_user_attr(WORKER, identity[WORKER])
             over_budget = is_over_budget(study, trial.number, spec.budget)
         except Aborted as aborted:  # a second stop signal before the trial started: hand it back too
             aborted.outcome = abandon(study, trial, str(aborted), spec.budget.max_retries)
