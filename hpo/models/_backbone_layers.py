@@ -372,6 +372,10 @@ def _create_timm(arch: str, kwargs: dict[str, Any], state: dict[str, torch.Tenso
         return timm.create_model(
             arch, pretrained=True, pretrained_cfg_overlay={"state_dict": dict(state)}, **kwargs
         )
+    except TypeError as exc:  # a few models (VLM image encoders) lack in_chans or drop_rate
+        raise TrainingError(
+            f"timm {arch} cannot be built as a classifier here: {_first_error_line(exc)}"
+        ) from exc
     except RuntimeError as exc:  # shape mismatches, first convs it cannot adapt
         if path is None:
             raise
@@ -381,8 +385,18 @@ def _create_timm(arch: str, kwargs: dict[str, Any], state: dict[str, torch.Tenso
         ) from exc
 
 
-def _module_path(net: nn.Module, module: nn.Module) -> str:
-    return next(name for name, m in net.named_modules() if m is module)
+def _head_path(arch: str, net: Any) -> str:
+    """The path of timm's classifier in ``net``; one head only."""
+    if not hasattr(net, "get_classifier"):  # image encoders of vision-language models
+        raise TrainingError(f"timm {arch} has no classifier head: it is not a classification model")
+    head = net.get_classifier()
+    path = next((name for name, m in net.named_modules() if m is head), None)
+    if path is None:  # distilled models (efficientformer, swiftformer) return two heads
+        raise TrainingError(
+            f"timm {arch} has {len(head) if isinstance(head, tuple) else 'no'} classifier heads, "
+            "not one: hpo's timm family takes models with a single head"
+        )
+    return path
 
 
 def _check_timm_weights(net: nn.Module, head_path: str, state: Mapping[str, torch.Tensor],
@@ -431,7 +445,7 @@ def build_timm_backbone(
     if cfg is not None and cfg.fixed_input_size:
         kwargs["img_size"] = (h, w)  # ViT-like: position embeddings for this size
     net = _create_timm(arch, kwargs, state, path)
-    head_path = _module_path(net, net.get_classifier())
+    head_path = _head_path(arch, net)
     if state is not None and path is not None:
         _check_timm_weights(net, head_path, state, arch, path)
         if cfg is not None and cfg.num_classes == num_classes:

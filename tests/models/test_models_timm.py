@@ -117,6 +117,13 @@ def test_random_init_forward(arch):
     assert not model.gray  # timm builds the first conv for the channels given
 
 
+def test_models_with_two_heads_are_refused_in_one_line():
+    with torch.device("meta"), pytest.raises(TrainingError) as exc:
+        _build("efficientformer_l1", (3, 64, 64))
+    assert str(exc.value) == ("timm efficientformer_l1 has 2 classifier heads, not one: hpo's timm "
+                              "family takes models with a single head")
+
+
 def test_hub_reads_the_hugging_face_cache_and_never_downloads(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
