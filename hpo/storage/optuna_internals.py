@@ -64,6 +64,7 @@ __all__ = [
     "journal_batch",
     "journal_batches",
     "latest_trial",
+    "queued_params",
     "rdb_models",
     "rdb_session",
     "check_schema_version",
@@ -181,6 +182,19 @@ def latest_trial(trial: Trial) -> FrozenTrial:
 
     Optuna 5.0.0: ``Trial._get_latest_trial`` (trial/_trial.py), called by ``should_prune``."""
     return trial._get_latest_trial()
+
+
+def queued_params(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The parameters a queued trial (``Study.enqueue_trial``: a user's, or hpo's retry) was
+    queued with, which its ``suggest_*`` calls return; None for a trial that was not queued
+    (its sampler chooses them). A trial taken from the queue has them here before any is
+    written as a parameter.
+
+    Optuna 5.0.0: ``Study.enqueue_trial`` keeps them in the system attribute
+    ``fixed_params``, which ``Trial.__init__`` reads (trial/_trial.py) and the grid sampler
+    tests for (samplers/_grid.py)."""
+    fixed = trial.system_attrs.get("fixed_params")
+    return dict(fixed) if isinstance(fixed, dict) else None
 
 
 # --- Heartbeats ----------------------------------------------------------------------------

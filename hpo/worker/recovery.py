@@ -66,19 +66,42 @@ def fail_and_retry(study: Study, trial: FrozenTrial, reason: str, max_retries: i
     storage, trial_id = storage_of(study), trial_id_of(trial)
     record = TrialRecord.from_frozen(trial)
     retries = int(record.retries)
-    retry = retries < max_retries
+    params = _params_to_retry(trial, record)
+    retry = retries < max_retries and params is not None
+    if params is None:
+        reason += " before its parameters were stored: not retried, the sampler picks the next trial's"
     with uninterrupted():  # failed without its retry enqueued, the trial would be lost
         try:
             storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
-            if retry:
+            if retry or params is None:  # no failure of its config either way: not counted as one
                 storage.set_trial_user_attr(trial_id, RETRIED, True)
             if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 return False
         except UpdateFinishedTrialError:
             return False
         if retry:
-            study.enqueue_trial(dict(trial.params), user_attrs=_retry_attrs(trial.number, record, retries))
+            study.enqueue_trial(params, user_attrs=_retry_attrs(trial.number, record, retries))
     return True
+
+
+def _params_to_retry(trial: FrozenTrial, record: TrialRecord) -> dict[str, Any] | None:
+    """The parameters ``trial``'s retry runs with; None when it has none to run with.
+
+    A worker writes a trial's parameters together with its config (``TrialRun._sample``, one
+    write), so a trial with neither died between the ask and that write: it never trained,
+    so there is no checkpoint to resume. Its retry would be queued with no parameters: the
+    grid sampler refuses such a trial (every worker that took it failed it), and any other
+    sampler would choose new ones, as for a new trial. So it is not retried: failed (counted
+    as no failure of the spec), its budget slot is free again, and the sampler chooses the
+    next trial's parameters (the grid sampler hands the unfinished point out again). A trial
+    that was itself taken from the queue (a retry) keeps the parameters it was queued with,
+    and its checkpoint to resume from. With its config written, the trial's parameters are
+    the ones it ran (none at all when nothing is searched)."""
+    from hpo.storage.optuna_internals import queued_params
+
+    if trial.params or record.config is not None:
+        return dict(trial.params)
+    return queued_params(trial)
 
 
 def _retry_attrs(number: int, record: TrialRecord, retries: int) -> dict[str, Any]:
