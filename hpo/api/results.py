@@ -68,9 +68,9 @@ class Results:
 
     @property
     def best(self) -> BestTrial:
-        """The best completed trial, by hpo's rule (ties broken by the other validation
-        metric); raises ``HpoError`` while none has completed, and ``UsageError`` for a
-        multi-objective study (see ``pareto``)."""
+        """The best completed trial, as ``hpo study best`` and the dashboard name it (of
+        equal values the first, Optuna's rule); raises ``HpoError`` while none has completed,
+        and ``UsageError`` for a multi-objective study (see ``pareto``)."""
         from hpo.errors import UsageError
 
         if len(self.spec.objectives) > 1:

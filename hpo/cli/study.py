@@ -167,7 +167,9 @@ def show(name: str, storage: str | None, fmt: str, top: int) -> None:
     if summary["stopped"]:
         out.print(f"Stopped: {summary['stopped']}", markup=False)  # a reason may hold [brackets]
     best = summary["best"]
-    out.print(f"Best: {fmt_value(best['value'])} (trial {best['number']})" if best else "Best: no completed trial yet")
+    tied = f"; tied: {_trials(best['tied'])}" if best and best.get("tied") else ""
+    out.print(f"Best: {fmt_value(best['value'])} (trial {best['number']}{tied})" if best
+              else "Best: no completed trial yet")
     epochs = summary["epochs"]
     out.print(f"Epochs: {epochs['trained']} trained, {epochs['without_pruning']} without pruning "
               f"({epochs['saved']} saved)")
@@ -214,6 +216,11 @@ def best(name: str, storage: str | None, fmt: str) -> None:
         for result in results:
             scores = ", ".join(f"{m} = {fmt_value(v)}" for m, v in zip(result["metrics"], result["values"]))
             out.print(f"{'Trial' if multi else 'Best trial'} {result['number']} of {result['study']}: {scores}")
+            if result.get("tied"):
+                # Optuna's rule (hpo.results.summary.ranked_trials): say that it was a tie.
+                verb = "has" if len(result["tied"]) == 1 else "have"
+                out.print(f"Tied: {_trials(result['tied'])} {verb} the same {result['metric']}; Optuna and "
+                          "its dashboard name the first of equal values, and so does hpo")
             out.print("Params:")
             for key, value in result["params"].items():
                 out.print(f"  {key}: {fmt_value(value)}")
@@ -265,6 +272,11 @@ def _artifacts_line(deleted: DeletedStudy) -> str:
                      f"{others} too were kept")
     line = f"Removed its artifacts: {_files(removed.files)}, {removed.bytes / 2**20:.2f} MB, from {artifacts.where}"
     return line + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _trials(numbers: list[int]) -> str:
+    """``trial 3`` or ``trials 3, 7``."""
+    return ("trial " if len(numbers) == 1 else "trials ") + ", ".join(map(str, numbers))
 
 
 def _files(n: int) -> str:

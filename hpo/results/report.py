@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from hpo.results.outputs import make_output_dir
-from hpo.results.summary import ranked_trials
+from hpo.results.summary import ranked_trials, tied_with
 from hpo.results.text import fmt_value
 from hpo.study.attrs import PARAMS_TOTAL, PEAK_MEMORY_MB, SECONDS_PER_EPOCH, TrialRecord, trial_records
 from hpo.study.studies import LoadedStudy, count_states, visible_trials
@@ -99,8 +99,8 @@ def objective_names(study: Study, spec: Spec) -> list[str]:
 
 
 def rank_trials(study: Study, complete: list[TrialRecord]) -> list[TrialRecord]:
-    """Best first, as ``hpo study show`` ranks them (ties broken by validation loss); with
-    several objectives, the Pareto front in that order."""
+    """Best first, as ``hpo study show`` ranks them (of equal values the one Optuna and the
+    dashboard name); with several objectives, the Pareto front in that order."""
     ranked = ranked_trials(study, complete)
     if len(study.directions) > 1:
         front = {t.number for t in study.best_trials}
@@ -142,31 +142,126 @@ def importance_problem(ctx: _Context) -> str | None:
     return None
 
 
+#: Below this many complete trials the report warns that its importances are a hint.
+#: PED-ANOVA compares the best ``target_quantile`` (10 %) of the trials with all of them; with
+#: fewer than ten trials that best tenth is a single trial.
+MIN_IMPORTANCE_TRIALS = 10
+IMPORTANCE_METHOD = "PED-ANOVA"
+
+
+def importance_evaluator() -> Any:
+    """optuna-dashboard 0.21's evaluator, with its defaults, so that the report and the
+    dashboard's importance panel show the same numbers. The dashboard cannot be told another
+    (``optuna_dashboard/_importance.py`` builds ``PedAnovaImportanceEvaluator()`` itself and
+    neither ``wsgi()`` nor its CLI takes an evaluator); it is also Optuna 5's default, and,
+    unlike fANOVA, it assesses conditional parameters (over the trials that set them)."""
+    from optuna.importance import PedAnovaImportanceEvaluator
+
+    return PedAnovaImportanceEvaluator()
+
+
+def importance_target(ctx: _Context, index: int) -> Callable[[Any], float]:
+    """Objective ``index`` as the dashboard passes it: PED-ANOVA takes lower as better, so a
+    maximised objective is negated."""
+    from optuna.study import StudyDirection
+
+    if ctx.study.directions[index] == StudyDirection.MAXIMIZE:
+        return lambda t: -t.values[index]
+    return lambda t: t.values[index]
+
+
+@dataclass(frozen=True)
+class ParamCoverage:
+    """How many of the complete trials set each parameter, and which PED-ANOVA cannot assess."""
+
+    trials: int  # complete trials with finite values: those PED-ANOVA reads
+    set_in: dict[str, int]  # parameter -> trials that set it
+    left_out: dict[str, str]  # parameter -> why it gets no importance of its own
+
+    @property
+    def conditional(self) -> dict[str, int]:
+        """Parameters set in only some of the trials (and assessed there: not left out)."""
+        return {k: n for k, n in sorted(self.set_in.items()) if n < self.trials and k not in self.left_out}
+
+
+def param_coverage(study: Study) -> ParamCoverage:
+    """The parameters of the study's complete trials, as PED-ANOVA groups them: per
+    parameter, the trials that set it with one distribution form a regime, and a regime of
+    fewer than 2 trials, or of one possible value, adds nothing (Optuna's
+    ``_partition_by_regime``); a parameter with no other regime scores 0 without being
+    assessed. Read from the study, as the dashboard does (warm-start trials included)."""
+    import math
+    from collections import defaultdict
+
+    from optuna.trial import TrialState
+
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if all(math.isfinite(v) for v in t.values)]
+    regimes: dict[str, dict[Any, int]] = defaultdict(lambda: defaultdict(int))
+    for trial in trials:
+        for name, distribution in trial.distributions.items():
+            regimes[name][distribution] += 1
+    set_in = {name: sum(counts.values()) for name, counts in regimes.items()}
+    left_out = {}
+    for name, counts in sorted(regimes.items()):
+        if any(n >= 2 and not d.single() for d, n in counts.items()):
+            continue
+        if set_in[name] < 2:
+            left_out[name] = (f"set in {set_in[name]} of {len(trials)} complete trials; "
+                              "PED-ANOVA needs 2 where it is set")
+        elif all(d.single() for d in counts):
+            left_out[name] = "it has a single possible value"
+        else:
+            left_out[name] = f"no 2 of the {set_in[name]} trials that set it share one range"
+    return ParamCoverage(len(trials), set_in, left_out)
+
+
+def _importance_caveats(ctx: _Context, section: Section) -> None:
+    """The method, a warning when the trials are few, and the parameters left out or
+    assessed on part of the trials, and why."""
+    section.text(f"Method: {IMPORTANCE_METHOD} (Optuna's default evaluator, and the method optuna-dashboard "
+                 "uses, so both show these numbers): how far each parameter's distribution among the "
+                 "best 10 % of the complete trials is from its distribution among all of them.")
+    coverage = param_coverage(ctx.study)
+    if coverage.trials < MIN_IMPORTANCE_TRIALS:
+        ctx.note(section, f"only {coverage.trials} complete trials: below {MIN_IMPORTANCE_TRIALS}, "
+                 f"{IMPORTANCE_METHOD}'s top 10 % of trials is a single trial, so these importances "
+                 "are a hint, not a finding")
+    if coverage.left_out:
+        ctx.note(section, "left out (importance 0, not assessed): "
+                 + "; ".join(f"{name} ({why})" for name, why in coverage.left_out.items()))
+    if coverage.conditional:
+        section.text(f"Conditional parameters, assessed over the trials that set them (Optuna's conditional "
+                     f"{IMPORTANCE_METHOD}): "
+                     + ", ".join(f"{name} ({n} of {coverage.trials})" for name, n in coverage.conditional.items())
+                     + ".")
+
+
 def importances(ctx: _Context, section: Section) -> None:
     import optuna
-    from optuna.importance import FanovaImportanceEvaluator
     from optuna.visualization.matplotlib import plot_param_importances
 
     problem = importance_problem(ctx)
     if problem:
         ctx.note(section, f"cannot compute: {problem}")
         return
+    _importance_caveats(ctx, section)
     for i, name in enumerate(ctx.names):
+        target = importance_target(ctx, i)
         try:
             scores = optuna.importance.get_param_importances(
-                ctx.study, evaluator=FanovaImportanceEvaluator(seed=0), target=_target(ctx, i))
+                ctx.study, evaluator=importance_evaluator(), target=target)
         except (ValueError, RuntimeError) as exc:
             ctx.note(section, f"cannot compute the importances for {name}: {exc}")
             continue
         if not scores:
-            ctx.note(section, f"cannot compute the importances for {name}: no parameter is "
-                     "shared by all complete trials")
+            ctx.note(section, f"cannot compute the importances for {name}: no parameter in the complete trials")
             continue
-        ax = plot_param_importances(ctx.study, evaluator=FanovaImportanceEvaluator(seed=0),
-                                    target=_target(ctx, i), target_name=name)
-        ax.set_title(f"Hyperparameter importances (fANOVA): {name}")
+        ax = plot_param_importances(ctx.study, evaluator=importance_evaluator(), target=target, target_name=name)
+        ax.set_title("", loc="left")  # Optuna's own title, which would print under hpo's
+        ax.set_title(f"Hyperparameter importances ({IMPORTANCE_METHOD}): {name}")
         file = "importances.png" if not ctx.multi else f"importances_{i}.png"
-        ctx.save(ax.figure, file, section, f"hyperparameter importances for {name}")
+        ctx.save(ax.figure, file, section, f"hyperparameter importances ({IMPORTANCE_METHOD}) for {name}")
         section.table(["parameter", f"importance for {name}"],
                       [[key, f"{score:.3f}"] for key, score in scores.items()])
 
@@ -422,7 +517,10 @@ def _intro(ctx: _Context) -> list[str]:
     lines = [f"Objective: {directions}. Trials: {states}."]
     if ctx.ranked and not ctx.multi:
         best = ctx.ranked[0]
-        lines.append(f"Best: trial {best.number}, {ctx.names[0]} = {fmt_value(best.value)}.")
+        tied = tied_with(best, ctx.ranked)
+        also = (f" (tied with trial{'s' if len(tied) > 1 else ''} {', '.join(map(str, tied))}: the first of "
+                "equal values, as Optuna and the dashboard name it)") if tied else ""
+        lines.append(f"Best: trial {best.number}, {ctx.names[0]} = {fmt_value(best.value)}{also}.")
     return lines
 
 

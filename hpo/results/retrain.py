@@ -52,7 +52,8 @@ def choose_trial(loaded: LoadedStudy, number: int | None) -> TrialRecord:
                        "run workers first or pick a trial with --trial N")
     from hpo.results.summary import ranked_trials
 
-    return ranked_trials(study, trials)[0]  # hpo's ranking: ties broken by validation loss
+    # The trial the dashboard, `hpo study best` and the report call best (Optuna's rule).
+    return ranked_trials(study, trials)[0]
 
 
 def _stored_config(study_name: str, number: int, stored: dict[str, Any]) -> TrialConfig:

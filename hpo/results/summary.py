@@ -27,12 +27,18 @@ if TYPE_CHECKING:
 
 def ranked_trials(study: Study, trials: Iterable[FrozenTrial | TrialRecord]) -> list[TrialRecord]:
     """Complete trials (FrozenTrials or TrialRecords) as TrialRecords, best first by the
-    first objective (the only one, usually).
+    first objective (the only one, usually), with Optuna's rule for equal values.
 
-    Equal values are common on small validation sets (one digits image is 0.28 points of
-    accuracy), and Optuna then keeps the first trial. hpo breaks ties by the other
-    validation metric at the trial's best epoch: the lower loss for equal accuracies, the
-    higher accuracy for equal losses, which generalises better.
+    One truth for "best": optuna-dashboard shows as "Best Trial" what the storage's
+    ``get_best_trial`` returns (``study.best_trial`` too), which keeps the first of equal
+    values. ``hpo study best/show``, the report, retrain, warm starts and the Python API all
+    rank through this function, so they name that same trial: by value, and of equal values
+    the storage's best first, then the others by trial number. (PostgreSQL's
+    ORDER BY does not promise which of equal values comes first, so the storage is asked
+    rather than the rule re-implemented.) Equal values are common on small validation sets
+    (one digits image is 0.28 points of accuracy); rather than break the tie by another
+    metric, which the dashboard would not show, the tied trials are listed (``tied_with``):
+    which of them is really better is for more seeds to say, not the validation loss.
     """
     from optuna.study import StudyDirection
     from optuna.trial import TrialState
@@ -40,20 +46,26 @@ def ranked_trials(study: Study, trials: Iterable[FrozenTrial | TrialRecord]) -> 
     complete = trial_records(t for t in trials if t.state == TrialState.COMPLETE)
     maximize = study.directions[0] == StudyDirection.MAXIMIZE
     sign = -1.0 if maximize else 1.0
+    first = _storage_best(study) if complete else None
     # Complete trials have values.
-    return sorted(complete, key=lambda t: (sign * cast(float, t.value), _tie_breaker(t, maximize), t.number))
+    return sorted(complete, key=lambda t: (sign * cast(float, t.value), t.number != first, t.number))
 
 
-def _tie_breaker(trial: TrialRecord, accuracy_first: bool) -> float:
-    """Lower is better: the val loss at the best-accuracy epoch when the objective is an
-    accuracy (maximised), else minus the val accuracy at the lowest-loss epoch."""
-    curves = trial.curves
-    accuracy, loss = curves.get("val_accuracy") or [], curves.get("val_loss") or []
-    if not accuracy or len(loss) != len(accuracy):
-        return 0.0
-    if accuracy_first:
-        return loss[max(range(len(accuracy)), key=accuracy.__getitem__)]
-    return -accuracy[min(range(len(loss)), key=loss.__getitem__)]
+def _storage_best(study: Study) -> int | None:
+    """The number of the trial Optuna (and optuna-dashboard) calls best; None for several
+    objectives or no complete trial. ``best_trial`` is the storage's ``get_best_trial``, as
+    the dashboard calls it, for studies without constraints (hpo sets none)."""
+    if len(study.directions) > 1:
+        return None
+    try:
+        return study.best_trial.number
+    except ValueError:  # no complete trial in the study (``trials`` came from elsewhere)
+        return None
+
+
+def tied_with(best: TrialRecord, ranked: Iterable[TrialRecord]) -> list[int]:
+    """The other trials of ``ranked`` with exactly ``best``'s value, in number order."""
+    return sorted(t.number for t in ranked if t.number != best.number and t.value == best.value)
 
 
 def _trial_row(trial: TrialRecord) -> dict[str, Any]:
@@ -93,6 +105,9 @@ def study_summary(loaded: LoadedStudy, *, top: int = 5) -> dict[str, Any]:
     )
     objectives = spec.objectives
     pareto = trial_records(sorted(study.best_trials, key=lambda t: t.number) if len(objectives) > 1 else [])
+    best = _trial_row(ranked[0]) if ranked else None
+    if best is not None and len(objectives) == 1:
+        best["tied"] = tied_with(ranked[0], ranked)  # Optuna's rule named the first of these
     return {
         "name": study.study_name,
         "metric": objectives[0].metric,
@@ -108,7 +123,7 @@ def study_summary(loaded: LoadedStudy, *, top: int = 5) -> dict[str, Any]:
                    "extended": budget != spec.budget},
         # The workers' own rule, on the same trials.
         "stopped": failure_stop([t for t in stored if t.user_attrs.get(WARM_START) is None], budget),
-        "best": _trial_row(ranked[0]) if ranked else None,
+        "best": best,
         "top": [_trial_row(t) for t in ranked[:top]],
         "pruned": [
             {"number": t.number, PRUNED_AT_EPOCH: t.pruned_at_epoch,
@@ -130,7 +145,7 @@ def best_trials(loaded: LoadedStudy) -> list[dict[str, Any]]:
         summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "no trials"
         raise HpoError(f"study {study.study_name!r} has no completed trial yet ({summary})")
     if len(study.directions) == 1:
-        return [_best_entry(loaded, ranked[0])]
+        return [{**_best_entry(loaded, ranked[0]), "tied": tied_with(ranked[0], ranked)}]
     front = {t.number for t in study.best_trials}
     return [_best_entry(loaded, t) for t in ranked if t.number in front]
 

@@ -98,9 +98,20 @@ def create_study(
         return _reuse(spec, storage, target, data, notes if notes is not None else []), False
     study.set_user_attr(SPEC, data)
     study.set_user_attr(SPEC_SHA256, digest)
+    name_metrics(study, spec)
     record_store(study, location)
     _enqueue_sets(study, spec)
     return study, True
+
+
+def name_metrics(study: Study, spec: Spec) -> None:
+    """Name the study's objectives after the spec's metrics (``val_accuracy``, ...), for
+    the dashboard's axes, Optuna's plots and ``trials_dataframe``; without names they read
+    "Objective 0". Studies created before hpo set them get them when reused: one read of the
+    study's system attributes, and one write the first time."""
+    names: list[str] = [objective.metric for objective in spec.objectives]
+    if study.metric_names != names:
+        study.set_metric_names(names)
 
 
 def _enqueue_sets(study: Study, spec: Spec) -> None:
@@ -121,6 +132,7 @@ def _reuse(spec: Spec, storage: BaseStorage, target: StorageTarget, data: dict[s
     record = StudyRecord.from_attrs(study.user_attrs)
     digest = spec_sha256(data)
     if record.spec_sha256 == digest:
+        name_metrics(study, spec)
         return study
     if isinstance(record.spec, dict) and _without_limits(record.spec) == _without_limits(data):
         where = f"study {spec.name!r} in {target.display}"
@@ -129,6 +141,7 @@ def _reuse(spec: Spec, storage: BaseStorage, target: StorageTarget, data: dict[s
                                    n_trials=spec.budget.n_trials, timeout=spec.budget.timeout)
         if change.changed:
             notes.append(f"the spec differs from the study's only in its budget: {change.describe()}")
+        name_metrics(study, stored)
         return study
     raise UsageError(
         f"study {spec.name!r} already exists in {target.display} with a different spec "
