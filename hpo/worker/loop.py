@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from hpo.errors import Aborted, HpoError, UsageError
 from hpo.storage.urls import DEFAULT_RECONNECT_TIMEOUT, StorageTarget
 from hpo.study.attrs import FAIL_REASON, OVER_BUDGET, WORKER
-from hpo.study.studies import load_study
+from hpo.study.studies import load_study, name_metrics
 from hpo.worker.budget import budget_state, is_over_budget
 from hpo.worker.device import AUTO, check_device_name, describe_device, resolve_device
 from hpo.worker.heartbeat import Watchdog
@@ -115,6 +115,7 @@ def _open_study(name: str, target: StorageTarget, stop: StopRequest, emit: Progr
     with stop.holding_nothing(), preparing(emit, f"opening study {name}"):
         loaded = load_study(name, target, reconnect_for=reconnect_timeout)
     study, spec = loaded.study, loaded.spec
+    name_metrics(study, spec)  # a study created before hpo named its objectives gets the names
     grace = _enable_heartbeats(study, spec.budget)
     watchdog = Watchdog(study, max_retries=spec.budget.max_retries,
                         interval=spec.budget.heartbeat_interval, grace_period=grace,

@@ -136,7 +136,8 @@ def test_metric_names_are_set_when_a_study_is_created(tmp_path):
     assert dashboard_get(journal, f"/api/studies/{two._study_id}")["objective_names"] == ["val_accuracy", "params"]
 
 
-def test_a_study_from_before_metric_names_gets_them_when_reused(tmp_path):
+@pytest.mark.parametrize("opened_by", ["reuse", "worker"])
+def test_a_study_from_before_metric_names_gets_them_when_opened(tmp_path, opened_by):
     from hpo.api import load_spec
     from hpo.spec import spec_sha256, spec_to_json
     from hpo.storage.urls import open_storage, resolve_storage
@@ -152,9 +153,12 @@ def test_a_study_from_before_metric_names_gets_them_when_reused(tmp_path):
     old.set_user_attr(SPEC, data)
     old.set_user_attr(SPEC_SHA256, spec_sha256(data))
     assert old.metric_names is None
-    result = invoke("study", "create", str(path), "--storage", journal, "--if-exists", "reuse")
+    if opened_by == "reuse":
+        result = invoke("study", "create", str(path), "--storage", journal, "--if-exists", "reuse")
+        assert result.stdout.startswith("Reusing study 'old'")
+    else:
+        result = invoke("worker", "old", "--storage", journal, "--rank", "0", "--quiet")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("Reusing study 'old'")
     assert load(journal, "old").study.metric_names == ["val_accuracy"]
 
 
