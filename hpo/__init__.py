@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         Preprocess,
         Results,
         TrainedModel,
+        confirm,
         create_study,
         load_model,
         load_results,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from hpo.errors import HpoError, SpecError, StudyNotFoundError, UsageError
 
 __all__ = [
-    "load_spec", "create_study", "run_worker", "load_results", "load_model",
+    "load_spec", "create_study", "run_worker", "load_results", "load_model", "confirm",
     "BestTrial", "CreatedStudy", "Preprocess", "Results", "TrainedModel",
     "HpoError", "SpecError", "StudyNotFoundError", "UsageError", "errors", "__version__",
 ]

@@ -8,6 +8,7 @@ same columns.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from optuna import Study
 
     from hpo.api.models import TrainedModel
+    from hpo.results.confirm import Confirmation
     from hpo.results.report import ReportResult
     from hpo.spec.model import Spec
     from hpo.study.attrs import TrialRecord
@@ -147,3 +149,24 @@ def load_results(name: str, storage: Storage = None) -> Results:
 
     target = storage_target(storage)
     return Results(load_study(name, target), target.display)
+
+
+def confirm(name: str, storage: Storage = None, *, top: int = 3, seeds: int = 3, device: str = "auto",
+            models: Models | None = None, allow_modules: Iterable[str] = (), module_paths: Iterable[str] = (),
+            say: Callable[[str], None] | None = print) -> Confirmation:
+    """``hpo study confirm``: train the ``top`` best configurations of study ``name`` again with
+    ``seeds`` new seeds each (same split), compare their means (Welch's t-test against the best
+    mean), and record the pick in the study, where ``hpo retrain`` finds it. ``say`` gets the
+    progress lines (None: quiet); ``models``, ``allow_modules``, ``module_paths`` as for
+    ``run_worker``. Returns the ``Confirmation`` (``.pick``, ``.candidates``, ``.rows()``)."""
+    from hpo.api.studies import module_policy
+    from hpo.results.confirm import confirm as run_confirm
+    from hpo.study.studies import load_study
+    from hpo.worker.device import resolve_device
+    from hpo.worker.model_code import using_module_policy
+
+    policy = module_policy(models, allow_modules, module_paths)
+    loaded = load_study(name, storage_target(storage))
+    with using_module_policy(policy):
+        return run_confirm(loaded, top=top, seeds=seeds, device=resolve_device(device),
+                           say=say if say is not None else (lambda _line: None))

@@ -1,4 +1,4 @@
-"""``hpo study ...``: create, list, show, best, delete."""
+"""``hpo study ...``: create, list, show, best, delete, confirm."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 from hpo.cli.common import (
     HpoGroup,
     console,
+    device_option,
     fmt_value,
     format_option,
     print_json,
@@ -17,6 +18,7 @@ from hpo.cli.common import (
     storage_option,
     storage_target,
 )
+from hpo.cli.modules import module_options, module_policy
 from hpo.cli.overrides import set_option
 from hpo.errors import UsageError
 
@@ -325,3 +327,58 @@ def report(name: str, storage: str | None, output: Path, top: int) -> None:
     click.echo(f"Wrote {result.markdown} and {result.html} ({len(result.figures)} figures)")
     for note in result.notes:
         click.echo(f"Note: {note}", err=True)
+
+
+@study.command()
+@click.argument("name")
+@click.option("--top", default=3, show_default=True, type=click.IntRange(min=1),
+              help="How many of the best configurations to train again (all completed trials if fewer).")
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=2),
+              help="New seeds per configuration (train.seed + 1 … S), on the same train/validation split.")
+@storage_option
+@device_option()
+@module_options
+def confirm(name: str, top: int, seeds: int, storage: str | None, device: str, allow_modules: tuple[str, ...],
+            module_paths: tuple[str, ...]) -> None:
+    """Is the best trial better, or a lucky seed? Train the --top best configurations again
+    with --seeds new seeds each, report mean ± std per configuration, mark the differences
+    within noise (Welch's t-test against the pick), and record the pick (the best mean),
+    which 'hpo retrain' then trains by default.
+
+    \b
+    Example:
+      hpo study confirm digits-cnn --top 3 --seeds 3 && hpo retrain digits-cnn --test
+    """
+    from hpo.results.confirm import Interrupted
+    from hpo.results.confirm import confirm as run_confirm
+    from hpo.study.studies import load_study
+    from hpo.worker.device import resolve_device
+    from hpo.worker.model_code import using_module_policy
+
+    policy = module_policy(allow_modules, module_paths)
+    loaded = load_study(name, storage_target(storage))
+    try:
+        with using_module_policy(policy):  # the trials' stored configs name their models' modules
+            confirmation = run_confirm(loaded, top=top, seeds=seeds, device=resolve_device(device), say=click.echo)
+    except Interrupted as exc:
+        click.echo(f"Error: {exc}", err=True)
+        click.get_current_context().exit(130)
+    from rich.table import Table
+
+    table = Table("trial", "original", "mean ± std", "n", "vs pick",
+                  title=f"{confirmation.metric} ({confirmation.direction}) over {seeds} new seeds")
+    for column in table.columns[1:4]:
+        column.justify = "right"
+    for row in confirmation.rows():
+        table.add_row(*row)
+    out = console()
+    out.print(table)
+    for line in confirmation.legend():
+        out.print(line, markup=False)
+    picked, first = confirmation.picked, confirmation.candidates[0]
+    search = (f"also the search's best, {first.original:.4f} in its one run" if picked is first else
+              f"the search's best, trial {first.trial}, had {first.original:.4f} in its one run")
+    out.print(f"Pick: trial {picked.trial}, {confirmation.metric} {picked.mean:.4f} ± {picked.std:.4f} "
+              f"over {picked.n} seeds ({search})", markup=False)
+    out.print(f"Recorded in study {name!r}: hpo retrain {name} now retrains trial {picked.trial} by default "
+              "(--trial N overrides)", markup=False)

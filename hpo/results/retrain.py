@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from hpo.errors import HpoError, UsageError
 from hpo.results.outputs import make_output_dir
-from hpo.study.attrs import TrialRecord, retrain_key
+from hpo.study.attrs import StudyRecord, TrialRecord, retrain_key
 from hpo.study.studies import LoadedStudy
 
 if TYPE_CHECKING:
@@ -54,6 +54,17 @@ def choose_trial(loaded: LoadedStudy, number: int | None) -> TrialRecord:
 
     # The trial the dashboard, `hpo study best` and the report call best (Optuna's rule).
     return ranked_trials(study, trials)[0]
+
+
+def _confirmed_pick(loaded: LoadedStudy, say: Say) -> int | None:
+    """The trial ``hpo study confirm`` picked (the best mean over new seeds), said aloud:
+    retrain's default once one is recorded, over the search's single-run best."""
+    record = StudyRecord.from_attrs(loaded.study.user_attrs)
+    pick = record.confirmed_trial
+    if pick is not None:
+        when = (record.confirmation or {}).get("timestamp")
+        say(f"Default: trial {pick} is the pick of 'hpo study confirm' ({when}); --trial N retrains another")
+    return pick
 
 
 def _stored_config(study_name: str, number: int, stored: dict[str, Any]) -> TrialConfig:
@@ -111,7 +122,7 @@ def retrain(
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
     study = loaded.study
-    trial = choose_trial(loaded, trial_number)
+    trial = choose_trial(loaded, trial_number if trial_number is not None else _confirmed_pick(loaded, say))
     stored_config = cast("dict[str, Any]", trial.config)  # choose_trial: it has one
     config = _stored_config(study.study_name, trial.number, stored_config)
     check_custom_model(config.model)  # before any output or data: only code this machine allows

@@ -123,6 +123,13 @@ RETRAIN = "hpo:retrain:{trial}"
 # ``hpo study extend`` (or a reuse whose spec differed only in them), in place of the stored
 # spec's, which stays as created so that its sha256 still verifies it.
 BUDGET_EXTENSION = "hpo:budget_extension"
+# The latest ``hpo study confirm`` (hpo.results.confirm), written once when all its trainings
+# are done: {"pick": trial number (the best mean; what ``hpo retrain`` trains by default),
+# "metric", "direction", "test": "welch", "alpha", "trained_on": the device, "timestamp",
+# "candidates": [{"trial", "original" (its value in the search), "seeds", "values" (one per
+# seed), "mean", "std", "n", "p_value" and "within_noise" (against the pick; None on the
+# pick), "failed": {seed: why}}, ...] best of the search first}.
+CONFIRMATION = "hpo:confirmation"
 
 TRIAL_KEYS = (
     WORKER, CONFIG, SEED, DEVICE, CPU_THREADS, VERSIONS,
@@ -132,7 +139,8 @@ TRIAL_KEYS = (
     RETRIES, RETRY_OF, RETRIED, CHECKPOINT, RESUME_FROM, CHECKPOINT_SUPERSEDED, RESUMED_FROM,
     ARTIFACTS, ARTIFACT_ERROR, WEIGHTS_MB, MODEL_IO, WEIGHTS_SKIPPED, WARM_START, CLAIM_TOKEN,
 )
-STUDY_KEYS = (SPEC, SPEC_SHA256, BUDGET_STARTED_AT, ARTIFACT_STORE, RETRAIN, BUDGET_EXTENSION)
+STUDY_KEYS = (SPEC, SPEC_SHA256, BUDGET_STARTED_AT, ARTIFACT_STORE, RETRAIN, BUDGET_EXTENSION,
+              CONFIRMATION)
 
 _RETRAIN_PREFIX = RETRAIN.partition("{")[0]
 
@@ -374,6 +382,13 @@ class StudyRecord:
     artifact_store: dict[str, str] | None = None
     retrains: Mapping[int, dict[str, Any]] = field(default_factory=dict)  # trial number -> summary
     budget_extension: dict[str, Any] | None = None
+    confirmation: dict[str, Any] | None = None  # the latest ``hpo study confirm``
+
+    @property
+    def confirmed_trial(self) -> int | None:
+        """The trial ``hpo study confirm`` picked (what ``hpo retrain`` trains by default)."""
+        pick = (self.confirmation or {}).get("pick")
+        return pick if isinstance(pick, int) else None
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> StudyRecord:
@@ -388,4 +403,5 @@ class StudyRecord:
             artifact_store=attrs.get(ARTIFACT_STORE),
             retrains=retrains,
             budget_extension=attrs.get(BUDGET_EXTENSION),
+            confirmation=attrs.get(CONFIRMATION),
         )
