@@ -133,7 +133,8 @@ def run_worker(name: str, storage: Storage = None, *, n_trials: int | None = Non
                progress: bool | Progress = True, rank: int | None = None,
                models: Models | None = None, allow_modules: Iterable[str] = (),
                module_paths: Iterable[str] = (), sole_worker: bool = False,
-               reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT) -> WorkerReport:
+               reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+               threads: int | None = None) -> WorkerReport:
     """Run trials of study ``name`` in this process until the study's budget (or
     ``n_trials``/``timeout`` seconds of this worker) is spent, as ``hpo worker`` does; other
     workers, anywhere, may run the same study at the same time.
@@ -146,6 +147,8 @@ def run_worker(name: str, storage: Storage = None, *, n_trials: int | None = Non
     ``sole_worker``: no other worker runs this study now, so trials left running were left
     by workers that are gone (a recycled notebook runtime): they are failed and retried from
     their last checkpoint before the first trial.
+    ``threads``: torch's CPU threads, kept for all the worker's trials (default: ``HPO_THREADS``,
+    else the cores ÷ the hpo workers running on this machine when it starts).
 
     Returns the ``WorkerReport``: ``outcomes`` (one per trial), ``stop_reason``, and
     ``exit_code`` (what ``hpo worker`` would exit with: 1 when the failure budget stopped
@@ -172,7 +175,7 @@ def run_worker(name: str, storage: Storage = None, *, n_trials: int | None = Non
         with using_module_policy(policy):
             return work(name, target, n_trials=n_trials, timeout=timeout, device=device,
                         rank=random_rank() if rank is None else rank, progress=show,
-                        reconnect_timeout=reconnect_timeout)
+                        reconnect_timeout=reconnect_timeout, threads=threads)
     finally:
         if made is not None:
             made.close()

@@ -26,6 +26,11 @@ from hpo.storage.urls import DEFAULT_RECONNECT_TIMEOUT
               "(CUDA_VISIBLE_DEVICES) and supervised.")
 @click.option("--per-gpu", type=click.IntRange(min=1), default=None, metavar="K",
               help="With --gpus: K worker processes on each GPU (for small models). Default: 1.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, envvar="HPO_THREADS", metavar="N",
+              help="PyTorch CPU threads of each worker process, kept for its whole life so that "
+              "its trials' timings compare (each trial records cpu_threads). Default: "
+              "$HPO_THREADS, else the cores this process may use ÷ the processes of --processes "
+              "or --gpus, or ÷ the hpo workers running on this machine when this one starts.")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True,
               help="With --processes or --gpus: restart a process that crashed or was killed "
               "at most this many times.")
@@ -43,7 +48,8 @@ from hpo.storage.urls import DEFAULT_RECONNECT_TIMEOUT
               "else a random rank.")
 @module_options
 def worker(name: str, storage: str | None, n_trials: int | None, timeout: float | None,
-           processes: int, device: str, gpus: str | None, per_gpu: int | None, max_restarts: int,
+           processes: int, device: str, gpus: str | None, per_gpu: int | None, threads: int | None,
+           max_restarts: int,
            reconnect_timeout: float, quiet: bool, progress_events: bool, rank: int | None,
            allow_modules: tuple[str, ...], module_paths: tuple[str, ...]) -> None:
     """Run trials of study NAME until the study's budget is spent (then exit 0).
@@ -72,7 +78,7 @@ def worker(name: str, storage: str | None, n_trials: int | None, timeout: float 
         sys.exit(run_pool(name, target, processes=processes, rank=rank, n_trials=n_trials,
                           timeout=timeout, device=device, gpus=gpu_ids, per_gpu=per_gpu or 1,
                           max_restarts=max_restarts, reconnect_timeout=reconnect_timeout,
-                          env=policy.as_env(), quiet=quiet))
+                          env=policy.as_env(), quiet=quiet, threads=threads))
 
     from hpo.api.studies import run_worker
     from hpo.worker.progress import EventLines, WorkerProgress
@@ -83,7 +89,7 @@ def worker(name: str, storage: str | None, n_trials: int | None, timeout: float 
     try:
         report = run_worker(name, target, n_trials=n_trials, timeout=timeout, device=device, rank=rank,
                             progress=show, allow_modules=allow_modules, module_paths=module_paths,
-                            reconnect_timeout=reconnect_timeout)
+                            reconnect_timeout=reconnect_timeout, threads=threads)
     finally:
         show.close()
     outcomes = report.outcomes

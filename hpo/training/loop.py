@@ -509,7 +509,9 @@ def _result(
         stopped_early=stopped_early,
         params_trainable=trainable,
         params_total=total,
-        seconds_per_epoch=sum(m.seconds for m in history) / len(history),
+        # One definition for both speeds: the training pass (validation excluded, whose cost
+        # is the validation split's, not the model's), so images/s × s/epoch = images/epoch.
+        seconds_per_epoch=seconds / len(history),
         device=str(device_name),
         seed=seed,
         peak_memory_mb=memory.peak_mb(),

@@ -12,7 +12,7 @@ class EpochMetrics:
     train_loss: float  # mean training loss over the epoch's batches (smoothed/weighted if set)
     val_loss: float  # mean plain cross-entropy on the validation split, eval mode
     val_accuracy: float  # fraction in [0, 1]
-    seconds: float  # wall time of the epoch, training and validation
+    seconds: float  # wall time of the epoch, training and validation (s/epoch: training only)
     lr: float  # learning rate of the epoch's first batch (schedules may change it per batch)
     # train.record_gradients: layer (module path) -> mean over the epoch's batches of the L2
     # norm of its weight's gradient, input layer first; None when not recorded.
@@ -38,7 +38,7 @@ class TrainingResult:
     stopped_early: bool
     params_trainable: int
     params_total: int
-    seconds_per_epoch: float
+    seconds_per_epoch: float  # training time / epochs trained (validation excluded, as images/s)
     device: str
     seed: int
     # CUDA: torch.cuda.max_memory_allocated during the trial (tensors, the resident dataset

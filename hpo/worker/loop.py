@@ -25,7 +25,7 @@ from hpo.worker.heartbeat import Watchdog
 from hpo.worker.model_code import check_model_code
 from hpo.worker.recovery import worker_identity
 from hpo.worker.signals import LeaveNow, StopRequest, stop_on_signals
-from hpo.worker.threads import registered_worker, share_cpu, threads_per_worker
+from hpo.worker.threads import fix_threads, keep_threads, registered_worker, requested_threads, worker_threads
 from hpo.worker.trial import Progress, Trainer, TrialOutcome, TrialRun, abandon, failure_reason
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ def run_worker(
     progress: Progress | None = None,
     reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
     trainer: Trainer | None = None,
+    threads: int | None = None,
 ) -> WorkerReport:
     """Run trials of study ``name`` until its budget (or this worker's limits) is spent.
 
@@ -61,23 +62,29 @@ def run_worker(
 
     ``reconnect_timeout``: how long to wait for an unreachable database before giving up.
     ``trainer``: stands in for ``hpo.training.train_model`` (benchmarks time the service alone).
+    ``threads``: torch's CPU threads, kept for the worker's life (default: ``HPO_THREADS``, else
+    the cores ÷ the hpo workers live on this machine at its start; hpo.worker.threads).
     """
     with stop_on_signals() as stop:
         try:
             return _run_worker(name, target, stop, n_trials=n_trials, timeout=timeout, device=device,
                                rank=rank, progress=progress, reconnect_timeout=reconnect_timeout,
-                               trainer=trainer)
+                               trainer=trainer, threads=threads)
         except LeaveNow:
             return WorkerReport(stop_reason=f"stopped by {stop.signal} before its first trial")
 
 
 def _run_worker(name: str, target: StorageTarget, stop: StopRequest, *, n_trials: int | None,
                 timeout: float | None, device: str, rank: int, progress: Progress | None,
-                reconnect_timeout: float, trainer: Trainer | None) -> WorkerReport:
+                reconnect_timeout: float, trainer: Trainer | None, threads: int | None) -> WorkerReport:
     check_device_name(device)  # a typo is refused before the storage is opened
+    requested = requested_threads(threads)  # so is a thread count below one
     emit = progress or _no_progress
     study, spec, watchdog = _open_study(name, target, stop, emit, reconnect_timeout)
     with registered_worker(), _own_heartbeats():
+        # Once, counting this worker among the machine's: one count for all its trials, so
+        # that their timings compare (hpo.worker.threads).
+        fix_threads(requested)
         # First, with only optuna and the stored spec loaded: a worker on a finished study
         # says so at once, without torch's import or the dataset (seconds and a GB).
         finished = _nothing_to_do(study, spec, watchdog, stop)
@@ -161,8 +168,9 @@ def _prepare(study: Study, spec: Spec, device: str, rank: int, emit: Progress,
     with preparing(emit, "importing torch"):
         device = resolve_device(device)
         import hpo.training.loop  # noqa: F401 - torch and the training code, timed here
+    keep_threads()  # torch is loaded now: the warm-up runs with the worker's threads too
     emit("chosen_device", {"resolved": device,
-                           "description": describe_device(device, cpu_threads=threads_per_worker())})
+                           "description": describe_device(device, cpu_threads=worker_threads())})
     _warm_up(spec, device, emit)
     return device
 
@@ -266,8 +274,7 @@ def _trial_loop(study: Study, spec: Spec, *, n_trials: int | None, timeout: floa
         if timeout is not None and time.monotonic() - started >= timeout:
             report.stop_reason = f"--timeout {timeout:g} s reached"
             break
-        if device == "cpu":
-            share_cpu()  # other workers on this machine may have started or stopped
+        keep_threads()  # the worker's count, whatever started or stopped around it
         asked_at = time.perf_counter()
         # First thing: who runs it, so that a worker on this host can tell if we die, and its
         # first heartbeat. On PostgreSQL a new trial is created with both, in the creation's

@@ -3,7 +3,8 @@ one study, supervised by the parent.
 
 Separate processes rather than threads: training holds the GIL between kernels, and a
 process per worker keeps a crash in one trial from taking the others down. Each child
-gets its own rank (so its sampler seed differs; CPU threads are shared by hpo.worker.threads); the
+gets its own rank (so its sampler seed differs) and its share of the cores as ``--threads``
+(the pool knows its size: hpo.worker.threads); the
 storage URL reaches it through the environment, never on a command line that other
 users of the machine could read.
 
@@ -139,14 +140,22 @@ def plan_slots(
     device: str = AUTO,
     environ: Mapping[str, str] | None = None,
     reconnect_timeout: float | None = None,
+    threads: int | None = None,
 ) -> list[Slot]:
     """The children to start: ``processes`` on ``device``, or ``per_gpu`` per GPU in ``gpus``
     (torch indices in this process). Ranks are consecutive from ``rank``, GPU by GPU.
 
     When this process itself sees a subset of the GPUs (``CUDA_VISIBLE_DEVICES`` set), GPU
-    ``i`` is the i-th entry of that list, and the child is given that entry."""
+    ``i`` is the i-th entry of that list, and the child is given that entry.
+
+    Each child is given ``--threads``: ``threads`` (else ``HPO_THREADS``) or the cores ÷ the
+    children, so that each keeps one count for its life whatever its siblings do."""
+    from hpo.worker.threads import choose_threads
+
     environ = os.environ if environ is None else environ
-    common: list[str] = [name, "--progress-events"]  # the parent shows them (PoolProgress)
+    children = processes if gpus is None else len(gpus) * per_gpu
+    common: list[str] = [name, "--progress-events",  # the parent shows them (PoolProgress)
+                         "--threads", str(choose_threads(threads, workers=children))]
     if n_trials is not None:
         common += ["--n-trials", str(n_trials)]
     if timeout is not None:
@@ -241,12 +250,14 @@ def run_pool(
     reconnect_timeout: float | None = None,
     env: Mapping[str, str] | None = None,
     quiet: bool = False,
+    threads: int | None = None,
 ) -> int:
     """Start the planned children, supervise them (see the module docstring), print one
     line per child, and return the pool's exit code: 0 when every child ended with 0, else
     the worst child's code (a signal N counts as 128 + N). ``env``: added to each child's
     environment (the custom-model allow-list, see hpo.models.custom.ModulePolicy.as_env).
     ``quiet``: the children's lines, not a live table of them (hpo.worker.progress.PoolProgress).
+    ``threads``: each child's CPU threads (default: the cores ÷ the children).
 
     A study with nothing left to run is answered here, once, without starting a child (each
     would import torch only to say so): one line, and the code a worker would exit with."""
@@ -256,7 +267,7 @@ def run_pool(
         return finished
     slots = plan_slots(name, rank=rank, processes=processes, gpus=gpus, per_gpu=per_gpu,
                        n_trials=n_trials, timeout=timeout, device=device,
-                       reconnect_timeout=reconnect_timeout)
+                       reconnect_timeout=reconnect_timeout, threads=threads)
     from hpo.worker.progress import PoolProgress
 
     return supervise(slots, {ENV_VAR: target.url, **(env or {})}, max_restarts=max_restarts, backoff=backoff,

@@ -320,7 +320,7 @@ def _context_attrs(config: TrialConfig, device: str) -> dict[str, Any]:
 
     import optuna
 
-    from hpo.worker.threads import threads_per_worker
+    from hpo.worker.threads import worker_threads
 
     # The worker's warm-up has loaded torch; only a stand-in trainer (benchmarks) runs without
     # it, and importing it here would cost that worker ~300 MB.
@@ -329,7 +329,7 @@ def _context_attrs(config: TrialConfig, device: str) -> dict[str, Any]:
         CONFIG: config.to_json(),
         SEED: config.train.seed,
         DEVICE: device,
-        CPU_THREADS: torch.get_num_threads() if torch is not None else threads_per_worker(),
+        CPU_THREADS: torch.get_num_threads() if torch is not None else worker_threads(),
         VERSIONS: {"hpo": version("hpo"), "optuna": optuna.__version__,
                    "torch": torch.__version__ if torch is not None else "not loaded",
                    "python": platform.python_version()},

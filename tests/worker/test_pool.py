@@ -66,7 +66,9 @@ def test_syntax_is_checked_before_torch_is_asked():
 # ----------------------------------------------------------------------------- planning
 
 
-def test_plan_pins_each_child_to_its_gpu_and_numbers_ranks_from_rank():
+def test_plan_pins_each_child_to_its_gpu_and_numbers_ranks_from_rank(monkeypatch):
+    monkeypatch.setattr("hpo.worker.threads.available_cores", lambda: 8)
+    monkeypatch.delenv("HPO_THREADS", raising=False)
     slots = pool.plan_slots("s", rank=10, gpus=[0, 2], per_gpu=2, n_trials=5, timeout=None,
                             environ={})
     assert [(s.rank, s.label, dict(s.env)) for s in slots] == [
@@ -79,7 +81,8 @@ def test_plan_pins_each_child_to_its_gpu_and_numbers_ranks_from_rank():
     # -P and the entry below: the working directory is searched last, never first
     # (tests/worker/test_pool_child_imports.py runs a pool among shadowing files).
     assert command[:5] == [sys.executable, "-P", "-c", pool.CHILD_ENTRY, "worker"]
-    assert command[5:] == ["s", "--progress-events", "--n-trials", "5", "--device", "cuda:0", "--rank", "12"]
+    assert command[5:] == ["s", "--progress-events", "--threads", "2",  # 8 cores, 4 children
+                           "--n-trials", "5", "--device", "cuda:0", "--rank", "12"]
     assert slots[2].command(21)[-2:] == ["--rank", "21"]
 
 
@@ -90,11 +93,14 @@ def test_plan_maps_gpu_ids_through_the_parents_visible_devices():
     assert [s.label for s in slots] == ["gpu 1", "gpu 0"]
 
 
-def test_plan_on_the_cpu():
+def test_plan_on_the_cpu(monkeypatch):
+    monkeypatch.setattr("hpo.worker.threads.available_cores", lambda: 8)
+    monkeypatch.delenv("HPO_THREADS", raising=False)
     slots = pool.plan_slots("s", rank=4, processes=3, timeout=2.5, device="cpu", environ={})
     assert [(s.rank, s.label, dict(s.env), s.device) for s in slots] == [
         (4, "cpu", {}, "cpu"), (5, "cpu", {}, "cpu"), (6, "cpu", {}, "cpu")]
-    assert slots[0].command()[5:] == ["s", "--progress-events", "--timeout", "2.5", "--device", "cpu", "--rank", "4"]
+    assert slots[0].command()[5:] == ["s", "--progress-events", "--threads", "2",  # 8 cores, 3 children
+                                      "--timeout", "2.5", "--device", "cpu", "--rank", "4"]
 
 
 # ----------------------------------------------------------------------------- supervising

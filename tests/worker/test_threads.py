@@ -1,4 +1,5 @@
-"""CPU threads are shared among the hpo workers running on one machine."""
+"""CPU threads are shared among the hpo workers running on one machine (each worker takes its
+share once, at its start: tests/worker/test_thread_count.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hpo.worker import threads
 def private_registry(tmp_path, monkeypatch):
     monkeypatch.setattr(threads.tempfile, "gettempdir", lambda: str(tmp_path))
     monkeypatch.delenv(threads.ENV_VAR, raising=False)
-    monkeypatch.setattr(threads.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(threads, "available_cores", lambda: 8)
     return threads.registry_dir()
 
 
@@ -24,7 +25,7 @@ def test_a_registered_worker_counts_while_it_runs(private_registry):
     with threads.registered_worker():
         assert (private_registry / str(os.getpid())).exists()
         assert threads.live_workers() == 1
-        assert threads.threads_per_worker() == 8
+        assert threads.choose_threads() == 8
     assert not (private_registry / str(os.getpid())).exists()
 
 
@@ -39,12 +40,12 @@ def test_cores_are_divided_among_live_workers_and_dead_ones_are_forgotten(privat
             (private_registry / str(process.pid)).touch()
         with threads.registered_worker():
             assert threads.live_workers() == 4
-            assert threads.threads_per_worker() == 2
+            assert threads.choose_threads() == 2
         assert not (private_registry / str(dead.pid)).exists()
         others[0].kill()
         others[0].wait()
         assert threads.live_workers() == 2
-        assert threads.threads_per_worker() == 4
+        assert threads.choose_threads() == 4
     finally:
         for process in others:
             process.kill()
@@ -53,17 +54,15 @@ def test_cores_are_divided_among_live_workers_and_dead_ones_are_forgotten(privat
 
 def test_hpo_threads_overrides(monkeypatch):
     monkeypatch.setenv(threads.ENV_VAR, "3")
-    assert threads.threads_per_worker() == 3
-    monkeypatch.setenv(threads.ENV_VAR, "zero")
-    assert threads.threads_per_worker() == 8  # not a number: ignored
+    assert threads.choose_threads() == 3  # a bad value is refused: test_thread_count.py
 
 
-def test_share_cpu_sets_torch_threads(private_registry):
+def test_fix_threads_sets_torch_threads(private_registry):
     import torch
 
     before = torch.get_num_threads()
     try:
         with threads.registered_worker():
-            assert threads.share_cpu() == 8 == torch.get_num_threads()
+            assert threads.fix_threads() == 8 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
