@@ -193,8 +193,13 @@ def queued_params(trial: FrozenTrial) -> dict[str, Any] | None:
     Optuna 5.0.0: ``Study.enqueue_trial`` keeps them in the system attribute
     ``fixed_params``, which ``Trial.__init__`` reads (trial/_trial.py) and the grid sampler
     tests for (samplers/_grid.py)."""
-    fixed = trial.system_attrs.get("fixed_params")
+    fixed = trial.system_attrs.get(_OPTUNA_FIXED_PARAMS)
     return dict(fixed) if isinstance(fixed, dict) else None
+
+
+# Optuna 5.0.0's own system attribute key (Study.enqueue_trial), not one of hpo's (those are
+# declared in hpo.study.attrs).
+_OPTUNA_FIXED_PARAMS = "fixed_params"
 
 
 # --- Heartbeats ----------------------------------------------------------------------------

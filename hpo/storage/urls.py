@@ -30,8 +30,13 @@ DEFAULT_RECONNECT_TIMEOUT = 300.0
 
 # PostgreSQL's default limit is 100 connections: keep each worker to a couple, check a
 # pooled connection before use (servers restart), and fail fast on an unreachable host.
+# Two are kept open: a worker's main thread and its heartbeat thread each use one. With one
+# kept and one more allowed, the second was opened and closed whenever both threads used the
+# database at once: a TCP connection and a SCRAM login each time, which through PgBouncer
+# all land on its one thread (64 workers logged in 179 times in a 128-trial run, not 128).
+# A third is opened (and closed) only if three threads of a process use the database at once.
 POSTGRES_ENGINE_KWARGS: dict[str, Any] = {
-    "pool_size": 1,
+    "pool_size": 2,
     "max_overflow": 1,
     "pool_pre_ping": True,
     "pool_recycle": 1800,
@@ -106,34 +111,33 @@ def open_storage(target: StorageTarget, *, reconnect_for: float | None = None,
     default journal, not there yet, is an empty storage), no Optuna tables (a database
     without them is an empty storage). What exists can still be written to (the worker
     loads its study this way)."""
-    from hpo.storage.existing import empty_storage, has_optuna_tables, open_journal
+    from hpo.storage.existing import empty_storage, open_journal
 
     try:
         if target.kind == "journal":
             return open_journal(Path(target.url).expanduser(), read_only=read_only,
                                 is_default=target.is_default)
         options = engine_kwargs(target.url)
-        if read_only:
-            _require_sqlite_file(target)
-            if not has_optuna_tables(target.url, options):
-                return empty_storage()
-        # Optuna creates its tables (and stamps alembic's version) unless told not to. Its
-        # schema check holds one connection while it opens another, which can deadlock
-        # workers behind a transaction-mode pooler: hpo's check reads one at a time.
-        # An RDBStorage whose trial creation holds the study's row lock for one round trip
-        # instead of four (every worker's ask waits for that lock).
-        from hpo.storage.optuna_internals import OneTripTrialCreation, check_schema_version
-
-        rdb = OneTripTrialCreation(target.url, engine_kwargs=options,
-                                   skip_table_creation=read_only, skip_compatibility_check=True)
-        check_schema_version(rdb)
         if not reconnect_for:
-            return rdb
-        from hpo.storage.optuna_internals import cached_storage
+            return _open_rdb(target, options, read_only=read_only)
+        from hpo.storage.optuna_internals import OneTripTrialCreation, cached_storage
         from hpo.storage.proxies import OneReadPerTrial, ReconnectingStorage
 
+        if "pool_pre_ping" in options:
+            # The reconnecting layer retries a call that meets a dead connection (SQLAlchemy
+            # then replaces the pool's connections), so the ping before every transaction, a
+            # round trip and through PgBouncer a server connection of its own, is not needed.
+            options = {**options, "pool_pre_ping": False}
+        # The first contact waits for the database as every later call does (a reconnecting
+        # layer over nothing lends its policy): hundreds of workers started at once can fill
+        # the pooler's queue of connections to accept, and a worker whose connection timed
+        # out there (connect_timeout, 10 s) used to exit.
+        opened = ReconnectingStorage(empty_storage(), target.display, give_up_after=reconnect_for).retrying(
+            "opening the storage", _open_rdb, target, options, read_only=read_only)
+        if not isinstance(opened, OneTripTrialCreation):  # read_only, and no Optuna tables
+            return opened
         # What optuna.load_study would wrap the RDBStorage in, under the reconnecting layer.
-        return ReconnectingStorage(OneReadPerTrial(cached_storage(rdb)), target.display,
+        return ReconnectingStorage(OneReadPerTrial(cached_storage(opened)), target.display,
                                    give_up_after=reconnect_for)
     except HpoError:
         raise
@@ -144,6 +148,28 @@ def open_storage(target: StorageTarget, *, reconnect_for: float | None = None,
         raise StorageError(
             f"cannot open storage {target.display}: {reason[0] if reason else type(exc).__name__}"
         ) from None
+
+
+def _open_rdb(target: StorageTarget, options: dict[str, Any], *, read_only: bool) -> BaseStorage:
+    """The RDBStorage of ``target`` with engine ``options``, its schema checked (``read_only``
+    as for ``open_storage``: an empty storage where there are no Optuna tables)."""
+    from hpo.storage.existing import empty_storage, has_optuna_tables
+
+    if read_only:
+        _require_sqlite_file(target)
+        if not has_optuna_tables(target.url, options):
+            return empty_storage()
+    # Optuna creates its tables (and stamps alembic's version) unless told not to. Its
+    # schema check holds one connection while it opens another, which can deadlock
+    # workers behind a transaction-mode pooler: hpo's check reads one at a time.
+    # An RDBStorage whose trial creation holds the study's row lock for one round trip
+    # instead of four (every worker's ask waits for that lock).
+    from hpo.storage.optuna_internals import OneTripTrialCreation, check_schema_version
+
+    rdb = OneTripTrialCreation(target.url, engine_kwargs=options,
+                               skip_table_creation=read_only, skip_compatibility_check=True)
+    check_schema_version(rdb)
+    return rdb
 
 
 def _require_sqlite_file(target: StorageTarget) -> None:

@@ -23,10 +23,10 @@ from hpo.worker.budget import budget_state, is_over_budget
 from hpo.worker.device import AUTO, check_device_name, describe_device, resolve_device
 from hpo.worker.heartbeat import Watchdog
 from hpo.worker.model_code import check_model_code
-from hpo.worker.recovery import worker_identity
+from hpo.worker.recovery import hand_back, worker_identity
 from hpo.worker.signals import LeaveNow, StopRequest, stop_on_signals
 from hpo.worker.threads import fix_threads, keep_threads, registered_worker, requested_threads, worker_threads
-from hpo.worker.trial import Progress, Trainer, TrialOutcome, TrialRun, abandon, failure_reason
+from hpo.worker.trial import Progress, Trainer, TrialOutcome, TrialRun, failure_reason
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -291,7 +291,7 @@ def _trial_loop(study: Study, spec: Spec, *, n_trials: int | None, timeout: floa
                 trial.set_user_attr(WORKER, identity[WORKER])
             over_budget = is_over_budget(study, trial.number, spec.budget)
         except Aborted as aborted:  # a second stop signal before the trial started: hand it back too
-            aborted.outcome = abandon(study, trial, str(aborted), spec.budget.max_retries)
+            aborted.outcome = hand_back(study, trial_id_of(trial), trial.number, str(aborted), spec.budget.max_retries)
             watchdog.beat_for(None)
             raise
         try:

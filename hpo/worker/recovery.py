@@ -79,7 +79,7 @@ def fail_and_retry(study: Study, trial: FrozenTrial, reason: str, max_retries: i
                 return False
         except UpdateFinishedTrialError:
             return False
-        if retry:
+        if retry and params is not None:
             study.enqueue_trial(params, user_attrs=_retry_attrs(trial.number, record, retries))
     return True
 
@@ -171,3 +171,29 @@ def fail_left_running(study: Study, max_retries: int, reason: str) -> list[int]:
 
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     return [t.number for t in running if fail_and_retry(study, t, reason, max_retries)]
+
+
+def hand_back(study: Study, trial_id: int, number: int, reason: str, max_retries: int) -> str:
+    """Fail trial ``number`` (storage key ``trial_id``) with ``reason`` and enqueue its retry
+    at once (a second stop signal); returns what became of it, for the worker's last line.
+    When even this cannot be written, the trial stays RUNNING until a sweep retries it.
+
+    (``hpo.worker.trial.abandon`` is the same for a trial that has started; this one also
+    says when a trial was not retried because its parameters were not stored yet, which is
+    what a trial stopped between its ask and its start is.)"""
+    from hpo.storage.optuna_internals import storage_of
+
+    try:
+        fresh = storage_of(study).get_trial(trial_id)
+        if not fail_and_retry(study, fresh, reason, max_retries):
+            return f"trial {number} had already ended"
+    except Exception:  # noqa: BLE001 - the storage is unusable: leave at once all the same
+        return (f"trial {number} left running: a worker's sweep retries it (on this host, or once "
+                "its heartbeats are over budget.heartbeat_grace_period old)")
+    record = TrialRecord.from_frozen(fresh)
+    if _params_to_retry(fresh, record) is None:
+        return f"trial {number} failed before its parameters were stored (the sampler picks the next trial's)"
+    if int(record.retries) >= max_retries:
+        return f"trial {number} failed (budget.max_retries = {max_retries} used up)"
+    where = "from its last checkpoint" if record.checkpoint or record.resume_from else "from the start"
+    return f"trial {number} handed back, to be resumed {where} by the next worker"

@@ -4,15 +4,18 @@ settings a PostgreSQL storage really gets."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from pathlib import Path
 
+import optuna
 import pytest
 import sqlalchemy
 from click.testing import CliRunner
 
 from hpo.cli.main import cli
-from hpo.errors import UsageError
+from hpo.errors import StorageError, UsageError
+from hpo.storage.proxies import rdb_backend
 from hpo.storage.secrets import ScrubSecretsFilter, redact, scrub
 from hpo.storage.urls import DEFAULT_FILE, ENV_VAR, open_storage, resolve_storage
 from tests.specs import write_spec
@@ -228,7 +231,7 @@ def test_postgres_engine_settings_reach_sqlalchemy(postgres_url):
     engine = storage.engine
     pool = engine.pool
     assert isinstance(pool, sqlalchemy.pool.QueuePool)
-    assert pool.size() == 1  # a couple of connections per worker, not SQLAlchemy's 5 + 10
+    assert pool.size() == 2  # a couple of connections per worker, not SQLAlchemy's 5 + 10
     assert pool._max_overflow == 1
     assert pool._pre_ping is True  # servers restart: test a pooled connection before use
     assert pool._recycle == 1800
@@ -258,6 +261,51 @@ def test_pre_ping_replaces_a_pooled_connection_the_server_dropped(postgres_serve
     # Without pre-ping the dead pooled connection would fail this call.
     assert storage.get_all_studies() == []
     storage.engine.dispose()
+
+
+def drop_connections(postgres_server, dbname: str) -> int:
+    admin = postgres_server.connect("postgres")
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+            return cur.rowcount
+    finally:
+        admin.close()
+
+
+def test_a_workers_storage_does_not_ping_and_retries_on_a_dropped_connection(postgres_server, postgres_url):
+    # A worker's storage (reconnect_for) sends no ping before each transaction: its
+    # reconnecting layer retries the call that meets the dead connection instead.
+    storage = open_storage(resolve_storage(postgres_url), reconnect_for=30)
+    rdb = rdb_backend(storage)
+    assert rdb is not None and rdb.engine.pool._pre_ping is False
+    assert storage.get_all_studies() == []
+    assert drop_connections(postgres_server, postgres_url.rsplit("/", 1)[1]) >= 1
+    assert storage.get_all_studies() == []
+    rdb.engine.dispose()
+
+
+def test_a_workers_storage_waits_for_a_database_that_is_down_when_it_opens(postgres_server, postgres_url):
+    # Hundreds of workers starting at once can time out connecting (PgBouncer's accept queue
+    # full): the first contact, the schema check, waits and retries like every later call.
+    optuna.storages.RDBStorage(postgres_url).engine.dispose()  # the tables, as `hpo study create` makes them
+    postgres_server.stop()
+    restart = threading.Timer(2.0, postgres_server.start)
+    restart.start()
+    try:
+        storage = open_storage(resolve_storage(postgres_url), reconnect_for=60)
+    finally:
+        restart.join()
+    assert storage.get_all_studies() == []
+    rdb_backend(storage).engine.dispose()
+    with pytest.raises(StorageError, match="cannot open storage"):  # a command a user types fails fast
+        postgres_server.stop()
+        try:
+            open_storage(resolve_storage(postgres_url))
+        finally:
+            postgres_server.start()
 
 
 def test_sqlite_urls_open_without_the_postgres_only_settings(tmp_path):

@@ -136,10 +136,13 @@ def test_two_signals_between_ask_and_the_trials_start_hand_the_trial_back(tiny, 
     result = CliRunner().invoke(cli, ["worker", "tiny", "--quiet"])
     assert result.exit_code == 130, result.output
     assert result.stderr.splitlines()[-1] == (
-        "Error: aborted by a second SIGINT: trial 0 handed back, to be resumed from the start by the next worker")
-    first, retry = tiny()
+        "Error: aborted by a second SIGINT: trial 0 failed before its parameters were stored "
+        "(the sampler picks the next trial's)")
+    # Not retried: a retry queued without parameters fails under the grid sampler, and any
+    # other sampler chooses afresh (tests/worker/test_recovery.py). Its failure is no failure
+    # of the spec, and its budget slot is free again.
+    (first,) = tiny()
     assert first.state == TrialState.FAIL and first.user_attrs["retried"] is True
-    assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == 0
 
 
 def test_a_second_signal_during_the_hand_back_waits_for_it_then_aborts(tiny, monkeypatch):
