@@ -187,3 +187,18 @@ def test_warm_start_benchmark_writes_its_table(tmp_path):
     assert all(re.fullmatch(r"not reached|[12]", row[1]) and re.fullmatch(r"not reached|[12]", row[2])
                and re.fullmatch(r"[01]/1", row[3]) for row in rows)
     assert "The warm studies were given 3 of the parent's trials for the sampler" in table
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_timing_stability_benchmark_writes_its_tables(tmp_path):
+    result, table = run_tiny(tmp_path, "timing_stability")
+    rows = markdown_rows(table, "| setting | trial | other workers | cpu_threads | s/epoch | images/s |")
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        (setting, str(trial), str(trial % 2)) for setting in ("before", "after") for trial in range(4)]
+    assert all(int(row[3]) >= 1 and float(row[4]) > 0 and float(row[5]) > 0 for row in rows)
+    after = {row[3] for row in rows if row[0] == "after"}
+    assert len(after) == 1  # one count for the worker's life, whoever else runs
+    summary = markdown_rows(table, "| setting | median s/epoch | largest deviation | within ±20 % |")
+    assert [row[0] for row in summary] == ["before", "after"]
+    assert all(row[2].endswith("%") and row[3] in ("yes", "no") for row in summary)
