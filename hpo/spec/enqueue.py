@@ -2,7 +2,8 @@
 
 Each set maps searched keys to values (``{model.name: cnn, train.lr: 1e-3}``); the sampler
 fills in what a set leaves out. A repeated key takes its list as a trial gets it
-(``model.filters: [16, 32]`` for two blocks). Values are checked against the ``search``
+(``model.filters: [16, 32]`` for two blocks); a list choice is given as written or by its
+label (``data.augment: hflip+rotation``). Values are checked against the ``search``
 distributions here, with the spec's other problems, so a typo fails ``hpo study create``
 rather than a trial. ``value_fits`` is also what a warm start asks of another study's values.
 """
@@ -20,9 +21,7 @@ def value_fits(param: SearchParam, value: Any) -> str | None:
     """Why ``value`` is not one ``param``'s distribution can give (``outside [1e-05, 0.1]``),
     or None when it is."""
     if param.choices is not None:
-        if any(type(value) is type(choice) and value == choice for choice in param.choices):
-            return None
-        return "not one of: " + ", ".join(map(str, param.choices))
+        return None if param.choice_index(value) is not None else "not one of: " + ", ".join(map(str, param.labels()))
     assert param.low is not None and param.high is not None
     is_int = param.kind() == "int"
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
@@ -92,7 +91,7 @@ def _conditions(at: tuple[Any, ...], key: str, param: SearchParam, entry: dict[s
 
 def _accepted(param: SearchParam) -> str:
     if param.choices is not None:
-        return "one of: " + ", ".join(map(str, param.choices))
+        return "one of: " + ", ".join(map(str, param.labels()))
     kind = "an integer" if param.kind() == "int" else "a number"
     step = f" in steps of {param.step:g}" if param.step is not None else ""
     return f"{kind} in [{param.low:g}, {param.high:g}]{step}"
@@ -107,5 +106,15 @@ def enqueue_params(spec: Spec, entry: dict[str, Any]) -> dict[str, Any]:
         values = value if param.repeat else [value]
         names = [f"{key}[{i}]" for i in range(len(values))] if param.repeat else [key]
         for name, item in zip(names, values):
-            params[name] = float(item) if param.choices is None and param.kind() == "float" else item
+            params[name] = optuna_value(param, item)
     return params
+
+
+def optuna_value(param: SearchParam, value: Any) -> Any:
+    """A value that fits ``param`` (see value_fits) as Optuna stores it: a choice by its label
+    (a list of steps as ``hflip+rotation``), a float distribution's value as a float."""
+    if param.choices is not None:
+        index = param.choice_index(value)
+        assert index is not None, "checked by value_fits"
+        return param.labels()[index]
+    return float(value) if param.kind() == "float" else value

@@ -8,6 +8,7 @@ from these models (see ``hpo.spec.schema``).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
@@ -31,6 +32,9 @@ NATURAL_DIRECTION = {
 STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 Scalar = str | int | float | bool | None
+# A searched choice: a scalar, or a list such as a list of augmentation steps (given to
+# Optuna as its label, see choice_label: Optuna's categorical choices must be scalars).
+Choice = Scalar | list[Any]
 
 
 class _Strict(BaseModel):
@@ -155,7 +159,10 @@ class SearchParam(_Strict):
     high: int | float | None = None
     log: bool = False
     step: int | float | None = None
-    choices: list[Scalar] | None = None
+    choices: list[Choice] | None = Field(
+        None, description="values to choose from; a list choice (e.g. of augmentation steps) "
+        "is shown by its label, such as hflip+rotation"
+    )
     type: Literal["int", "float", "categorical"] | None = Field(
         None, description="int when both bounds are integers, unless given"
     )
@@ -176,12 +183,43 @@ class SearchParam(_Strict):
             return "int"
         return "float"
 
+    def labels(self) -> list[Scalar]:
+        """The choices as Optuna gets them: scalars as they are, lists as readable labels."""
+        return [choice_label(c) for c in self.choices or []]
+
+    def choice_index(self, value: Any) -> int | None:
+        """Which choice ``value`` is: the choice as written, or its label (same type, so that
+        ``1`` is not ``true``); None when it is neither."""
+        for index, (choice, label) in enumerate(zip(self.choices or [], self.labels())):
+            if any(type(value) is type(c) and value == c for c in (choice, label)):
+                return index
+        return None
+
     def condition(self) -> dict[str, list[Scalar]]:
         """``when`` with every value as a list of accepted values."""
         return {
             path: list(value) if isinstance(value, list) else [value]
             for path, value in (self.when or {}).items()
         }
+
+
+def choice_label(value: Any) -> Scalar:
+    """A choice as Optuna stores it and the dashboard shows it: a scalar as it is; a list as
+    its items joined by ``+`` (``[]`` is ``none``); a ``{name: ..., key: value}`` item as
+    ``name(key=value,...)``. Two choices with one label are the same choice to Optuna, so
+    validation refuses them as repeats (``[]`` and ``none`` mean the same)."""
+    if not isinstance(value, list):
+        return value
+    return "+".join(_item_label(item) for item in value) or "none"
+
+
+def _item_label(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict) and isinstance(item.get("name"), str):
+        rest = ",".join(f"{k}={_item_label(v)}" for k, v in item.items() if k != "name")
+        return f"{item['name']}({rest})" if rest else item["name"]
+    return json.dumps(item, separators=(",", ":"), default=str)
 
 
 def model_config_union() -> Any:
@@ -221,7 +259,7 @@ class Spec(_Strict):
         default_factory=dict,
         description="dotted paths into data/model/train mapped to distributions",
     )
-    enqueue: list[dict[str, Scalar | list[Scalar]]] = Field(
+    enqueue: list[dict[str, Scalar | list[Any]]] = Field(
         default_factory=list,
         description="(partial) parameter sets the study evaluates first, once, when it is created; "
         "the sampler fills in the keys a set leaves out",

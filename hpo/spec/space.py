@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo.errors import HpoError
 from hpo.models.registry import MODELS
-from hpo.spec.model import SearchParam, Spec
+from hpo.spec.model import SearchParam, Spec, choice_label
 from hpo.spec.paths import SECTIONS
 from hpo.spec.strategies import SpaceFacts
 from hpo.spec.trial_config import TrialConfig
@@ -47,7 +47,7 @@ def to_distribution(param: SearchParam) -> CategoricalDistribution | IntDistribu
     kind = param.kind()
     if kind == "categorical":
         assert param.choices is not None
-        return CategoricalDistribution(param.choices)
+        return CategoricalDistribution(param.labels())
     assert param.low is not None and param.high is not None
     if kind == "int":
         return IntDistribution(int(param.low), int(param.high), log=param.log, step=int(param.step or 1))
@@ -58,7 +58,7 @@ def to_distribution(param: SearchParam) -> CategoricalDistribution | IntDistribu
 def space_facts(spec: Spec) -> SpaceFacts:
     """What the sampler needs to know of the spec's search space."""
     return SpaceFacts(
-        grid={key: list(param.choices or []) for key, param in spec.search.items()},
+        grid={key: param.labels() for key, param in spec.search.items()},
         conditional=any(param.when or param.repeat for param in spec.search.values()),
     )
 
@@ -97,7 +97,10 @@ def suggest(trial: Trial, name: str, param: SearchParam) -> Any:
 
     d = to_distribution(param)
     if isinstance(d, CategoricalDistribution):
-        return trial.suggest_categorical(name, d.choices)
+        # Optuna holds the label; the config gets the choice it stands for (a list of steps).
+        index = param.choice_index(trial.suggest_categorical(name, d.choices))
+        assert param.choices is not None and index is not None
+        return param.choices[index]
     if isinstance(d, IntDistribution):
         return trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
     return trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
@@ -116,9 +119,7 @@ def resolve(fixed: dict[str, Any], sampled: dict[str, Any]) -> TrialConfig:
         section, *parts = key.split(".")
         node = config[section]
         for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}  # e.g. train.early_stopping is null until a key is searched
-            node = node[part]
+            node = _child(node, part)
         node[parts[-1]] = value
     for key in sampled.keys() & SEARCHED_REPLACES.keys():
         section, field = SEARCHED_REPLACES[key].split(".")
@@ -127,6 +128,25 @@ def resolve(fixed: dict[str, Any], sampled: dict[str, Any]) -> TrialConfig:
         return TrialConfig.from_json(config)
     except ValueError as exc:
         raise HpoError(f"the sampled configuration is invalid: {exc}") from None
+
+
+def _child(node: dict[str, Any] | list[Any], part: str) -> dict[str, Any]:
+    """The mapping one step further down a searched path. In a list of named steps (such as
+    ``data.augment``) a part is a step's name: ``data.augment.rotation.enabled``; validation
+    made sure exactly one step has it."""
+    if isinstance(node, list):
+        index = next(i for i, item in enumerate(node) if _step_name(item) == part)
+        if isinstance(node[index], str):
+            node[index] = {"name": node[index]}
+        return node[index]
+    if not isinstance(node.get(part), dict | list):
+        node[part] = {}  # e.g. train.early_stopping is null until a key is searched
+    return node[part]
+
+
+def _step_name(item: Any) -> Any:
+    """The name of a step written as ``name`` or ``{name: ..., ...}``."""
+    return item.get("name") if isinstance(item, dict) else item
 
 
 def _lookup(path: str, sampled: dict[str, Any], fixed: dict[str, Any]) -> Any:
@@ -139,7 +159,9 @@ def _lookup(path: str, sampled: dict[str, Any], fixed: dict[str, Any]) -> Any:
 
 
 def _condition_holds(param: SearchParam, sampled: dict[str, Any], fixed: dict[str, Any]) -> bool:
-    return all(_lookup(path, sampled, fixed) in accepted for path, accepted in param.condition().items())
+    # A list value (a searched list of steps) is compared by its label, as conditions name it.
+    return all(choice_label(_lookup(path, sampled, fixed)) in accepted
+               for path, accepted in param.condition().items())
 
 
 def preview(spec: Spec, n: int, seed: int = 0) -> list[tuple[dict[str, Any], dict[str, Any]]]:

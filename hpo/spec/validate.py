@@ -11,12 +11,14 @@ by ``name`` decides which keys are allowed under ``model``.
 from __future__ import annotations
 
 import graphlib
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from hpo.errors import SpecError
 from hpo.registry import Registry
+from hpo.spec.finite_checks import budget_without_share, finite_problems, resolve_share
 from hpo.spec.model import (
     EPOCH_METRICS,
     TRIAL_METRICS,
@@ -46,7 +48,7 @@ def validate_source(source: YamlSource, name: str | None = None) -> Spec:
     if problems:
         problems.sort(key=lambda p: source.line_of(p.path))
         raise SpecError([p.format(source) for p in problems])
-    data = dict(source.data)
+    data = resolve_share(dict(source.data), _model(source.data)[1])
     if name is not None:
         data["name"] = name
     return Spec.model_validate(data, strict=True)
@@ -72,7 +74,7 @@ def collect_problems(raw: Any, name: str | None = None) -> list[Problem]:
     if name is None and "name" in raw:
         problems += _section(Spec, {"name": raw["name"]}, (), only=("name",))
     problems += _objectives(raw)
-    problems += _section(Budget, raw.get("budget", {}), ("budget",))
+    problems += _section(Budget, budget_without_share(raw.get("budget", {})), ("budget",))
     problems += _strategy(SAMPLERS, raw.get("sampler", {}), "sampler", raw)
     problems += _strategy(PRUNERS, raw.get("pruner", {}), "pruner", raw)
     from hpo.training.config import DataConfig, TrainConfig
@@ -81,7 +83,10 @@ def collect_problems(raw: Any, name: str | None = None) -> list[Problem]:
     problems += _section(TrainConfig, raw.get("train", {}), ("train",))
     model_problems, families = _model(raw)
     problems += model_problems
-    problems += _search(raw, families)
+    search_problems = _search(raw, families)
+    problems += search_problems
+    if not search_problems:  # a share or unique sampling needs the space's size
+        problems += finite_problems(raw, families)
     problems += _enqueue(raw, families)
     return problems
 
@@ -175,6 +180,7 @@ def _search(raw: dict[str, Any], families: list[str]) -> list[Problem]:
         problems += shape + [p for p in _check_path(key, params[key], paths)
                              if p.path not in {q.path for q in shape}]
     for key, param in params.items():
+        problems += _check_inside_searched(key, params)
         problems += _check_when(key, param, params, paths)
         problems += _check_repeat(key, param, params, paths)
         if _is_grid(raw):
@@ -231,18 +237,78 @@ def _check_path(key: str, param: SearchParam, paths: ConfigPaths) -> list[Proble
     if section not in SECTIONS or "." not in key:
         return [Problem(at, "a search key is a dotted path into data, model or train", key,
                         ["a path such as train.lr or model.dropout"])]
+    step = _step_path(key, paths)
+    if step is not None:
+        return _check_step_path(key, param, paths, *step)
     if not paths.exists(key):
         return [Problem(at, "unknown path", key, did_you_mean(key, paths.known()))]
+    return _check_candidates(key, param, lambda value: paths.check(key, value))
+
+
+def _check_candidates(key: str, param: SearchParam,
+                      check: Callable[[Any], tuple[str, list[str]] | None]) -> list[Problem]:
+    """Each choice (or bound) of ``param`` held to the rules of a fixed value at ``key``."""
+    at = ("search", key)
     candidates = param.choices if param.choices is not None else [param.low, param.high]
     problems = []
     for index, value in enumerate(candidates):
         if value is None and param.choices is None:  # a missing bound: reported as its shape
             continue
-        reason = paths.check(key, value)
+        reason = check(value)
         if reason:
             where = at + (("choices", index) if param.choices is not None else ("low" if index == 0 else "high",))
             problems.append(Problem(where, f"not a valid value for {key}: {reason[0]}", value, reason[1]))
     return problems
+
+
+def _step_path(key: str, paths: ConfigPaths) -> tuple[str, str, str] | None:
+    """(list path, step name, step key) when ``key`` names one key of a step in a list of
+    named steps, as ``data.augment.rotation.enabled`` does; else None."""
+    head, _, rest = key.rpartition(".")
+    prefix, _, name = head.rpartition(".")
+    if not prefix or paths.exists(key) or not paths.exists(prefix):
+        return None
+    # A list of named steps: the name alone is a valid list there (a known step), or the
+    # fixed list is one of named steps (and the name perhaps misspelt: said so, at the step).
+    fixed = paths.fixed_value(prefix)
+    named = isinstance(fixed, list) and bool(fixed) and all(isinstance(_step_name(s), str) for s in fixed)
+    return (prefix, name, rest) if named or paths.check(prefix, [name]) is None else None
+
+
+def _check_step_path(key: str, param: SearchParam, paths: ConfigPaths,
+                     prefix: str, name: str, field: str) -> list[Problem]:
+    """A searched key of one step: the step must be written, once, in the fixed list (a
+    preset names no steps), and each value must make a list the fixed one would accept."""
+    at = ("search", key)
+    steps = paths.fixed_value(prefix)
+    if not isinstance(steps, list):
+        return [Problem(at, f"a step's key needs {prefix} written as a list of steps", key,
+                        [f"{prefix}: [{name}, ...] (the steps in order)"])]
+    names = [_step_name(step) for step in steps]
+    if names.count(name) != 1:
+        if name in names:
+            return [Problem(at, f"{name} is more than one step of {prefix}", key,
+                            [f"{name} written once in {prefix}"])]
+        return [Problem(at, f"{name} is not a step of {prefix}", name, did_you_mean(name, names))]
+    index = names.index(name)
+
+    def check(value: Any) -> tuple[str, list[str]] | None:
+        step = steps[index] if isinstance(steps[index], dict) else {"name": name}
+        return paths.check(prefix, [*steps[:index], {**step, field: value}, *steps[index + 1:]])
+
+    return _check_candidates(key, param, check)
+
+
+def _check_inside_searched(key: str, params: dict[str, SearchParam]) -> list[Problem]:
+    """``data.augment.rotation.enabled`` changes a step of the fixed ``data.augment``; with
+    ``data.augment`` searched too, the sampled list may not have that step."""
+    outer = [other for other in params if key.startswith(other + ".")]
+    return [Problem(("search", key), f"{outer[0]} is searched too, so {key} may name nothing", key,
+                    [f"search {outer[0]} or {key}, not both"])] if outer else []
+
+
+def _step_name(step: Any) -> Any:
+    return step.get("name") if isinstance(step, dict) else step
 
 
 def _check_distribution(key: str, p: SearchParam) -> list[Problem]:
@@ -253,7 +319,7 @@ def _check_distribution(key: str, p: SearchParam) -> list[Problem]:
             problems.append(Problem(at, "give either choices or low/high, not both"))
         if not p.choices:
             problems.append(Problem(at + ("choices",), "choices is empty", expected=["at least one value"]))
-        elif len({repr(c) for c in p.choices}) != len(p.choices):
+        elif len({repr(label) for label in p.labels()}) != len(p.choices):  # [] is none
             problems.append(Problem(at + ("choices",), "choices repeat a value", p.choices))
         if p.type in ("int", "float"):
             problems.append(Problem(at + ("type",), f"type {p.type} needs low and high, not choices", p.type))
@@ -285,7 +351,7 @@ def _possible(path: str, params: dict[str, SearchParam], paths: ConfigPaths) -> 
     """How the value at ``path`` is decided: ("choices", [...]), ("range", p) or ("fixed", v)."""
     if path in params:
         p = params[path]
-        return ("choices", p.choices) if p.choices is not None else ("range", p)
+        return ("choices", p.labels()) if p.choices is not None else ("range", p)
     if paths.exists(path):
         return "fixed", paths.fixed_value(path)
     return None

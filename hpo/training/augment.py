@@ -6,7 +6,8 @@ This module is torch-free so ``data.augment`` is checked without torch; the kern
 other way round).
 
 ``data.augment`` is a preset (``none``, ``light``, ``strong``), one transform's name, or a
-list of names and ``{name: ..., <param>: ...}`` mappings, applied in order. Batches arrive
+list of names and ``{name: ..., <param>: ...}`` mappings, applied in order (a step with
+``enabled: false`` is skipped). Batches arrive
 normalised, so "zero" (padding, erasing) is the training set's mean colour.
 """
 
@@ -21,8 +22,10 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     Tag,
     field_validator,
+    model_serializer,
 )
 
 from hpo.errors import unknown_name_message
@@ -35,6 +38,18 @@ class AugmentStep(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # finite ranges only
 
     name: str
+    # Off drops the step from the pipeline while keeping its settings in the config, so that
+    # ``search: {data.augment.<name>.enabled: {choices: [true, false]}}`` can switch it.
+    enabled: bool = True
+
+    @model_serializer(mode="wrap")
+    def _enabled_only_when_off(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A trial's recorded config reads as before the flag existed unless a step is off, so
+        # configs of older trials still equal new ones (warm starts compare them).
+        data: dict[str, Any] = handler(self)
+        if self.enabled:
+            data.pop("enabled", None)
+        return data
 
 
 def _range(v: list[float], low: float, high: float | None = None) -> list[float]:
@@ -160,9 +175,10 @@ AugmentSpec = Annotated[
 def resolve_augment(
     value: str | Sequence[AugmentStep], in_shape: tuple[int, int, int]
 ) -> list[AugmentStep]:
-    """The steps a preset or name stands for, at this image size (crop padding is 1/8 of it)."""
+    """The enabled steps a preset, name or list stands for, at this image size (crop padding
+    is 1/8 of it)."""
     if not isinstance(value, str):
-        return list(value)
+        return [step for step in value if step.enabled]
     pad = max(1, round(min(in_shape[1:]) / 8))  # 4 px at 32 px, as the CIFAR recipes use
     light: list[AugmentStep] = [HFlip(), RandomCrop(padding=pad)]
     presets: dict[str, list[AugmentStep]] = {
