@@ -6,7 +6,7 @@
 - ``checkpoints``: a trial's checkpoints in the study's artifact store;
 - ``budget``, ``heartbeat``, ``recovery``: the study's global budget, the running trial's
   heartbeat, and the retry of trials whose worker is gone;
-- ``threads``: CPU threads shared by the workers of one machine;
+- ``threads``: a worker's CPU threads, chosen once from the machine's cores and its workers;
 - ``signals``: SIGINT and SIGTERM as one request to stop (a second one aborts);
 - ``model_code``: which custom model modules this machine lets a stored spec import;
 - ``pool``: ``--processes``/``--gpus``: several worker processes, supervised;
