@@ -15,8 +15,10 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+from hpo.artifacts.style import DPI
+from hpo.results import figures
 from hpo.results.outputs import make_output_dir
 from hpo.results.summary import ranked_trials, tied_with
 from hpo.results.text import fmt_value
@@ -24,12 +26,9 @@ from hpo.study.attrs import PARAMS_TOTAL, PEAK_MEMORY_MB, SECONDS_PER_EPOCH, Tri
 from hpo.study.studies import LoadedStudy, count_states, visible_trials
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
     from optuna import Study
 
     from hpo.spec.model import Spec
-
-DPI = 100
 
 
 @dataclass
@@ -115,17 +114,25 @@ def _target(ctx: _Context, index: int) -> Callable[[Any], float] | None:
 # --- Optuna's plots --------------------------------------------------------------------
 
 
-def history(ctx: _Context, section: Section) -> None:
-    from optuna.visualization.matplotlib import plot_optimization_history
+def _maximize(ctx: _Context, index: int) -> bool:
+    from optuna.study import StudyDirection
 
+    return ctx.study.directions[index] == StudyDirection.MAXIMIZE
+
+
+def _value(index: int) -> Callable[[Any], float]:
+    """Objective ``index`` of a trial record or a FrozenTrial."""
+    return lambda t: float(t.values[index])
+
+
+def history(ctx: _Context, section: Section) -> None:
     if not ctx.complete:
         ctx.note(section, "no completed trial yet: no optimisation history to plot")
         return
     for i, name in enumerate(ctx.names):
-        ax = plot_optimization_history(ctx.study, target=_target(ctx, i), target_name=name)
-        ax.set_title(f"Optimisation history: {name}")
+        figure = figures.history_figure(ctx.complete, _value(i), name, maximize=_maximize(ctx, i))
         file = "history.png" if not ctx.multi else f"history_{i}.png"
-        ctx.save(ax.figure, file, section, f"optimisation history of {name}")
+        ctx.save(figure, file, section, f"optimisation history of {name}")
 
 
 def importance_problem(ctx: _Context) -> str | None:
@@ -239,7 +246,6 @@ def _importance_caveats(ctx: _Context, section: Section) -> None:
 
 def importances(ctx: _Context, section: Section) -> None:
     import optuna
-    from optuna.visualization.matplotlib import plot_param_importances
 
     problem = importance_problem(ctx)
     if problem:
@@ -257,28 +263,33 @@ def importances(ctx: _Context, section: Section) -> None:
         if not scores:
             ctx.note(section, f"cannot compute the importances for {name}: no parameter in the complete trials")
             continue
-        ax = plot_param_importances(ctx.study, evaluator=importance_evaluator(), target=target, target_name=name)
-        ax.set_title("", loc="left")  # Optuna's own title, which would print under hpo's
-        ax.set_title(f"Hyperparameter importances ({IMPORTANCE_METHOD}): {name}")
+        figure = figures.importance_figure(scores, name, IMPORTANCE_METHOD)
         file = "importances.png" if not ctx.multi else f"importances_{i}.png"
-        ctx.save(ax.figure, file, section, f"hyperparameter importances ({IMPORTANCE_METHOD}) for {name}")
+        ctx.save(figure, file, section, f"hyperparameter importances ({IMPORTANCE_METHOD}) for {name}")
         section.table(["parameter", f"importance for {name}"],
                       [[key, f"{score:.3f}"] for key, score in scores.items()])
 
 
 def parallel(ctx: _Context, section: Section) -> None:
-    from optuna.visualization.matplotlib import plot_parallel_coordinate
-
     if not ctx.complete or not any(t.params for t in ctx.complete):
         ctx.note(section, "no completed trial with searched parameters: nothing to plot")
         return
-    ax = plot_parallel_coordinate(ctx.study, target=_target(ctx, 0), target_name=ctx.names[0])
-    n_params = len({key for t in ctx.complete for key in t.params})
-    # Optuna's plot draws on a figure of its own (never a subfigure); get_figure(root=True)
-    # would say so to the type checker but needs matplotlib 3.10.
-    figure = cast("Figure", ax.figure)
-    figure.set_size_inches(max(8.0, 1.2 * (n_params + 1)), 5)
+    figure = figures.parallel_figure(ctx.study, _value(0), ctx.names[0], maximize=_maximize(ctx, 0))
     ctx.save(figure, "parallel_coordinates.png", section, "parallel coordinates")
+    if any(key not in t.params for t in ctx.complete for key in {k for c in ctx.complete for k in c.params}):
+        section.text(f"A conditional parameter a trial did not set sits below its axis, at "
+                     f"\"{figures.NOT_SET}\".")
+
+
+def grid(ctx: _Context, section: Section) -> None:
+    """The objective over a grid study's searched keys: a heatmap of two, one panel per
+    value of a third."""
+    keys = figures.grid_keys(ctx.complete)
+    if not 2 <= len(keys) <= 3:
+        ctx.note(section, f"a grid heatmap shows 2 or 3 searched keys that vary; this study has {len(keys)}")
+        return
+    figure = figures.grid_figure(ctx.complete, _value(0), ctx.names[0], keys)
+    ctx.save(figure, "grid.png", section, f"{ctx.names[0]} over the grid of {', '.join(keys)}")
 
 
 def pareto(ctx: _Context, section: Section) -> None:
@@ -303,28 +314,12 @@ def _curve(trial: TrialRecord, key: str) -> list[float]:
 
 
 def learning_curves(ctx: _Context, section: Section) -> None:
-    import matplotlib.pyplot as plt
-
     top = [t for t in ctx.ranked[:ctx.top] if _curve(t, "val_loss")]
     pruned = [t for t in ctx.pruned if _curve(t, "val_loss")]
     if not top and not pruned:
         ctx.note(section, "no trial recorded learning curves yet")
         return
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for key, ax, label in ((("val_accuracy", axes[0], "validation accuracy")),
-                           (("val_loss", axes[1], "validation loss"))):
-        for n, trial in enumerate(pruned):
-            ys = _curve(trial, key)
-            ax.plot(range(1, len(ys) + 1), ys, color="0.6", lw=0.8, ls="--",
-                    label="pruned trials" if n == 0 else None)
-        for trial in top:
-            ys = _curve(trial, key)
-            ax.plot(range(1, len(ys) + 1), ys, lw=1.8, marker="o", ms=3, label=f"trial {trial.number}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"Learning curves: top {len(top)} trials and {len(pruned)} pruned")
+    fig = figures.learning_curves_figure(top, pruned)
     ctx.save(fig, "learning_curves.png", section, "learning curves")
 
 
@@ -352,33 +347,11 @@ def _shown_epochs(count: int) -> list[int]:
 
 
 def gradient_norms(ctx: _Context, section: Section) -> None:
-    """Per-layer gradient norms of one trial, one line per epoch, layers input to output on
-    the x axis: a vanishing (or exploding) gradient is a slope across the layers, which stays
-    readable for a ResNet's fifty layers, where one line per layer would not."""
-    import matplotlib.pyplot as plt
-
+    """Per-layer gradient norms of one trial (figures.gradient_figure)."""
     trial = gradient_trial(ctx)
     if trial is None or trial.grad_norms is None:  # not listed then (write_report)
         return
-    layers, norms = trial.grad_norms.layers, trial.grad_norms.norms
-    shown = _shown_epochs(len(norms))
-    fig, ax = plt.subplots(figsize=(max(7.0, min(16.0, 0.35 * len(layers) + 4)), 4.5))
-    colours = plt.get_cmap("viridis")
-    for n, e in enumerate(shown):
-        # Log scale: a layer without a norm that epoch, or with none above 0, leaves a gap.
-        ys = [v if v is not None and v > 0 else float("nan") for v in norms[e]]
-        ax.plot(range(len(layers)), ys, marker="o", ms=3, lw=1.5,
-                color=colours(n / max(1, len(shown) - 1) * 0.9), label=f"epoch {e + 1}")
-    ax.set_yscale("log")
-    every = max(1, len(layers) // 30)  # at most ~30 names under the axis
-    ax.set_xticks(range(0, len(layers), every), [layers[i] for i in range(0, len(layers), every)],
-                  rotation=45 if len(layers) > 8 else 0, ha="right" if len(layers) > 8 else "center",
-                  fontsize=8)
-    ax.set_xlabel("layer (module path, input → output)")
-    ax.set_ylabel("gradient L2 norm (mean over batches)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the lines, not on them
-    ax.set_title(f"Gradient norms per layer: trial {trial.number}")
+    fig = figures.gradient_figure(trial, _shown_epochs(len(trial.grad_norms.norms)))
     ctx.save(fig, "gradient_norms.png", section, f"gradient norms per layer of trial {trial.number}")
     section.text(f"Trial {trial.number}: the L2 norm of each Linear/Conv layer's weight gradient, "
                  "averaged over each epoch's batches (train.record_gradients). Norms falling "
@@ -394,38 +367,17 @@ def training_seconds(trial: TrialRecord) -> float | None:
 
 
 def tradeoffs(ctx: _Context, section: Section) -> None:
-    import matplotlib.pyplot as plt
-
     trials = [t for t in ctx.complete + ctx.pruned if _curve(t, "val_accuracy")]
     if not trials:
         ctx.note(section, "no trial recorded a validation accuracy yet")
         return
-    top = {t.number for t in ctx.ranked[:ctx.top]}
-    panels = [(PARAMS_TOTAL, "parameters", lambda t: t.params_total, True),
-              (PEAK_MEMORY_MB, "peak memory (MB)", lambda t: t.peak_memory_mb, False),
-              ("seconds", "training time (s)", training_seconds, False)]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
-    for (_key, label, get, log), ax in zip(panels, axes):
-        for state, group, style in (("complete", ctx.complete, {"color": "C0"}),
-                                    ("pruned", ctx.pruned, {"color": "0.6", "marker": "x"})):
-            points = [(get(t), t.best_val_accuracy, t.number) for t in group
-                      if t in trials and get(t) is not None]
-            if points:
-                ax.scatter([p[0] for p in points], [p[1] for p in points], s=25, label=state, **style)
-                for x, y, number in points:
-                    if number in top:
-                        ax.annotate(str(number), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        if log and ax.has_data():
-            ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("best validation accuracy")
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Accuracy against size, memory and training time (top trials numbered)")
-    ctx.save(fig, "tradeoffs.png", section, "accuracy against parameter count, peak memory and training time")
-    if any(t.device == "cpu" for t in trials):
-        section.text("On CPU, peak memory is the worker process's peak resident set size, which "
-                     "spans every trial that worker ran before; compare it across GPU trials only.")
+    top = [t for t in ctx.ranked[:ctx.top] if t in trials]
+    fig = figures.tradeoffs_figure([t for t in ctx.complete if t in trials], [t for t in ctx.pruned if t in trials],
+                                   top, training_seconds)
+    ctx.save(fig, "tradeoffs.png", section, "accuracy against parameter count, training time and GPU memory")
+    if not any(figures.gpu_memory(t) is not None for t in trials):
+        section.text("Peak memory: n/a, no trial ran on a GPU (on CPU it is the worker process's peak "
+                     "resident set, spanning every trial that worker ran, so it is not plotted).")
 
 
 def comparison(ctx: _Context, section: Section) -> None:
@@ -544,6 +496,7 @@ def write_report(loaded: LoadedStudy, output: Path, *, top: int = 5) -> ReportRe
         ("Optimisation history", history),
         ("Hyperparameter importances", importances),
         ("Parallel coordinates", parallel),
+        *([("Grid", grid)] if ctx.spec.sampler.name == "grid" else []),
         ("Learning curves", learning_curves),
         ("Accuracy against size, memory and time", tradeoffs),
         ("Model comparison", comparison),

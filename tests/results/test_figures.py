@@ -1,0 +1,269 @@
+"""The report's figures as a printed page needs them, checked on the Figure objects the
+report draws for real digits studies (a random search with a conditional parameter, and a
+grid): one title, axis labels, a legend where there are several series, integer ticks on
+axes that count epochs or trials, text at 8 pt or more on a 6.5 in page, and no two text
+boxes overlapping within an axes (window extents after a draw).
+
+Each figure is also written to tests/results/rendered/ (ignored by git) to be looked at.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hpo.artifacts.style import SMALL_PT, WIDTH_IN
+from hpo.cli.main import cli
+from hpo.results import report as report_module
+from hpo.results.figures import NOT_SET
+from hpo.storage.urls import resolve_storage
+from hpo.study.studies import load_study
+from tests.results.test_report import GRADIENT_SPEC
+from tests.specs import spec_text
+
+RENDERED = Path(__file__).parent / "rendered"
+
+# n_layers 1 or 2 makes model.width[1] conditional (set only with 2 layers); model.init's
+# names are the long categorical labels that overprinted Optuna's numeric ticks.
+SEARCH = {
+    "train.lr": "{low: 1.0e-3, high: 0.5, log: true}",
+    "model.n_layers": "{choices: [1, 2]}",
+    "model.width": "{choices: [8, 16], repeat: model.n_layers}",
+    "model.init": "{choices: [default, kaiming_normal, xavier_normal]}",
+}
+GRID_SEARCH = {
+    "train.batch_size": "{choices: [32, 128]}",
+    "train.lr": "{choices: [0.003, 0.03, 0.3]}",
+    "train.epochs": "{choices: [1, 2]}",
+}
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def _run_study(root: Path, name: str, text: str) -> str:
+    journal = str(root / f"{name}.journal")
+    (root / f"{name}.yaml").write_text(text)
+    created = _invoke("study", "create", str(root / f"{name}.yaml"), "--storage", journal,
+                      "--artifacts", str(root / "artifacts"))
+    assert created.exit_code == 0, created.output
+    worked = _invoke("worker", name, "--rank", "0", "--storage", journal, "--quiet")
+    assert worked.exit_code == 0, worked.output
+    return journal
+
+
+def _report_figures(journal: str, name: str, out: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Every figure ``write_report`` saves, by file name, kept open for the checks (and a
+    copy of each PNG in RENDERED)."""
+    kept: dict[str, object] = {}
+    save = report_module._Context.save
+
+    def keep(ctx, figure, file, section, alt):
+        kept[file] = figure
+        RENDERED.mkdir(exist_ok=True)
+        figure.savefig(RENDERED / f"{name}_{file}", dpi=ctx_dpi(), bbox_inches="tight")
+        with monkeypatch.context() as m:  # the report's own save, without closing the figure
+            m.setattr("matplotlib.pyplot.close", lambda *_: None)
+            save(ctx, figure, file, section, alt)
+
+    monkeypatch.setattr(report_module._Context, "save", keep)
+    report_module.write_report(load_study(name, resolve_storage(journal)), out, top=3)
+    return kept
+
+
+def ctx_dpi() -> int:
+    return report_module.DPI
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("figures")
+    search = _run_study(root, "search", spec_text("search", n_trials=8, epochs=3, sampler="random",
+                                                    search=SEARCH))
+    grid = _run_study(root, "grid", spec_text("grid", n_trials=12, sampler="grid", search=GRID_SEARCH))
+    gradients = _run_study(root, "vanishing", GRADIENT_SPEC)
+    return {"search": search, "grid": grid, "vanishing": gradients}
+
+
+@pytest.fixture(scope="module")
+def search_figures(studies, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as m:
+        return _report_figures(studies["search"], "search", tmp_path_factory.mktemp("search-report"), m)
+
+
+@pytest.fixture(scope="module")
+def grid_figures(studies, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as m:
+        return _report_figures(studies["grid"], "grid", tmp_path_factory.mktemp("grid-report"), m)
+
+
+@pytest.fixture(scope="module")
+def gradient_figures(studies, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as m:
+        return _report_figures(studies["vanishing"], "vanishing", tmp_path_factory.mktemp("vanishing-report"), m)
+
+
+# --- what every figure must satisfy ----------------------------------------------------
+
+
+def _plot_axes(fig):
+    """The figure's axes other than colorbars."""
+    return [ax for ax in fig.axes if getattr(ax, "_colorbar", None) is None]
+
+
+def _drawn_tick_labels(axis):
+    low, high = sorted(axis.get_view_interval())
+    span = high - low
+    return [tick.label1 for tick in [*axis.get_major_ticks(), *axis.get_minor_ticks()]
+            if tick.label1.get_visible() and tick.label1.get_text()
+            and low - 1e-9 * span <= tick.get_loc() <= high + 1e-9 * span]
+
+
+def _texts(ax):
+    """Every visible, non-empty text of an axes: titles, axis labels, tick labels drawn,
+    annotations and text, and its legend's entries."""
+    texts = [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label,
+             *_drawn_tick_labels(ax.xaxis), *_drawn_tick_labels(ax.yaxis), *ax.texts]
+    if ax.get_legend() is not None:
+        texts += ax.get_legend().get_texts()
+    return [t for t in texts if t.get_visible() and t.get_text().strip()]
+
+
+def _overlaps(fig) -> list[tuple[str, str]]:
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    clashes = []
+    groups = [_texts(ax) for ax in fig.axes]
+    figure_texts = [t for t in fig.texts if t.get_text().strip()]
+    for legend in fig.legends:
+        figure_texts += legend.get_texts()
+    groups.append(figure_texts)
+    for texts in groups:
+        for a, b in itertools.combinations(texts, 2):
+            if a.get_window_extent(renderer).overlaps(b.get_window_extent(renderer)):
+                clashes.append((a.get_text(), b.get_text()))
+    return clashes
+
+
+def _titles(fig) -> list[str]:
+    suptitle = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    return [t for t in [suptitle, *(ax.title.get_text() for ax in _plot_axes(fig))] if t]
+
+
+def _check_common(name, fig, *, labels=True):
+    assert fig.get_size_inches()[0] >= WIDTH_IN - 1e-6, name
+    assert not _overlaps(fig), (name, _overlaps(fig))
+    for ax in fig.axes:  # no second title beside the first (Optuna's importances drew one)
+        assert not ax._left_title.get_text() and not ax._right_title.get_text(), name
+    small = [(t.get_text(), t.get_fontsize()) for ax in fig.axes for t in _texts(ax) if t.get_fontsize() < SMALL_PT]
+    assert not small, (name, small)
+    if not labels:  # parallel coordinates: each axis is named under it (test below)
+        return
+    for ax in _plot_axes(fig):
+        assert ax.get_xlabel(), (name, "x label")
+    assert _plot_axes(fig)[0].get_ylabel(), (name, "y label")
+
+
+def _integer_ticks(ax):
+    locs = [t.get_loc() for t in ax.xaxis.get_major_ticks()
+            if t.label1.get_visible() and t.label1.get_text()
+            and min(ax.get_xlim()) <= t.get_loc() <= max(ax.get_xlim())]
+    return locs and all(float(v).is_integer() for v in locs)
+
+
+def _legend_labels(fig) -> list[str]:
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+    return [t.get_text() for legend in legends for t in legend.get_texts()]
+
+
+# --- the random search: every figure ---------------------------------------------------
+
+
+def test_the_report_draws_every_figure(search_figures, grid_figures):
+    assert {"history.png", "importances.png", "parallel_coordinates.png", "learning_curves.png",
+            "tradeoffs.png"} <= set(search_figures)
+    assert "grid.png" not in search_figures  # a random search: no grid
+    assert "grid.png" in grid_figures
+
+
+@pytest.mark.parametrize("file", ["history.png", "importances.png", "parallel_coordinates.png",
+                                  "learning_curves.png", "tradeoffs.png"])
+def test_each_figure_has_one_title_labels_and_no_overlapping_text(search_figures, file):
+    fig = search_figures[file]
+    _check_common(file, fig, labels=file != "parallel_coordinates.png")
+    assert len(_titles(fig)) == 1, _titles(fig)
+
+
+def test_history_counts_trials_in_whole_numbers_with_a_legend(search_figures):
+    fig = search_figures["history.png"]
+    (ax,) = _plot_axes(fig)
+    assert ax.get_xlabel() == "trial number" and _integer_ticks(ax)
+    assert len(_legend_labels(fig)) == 2
+
+
+def test_learning_curves_show_train_and_validation_by_model_and_trial(search_figures):
+    fig = search_figures["learning_curves.png"]
+    axes = _plot_axes(fig)
+    assert [ax.get_xlabel() for ax in axes] == ["epoch", "epoch"]
+    assert all(_integer_ticks(ax) for ax in axes)
+    labels = _legend_labels(fig)
+    assert sum(label.startswith("mlp, trial ") for label in labels) == 3  # --top 3
+    assert "validation" in labels and "training" in labels
+    loss = axes[1]
+    styles = {line.get_linestyle() for line in loss.get_lines()}
+    assert {"-", "--"} <= styles  # validation solid, train loss dashed
+
+
+def test_parallel_coordinates_name_unset_values_and_keep_weak_trials_visible(search_figures):
+    fig = search_figures["parallel_coordinates.png"]
+    (ax,) = _plot_axes(fig)
+    names = [t.get_text().replace("\n", "") for t in ax.get_xticklabels()]
+    assert names == ["model.init", "model.n_layers", "model.width[0]", "model.width[1]", "train.lr",
+                     "val_accuracy"]
+    labels = [t.get_text() for t in ax.texts]
+    assert "None" not in labels and NOT_SET in labels  # model.width[1] without a second layer
+    assert "kaiming_normal" in labels
+    # Every trial's line darker than a light grey: none fades into the white page.
+    for line in ax.get_lines():
+        if len(line.get_xdata()) > 2:
+            r, g, b, *_ = line.get_color()
+            assert 0.299 * r + 0.587 * g + 0.114 * b < 0.85, line.get_color()
+
+
+def test_tradeoffs_leave_out_peak_memory_on_cpu(search_figures):
+    fig = search_figures["tradeoffs.png"]
+    assert [ax.get_xlabel() for ax in _plot_axes(fig)] == ["parameters", "training time (s)"]
+    assert sum(label.startswith("mlp, trial ") for label in _legend_labels(fig)) == 3
+
+
+# --- the grid study --------------------------------------------------------------------
+
+
+def test_grid_heatmap_one_panel_per_epochs(grid_figures):
+    fig = grid_figures["grid.png"]
+    _check_common("grid.png", fig)
+    panels = _plot_axes(fig)
+    assert [ax.get_title() for ax in panels] == ["train.epochs = 1", "train.epochs = 2"]
+    assert fig._suptitle is not None and fig._suptitle.get_text().startswith("val_accuracy over the grid")
+    for ax in panels:
+        assert ax.get_xlabel() == "train.lr"
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0.003", "0.03", "0.3"]
+        assert len([t for t in ax.texts if t.get_text()]) == 6  # 2 batch sizes x 3 lrs, each written
+    assert panels[0].get_ylabel() == "train.batch_size"
+    assert any(getattr(ax, "_colorbar", None) is not None for ax in fig.axes)
+
+
+@pytest.mark.parametrize("file", ["history.png", "learning_curves.png", "tradeoffs.png", "parallel_coordinates.png"])
+def test_grid_study_figures_pass_the_same_checks(grid_figures, file):
+    _check_common(file, grid_figures[file], labels=file != "parallel_coordinates.png")
+
+
+def test_gradient_norms_figure_one_title_a_legend_per_epoch(gradient_figures):
+    fig = gradient_figures["gradient_norms.png"]
+    _check_common("gradient_norms.png", fig)
+    assert len(_titles(fig)) == 1 and _titles(fig)[0].startswith("Gradient norms per layer: mlp, trial ")
+    assert _legend_labels(fig) == ["epoch 1", "epoch 2", "epoch 3"]
