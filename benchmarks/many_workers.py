@@ -5,7 +5,8 @@ the server connections they need, for 1, 16, 64 and 256 workers.
 Every worker runs hpo's real loop (``hpo.worker.loop.run_worker``) with a stand-in trainer
 that sleeps ``--epoch-seconds`` per epoch and reports each epoch (so a prune check per epoch);
 no worker imports torch (each checks ``sys.modules`` at its end). The timings are taken
-around hpo's own calls, which are left as they are: ``optuna.Study.ask`` and ``Study.tell``,
+around hpo's own calls, which are left as they are: ``optuna.Study.ask`` and hpo's ``tell``
+(``hpo.storage.optuna_internals.tell``: Optuna's ``Study.tell`` without its read-back),
 the pruner's ``prune`` (wrapped on the pruner hpo builds), and the budget checks before
 (``budget_state``) and after (``is_over_budget``, the trial number check) each ask.
 
@@ -144,6 +145,7 @@ def _instrument(samples: dict[str, list[float]]) -> None:
     import optuna
 
     import hpo.spec.strategies as strategies
+    import hpo.storage.optuna_internals as internals
     import hpo.worker.loop as loop
 
     def timed(function: Any, key: str) -> Any:
@@ -156,7 +158,8 @@ def _instrument(samples: dict[str, list[float]]) -> None:
         return call
 
     optuna.Study.ask = timed(optuna.Study.ask, "ask")  # type: ignore[method-assign]
-    optuna.Study.tell = timed(optuna.Study.tell, "tell")  # type: ignore[method-assign]
+    # hpo's tell (Study.tell without its read-back), which its callers import when they call it.
+    internals.tell = timed(internals.tell, "tell")
     loop.budget_state = timed(loop.budget_state, "budget")
     loop.is_over_budget = timed(loop.is_over_budget, "number_check")
     build_pruner = strategies.build_pruner
@@ -310,9 +313,8 @@ def client_logins(bouncer: Any, database: str) -> int:
     """Client logins to ``database`` PgBouncer has seen so far (a line each in its log): a worker
     that opens and closes connections pays a TCP and SCRAM handshake for each, on the
     pooler's single thread."""
-    with contextlib.suppress(OSError):
-        with open(bouncer.log_path, errors="replace") as log:
-            return sum("login attempt" in line and f"db={database} " in line for line in log)
+    with contextlib.suppress(OSError), open(bouncer.log_path, errors="replace") as log:
+        return sum("login attempt" in line and f"db={database} " in line for line in log)
     return 0
 
 
@@ -491,8 +493,8 @@ def tables(settings: list[Setting], args: argparse.Namespace, pool_size: int | N
         "backends waiting on a lock polled from pg_stat_activity every 0.1 s):",
         "",
         "| workers | finished | CPU ms: workers | PostgreSQL | PgBouncer | DB active ms | statements | commits "
-        "| client logins | pool wait ms | lock waits mean/peak | clients waiting (peak) | cores busy | worker PSS / private MB "
-        "| torch loaded |",
+        "| client logins | pool wait ms | lock waits mean/peak | clients waiting (peak) | cores busy "
+        "| worker PSS / private MB | torch loaded |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in settings:
@@ -505,7 +507,8 @@ def tables(settings: list[Setting], args: argparse.Namespace, pool_size: int | N
             f"| {s.per_trial_ms('postgres_cpu'):.0f} | {s.per_trial_ms('pooler_cpu'):.0f} "
             f"| {s.per_trial_ms('db_active_ms', 1):.1f} | {s.counters['statements'] / s.finished:.0f} "
             f"| {s.counters['commits'] / s.finished:.0f} "
-            f"| {s.counters['logins']:.0f} | {s.per_trial_ms('pool_wait_us', 0.001):.1f} | {statistics.mean(waits):.1f} / {s.poll.peak_lock_waits} "
+            f"| {s.counters['logins']:.0f} | {s.per_trial_ms('pool_wait_us', 0.001):.1f} "
+            f"| {statistics.mean(waits):.1f} / {s.poll.peak_lock_waits} "
             f"| {s.poll.peak_clients_waiting} | {busy:.0%} | {pss:.0f} / {private:.0f} | {s.torch_loaded} |")
     last = settings[-1]
     if last.statements:

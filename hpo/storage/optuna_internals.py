@@ -23,7 +23,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
 from datetime import UTC, datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -76,6 +76,7 @@ __all__ = [
     "stale_trial_ids",
     "storage_of",
     "study_id_of",
+    "tell",
     "trial_id_of",
     "trial_storage",
     "trial_start_writes",
@@ -142,6 +143,16 @@ def storage_of(study: Study) -> BaseStorage:
     return study._storage
 
 
+def every_trial(study: Study) -> list[FrozenTrial]:
+    """Every trial of ``study``, not copied, even where ``study`` is the Hyperband pruner's
+    view of one bracket, whose ``get_trials`` leaves the other brackets' trials out (what a
+    sampler that must avoid every trial's parameters is handed).
+
+    Optuna 5.0.0: the bracket study (pruners/_hyperband.py) keeps the study's ``_storage``
+    and ``_study_id``; Optuna's own GridSampler reads the storage this way for this reason."""
+    return study._storage.get_all_trials(study._study_id, deepcopy=False)
+
+
 def trial_storage(trial: Trial) -> BaseStorage:
     """The storage ``trial``'s own methods (``suggest_*``, ``report``, ``set_user_attr``)
     call: ``storage_of(trial.study)`` unless ``trial_storage_as`` replaced it.
@@ -182,6 +193,21 @@ def latest_trial(trial: Trial) -> FrozenTrial:
 
     Optuna 5.0.0: ``Trial._get_latest_trial`` (trial/_trial.py), called by ``should_prune``."""
     return trial._get_latest_trial()
+
+
+def tell(study: Study, trial: Trial, values: float | Sequence[float] | None = None, *,
+         state: TrialState | None = None) -> None:
+    """``study.tell(trial, values, state=state)``, without reading the finished trial back.
+
+    Optuna 5.0.0: ``Study.tell`` is ``_tell_with_warning(study, trial, values, state,
+    skip_if_finished)`` (study/_tell.py), then ``copy.deepcopy(_get_frozen_trial(study,
+    trial))`` for its return value: the whole trial read again from the database (a
+    transaction of six statements) for a value hpo's callers never use. The checks, the
+    sampler's ``after_trial`` and the state change are Optuna's own.
+    tests/storage/test_read_reuse.py compares the stored trial with ``Study.tell``'s."""
+    from optuna.study._tell import _tell_with_warning
+
+    _tell_with_warning(study=study, trial=trial, value_or_values=values, state=state, skip_if_finished=False)
 
 
 def queued_params(trial: FrozenTrial) -> dict[str, Any] | None:

@@ -159,9 +159,10 @@ def _prepare(study: Study, spec: Spec, device: str, rank: int, emit: Progress,
     device (``auto`` resolved, announced) and the warm-up; returns the device."""
     from hpo.spec.space import max_epochs, space_facts
     from hpo.spec.strategies import build_pruner, build_sampler
+    from hpo.storage.optuna_internals import every_trial
 
     check_model_code(spec)  # before any trial: only code this machine allows
-    study.sampler = build_sampler(spec.sampler, rank=rank, space=space_facts(spec))
+    study.sampler = build_sampler(spec.sampler, rank=rank, space=space_facts(spec, all_trials=every_trial))
     study.pruner = build_pruner(spec.pruner, max_epochs=max_epochs(spec))
     if trainer is not None:  # a stand-in trainer (benchmarks) uses neither torch nor the dataset
         return device
@@ -311,8 +312,9 @@ def _hand_back(study: Study, trial: Trial) -> None:
     """Another worker took the last slot first: close this trial without running it."""
     from optuna.trial import TrialState
 
+    from hpo.storage.optuna_internals import tell
     from hpo.storage.writes import write_to_trial
 
     write_to_trial(trial, user_attrs={OVER_BUDGET: True,
                                       FAIL_REASON: "not run: the study's n_trials budget was already taken"})
-    study.tell(trial, state=TrialState.FAIL)
+    tell(study, trial, state=TrialState.FAIL)

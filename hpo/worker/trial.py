@@ -44,7 +44,7 @@ from hpo.study.attrs import (
 
 if TYPE_CHECKING:
     from optuna import Study
-    from optuna.trial import Trial
+    from optuna.trial import Trial, TrialState
 
     from hpo.spec.model import Objective, Spec
     from hpo.spec.trial_config import TrialConfig
@@ -193,7 +193,7 @@ class TrialRun:
     def complete(self, result: TrainingResult) -> TrialOutcome:
         self._write_results(result)
         values = objective_values(self.objectives, result)
-        self.study.tell(self.trial, values if len(values) > 1 else values[0])
+        self._tell(values if len(values) > 1 else values[0])
         return self._outcome(Outcome.COMPLETE, values[0], len(result.history))
 
     def pruned(self, result: TrainingResult) -> TrialOutcome:
@@ -201,7 +201,7 @@ class TrialRun:
 
         epochs = len(result.history)
         self._write_results(result, {PRUNED_AT_EPOCH: epochs})
-        self.study.tell(self.trial, state=TrialState.PRUNED)
+        self._tell(state=TrialState.PRUNED)
         value = getattr(self.reporter.history[-1], self.objectives[0].metric)
         return self._outcome(Outcome.PRUNED, value, epochs)
 
@@ -216,7 +216,7 @@ class TrialRun:
 
             attrs.update(save_trial_artifacts(self.study, self.trial, self.reporter.history))  # the curve it reached
         self.reporter.write(attrs)
-        self.study.tell(self.trial, state=TrialState.FAIL)
+        self._tell(state=TrialState.FAIL)
         return self._outcome(Outcome.FAIL, None, len(self.reporter.history), reason)
 
     def steer_away(self, reason: str) -> TrialOutcome:
@@ -234,7 +234,7 @@ class TrialRun:
         epochs = len(self.reporter.history)
         self.reporter.record(worst, epochs + 1)
         self.reporter.write({FAIL_REASON: reason, **self._progress_attrs(), PRUNED_AT_EPOCH: epochs})
-        self.study.tell(self.trial, state=TrialState.PRUNED)
+        self._tell(state=TrialState.PRUNED)
         return self._outcome(Outcome.STEERED, None, epochs, reason)
 
     def preempted(self, reason: str) -> TrialOutcome:
@@ -259,6 +259,12 @@ class TrialRun:
         return self._outcome(Outcome.FAIL, None, len(self.reporter.history), reason)
 
     # ------------------------------------------------------------------ what endings share
+
+    def _tell(self, values: float | list[float] | None = None, *, state: TrialState | None = None) -> None:
+        """``study.tell``, without its read of the finished trial (hpo.storage.optuna_internals.tell)."""
+        from hpo.storage.optuna_internals import tell
+
+        tell(self.study, self.trial, values, state=state)
 
     def _progress_attrs(self) -> dict[str, Any]:
         """How far the trial got: its epochs and, if it trained any, its curves."""

@@ -5,6 +5,7 @@ stored distribution per process, the budget in force shared by the checks around
 from __future__ import annotations
 
 import optuna
+import pytest
 import sqlalchemy
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
@@ -129,4 +130,41 @@ def test_ask_takes_the_trial_it_created_from_the_creation_not_a_read(postgres_ur
     trial.suggest_float("x", 0, 1)
     study.tell(trial, 0.5)
     assert storage.get_trial(trial._trial_id).state == TrialState.COMPLETE
+    engine.dispose()
+
+
+def test_hpos_tell_stores_what_optunas_stores_without_reading_the_trial_back(postgres_url):
+    from hpo.storage.optuna_internals import tell
+
+    storage = open_storage(resolve_storage(postgres_url), reconnect_for=5)  # hpo's worker stack
+    study = optuna.create_study(study_name="told", storage=storage)
+    engine = rdb_backend(storage).engine
+    sent: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        sent.append(statement)
+
+    told = {}
+    for how in ("optuna", "hpo"):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.report(0.25, 1)
+        sent.clear()
+        sqlalchemy.event.listen(engine, "before_cursor_execute", count)
+        study.tell(trial, 0.5) if how == "optuna" else tell(study, trial, 0.5)
+        sqlalchemy.event.remove(engine, "before_cursor_execute", count)
+        told[how] = (len(sent), storage.get_trial(trial._trial_id))
+    (optunas_statements, optunas), (hpos_statements, hpos) = told["optuna"], told["hpo"]
+    assert (hpos.state, hpos.values, hpos.params.keys(), hpos.intermediate_values, hpos.user_attrs) == (
+        optunas.state, optunas.values, optunas.params.keys(), optunas.intermediate_values, optunas.user_attrs)
+    assert hpos.datetime_complete is not None
+    assert optunas_statements - hpos_statements >= 6  # Optuna's read-back: the trial and its five tables
+    pruned = study.ask()
+    pruned.report(0.125, 1)
+    tell(study, pruned, state=TrialState.PRUNED)  # a pruned trial's value: its last reported one
+    assert storage.get_trial(pruned._trial_id).values == [0.125]
+    twice = study.ask()
+    tell(study, twice, 0.5)
+    with pytest.raises(ValueError, match="Cannot tell a COMPLETE trial"):  # a finished trial is refused alike
+        tell(study, twice, 0.75)
     engine.dispose()
