@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 from hpo.errors import UsageError
 from hpo.results.summary import ranked_trials
 from hpo.spec.display import show
-from hpo.spec.enqueue import value_fits
-from hpo.spec.space import fixed_config, sampling_order, to_distribution
+from hpo.spec.enqueue import optuna_value, value_fits
+from hpo.spec.space import choice_of, fixed_config, sampling_order, to_distribution
 from hpo.study.attrs import (
     CONFIG,
     CURVES,
@@ -154,8 +154,6 @@ def _shown(value: Any) -> str:
 
 def _fit(trial: FrozenTrial, theirs: Spec, ours: Spec) -> Fitted | tuple[str, str, Any]:
     """The trial as parameters of ``ours``, or (key, why, value) of the first misfit."""
-    from optuna.distributions import FloatDistribution
-
     values = _Values(trial, ours)
     params: dict[str, Any] = {}
     distributions: dict[str, BaseDistribution] = {}
@@ -169,12 +167,12 @@ def _fit(trial: FrozenTrial, theirs: Spec, ours: Spec) -> Fitted | tuple[str, st
             return key, "has no list of values", value
         names = [f"{key}[{i}]" for i in range(len(items))] if param.repeat else [key]
         for name, item in zip(names, items):
+            item = choice_of(ours, key, item)  # a recorded list of steps as the choice it was
             why = value_fits(param, item)
             if why:
                 return key, why, item
-            distribution = to_distribution(param)
-            params[name] = float(item) if isinstance(distribution, FloatDistribution) else item
-            distributions[name] = distribution
+            params[name] = optuna_value(param, item)  # a list choice by its label
+            distributions[name] = to_distribution(param)
     for key in theirs.search:
         if key not in ours.search and values.get(key) != values.fixed(key):
             return key, f"is not searched here and fixed to {show(values.fixed(key))}", values.get(key)

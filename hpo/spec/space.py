@@ -130,6 +130,27 @@ def resolve(fixed: dict[str, Any], sampled: dict[str, Any]) -> TrialConfig:
         raise HpoError(f"the sampled configuration is invalid: {exc}") from None
 
 
+def choice_of(spec: Spec, key: str, value: Any) -> Any:
+    """The choice of ``spec.search[key]`` that ``value`` means, as the spec writes it; ``value``
+    itself when it means none. A trial's recorded config holds a list of steps with every
+    default filled in (``[{name: hflip, p: 0.5}]``), so each choice is resolved the same way
+    and compared (a warm start reads another study's configs)."""
+    param = spec.search[key]
+    if param.choices is None or param.repeat or param.choice_index(value) is not None:
+        return value
+    fixed = fixed_config(spec)
+
+    def resolved(candidate: Any) -> Any:
+        try:
+            return _lookup(key, {}, resolve(fixed, {key: candidate}).to_json())
+        except HpoError:
+            return None
+
+    meant = resolved(value)
+    matches = [c for c in param.choices if meant is not None and resolved(c) == meant]
+    return matches[0] if matches else value
+
+
 def _child(node: dict[str, Any] | list[Any], part: str) -> dict[str, Any]:
     """The mapping one step further down a searched path. In a list of named steps (such as
     ``data.augment``) a part is a step's name: ``data.augment.rotation.enabled``; validation

@@ -165,6 +165,16 @@ def test_a_tiny_digits_study_records_readable_augment_params(tmp_path, monkeypat
     assert by_label["none"] == []
     assert [step["name"] for step in by_label[LABELS[2]]] == ["hflip", "rotation"]
 
+    # A warm start reads the parent's recorded configs (every default filled in) back as the
+    # choices they were, by their labels.
+    child = write_spec(tmp_path, "aug-child", sampler="grid", n_trials=3, search={"data.augment": CHOICES})
+    created = hpo.create_study(child, storage=storage, warm_start="aug-e2e", top=3)
+    assert created.warm_start is not None
+    assert created.warm_start.added == 3 and not created.warm_start.left_out
+    assert sorted(q["data.augment"] for q in created.warm_start.queued) == sorted(LABELS)
+    added = [t for t in trials_of("aug-child", storage) if t.state.is_finished()]
+    assert sorted(t.params["data.augment"] for t in added) == sorted(LABELS)
+
 
 def test_enqueue_in_the_spec_checks_lists_and_labels(tmp_path):
     path = write_spec(tmp_path, "aug", search={"data.augment": CHOICES})
@@ -186,3 +196,38 @@ def test_a_flag_inside_a_searched_list_is_refused(tmp_path):
                      data_augment=FLAGGED)
     assert len(errors) == 1, errors
     assert "search.data.augment.rotation.enabled" in errors[0] and "not both" in errors[0]
+
+
+def test_the_documented_flag_and_a_condition_on_it_sample_together(tmp_path):
+    from hpo.spec.space import preview
+
+    spec = _spec(tmp_path, {"data.augment.rotation.enabled": "{choices: [true, false]}",
+                            "data.augment.rotation.degrees":
+                                "{low: 5.0, high: 30.0, when: {data.augment.rotation.enabled: true}}"},
+                 data_augment=FLAGGED)
+    for params, config in preview(spec, 8):
+        rotation = config["data"]["augment"][1]
+        assert rotation.get("enabled", True) == params["data.augment.rotation.enabled"]
+        assert ("data.augment.rotation.degrees" in params) == params["data.augment.rotation.enabled"]
+        assert rotation["degrees"] == params.get("data.augment.rotation.degrees", 15)
+
+
+def test_a_condition_names_a_list_choice_by_its_label(tmp_path):
+    from hpo.spec.space import preview
+
+    spec = _spec(tmp_path, {"data.augment": CHOICES,
+                            "train.lr": "{low: 1.0e-4, high: 1.0e-1, log: true, when: {data.augment: none}}"})
+    drawn = preview(spec, 12)
+    assert {p["data.augment"] for p, _ in drawn} == set(LABELS)
+    assert all(("train.lr" in p) == (p["data.augment"] == "none") for p, _ in drawn)
+
+
+def test_a_recorded_list_is_read_back_as_the_choice_it_was(tmp_path):
+    from hpo.spec.space import choice_of
+
+    spec = _spec(tmp_path, {"data.augment": CHOICES})
+    recorded = [{"name": "hflip", "p": 0.5}, {"name": "rotation", "degrees": 30.0}]
+    assert choice_of(spec, "data.augment", recorded) == spec.search["data.augment"].choices[2]
+    assert choice_of(spec, "data.augment", []) == []
+    other = [{"name": "vflip", "p": 0.5}]
+    assert choice_of(spec, "data.augment", other) == other
