@@ -9,6 +9,9 @@ epoch; counts in shades of blue, true label by row. The curve is an SVG: the bro
 lines and text, so making one is string formatting, cheaper than Pillow's PNG encoding. The
 matrix stays a PNG, since 100 classes are 10,000 cells; a palette PNG, cheaper to encode than
 an RGB one (row filters).
+
+Both are drawn in the report's style (hpo.artifacts.style): its font, its text size at the
+size a page prints them, its series colours and its count colours.
 """
 
 from __future__ import annotations
@@ -21,15 +24,19 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from hpo.artifacts.style import COUNT_HIGH, COUNT_LOW, FONT_FAMILY, GRID, INK, PALETTE, svg_font_px
+
 WIDTH, HEIGHT = 640, 400
 LEFT, RIGHT, TOP, BOTTOM = 64, WIDTH - 64, 36, HEIGHT - 48  # the plot area
-INK, GRID = (40, 40, 40), (225, 225, 225)
-CM_LOW, CM_HIGH = (247, 251, 255), (8, 48, 107)  # the confusion matrix's fewest and most
-SERIES = (  # (label, EpochMetrics field, colour, axis, marker)
-    ("train loss", "train_loss", (31, 119, 180), "loss", "circle"),
-    ("val loss", "val_loss", (255, 127, 14), "loss", "square"),
-    ("val accuracy", "val_accuracy", (44, 160, 44), "accuracy", "triangle"),
+FONT_PX = svg_font_px(WIDTH)  # the report's text size when the curve is shown 6.5 in wide
+CM_LOW, CM_HIGH = COUNT_LOW, COUNT_HIGH  # the confusion matrix's fewest and most
+SERIES = (  # (label, EpochMetrics field, colour, axis, marker): the report's colours, in order
+    ("train loss", "train_loss", PALETTE[0], "loss", "circle"),
+    ("val loss", "val_loss", PALETTE[1], "loss", "square"),
+    ("val accuracy", "val_accuracy", PALETTE[2], "accuracy", "triangle"),
 )
+#: Drawn when the trial recorded it (an EpochMetrics field older records do not have).
+OPTIONAL_SERIES = (("train accuracy", "train_accuracy", PALETTE[3], "accuracy", "circle"),)
 
 
 def nice_ticks(high: float, count: int = 5) -> list[float]:
@@ -54,9 +61,11 @@ def draw_learning_curve(history: Sequence[Any], path: Path, *, title: str = "") 
     loss_ticks = nice_ticks(max(losses, default=1.0))
     axes = _CurveAxes(min(epochs, default=1), max(epochs, default=1), loss_ticks[-1])
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-           f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12" fill="{_rgb(INK)}">',
+           f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="{FONT_FAMILY}, sans-serif" font-size="{FONT_PX}" '
+           f'fill="{_rgb(INK)}">',
            '<rect width="100%" height="100%" fill="white"/>']
-    svg += _curve_frame(axes, loss_ticks, title)
+    accuracy = "accuracy" if len(_series_of(history)) > len(SERIES) else "val accuracy"
+    svg += _curve_frame(axes, loss_ticks, title, accuracy)
     svg += _curve_series(axes, history)
     svg.append("</svg>")
     path.write_text("\n".join(svg) + "\n")
@@ -85,7 +94,7 @@ class _CurveAxes:
         return BOTTOM - value / top * (BOTTOM - TOP)
 
 
-def _curve_frame(axes: _CurveAxes, loss_ticks: list[float], title: str) -> list[str]:
+def _curve_frame(axes: _CurveAxes, loss_ticks: list[float], title: str, accuracy: str) -> list[str]:
     """The grid, the two value axes, the epochs, the frame, the title and the axis titles."""
     svg = []
     for tick in loss_ticks:  # grid and the loss axis (left)
@@ -102,21 +111,33 @@ def _curve_frame(axes: _CurveAxes, loss_ticks: list[float], title: str) -> list[
     svg.append(_text((LEFT + RIGHT) / 2, HEIGHT - 10, "epoch"))
     svg.append(_text(LEFT, TOP / 2, title, anchor="start"))
     svg.append(_text(16, (TOP + BOTTOM) / 2, "loss", rotate=True))
-    svg.append(_text(WIDTH - 10, (TOP + BOTTOM) / 2, "val accuracy", rotate=True))
+    svg.append(_text(WIDTH - 10, (TOP + BOTTOM) / 2, accuracy, rotate=True))
     return svg
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _series_of(history: Sequence[Any]) -> tuple[tuple[str, str, tuple[int, int, int], str, str], ...]:
+    """SERIES, and each of OPTIONAL_SERIES that some epoch of ``history`` recorded."""
+    present = [s for s in OPTIONAL_SERIES if any(_finite(getattr(m, s[1], None)) for m in history)]
+    return (*SERIES, *present)
 
 
 def _curve_series(axes: _CurveAxes, history: Sequence[Any]) -> list[str]:
     """Each series' line and markers (finite values only), and its entry in the legend."""
     svg = []
-    for index, (label, field, colour, axis, marker) in enumerate(SERIES):
+    series = _series_of(history)
+    for index, (label, field, colour, axis, marker) in enumerate(series):
         points = [(axes.x_at(m.epoch), axes.y_at(getattr(m, field), axis)) for m in history
-                  if math.isfinite(getattr(m, field))]
+                  if _finite(getattr(m, field, None))]
         if len(points) > 1:
             line = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
             svg.append(f'<polyline points="{line}" fill="none" stroke="{_rgb(colour)}" stroke-width="2"/>')
         svg.extend(_marker(point, marker, colour) for point in points)
-        legend_x = RIGHT - 300 + 105 * index  # the legend, above the plot, where no curve can be
+        # The legend, above the plot, where no curve can be, ending at the right.
+        legend_x = RIGHT - 300 - 105 * (len(series) - len(SERIES)) + 105 * index
         svg.append(_marker((legend_x, TOP / 2), marker, colour))
         svg.append(_text(legend_x + 9, TOP / 2, label, anchor="start"))
     return svg
@@ -180,9 +201,18 @@ def draw_confusion_matrix(counts: Sequence[Sequence[int]], class_names: Sequence
 
 @functools.cache
 def _font() -> Any:
+    """The report's font (matplotlib's DejaVu Sans, found without importing matplotlib),
+    else Pillow's own."""
+    import importlib.util
+
     from PIL import ImageFont
 
-    return ImageFont.load_default(size=12)
+    spec = importlib.util.find_spec("matplotlib")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if path.is_file():
+            return ImageFont.truetype(str(path), size=FONT_PX)
+    return ImageFont.load_default(size=FONT_PX)
 
 
 def _vertical_text(image: Any, text: str, centre: tuple[int, int], font: Any) -> None:

@@ -10,6 +10,7 @@ Each figure is also written to tests/results/rendered/ (ignored by git) to be lo
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,12 @@ def studies(tmp_path_factory):
                                                     search=SEARCH))
     grid = _run_study(root, "grid", spec_text("grid", n_trials=12, sampler="grid", search=GRID_SEARCH))
     gradients = _run_study(root, "vanishing", GRADIENT_SPEC)
+    RENDERED.mkdir(exist_ok=True)
+    best = load_study("search", resolve_storage(search)).study.best_trial
+    for picture in ("learning_curve.svg", "confusion_matrix.png"):  # the best trial's, as the worker drew them
+        found = sorted((root / "artifacts").rglob(best.user_attrs["artifacts"][picture]))
+        assert found, picture
+        shutil.copyfile(found[0], RENDERED / f"trial_{picture}")
     return {"search": search, "grid": grid, "vanishing": gradients}
 
 
@@ -267,3 +274,63 @@ def test_gradient_norms_figure_one_title_a_legend_per_epoch(gradient_figures):
     _check_common("gradient_norms.png", fig)
     assert len(_titles(fig)) == 1 and _titles(fig)[0].startswith("Gradient norms per layer: mlp, trial ")
     assert _legend_labels(fig) == ["epoch 1", "epoch 2", "epoch 3"]
+
+
+# --- the trial pictures share the report's style ---------------------------------------
+
+
+def test_trial_pictures_use_the_reports_font_size_and_colours(studies, tmp_path):
+    from xml.etree import ElementTree
+
+    import matplotlib
+
+    from hpo.artifacts.images import CM_HIGH, CM_LOW, SERIES, _font, draw_learning_curve
+    from hpo.artifacts.style import FONT_FAMILY, FONT_PT, matplotlib_rc
+    from hpo.training import EpochMetrics
+
+    cycle = [c["color"] for c in matplotlib_rc()["axes.prop_cycle"]]
+    assert [matplotlib.colors.to_hex(tuple(v / 255 for v in colour)) for _, _, colour, _, _ in SERIES] == cycle[:3]
+    blues = matplotlib.colormaps["Blues"]
+    assert [round(v * 255) for v in blues(0.0)[:3]] == list(CM_LOW)
+    assert [round(v * 255) for v in blues(1.0)[:3]] == list(CM_HIGH)
+    history = [EpochMetrics(epoch=e, train_loss=1 / e, val_loss=1.1 / e, val_accuracy=0.5 + e / 10,
+                            seconds=0.1, lr=1e-3) for e in (1, 2, 3)]
+    root = ElementTree.parse(draw_learning_curve(history, tmp_path / "curve.svg", title="mlp, trial 0"))
+    svg = root.getroot()
+    assert svg.get("font-family").startswith(FONT_FAMILY)
+    # At 6.5 in across, the curve's text is the report's FONT_PT (12 px of 640 is 8.9 pt).
+    assert abs(float(svg.get("font-size")) * 6.5 * 72 / float(svg.get("width")) - FONT_PT) < 0.5
+    assert "DejaVu" in _font().getname()[0]  # the confusion matrix's text: the report's font
+
+
+def test_trial_curve_draws_train_accuracy_when_the_trial_recorded_it(tmp_path):
+    from types import SimpleNamespace
+    from xml.etree import ElementTree
+
+    from hpo.artifacts.images import OPTIONAL_SERIES, SERIES, WIDTH, draw_learning_curve
+
+    history = [SimpleNamespace(epoch=e, train_loss=1 / e, val_loss=1.1 / e, val_accuracy=0.5 + e / 10,
+                               train_accuracy=0.6 + e / 10, seconds=0.1, lr=1e-3) for e in (1, 2, 3)]
+    svg = ElementTree.parse(draw_learning_curve(history, tmp_path / "curve.svg")).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    strokes = {line.get("stroke") for line in svg.iter(f"{ns}polyline")}
+    assert len(strokes) == len(SERIES) + len(OPTIONAL_SERIES)
+    texts = [t.text for t in svg.iter(f"{ns}text")]
+    assert "train accuracy" in texts and "accuracy" in texts  # the right axis holds both accuracies
+    labels = {s[0] for s in (*SERIES, *OPTIONAL_SERIES)}
+    legend_x = [float(t.get("x")) for t in svg.iter(f"{ns}text") if t.text in labels]
+    assert min(legend_x) > 0 and max(legend_x) + 100 < WIDTH  # the legend stays on the picture
+
+
+def test_report_curves_draw_train_accuracy_when_recorded(studies):
+    import dataclasses
+
+    from hpo.results.figures import learning_curves_figure
+    from hpo.study.attrs import trial_records
+
+    records = trial_records(load_study("search", resolve_storage(studies["search"])).study.get_trials())
+    top = [dataclasses.replace(t, curves={**t.curves, "train_accuracy": [0.5, 0.7, 0.8]}) for t in records[:2]]
+    fig = learning_curves_figure(top, [])
+    accuracy = _plot_axes(fig)[0]
+    assert sum(line.get_linestyle() == "--" for line in accuracy.get_lines()) == 2
+    _check_common("learning_curves (train accuracy)", fig)
