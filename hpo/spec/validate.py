@@ -18,7 +18,6 @@ from pydantic import BaseModel, ValidationError
 
 from hpo.errors import SpecError
 from hpo.registry import Registry
-from hpo.spec.finite_checks import budget_without_share, finite_problems, resolve_share
 from hpo.spec.model import (
     EPOCH_METRICS,
     TRIAL_METRICS,
@@ -48,7 +47,7 @@ def validate_source(source: YamlSource, name: str | None = None) -> Spec:
     if problems:
         problems.sort(key=lambda p: source.line_of(p.path))
         raise SpecError([p.format(source) for p in problems])
-    data = resolve_share(dict(source.data), _model(source.data)[1])
+    data = dict(source.data)
     if name is not None:
         data["name"] = name
     return Spec.model_validate(data, strict=True)
@@ -74,7 +73,7 @@ def collect_problems(raw: Any, name: str | None = None) -> list[Problem]:
     if name is None and "name" in raw:
         problems += _section(Spec, {"name": raw["name"]}, (), only=("name",))
     problems += _objectives(raw)
-    problems += _section(Budget, budget_without_share(raw.get("budget", {})), ("budget",))
+    problems += _section(Budget, raw.get("budget", {}), ("budget",))
     problems += _strategy(SAMPLERS, raw.get("sampler", {}), "sampler", raw)
     problems += _strategy(PRUNERS, raw.get("pruner", {}), "pruner", raw)
     from hpo.training.config import DataConfig, TrainConfig
@@ -83,10 +82,7 @@ def collect_problems(raw: Any, name: str | None = None) -> list[Problem]:
     problems += _section(TrainConfig, raw.get("train", {}), ("train",))
     model_problems, families = _model(raw)
     problems += model_problems
-    search_problems = _search(raw, families)
-    problems += search_problems
-    if not search_problems:  # a share or unique sampling needs the space's size
-        problems += finite_problems(raw, families)
+    problems += _search(raw, families)
     problems += _enqueue(raw, families)
     return problems
 
