@@ -32,6 +32,7 @@ def preview(spec_file: Path, count: int, seed: int, overrides: tuple[str, ...], 
     """
     from hpo.spec import load_spec
     from hpo.spec.space import preview as draw
+    from hpo.spec.space import space_size
 
     spec = load_spec(spec_file, overrides=overrides)
     drawn = draw(spec, count, seed)
@@ -44,3 +45,7 @@ def preview(spec_file: Path, count: int, seed: int, overrides: tuple[str, ...], 
     for index, (params, _config) in enumerate(drawn, 1):
         shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in params.items()) or "(nothing searched)"
         out.print(f"{index}: {shown}")
+    size = space_size(spec)
+    if size is not None:  # a finite space: how much of it the budget covers (a share resolved)
+        trials = "no limit on trials" if spec.budget.n_trials is None else f"{spec.budget.n_trials} trials"
+        out.print(f"budget: {trials} of the search space's {size} configurations")

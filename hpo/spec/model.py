@@ -83,6 +83,9 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+# budget.n_trials as a share of a finite search space: "20%", "12.5%".
+SHARE_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*%\s*$"
+
 # The default failure budget of a study without n_trials (only its timeout ends it).
 FAILED_TRIALS_WITHOUT_N_TRIALS = 100
 
@@ -90,7 +93,17 @@ FAILED_TRIALS_WITHOUT_N_TRIALS = 100
 class Budget(_Strict):
     """Limits for the whole study, shared by every worker on every machine."""
 
-    n_trials: int | None = Field(100, ge=1, description="finished (complete or pruned) trials")
+    # A share of a finite space ("20%") is resolved to a count before this model sees it
+    # (hpo.spec.finite_checks); the schema tells editors it may be written.
+    n_trials: Annotated[
+        int | None,
+        WithJsonSchema({"anyOf": [
+            {"type": "integer", "minimum": 1},
+            {"type": "string", "pattern": SHARE_PATTERN},
+            {"type": "null"},
+        ]}),
+    ] = Field(100, ge=1, description="finished (complete or pruned) trials, or a share of a finite "
+              "search space such as '20%'")
     timeout: Annotated[
         float | None,
         WithJsonSchema({"anyOf": [

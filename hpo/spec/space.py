@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import copy
 import graphlib
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import HpoError
 from hpo.models.registry import MODELS
+from hpo.spec.finite import configurations, count_configurations, infinite_keys
 from hpo.spec.model import SearchParam, Spec, choice_label
 from hpo.spec.paths import SECTIONS
-from hpo.spec.strategies import SpaceFacts
+from hpo.spec.strategies import RandomOptions, SpaceFacts
 from hpo.spec.trial_config import TrialConfig
 from hpo.spec.validate import dependencies
 from hpo.training.config import SEARCHED_REPLACES
@@ -55,12 +57,29 @@ def to_distribution(param: SearchParam) -> CategoricalDistribution | IntDistribu
                              step=None if param.step is None else float(param.step))
 
 
-def space_facts(spec: Spec) -> SpaceFacts:
-    """What the sampler needs to know of the spec's search space."""
+def space_facts(spec: Spec, all_trials: Callable[[Any], Sequence[Any]] | None = None) -> SpaceFacts:
+    """What the sampler needs to know of the spec's search space (``all_trials``: how it
+    reads every trial of the study, see SpaceFacts)."""
+    unique = isinstance(spec.sampler, RandomOptions) and spec.sampler.unique
     return SpaceFacts(
         grid={key: param.labels() for key, param in spec.search.items()},
         conditional=any(param.when or param.repeat for param in spec.search.values()),
+        configurations=tuple(configurations(spec.search, fixed_lookup(spec))) if unique else (),
+        all_trials=all_trials,
     )
+
+
+def fixed_lookup(spec: Spec) -> Callable[[str], Any]:
+    """The value a dotted path has when it is not sampled (``hpo.spec.finite``'s lookup)."""
+    fixed = fixed_config(spec)
+    return lambda path: _lookup(path, {}, fixed)
+
+
+def space_size(spec: Spec) -> int | None:
+    """How many configurations the search space has; None when it is infinite."""
+    if infinite_keys(spec.search):
+        return None
+    return count_configurations(spec.search, fixed_lookup(spec))
 
 
 def max_epochs(spec: Spec) -> int:

@@ -50,6 +50,10 @@ class TPEOptions(StrategyOptions):
 class RandomOptions(StrategyOptions):
     name: Literal["random"] = "random"
     seed: Seed | None = None
+    unique: bool = Field(
+        False, description="no configuration twice, across every worker, while the finite space has "
+        "unused ones (needs choices, int ranges or stepped float ranges)"
+    )
 
 
 class GPOptions(StrategyOptions):
@@ -99,6 +103,11 @@ def _build_tpe(o: TPEOptions, rank: int, space: SpaceFacts) -> Any:
 def _build_random(o: RandomOptions, rank: int, space: SpaceFacts) -> Any:
     import optuna
 
+    if o.unique:
+        from hpo.spec.unique_random import UniqueRandomSampler
+
+        return UniqueRandomSampler(space.configurations, seed=_worker_seed(o.seed, rank), order_seed=o.seed,
+                                   all_trials=space.all_trials)
     return optuna.samplers.RandomSampler(seed=_worker_seed(o.seed, rank))
 
 
@@ -220,6 +229,11 @@ class SpaceFacts:
 
     grid: dict[str, list[Any]] = field(default_factory=dict)  # the searched choices by name (grid)
     conditional: bool = False  # some parameters are sampled only in some trials (when, repeat)
+    # Every configuration of a finite space, as trial params (unique random sampling only).
+    configurations: tuple[dict[str, Any], ...] = ()
+    # Every trial of a study, read past the Hyperband pruner's per-bracket view of it (the
+    # worker passes hpo.storage's reader); None: ``study.get_trials``.
+    all_trials: Callable[[Any], Sequence[Any]] | None = None
 
 
 def build_sampler(options: StrategyOptions, *, rank: int = 0, space: SpaceFacts | None = None) -> Any:

@@ -11,6 +11,7 @@ by ``name`` decides which keys are allowed under ``model``.
 from __future__ import annotations
 
 import graphlib
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from hpo.errors import SpecError
 from hpo.registry import Registry
+from hpo.spec.finite_checks import budget_without_share, finite_problems, resolve_share
 from hpo.spec.model import (
     EPOCH_METRICS,
     TRIAL_METRICS,
@@ -47,7 +49,7 @@ def validate_source(source: YamlSource, name: str | None = None) -> Spec:
     if problems:
         problems.sort(key=lambda p: source.line_of(p.path))
         raise SpecError([p.format(source) for p in problems])
-    data = dict(source.data)
+    data = resolve_share(dict(source.data), _model(source.data)[1])
     if name is not None:
         data["name"] = name
     return Spec.model_validate(data, strict=True)
@@ -73,7 +75,7 @@ def collect_problems(raw: Any, name: str | None = None) -> list[Problem]:
     if name is None and "name" in raw:
         problems += _section(Spec, {"name": raw["name"]}, (), only=("name",))
     problems += _objectives(raw)
-    problems += _section(Budget, raw.get("budget", {}), ("budget",))
+    problems += _section(Budget, budget_without_share(raw.get("budget", {})), ("budget",))
     problems += _strategy(SAMPLERS, raw.get("sampler", {}), "sampler", raw)
     problems += _strategy(PRUNERS, raw.get("pruner", {}), "pruner", raw)
     from hpo.training.config import DataConfig, TrainConfig
@@ -82,7 +84,10 @@ def collect_problems(raw: Any, name: str | None = None) -> list[Problem]:
     problems += _section(TrainConfig, raw.get("train", {}), ("train",))
     model_problems, families = _model(raw)
     problems += model_problems
-    problems += _search(raw, families)
+    search_problems = _search(raw, families)
+    problems += search_problems
+    if not search_problems:  # a share or unique sampling needs the space's size
+        problems += finite_problems(raw, families)
     problems += _enqueue(raw, families)
     return problems
 
@@ -447,11 +452,25 @@ def _check_grid(key: str, param: SearchParam) -> list[Problem]:
     """The grid is the product of fixed lists: no ranges, and no parameters that come and go."""
     at = ("search", key)
     if param.choices is None:
-        return [Problem(at, "the grid sampler needs choices, not a range", key,
-                        ["choices: [...] (or another sampler)"])]
+        return [Problem(at, "the grid sampler cannot take a range: give choices: [...]", key,
+                        [f"e.g. choices: {_example_choices(param)}, or another sampler"])]
     if param.when or param.repeat:
         return [Problem(at, "the grid sampler cannot use when or repeat", key)]
     return []
+
+
+def _example_choices(param: SearchParam) -> str:
+    """A few values of a range to suggest as choices: its powers of ten when it spans at
+    least two of them (as a learning rate or weight decay does), else its ends and middle."""
+    low, high = float(param.low or 0), float(param.high or 0)
+    values: list[float] = []
+    if low > 0 and high >= 100 * low:
+        values = [10.0 ** k for k in range(math.ceil(math.log10(low) - 1e-9), math.floor(math.log10(high) + 1e-9) + 1)]
+    if len(values) < 3:
+        values = [low, (low + high) / 2, high]
+    if param.kind() == "int":
+        return "[" + ", ".join(str(v) for v in dict.fromkeys(round(v) for v in values)) + "]"
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
 def _check_cycles(params: dict[str, SearchParam]) -> list[Problem]:

@@ -147,8 +147,9 @@ def test_space_preview_prints_configs(run, tmp_path):
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert lines[0] == f"{path} is valid: 1 searched keys; 3 sampled configurations:"
-    assert [line.split(": ")[0] for line in lines[1:]] == ["1", "2", "3"]
-    assert all(line.split(": ")[1] in ("train.batch_size=16", "train.batch_size=32") for line in lines[1:])
+    assert [line.split(": ")[0] for line in lines[1:4]] == ["1", "2", "3"]
+    assert all(line.split(": ")[1] in ("train.batch_size=16", "train.batch_size=32") for line in lines[1:4])
+    assert lines[4:] == ["budget: 100 trials of the search space's 2 configurations"]
 
 
 def test_reading_commands_do_not_create_the_embedded_store(run, tmp_path):

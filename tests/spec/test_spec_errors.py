@@ -163,10 +163,21 @@ def test_grid_sampler_needs_choices(tmp_path):
     with pytest.raises(SpecError) as caught:
         load_spec(path)
     assert caught.value.problems == [
-        f"{path}:5: search.train.lr: the grid sampler needs choices, not a range "
-        "(got 'train.lr'; expected choices: [...] (or another sampler))",
+        f"{path}:5: search.train.lr: the grid sampler cannot take a range: give choices: [...] "
+        "(got 'train.lr'; expected e.g. choices: [0.0001, 0.001, 0.01], or another sampler)",
         f"{path}:6: search.train.momentum: the grid sampler cannot use when or repeat (got 'train.momentum')",
     ]
+
+
+def test_grid_sampler_on_a_log_range_says_to_give_choices(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(BASE + "sampler: {name: grid}\nsearch:\n"
+                    "  train.weight_decay: {low: 1.0e-6, high: 1.0e-3, log: true}\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert caught.value.problems == [
+        f"{path}:5: search.train.weight_decay: the grid sampler cannot take a range: give choices: [...] "
+        "(got 'train.weight_decay'; expected e.g. choices: [1e-06, 1e-05, 0.0001, 0.001], or another sampler)"]
 
 
 def test_grid_budget_cannot_exceed_the_grid(tmp_path):
