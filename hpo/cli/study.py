@@ -146,12 +146,24 @@ def list_(storage: str | None, fmt: str) -> None:
 @format_option("table", "json")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=1),
               help="How many of the best trials to list.")
-def show(name: str, storage: str | None, fmt: str, top: int) -> None:
-    """State counts, best value, top trials, failures and the epochs pruning saved."""
-    from hpo.results.summary import study_summary
+@click.option("--trial", "number", type=click.IntRange(min=0), metavar="N",
+              help="Show trial N instead: its measurements, train and validation accuracy per epoch, "
+                   "class counts per split and the class weights its loss applied.")
+def show(name: str, storage: str | None, fmt: str, top: int, number: int | None) -> None:
+    """State counts, best value, top trials, failures and the epochs pruning saved
+    (with --trial N: that trial's records)."""
+    from hpo.results.summary import study_summary, trial_summary
+    from hpo.results.text import trial_lines
     from hpo.study.attrs import PARAMS_TOTAL, SECONDS_PER_EPOCH
     from hpo.study.studies import load_study
 
+    if number is not None:
+        shown = trial_summary(load_study(name, storage_target(storage)), number)
+        if fmt == "json":
+            print_json(shown)
+        for line in trial_lines(shown) if fmt != "json" else []:
+            console().print(line, markup=False)
+        return
     summary = study_summary(load_study(name, storage_target(storage)), top=top)
     if fmt == "json":
         print_json(summary)

@@ -10,7 +10,12 @@ from hpo.errors import HpoError
 from hpo.spec import spec_to_json
 from hpo.study.attrs import (
     CONFIG,
+    CURVES,
+    DEVICE,
+    IMAGES_PER_SECOND,
     PARAMS_TOTAL,
+    PARAMS_TRAINABLE,
+    PEAK_MEMORY_MB,
     PRUNED_AT_EPOCH,
     SECONDS_PER_EPOCH,
     WARM_START,
@@ -175,4 +180,45 @@ def _best_entry(loaded: LoadedStudy, trial: TrialRecord) -> dict[str, Any]:
         "params": dict(trial.params),
         CONFIG: config,
         "spec": rerun,
+    }
+
+
+def trial_summary(loaded: LoadedStudy, number: int) -> dict[str, Any]:
+    """One trial for ``hpo study show NAME --trial N``: its outcome and measurements, its
+    per-epoch curves (train and validation accuracy), the class counts of each split by class
+    name, the class weights the training loss applied, and the test split's counts from its
+    latest ``hpo retrain --test`` (tuning never reads the test split)."""
+    from hpo.study.attrs import StudyRecord
+
+    study = loaded.study
+    found = [t for t in visible_trials(study.get_trials(deepcopy=False)) if t.number == number]
+    if not found:
+        raise HpoError(f"study {study.study_name!r} has no trial {number}")
+    [trial] = trial_records(found)
+    counts = trial.class_counts()
+    retrain = StudyRecord.from_attrs(study.user_attrs).retrains.get(number) or {}
+    test = retrain.get("test") or {}
+    if test.get("class_counts") and counts:
+        names = next(iter(counts.values()))
+        counts["test"] = dict(zip(names, test["class_counts"]))
+    config = trial.config or {}
+    return {
+        "number": trial.number,
+        "state": trial.state_name,
+        "value": trial.value,
+        "values": list(trial.values) if trial.values else None,
+        "params": dict(trial.params),
+        "model": (config.get("model") or {}).get("name"),
+        "epochs": trial.epochs_trained,
+        PARAMS_TOTAL: trial.params_total,
+        PARAMS_TRAINABLE: trial.params_trainable,
+        SECONDS_PER_EPOCH: trial.seconds_per_epoch,
+        IMAGES_PER_SECOND: trial.images_per_second,
+        PEAK_MEMORY_MB: trial.peak_memory_mb,
+        DEVICE: trial.device,
+        CURVES: {key: list(values) for key, values in trial.curves.items()},
+        "class_counts": counts,
+        "class_weights_setting": (config.get("train") or {}).get("class_weights", "none"),
+        "class_weights": trial.class_weights(),
+        "test_accuracy": test.get("accuracy"),
     }

@@ -51,15 +51,19 @@ IMAGES_PER_SECOND = "images_per_second"  # float: training images per second, 1 
 # which spans its earlier trials), 1 decimal; None where the platform cannot tell.
 PEAK_MEMORY_MB = "peak_memory_mb"
 PRECISION = "precision"  # str: what ran, fp32, bf16 or fp16
-# {"class_counts": per split, "skipped_images": int, "skipped_examples": {path: why}}:
-# what the data side found.
+# {"class_counts": {split: [count per label]}, "class_names": [name per label],
+# "class_weights": [the training loss's weight per label] or None (unweighted),
+# "skipped_images": int, "skipped_examples": {path: why}}: what the data side found and the
+# loss applied (class_names and class_weights since they were recorded); see
+# ``TrialRecord.class_counts`` and ``TrialRecord.class_weights``.
 DATA_REPORT = "data"
 STOPPED_EARLY = "stopped_early"  # bool: train.early_stopping ended the trial
 STARTUP_SECONDS = "startup_seconds"  # float: from ask to the first optimiser step
 # int: epochs trained (any ending: also on a failed, steered or preempted trial).
 EPOCHS_TRAINED = "epochs_trained"
-# {"train_loss", "val_loss", "val_accuracy", "seconds", "lr"}: one value per epoch trained,
-# named as the fields of hpo.training.EpochMetrics (written whenever an epoch was trained).
+# {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds", "lr"}: one value
+# per epoch trained, named as the fields of hpo.training.EpochMetrics (written whenever an
+# epoch was trained; train_accuracy since it was recorded, None for an epoch without one).
 CURVES = "curves"
 # train.record_gradients: {"layers": [module path, input layer first], "norms": [[one per
 # layer] per epoch]}, each the mean over the epoch's batches of the L2 norm of that layer's
@@ -361,10 +365,32 @@ class TrialRecord:
         """One per-epoch curve (``val_loss``, ``val_accuracy``, ...), missing epochs left out."""
         return [v for v in self.curves.get(name) or [] if v is not None]
 
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        """Split -> class name -> images of that class in the split (the data report's counts
+        by label, named; labels stand in for names a trial recorded none for)."""
+        report = self.data_report or {}
+        counts = report.get("class_counts") or {}
+        return {split: dict(zip(_class_names(report, len(per_label)), per_label))
+                for split, per_label in counts.items()}
+
+    def class_weights(self) -> dict[str, float] | None:
+        """Class name -> its weight in the training loss, as applied; None when the loss was
+        unweighted (train.class_weights none) or the trial predates the record."""
+        report = self.data_report or {}
+        weights = report.get("class_weights")
+        if not weights:
+            return None
+        return dict(zip(_class_names(report, len(weights)), weights))
+
     @property
     def best_val_accuracy(self) -> float | None:
         accuracy = self.curve("val_accuracy")
         return max(accuracy) if accuracy else None
+
+
+def _class_names(report: Mapping[str, Any], count: int) -> list[str]:
+    names = list(report.get("class_names") or [])
+    return names if len(names) == count else [str(label) for label in range(count)]
 
 
 def trial_records(trials: Iterable[FrozenTrial | TrialRecord]) -> list[TrialRecord]:

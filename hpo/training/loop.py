@@ -189,8 +189,11 @@ def _train_epoch(
     resume: Position | None = None,
     stop_requested: Callable[[], bool] | None = None,
     on_batch: _BatchTicker | None = None,
-) -> tuple[float, int]:
-    """One pass over the shuffled training split: (mean training loss, images seen).
+) -> tuple[float, int, float | None]:
+    """One pass over the shuffled training split: (mean training loss, images seen, train
+    accuracy). The accuracy counts the argmax of the logits the loss was computed from, on
+    the device (no extra pass, no sync): the batches since a mid-epoch restart only, as the
+    checkpoint keeps the losses of the batches before it but not their predictions.
 
     ``resume``: the batches of this epoch already done before a restart (skipped here).
     ``stop_requested`` is checked after every batch; when it says so, _StopAtBatch carries
@@ -200,13 +203,16 @@ def _train_epoch(
     done = resume or Position(epoch=epoch - 1)
     losses: list[torch.Tensor] = []
     sizes: list[int] = []
+    correct = torch.zeros((), dtype=torch.int64, device=run.params[0].device)
     if on_batch is not None:
         on_batch.start(epoch, len(batch_bounds(len(source), batch_size, train=True)))
     for x, y in source.batches(batch_size, generator=gen, train=True, skip=done.batch):
         with run.precision.autocast():
-            loss = run.loss(run.net(run.inputs(x, train=True)), y)
+            logits = run.net(run.inputs(x, train=True))
+            loss = run.loss(logits, y)
         run.step(loss)
         losses.append(loss.detach())
+        correct += (logits.detach().argmax(dim=1) == y).sum()
         sizes.append(len(y))
         if on_batch is not None:
             on_batch.tick(done.batch + len(sizes))
@@ -220,10 +226,13 @@ def _train_epoch(
             ))
     if not losses and not done.sizes:
         raise TrainingError(f"the training split is empty (epoch {epoch})")
-    current = torch.stack(losses).float().cpu() if losses else torch.empty(0)  # the one sync of the epoch
+    # The one sync of the epoch: the batch losses and the correct count in one copy.
+    current = torch.cat([torch.stack(losses).float(), correct.float().reshape(1)]).cpu() if losses \
+        else torch.zeros(1)
+    accuracy = float(current[-1]) / sum(sizes) if sizes else None  # resumed after its last batch
     sizes = done.sizes + sizes
-    losses_host = torch.cat([torch.tensor(done.losses, dtype=torch.float32), current])
-    return _mean_loss(losses_host, sizes, epoch), sum(sizes)
+    losses_host = torch.cat([torch.tensor(done.losses, dtype=torch.float32), current[:-1]])
+    return _mean_loss(losses_host, sizes, epoch), sum(sizes), accuracy
 
 
 def _mean_loss(losses: torch.Tensor, sizes: list[int], epoch: int) -> float:
@@ -389,7 +398,7 @@ class _Epochs:
         resume = position if position.batch else None
         t0 = time.perf_counter() - (resume.seconds if resume else 0.0)
         try:
-            train_loss, seen = _train_epoch(self.run, self.splits.train, self.batch_size, self.gen,
+            train_loss, seen, train_acc = _train_epoch(self.run, self.splits.train, self.batch_size, self.gen,
                                             epoch, resume=resume, stop_requested=self.stop_requested,
                                             on_batch=self.on_batch)
         except _StopAtBatch as stop:
@@ -408,7 +417,7 @@ class _Epochs:
         grad_norms = self.run.grad_norms.take() if self.run.grad_norms is not None else None
         metrics = EpochMetrics(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
                                val_accuracy=val_acc, seconds=time.perf_counter() - t0, lr=lr,
-                               grad_norms=grad_norms)
+                               grad_norms=grad_norms, train_accuracy=train_acc)
         self.progress.images += seen
         self.progress.train_seconds += t1 - t0
         self.progress.history.append(metrics)
@@ -519,6 +528,8 @@ def _result(
         precision=run.precision.name,
         data_report={
             "class_counts": splits.class_counts,
+            "class_names": list(splits.class_names),
+            "class_weights": run.loss.class_weights,  # what the loss applied; None: unweighted
             "skipped_images": len(splits.skipped),
             # The first few paths say what went wrong; the whole list is in the worker's log.
             "skipped_examples": dict(list(splits.skipped.items())[:20]),

@@ -6,15 +6,29 @@ Only the training loss changes; ``val_loss`` stays plain cross-entropy, so trial
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from hpo.errors import TrainingError
 
-Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+class Loss:
+    """``loss(logits, y)``: the mean cross-entropy over the batch, weighted by class when
+    asked. An object rather than a closure so that the trial can record the class weights
+    it actually applied (``class_weights``), not what the config asked for."""
+
+    def __init__(self, weight: torch.Tensor | None, label_smoothing: float):
+        self.weight = weight
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, weight=self.weight, label_smoothing=self.label_smoothing)
+
+    @property
+    def class_weights(self) -> list[float] | None:
+        """The weight of each class (by label) in the training loss; None when unweighted."""
+        return None if self.weight is None else [float(w) for w in self.weight.cpu().tolist()]
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -44,8 +58,4 @@ def make_loss(
     weight = None
     if class_weights == "balanced":
         weight = balanced_class_weights(labels, num_classes).to(device)
-
-    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y, weight=weight, label_smoothing=label_smoothing)
-
-    return loss
+    return Loss(weight, label_smoothing)

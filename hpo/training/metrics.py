@@ -17,6 +17,12 @@ class EpochMetrics:
     # train.record_gradients: layer (module path) -> mean over the epoch's batches of the L2
     # norm of its weight's gradient, input layer first; None when not recorded.
     grad_norms: dict[str, float] | None = None
+    # Fraction in [0, 1] of the epoch's training images the model classified right, counted
+    # from the predictions of the training batches themselves (the logits the loss was
+    # computed from: no extra pass), so in training mode, on augmented images, while the
+    # weights move; a trial resumed mid-epoch counts the batches since the restart. None in
+    # checkpoints written before it was recorded.
+    train_accuracy: float | None = None
 
 
 class Reporter(Protocol):
@@ -47,7 +53,8 @@ class TrainingResult:
     peak_memory_mb: float | None
     images_per_second: float  # training images / training time (validation excluded)
     precision: str  # what ran: fp32, bf16 or fp16 (fp16 falls back to fp32 off CUDA)
-    # What the data side found: class counts per split and unreadable images it skipped.
+    # What the data side found and the loss applied: class counts per split (by label),
+    # class names, the training loss's class weights (None: unweighted) and unreadable images.
     data_report: dict[str, Any] = field(default_factory=dict)
     # The final (last-epoch) model, for its weights; not the best epoch's. In memory only.
     model: Any = field(default=None, repr=False, compare=False)

@@ -98,9 +98,10 @@ class TrialReporter:
         write_to_trial(self.trial, intermediate_values=self._unwritten, user_attrs=user_attrs)
         self._unwritten, self._written_at = {}, time.monotonic()
 
-    def curves(self) -> dict[str, list[float]]:
+    def curves(self) -> dict[str, list[Any]]:  # train_accuracy may hold None (see EpochMetrics)
         return {
             "train_loss": [m.train_loss for m in self.history],
+            "train_accuracy": [m.train_accuracy for m in self.history],
             "val_loss": [m.val_loss for m in self.history],
             "val_accuracy": [m.val_accuracy for m in self.history],
             "seconds": [round(m.seconds, 4) for m in self.history],
