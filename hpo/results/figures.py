@@ -42,6 +42,9 @@ MAX_LABEL = 14
 #: Where a parameter a trial did not set (a conditional one) sits on its axis: below the
 #: values, labelled NOT_SET rather than "None".
 NOT_SET_AT, NOT_SET = -0.15, "not set"
+#: Parameters per row of parallel coordinates: with the objective's axis, 6 axes across
+#: 6.5 in leave about 1 in for each axis' labels (MAX_LABEL characters at 8 pt: 0.85 in).
+PARALLEL_PER_ROW = 5
 #: Grid cells are written in up to this many columns; beyond, the colour alone says it.
 MAX_ANNOTATED_COLUMNS = 10
 
@@ -169,7 +172,7 @@ def _param_axis(name: str, values: list[Any], log: bool) -> _ParamAxis:
         def position(v: Any) -> float:
             return NOT_SET_AT if v is None else where[v]
 
-        labelled = [(where[v], short(str(v))) for v in choices]
+        labelled = [(where[v], short(f"{v:.3g}" if isinstance(v, float) else str(v))) for v in choices]
     if any(v is None for v in values):
         labelled.append((NOT_SET_AT, NOT_SET))
     return _ParamAxis(name, position, labelled)
@@ -185,7 +188,9 @@ def _axis_title(name: str) -> str:
 def parallel_figure(study: Study, value: Callable[[Any], float], name: str, *, maximize: bool) -> Figure:
     """One vertical axis per searched parameter and one for the objective; a line per
     complete trial, coloured by its objective (viridis: the worst trials dark, not white),
-    the best drawn last, on top."""
+    the best drawn last, on top. More than PARALLEL_PER_ROW parameters are drawn in rows
+    of that many, each ending on the objective's axis, so that the page stays 6.5 in wide
+    and its labels 8 pt (one row of 13 axes would print at a third of that)."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize
     from optuna.distributions import FloatDistribution, IntDistribution
@@ -196,33 +201,44 @@ def parallel_figure(study: Study, value: Callable[[Any], float], name: str, *, m
     names = sorted({key for t in trials for key in t.params})
     log = {key: any(isinstance(d, FloatDistribution | IntDistribution) and d.log
                     for t in trials for k, d in t.distributions.items() if k == key) for key in names}
-    axes = [_param_axis(key, [t.params.get(key) for t in trials], log[key]) for key in names]
+    params = [_param_axis(key, [t.params.get(key) for t in trials], log[key]) for key in names]
     objective = [value(t) for t in trials]
-    axes.append(_param_axis(name, list(objective), False))
+    target = _param_axis(name, list(objective), False)
+    rows = [params[i:i + PARALLEL_PER_ROW] for i in range(0, len(params), PARALLEL_PER_ROW)] or [[]]
     norm = Normalize(min(objective), max(objective) if max(objective) > min(objective) else min(objective) + 1)
     cmap = plt.get_cmap(VALUE_CMAP)
+    ordered = sorted(zip(trials, objective), key=lambda p: p[1], reverse=not maximize)  # worst first
     with styled():
-        fig, ax = plt.subplots(figsize=(max(WIDTH_IN, 1.2 * len(axes) + 1.0), ROW_IN + 0.6), layout="constrained")
-        ordered = sorted(zip(trials, objective), key=lambda p: p[1], reverse=not maximize)
-        for trial, v in ordered:  # worst first, so the best lie on top
-            ys = [a.position(trial.params.get(a.name)) for a in axes[:-1]] + [axes[-1].position(v)]
-            ax.plot(range(len(axes)), ys, color=cmap(norm(v)), lw=1.3, alpha=0.85)
-        for x, a in enumerate(axes):
-            ax.axvline(x, color=hex_colour(MUTED), lw=0.8, zorder=0)
-            for y, text in a.ticks:  # labels on the axis' left, in the room between two axes
-                ax.annotate(text, (x, y), xytext=(-4, 0), textcoords="offset points", ha="right",
-                            va="center", fontsize=SMALL_PT)
-        ax.set_xticks(range(len(axes)), [_axis_title(a.name) for a in axes])
-        ax.set_xlim(-0.9, len(axes) - 0.8)
-        ax.set_ylim(NOT_SET_AT - 0.08, 1.08)
-        ax.set_yticks([])
-        ax.grid(False)
-        for side in ("left", "top", "right"):
-            ax.spines[side].set_visible(False)
-        bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01, fraction=0.04)
-        bar.set_label(name)
-        ax.set_title(f"Parallel coordinates: {len(trials)} complete trials, coloured by {name}")
+        # No colour bar: the objective's own axis, last in each row, says what a colour is
+        # worth, and the bar's width is better spent between the axes' labels.
+        height = ROW_IN + 0.4 if len(rows) == 1 else 2.6 * len(rows)
+        fig, grid = plt.subplots(len(rows), 1, figsize=(WIDTH_IN, height), layout="constrained", squeeze=False)
+        for ax, row in zip(grid[:, 0], rows):
+            _parallel_row(ax, [*row, target], ordered, lambda v: cmap(norm(v)))
+        fig.suptitle(f"Parallel coordinates: {len(trials)} complete trials, coloured by {name}")
     return fig
+
+
+def _parallel_row(ax: Axes, axes: list[_ParamAxis], ordered: list[tuple[Any, float]],
+                  colour_of: Callable[[float], Any]) -> None:
+    """One row of parallel coordinates: ``axes`` side by side (the objective's last), a line
+    per trial in ``ordered``, each axis' labels on its left, in the room between two axes."""
+    for trial, v in ordered:
+        ys = [a.position(trial.params.get(a.name)) for a in axes[:-1]] + [axes[-1].position(v)]
+        ax.plot(range(len(axes)), ys, color=colour_of(v), lw=1.3, alpha=0.85)
+    for x, a in enumerate(axes):
+        ax.axvline(x, color=hex_colour(MUTED), lw=0.8, zorder=0)
+        for y, text in a.ticks:
+            ax.annotate(text, (x, y), xytext=(-4, 0), textcoords="offset points", ha="right",
+                        va="center", fontsize=SMALL_PT)
+    ax.set_xticks(range(len(axes)), [_axis_title(a.name) for a in axes])
+    # Always room for PARALLEL_PER_ROW + 1 axes, so that every row has the same spacing.
+    ax.set_xlim(-0.9, max(len(axes), PARALLEL_PER_ROW + 1) - 0.8)
+    ax.set_ylim(NOT_SET_AT - 0.08, 1.08)
+    ax.set_yticks([])
+    ax.grid(False)
+    for side in ("left", "top", "right"):
+        ax.spines[side].set_visible(False)
 
 
 # --- hpo's own records -----------------------------------------------------------------

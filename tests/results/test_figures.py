@@ -30,6 +30,7 @@ RENDERED = Path(__file__).parent / "rendered"
 # n_layers 1 or 2 makes model.width[1] conditional (set only with 2 layers); model.init's
 # names are the long categorical labels that overprinted Optuna's numeric ticks.
 SEARCH = {
+    "model.activation": "{choices: [gelu, relu, tanh]}",  # sorts first: its labels and model.init's at one height
     "train.lr": "{low: 1.0e-3, high: 0.5, log: true}",
     "model.n_layers": "{choices: [1, 2]}",
     "model.width": "{choices: [8, 16], repeat: model.n_layers}",
@@ -227,9 +228,10 @@ def test_learning_curves_show_train_and_validation_by_model_and_trial(search_fig
 
 def test_parallel_coordinates_name_unset_values_and_keep_weak_trials_visible(search_figures):
     fig = search_figures["parallel_coordinates.png"]
-    (ax,) = _plot_axes(fig)
+    ax = _plot_axes(fig)[0]  # 6 parameters: 5 on the first row, train.lr on the second
+    assert len(_plot_axes(fig)) == 2
     names = [t.get_text().replace("\n", "") for t in ax.get_xticklabels()]
-    assert names == ["model.init", "model.n_layers", "model.width[0]", "model.width[1]", "train.lr",
+    assert names == ["model.activation", "model.init", "model.n_layers", "model.width[0]", "model.width[1]",
                      "val_accuracy"]
     labels = [t.get_text() for t in ax.texts]
     assert "None" not in labels and NOT_SET in labels  # model.width[1] without a second layer
@@ -334,3 +336,20 @@ def test_report_curves_draw_train_accuracy_when_recorded(studies):
     accuracy = _plot_axes(fig)[0]
     assert sum(line.get_linestyle() == "--" for line in accuracy.get_lines()) == 2
     _check_common("learning_curves (train accuracy)", fig)
+
+
+def test_many_parameters_wrap_into_rows_that_each_end_on_the_objective(studies, monkeypatch):
+    """The quickstart's 13 parameters on one row printed at a third of 8 pt; rows of
+    PARALLEL_PER_ROW keep the figure 6.5 in wide (here 2 per row: 6 parameters, 3 rows)."""
+    from hpo.results import figures
+
+    monkeypatch.setattr(figures, "PARALLEL_PER_ROW", 2)
+    study = load_study("search", resolve_storage(studies["search"])).study
+    fig = figures.parallel_figure(study, lambda t: t.values[0], "val_accuracy", maximize=True)
+    rows = _plot_axes(fig)
+    assert len(rows) == 3 and tuple(fig.get_size_inches())[0] == WIDTH_IN
+    names = [[t.get_text().replace("\n", "") for t in ax.get_xticklabels()] for ax in rows]
+    assert [row[-1] for row in names] == ["val_accuracy"] * 3
+    assert [len(row) for row in names] == [3, 3, 3]
+    _check_common("parallel_coordinates (rows)", fig, labels=False)
+    assert len(_titles(fig)) == 1
