@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.artifacts.style import DPI
-from hpo.results import figures
+from hpo.results import figures, tables
 from hpo.results.outputs import make_output_dir
 from hpo.results.summary import ranked_trials, tied_with
 from hpo.results.text import fmt_value
-from hpo.study.attrs import PARAMS_TOTAL, PEAK_MEMORY_MB, SECONDS_PER_EPOCH, TrialRecord, trial_records
+from hpo.study.attrs import TrialRecord, trial_records
 from hpo.study.studies import LoadedStudy, count_states, visible_trials
 
 if TYPE_CHECKING:
@@ -42,8 +42,9 @@ class Section:
     def image(self, name: str, alt: str) -> None:
         self.blocks.append(("image", (name, alt)))
 
-    def table(self, header: list[str], rows: list[list[str]]) -> None:
-        self.blocks.append(("table", (header, rows)))
+    def table(self, header: list[str], rows: list[list[str]], align: list[str] | None = None) -> None:
+        """``align``: "left" or "right" per column (numbers right); all left when None."""
+        self.blocks.append(("table", (header, rows, align or ["left"] * len(header))))
 
 
 @dataclass
@@ -52,6 +53,7 @@ class ReportResult:
     html: Path
     figures: list[Path]
     notes: list[str]
+    tables: list[Path] = field(default_factory=list)  # each table as NAME.csv and NAME.md
 
 
 @dataclass
@@ -67,6 +69,7 @@ class _Context:
     ranked: list[TrialRecord]  # best first; the Pareto front when there are several objectives
     figures: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    tables: list[Path] = field(default_factory=list)
 
     @property
     def multi(self) -> bool:
@@ -386,16 +389,36 @@ def comparison(ctx: _Context, section: Section) -> None:
         return
     if ctx.multi:
         section.text(f"The Pareto front ({len(ctx.ranked)} trials), ordered by {ctx.names[0]}.")
-    fixed = [PARAMS_TOTAL, PEAK_MEMORY_MB, SECONDS_PER_EPOCH, "training s", "epochs", "params"]
-    objectives = [f"{name} (objective)" if name in fixed else name for name in ctx.names]
-    header = ["trial", *objectives, *fixed]
-    rows = []
-    for trial in ctx.ranked[:ctx.top]:
-        params = ", ".join(f"{k}={fmt_value(v)}" for k, v in trial.params.items())
-        rows.append([str(trial.number), *(fmt_value(v) for v in trial.values or []), fmt_value(trial.params_total),
-                     fmt_value(trial.peak_memory_mb), fmt_value(trial.seconds_per_epoch),
-                     fmt_value(training_seconds(trial)), fmt_value(trial.epochs_trained), params])
-    section.table(header, rows)
+    table = tables.comparison_table(ctx.ranked[:ctx.top], ctx.names, _retrains(ctx))
+    _put_table(ctx, section, table, "comparison")
+    section.text("s/epoch and images/s both time the training pass (validation excluded). Peak GPU memory "
+                 "is n/a for a trial trained on CPU. Test accuracy: mean ± std over the seeds of the latest "
+                 "`hpo retrain --test` of that trial. Also written as comparison.csv (raw numbers) and "
+                 "comparison.md.")
+
+
+def grid_table(ctx: _Context, section: Section) -> None:
+    """A grid study's points, one row each, sorted by the grid keys as the spec lists them."""
+    if not ctx.complete:
+        ctx.note(section, "no completed trial yet: no grid point to list")
+        return
+    searched = tables.param_groups(ctx.complete)
+    order = [k for k in ctx.spec.search if k in searched] or list(searched)
+    _put_table(ctx, section, tables.grid_table(ctx.ranked, order, ctx.names, _retrains(ctx)), "grid_table")
+    section.text("One row per grid point that completed, sorted by " + ", ".join(order)
+                 + ". Also written as grid_table.csv (raw numbers) and grid_table.md.")
+
+
+def _retrains(ctx: _Context) -> dict[int, dict[str, Any]]:
+    from hpo.study.attrs import StudyRecord
+
+    return dict(StudyRecord.from_attrs(ctx.study.user_attrs).retrains)
+
+
+def _put_table(ctx: _Context, section: Section, table: tables.Table, name: str) -> None:
+    """The table on the page, and as NAME.csv and NAME.md beside it."""
+    section.table(table.header, table.formatted(), table.align)
+    ctx.tables += table.write(ctx.output, name)
 
 
 # --- the page ---------------------------------------------------------------------------
@@ -416,9 +439,9 @@ def render_markdown(title: str, intro: list[str], sections: list[Section]) -> st
                 name, alt = payload
                 lines += [f"![{alt}]({name})", ""]
             else:
-                header, rows = payload
+                header, rows, align = payload
                 lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
-                lines.append("|" + "---|" * len(header))
+                lines.append("|" + "".join("---:|" if a == "right" else "---|" for a in align))
                 lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
                 lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -447,9 +470,11 @@ def render_html(title: str, intro: list[str], sections: list[Section]) -> str:
                 name, alt = payload
                 parts.append(f"<p><a href=\"{e(name)}\"><img src=\"{e(name)}\" alt=\"{e(alt)}\"></a></p>")
             else:
-                header, rows = payload
-                parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
-                parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+                header, rows, align = payload
+                right = [' style="text-align:right"' if a == "right" else "" for a in align]
+                parts.append("<table><tr>" + "".join(f"<th{r}>{e(h)}</th>" for h, r in zip(header, right)) + "</tr>")
+                parts += ["<tr>" + "".join(f"<td{r}>{e(c)}</td>" for c, r in zip(row, right)) + "</tr>"
+                          for row in rows]
                 parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
@@ -497,6 +522,7 @@ def write_report(loaded: LoadedStudy, output: Path, *, top: int = 5) -> ReportRe
         ("Hyperparameter importances", importances),
         ("Parallel coordinates", parallel),
         *([("Grid", grid)] if ctx.spec.sampler.name == "grid" else []),
+        *([("Grid table", grid_table)] if ctx.spec.sampler.name == "grid" else []),
         ("Learning curves", learning_curves),
         ("Accuracy against size, memory and time", tradeoffs),
         ("Model comparison", comparison),
@@ -523,4 +549,4 @@ def write_report(loaded: LoadedStudy, output: Path, *, top: int = 5) -> ReportRe
     markdown, page = output / "report.md", output / "report.html"
     markdown.write_text(render_markdown(title, intro, sections))
     page.write_text(render_html(title, intro, sections))
-    return ReportResult(markdown, page, ctx.figures, ctx.notes)
+    return ReportResult(markdown, page, ctx.figures, ctx.notes, ctx.tables)

@@ -79,16 +79,19 @@ def test_report_writes_every_figure_it_lists(storage, tmp_path):
     assert all(f'<img src="{name}"' in page for name in images)
 
     table = markdown.split("## Model comparison")[1]
-    rows = [line.split(" | ") for line in table.splitlines() if re.match(r"\| \d+ \|", line)]
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines()
+             if line.startswith("|")]
+    col = {h: i for i, h in enumerate(cells[0])}
+    rows = cells[2:]  # after the header and the alignment row
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     best_values = sorted((t.value for t in complete), reverse=True)[:3]
     assert len(rows) == 3
     by_number = {t.number: t for t in complete}
     for row, value in zip(rows, best_values):
-        trial = by_number[int(row[0].strip("| "))]
-        assert row[1] == f"{trial.value:.4g}" == f"{value:.4g}"
-        assert row[2] == str(trial.user_attrs["params_total"])
-        assert row[6] == str(trial.user_attrs["epochs_trained"])
+        trial = by_number[int(row[col["trial"]])]
+        assert row[col["validation accuracy"]] == f"{trial.value:.4f}" == f"{value:.4f}"
+        assert row[col["parameters"]] == f"{trial.user_attrs['params_total']:,}"
+        assert row[col["epochs trained"]] == str(trial.user_attrs["epochs_trained"])
 
 
 def test_one_complete_trial_still_gives_a_report_with_the_importance_note(storage, tmp_path):

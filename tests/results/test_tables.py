@@ -1,0 +1,179 @@
+"""The report's tables on real studies: readable headers, one column per hyperparameter (a
+repeated one as 32/64), model, parameter counts with thousands separators, fixed decimals,
+right-aligned numbers in Markdown, n/a for peak memory on CPU, raw numbers in the CSV, the
+retrained test accuracy ± std, and a grid study's table of grid points."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from hpo.cli.main import cli
+from hpo.results.report import write_report
+from hpo.results.tables import comparison_table
+from hpo.storage.urls import resolve_storage
+from hpo.study.attrs import StudyRecord, trial_records
+from hpo.study.studies import load_study
+from tests.specs import spec_text
+
+SEARCH = {
+    "train.lr": "{low: 1.0e-3, high: 0.5, log: true}",
+    "model.n_layers": "{choices: [1, 2]}",
+    "model.width": "{choices: [64, 128], repeat: model.n_layers}",  # >= 1,000 parameters
+}
+GRID = {
+    "train.batch_size": "{choices: [32, 128]}",
+    "train.lr": "{choices: [0.003, 0.3]}",
+    "train.epochs": "{choices: [1, 2]}",
+}
+COUNT = re.compile(r"^\d{1,3}(,\d{3})*$")
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def _run(root: Path, name: str, text: str) -> str:
+    journal = str(root / f"{name}.journal")
+    (root / f"{name}.yaml").write_text(text)
+    created = _invoke("study", "create", str(root / f"{name}.yaml"), "--storage", journal,
+                      "--artifacts", str(root / "artifacts"))
+    assert created.exit_code == 0, created.output
+    worked = _invoke("worker", name, "--rank", "0", "--storage", journal, "--quiet")
+    assert worked.exit_code == 0, worked.output
+    return journal
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tables")
+    search = _run(root, "search", spec_text("search", n_trials=6, epochs=1, search=SEARCH))
+    best = load_study("search", resolve_storage(search)).study.best_trial.number
+    retrained = _invoke("retrain", "search", "--trial", str(best), "--seeds", "2", "--test",
+                        "--output", str(root / "retrain"), "--storage", search)
+    assert retrained.exit_code == 0, retrained.output
+    grid = _run(root, "grid", spec_text("grid", n_trials=8, sampler="grid", search=GRID))
+    out = {}
+    for name, journal in (("search", search), ("grid", grid)):
+        write_report(load_study(name, resolve_storage(journal)), root / f"report-{name}", top=10)
+        out[name] = (journal, root / f"report-{name}")
+    return out
+
+
+def _records(journal: str, name: str):
+    return {t.number: t for t in trial_records(load_study(name, resolve_storage(journal)).study.get_trials())}
+
+
+def _markdown(path: Path) -> tuple[list[str], list[str], list[list[str]]]:
+    lines = path.read_text().splitlines()
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    return cells[0], cells[1], cells[2:]
+
+
+def test_comparison_headers_are_readable_one_column_per_hyperparameter(reports):
+    header, rule, rows = _markdown(reports["search"][1] / "comparison.md")
+    assert header[:5] == ["trial", "model", "lr", "layers", "width"]
+    assert {"parameters", "trainable", "s/epoch", "images/s", "epochs trained", "peak GPU memory (MB)",
+            "validation accuracy", "test accuracy"} <= set(header)
+    assert not {"params_total", "peak_memory_mb", "params"} & set(header)  # no raw keys, no one-cell params
+    assert rule == ["---" if h == "model" else "---:" for h in header]  # numbers right-aligned
+    assert {row[1] for row in rows} == {"mlp"}
+
+
+def test_comparison_cells_have_separators_fixed_decimals_and_na_on_cpu(reports):
+    journal, out = reports["search"]
+    records = _records(journal, "search")
+    header, _, rows = _markdown(out / "comparison.md")
+    col = {h: i for i, h in enumerate(header)}
+    for row in rows:
+        trial = records[int(row[col["trial"]])]
+        assert COUNT.match(row[col["parameters"]]) and row[col["parameters"]] == f"{trial.params_total:,}"
+        assert trial.params_total >= 1000 and "," in row[col["parameters"]]
+        assert row[col["trainable"]] == f"{trial.params_trainable:,}"
+        assert re.fullmatch(r"\d+\.\d{4}", row[col["validation accuracy"]])
+        assert row[col["validation accuracy"]] == f"{trial.value:.4f}"
+        assert re.fullmatch(r"\d+\.\d{2,4}", row[col["s/epoch"]])
+        assert re.fullmatch(r"[\d,]+", row[col["images/s"]])
+        assert row[col["peak GPU memory (MB)"]] == "n/a"  # trained on CPU
+        assert float(row[col["lr"]]) == pytest.approx(trial.params["train.lr"], rel=0.01)
+        widths = [trial.params[f"model.width[{i}]"] for i in range(trial.params["model.n_layers"])]
+        assert row[col["width"]] == "/".join(map(str, widths))  # a repeated parameter: one column
+
+
+def test_columns_keep_one_number_of_decimals_each(reports):
+    _, out = reports["search"]
+    header, _, rows = _markdown(out / "comparison.md")
+    for name in ("s/epoch", "validation accuracy", "lr"):
+        cells = [row[header.index(name)] for row in rows]
+        assert len({len(c.split(".")[1]) for c in cells}) == 1, (name, cells)  # the points line up
+
+
+def test_comparison_reports_the_retrained_test_accuracy_with_its_std(reports):
+    journal, out = reports["search"]
+    study = load_study("search", resolve_storage(journal)).study
+    [(number, retrain)] = StudyRecord.from_attrs(study.user_attrs).retrains.items()
+    accuracy = retrain["test"]["accuracy"]
+    header, _, rows = _markdown(out / "comparison.md")
+    col = {h: i for i, h in enumerate(header)}
+    cells = {int(r[col["trial"]]): r[col["test accuracy"]] for r in rows}
+    assert cells[number] == f"{accuracy['mean']:.4f} ± {accuracy['std']:.4f}"
+    assert {c for n, c in cells.items() if n != number} == {"-"}
+    frame = pd.read_csv(out / "comparison.csv")
+    row = frame[frame["trial"] == number].iloc[0]
+    assert (row["test accuracy"], row["test accuracy std"]) == (accuracy["mean"], accuracy["std"])
+    assert frame.loc[frame["trial"] != number, "test accuracy"].isna().all()
+
+
+def test_comparison_csv_holds_raw_numbers(reports):
+    journal, out = reports["search"]
+    records = _records(journal, "search")
+    frame = pd.read_csv(out / "comparison.csv")
+    assert pd.api.types.is_integer_dtype(frame["parameters"])
+    assert pd.api.types.is_float_dtype(frame["lr"])
+    for _, row in frame.iterrows():
+        trial = records[int(row["trial"])]
+        assert row["parameters"] == trial.params_total and row["trainable"] == trial.params_trainable
+        assert row["s/epoch"] == trial.seconds_per_epoch and row["images/s"] == trial.images_per_second
+        assert row["lr"] == trial.params["train.lr"]
+        assert row["validation accuracy"] == trial.value
+    assert frame["peak GPU memory (MB)"].isna().all()  # CPU: no GPU memory, not the process's RSS
+
+
+def test_report_page_table_is_the_same_table(reports):
+    _, out = reports["search"]
+    page = (out / "report.md").read_text()
+    assert (out / "comparison.md").read_text().strip() in page
+    html = (out / "report.html").read_text()
+    assert 'style="text-align:right"' in html
+
+
+def test_gpu_trials_show_peak_memory_with_one_decimal(reports):
+    journal, _ = reports["search"]
+    trials = [dataclasses.replace(t, device="cuda:0", peak_memory_mb=1234.56)
+              for t in _records(journal, "search").values() if t.value is not None]
+    table = comparison_table(trials, ["val_accuracy"], {})
+    col = table.header.index("peak GPU memory (MB)")
+    assert {row[col] for row in table.formatted()} == {"1,234.6"}
+    assert {row[col] for row in table.raw()} == {1234.56}
+
+
+def test_grid_study_gets_a_table_of_grid_points_sorted_by_the_grid_keys(reports):
+    journal, out = reports["grid"]
+    header, rule, rows = _markdown(out / "grid_table.md")
+    assert header[:3] == ["batch size", "lr", "epochs"]
+    assert all(r == "---:" for r in rule)
+    points = [(int(r[0]), float(r[1]), int(r[2])) for r in rows]
+    assert points == sorted(points) and len(set(points)) == len(points) == 8  # 2 x 2 x 2
+    records = _records(journal, "grid")
+    frame = pd.read_csv(out / "grid_table.csv")
+    for _, row in frame.iterrows():
+        trial = records[int(row["trial"])]
+        assert (row["batch size"], row["lr"], row["epochs"]) == (
+            trial.params["train.batch_size"], trial.params["train.lr"], trial.params["train.epochs"])
+        assert row["validation accuracy"] == trial.value
+    assert "## Grid table" in (out / "report.md").read_text()
