@@ -18,7 +18,9 @@ each reason is one line ("12 trials left out: train.lr outside [0.0001, 0.1] (e.
 
 "Fits" compares the trial's resolved config with the new spec: every key the new spec
 searches (where its ``when`` holds) must lie in the new distribution, and every key OTHER
-searched that the new spec fixes must have the new fixed value.
+searched that the new spec fixes must have the new fixed value. Before that, the two specs'
+fixed configs must agree on every key neither searches (``fixed_differences``): a trial
+of another dataset, number of epochs or split is another experiment, so none is taken.
 """
 
 from __future__ import annotations
@@ -133,6 +135,9 @@ def fit_trials(parent: LoadedStudy, spec: Spec) -> tuple[list[Fitted], list[str]
     examples: dict[tuple[str, str], Any] = {}
     finished = [t for t in visible_trials(parent.study.get_trials(deepcopy=False))
                 if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    differs = fixed_differences(parent.spec, spec)
+    if differs:
+        return [], [_left_out_line(len(finished), "the fixed config differs: " + differs)] if finished else []
     for trial in finished:
         result = _fit(trial, parent.spec, spec)
         if isinstance(result, Fitted):
@@ -141,11 +146,55 @@ def fit_trials(parent: LoadedStudy, spec: Spec) -> tuple[list[Fitted], list[str]
             key, why, value = result
             reasons[key, why] += 1
             examples.setdefault((key, why), value)
-    left_out = [
-        f"{count} trial{'s' if count > 1 else ''} left out: {key} {why} (e.g. {key}={_shown(examples[key, why])})"
-        for (key, why), count in reasons.most_common()
-    ]
+    left_out = [_left_out_line(count, f"{key} {why} (e.g. {key}={_shown(examples[key, why])})")
+                for (key, why), count in reasons.most_common()]
     return fitted, left_out
+
+
+def _left_out_line(count: int, why: str) -> str:
+    return f"{count} trial{'s' if count > 1 else ''} left out: {why}"
+
+
+# How many differing keys the left-out line names; the rest are counted.
+_SHOWN_DIFFERENCES = 3
+
+
+def fixed_differences(theirs: Spec, ours: Spec) -> str:
+    """The keys of data/model/train that neither spec searches but that the two fix to
+    different values, as "key is A there, B here; ...", or "" when they agree.
+
+    Strict on purpose: every fixed value is part of the experiment (the dataset, its split,
+    the epochs, the model's shape, even where the data is read from), and telling the ones
+    that change the results from those that do not would be a guess that can go wrong."""
+    searched = [*theirs.search, *ours.search]
+    there, here = _leaves(fixed_config(theirs)), _leaves(fixed_config(ours))
+    missing = object()
+    differing = [key for key in sorted(there.keys() | here.keys())
+                 if not _touches_searched(key, searched) and there.get(key, missing) != here.get(key, missing)]
+
+    def shown(values: dict[str, Any], key: str) -> str:
+        return show(values[key]) if key in values else "not set"
+
+    parts = [f"{key} is {shown(there, key)} there, {shown(here, key)} here" for key in differing[:_SHOWN_DIFFERENCES]]
+    more = len(differing) - _SHOWN_DIFFERENCES
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _leaves(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted path -> value for every value that is not a mapping (a list is one value)."""
+    leaves: dict[str, Any] = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            leaves.update(_leaves(value, f"{path}."))
+        else:
+            leaves[path] = value
+    return leaves
+
+
+def _touches_searched(path: str, searched: list[str]) -> bool:
+    """A searched key decides ``path`` when it is the path, lies inside it or holds it."""
+    return any(path == key or path.startswith(f"{key}.") or key.startswith(f"{path}.") for key in searched)
 
 
 def _shown(value: Any) -> str:

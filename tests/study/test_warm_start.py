@@ -131,3 +131,26 @@ def test_best_of_a_study_with_enqueue_sets_gives_a_spec_that_validates(tmp_path,
     assert result.exit_code == 0 and "enqueue" not in result.stdout
     (tmp_path / "best.yaml").write_text(result.stdout)
     assert load_spec(tmp_path / "best.yaml").search == {}
+
+
+def test_a_parent_whose_fixed_config_differs_adds_nothing_and_names_the_keys(tmp_path, target):
+    """A value both specs fix but to different values (another dataset, more epochs) makes a
+    different experiment: its accuracies would mislead the sampler and become the best."""
+    _parent(tmp_path, target, {0.05: 0.99, 0.002: 0.8})
+    child = load_spec(write_spec(tmp_path, "child"), overrides=["data.name=fashion_mnist", "train.epochs=2"])
+    study, created, report = create_warm_started(child, target, parent="parent", top=3)
+    assert created and report is not None
+    assert (report.added, report.queued) == (0, [])
+    assert report.left_out == ["2 trials left out: the fixed config differs: data.name is 'digits' there, "
+                               "'fashion_mnist' here; train.epochs is 1 there, 2 here"]
+    assert study.get_trials(deepcopy=False) == []
+
+
+def test_a_key_either_spec_searches_is_not_compared_as_fixed(tmp_path, target):
+    """The parent fixes model.width to 16 while the child searches it: the trials still fit
+    (and the child's fixed lr, which the parent searched, is checked per trial as before)."""
+    _parent(tmp_path, target, {0.05: 0.9, 0.002: 0.8})
+    child = load_spec(write_spec(tmp_path, "child", search={
+        "train.lr": "{low: 1.0e-4, high: 1.0e-1, log: true}", "model.width": "{low: 8, high: 32}"}))
+    _study, _created, report = create_warm_started(child, target, parent="parent", top=3)
+    assert report is not None and report.added == 2 and report.left_out == []
