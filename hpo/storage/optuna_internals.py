@@ -3,11 +3,13 @@
 Optuna has no public way to do some of what hpo needs: a trial's storage key, a study's
 storage, a trial's own copy of itself (which ``report`` and ``set_user_attr`` keep up to
 date), several writes in one transaction or one journal append, the heartbeat bookkeeping of
-ask/tell workers, a light query of the trials table. Each function below says which Optuna
-version its body was checked against (in the installed source) and the public behaviour it
-mirrors, so that an Optuna upgrade is checked here and nowhere else. The tests named in the
-docstrings compare the results with Optuna's own calls; tests/architecture/
-test_optuna_boundary.py keeps every other module of hpo off Optuna's private names.
+ask/tell workers, a light query of the trials table, a new trial created in one round trip
+(``OneTripTrialCreation``), a tell without its read-back, a queued trial's parameters. Each
+function below says which Optuna version its body was checked against (in the installed
+source) and the public behaviour it mirrors, so that an Optuna upgrade is checked here and
+nowhere else. The tests named in the docstrings compare the results with Optuna's own calls;
+tests/architecture/ test_optuna_boundary.py keeps every other module of hpo off Optuna's
+private names.
 
 Optuna's private modules are imported inside the functions, as their callers did before
 (or, for annotations only, under ``TYPE_CHECKING``): importing this module costs what
