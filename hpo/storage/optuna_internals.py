@@ -8,7 +8,7 @@ ask/tell workers, a light query of the trials table, a new trial created in one 
 function below says which Optuna version its body was checked against (in the installed
 source) and the public behaviour it mirrors, so that an Optuna upgrade is checked here and
 nowhere else. The tests named in the docstrings compare the results with Optuna's own calls;
-tests/architecture/ test_optuna_boundary.py keeps every other module of hpo off Optuna's
+tests/architecture/test_optuna_boundary.py keeps every other module of hpo off Optuna's
 private names.
 
 Optuna's private modules are imported inside the functions, as their callers did before
