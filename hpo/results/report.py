@@ -409,6 +409,27 @@ def grid_table(ctx: _Context, section: Section) -> None:
                  + ". Also written as grid_table.csv (raw numbers) and grid_table.md.")
 
 
+def classes(ctx: _Context, section: Section) -> None:
+    """Images per class in each split and the class weights the training loss applied, as the
+    best trial (else the latest trial that recorded them) found them; trials that searched
+    the data may differ, and ``hpo study show NAME --trial N`` shows each one's."""
+    recorded = [t for t in ctx.ranked + sorted(ctx.trials, key=lambda t: -t.number) if t.class_counts()]
+    if not recorded:
+        ctx.note(section, "no trial recorded its class counts yet")
+        return
+    trial = recorded[0]
+    table = tables.class_table(trial, _retrains(ctx).get(trial.number))
+    _put_table(ctx, section, table, "classes")
+    weights = trial.class_weights()
+    setting = ((trial.config or {}).get("train") or {}).get("class_weights", "none")
+    section.text(f"Trial {trial.number}. " + (
+        f"Class weights applied in the training loss (train.class_weights {setting}): n / (k × count) per class, "
+        "as scikit-learn's balanced weights." if weights else
+        f"Class weights: none (train.class_weights {setting}): every image weighs the same in the training loss.")
+        + (" The test split is counted by `hpo retrain --test` (tuning never reads it)."
+           if "test" not in table.header else ""))
+
+
 def _retrains(ctx: _Context) -> dict[int, dict[str, Any]]:
     from hpo.study.attrs import StudyRecord
 
@@ -526,6 +547,7 @@ def write_report(loaded: LoadedStudy, output: Path, *, top: int = 5) -> ReportRe
         ("Learning curves", learning_curves),
         ("Accuracy against size, memory and time", tradeoffs),
         ("Model comparison", comparison),
+        ("Classes", classes),
     ]
     if ctx.multi:
         steps.insert(0, ("Pareto front", pareto))

@@ -32,7 +32,7 @@ class Column:
     """One column: its header, each row's raw value, and how a page shows that value."""
 
     header: str
-    value: Callable[[TrialRecord], Any]
+    value: Callable[[Any], Any]  # a row (a TrialRecord, mostly) -> its raw value
     show: Callable[[Any], str] = fmt_value
     numeric: bool = True  # right-aligned on the page
     # Floats shown with the same decimals down the column, as many as its smallest value
@@ -47,7 +47,7 @@ class Column:
 @dataclass(frozen=True)
 class Table:
     columns: list[Column]
-    trials: list[TrialRecord]
+    rows: list[Any]  # what each column's ``value`` reads: TrialRecords, or a class's counts
 
     @property
     def header(self) -> list[str]:
@@ -58,12 +58,12 @@ class Table:
         return [c.align for c in self.columns]
 
     def raw(self) -> list[list[Any]]:
-        return [[c.value(t) for c in self.columns] for t in self.trials]
+        return [[c.value(t) for c in self.columns] for t in self.rows]
 
     def formatted(self) -> list[list[str]]:
         columns = []
         for column in self.columns:
-            values = [column.value(t) for t in self.trials]
+            values = [column.value(t) for t in self.rows]
             show = column_format(values, column.show) if column.fixed else column.show
             columns.append([show(v) for v in values])
         return [list(row) for row in zip(*columns)] if columns else []
@@ -83,7 +83,7 @@ class Table:
 
         data: dict[str, Any] = {}
         for column in self.columns:
-            values = [column.value(t) for t in self.trials]
+            values = [column.value(t) for t in self.rows]
             if any(isinstance(v, tuple) for v in values):
                 data[column.header] = [v[0] if v else None for v in values]
                 data[f"{column.header} std"] = [v[1] if v else None for v in values]
@@ -294,3 +294,31 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return (0, value)
     return (1, str(value))
+
+
+def class_table(trial: TrialRecord, retrain: Mapping[str, Any] | None = None) -> Table:
+    """Images per class (rows) in each split the trial recorded, the test split's from its
+    latest ``hpo retrain --test``, and the class weight its training loss applied."""
+    counts = trial.class_counts()
+    test = ((retrain or {}).get("test") or {}).get("class_counts")
+    names = list(next(iter(counts.values()), {}))
+    if test and len(test) == len(names):
+        counts["test"] = dict(zip(names, test))
+    weights = trial.class_weights()
+    rows = [_ClassRow(name, {split: c.get(name) for split, c in counts.items()},
+                      weights.get(name) if weights else None) for name in names]
+    columns = [Column("class", lambda r: r.name, str, numeric=False)]
+    columns += [Column(split, _split_count(split), fmt_count) for split in counts]
+    columns.append(Column("weight", lambda r: r.weight, lambda v: "none" if v is None else fmt_fixed(v, 3)))
+    return Table(columns, rows)
+
+
+@dataclass(frozen=True)
+class _ClassRow:
+    name: str
+    counts: dict[str, int | None]
+    weight: float | None
+
+
+def _split_count(split: str) -> Callable[[Any], Any]:
+    return lambda row: row.counts.get(split)

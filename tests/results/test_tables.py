@@ -177,3 +177,13 @@ def test_grid_study_gets_a_table_of_grid_points_sorted_by_the_grid_keys(reports)
             trial.params["train.batch_size"], trial.params["train.lr"], trial.params["train.epochs"])
         assert row["validation accuracy"] == trial.value
     assert "## Grid table" in (out / "report.md").read_text()
+
+
+def test_class_table_adds_the_test_split_a_retrain_counted(reports):
+    journal, out = reports["search"]
+    study = load_study("search", resolve_storage(journal)).study
+    [(number, retrain)] = StudyRecord.from_attrs(study.user_attrs).retrains.items()
+    frame = pd.read_csv(out / "classes.csv")
+    assert list(frame.columns) == ["class", "train", "val", "test", "weight"]
+    assert frame["test"].sum() == retrain["test"]["images"] and list(frame["test"]) == retrain["test"]["class_counts"]
+    assert list(frame["class"]) == list(range(10)) and frame["weight"].isna().all()  # unweighted

@@ -157,3 +157,21 @@ def test_study_show_trial_json_and_an_unknown_trial(studies):
     missing = _invoke("study", "show", "folder", "--storage", studies["folder"], "--trial", "7")
     assert missing.exit_code != 0
     assert "Error: study 'folder' has no trial 7" in missing.output
+
+
+def test_report_lists_class_counts_and_the_weights_applied(studies, tmp_path):
+    from hpo.results.report import write_report
+
+    [trial] = _records(studies["folder"], "folder")
+    write_report(load_study("folder", resolve_storage(studies["folder"])), tmp_path / "folder")
+    lines = (tmp_path / "folder" / "classes.md").read_text().splitlines()
+    assert lines[0] == "| class | train | val | weight |" and lines[1] == "|---|---:|---:|---:|"
+    counts, weights = trial.class_counts(), trial.class_weights()
+    assert lines[2:] == [f"| {name} | {counts['train'][name]} | {counts['val'][name]} | {weights[name]:.3f} |"
+                         for name in ("ant", "bee", "cat")]
+    page = (tmp_path / "folder" / "report.md").read_text()
+    assert "## Classes" in page and "train.class_weights balanced" in page
+    write_report(load_study("digits", resolve_storage(studies["digits"])), tmp_path / "digits")
+    assert "Class weights: none (train.class_weights none)" in (tmp_path / "digits" / "report.md").read_text()
+    assert {line.split(" | ")[-1] for line in (tmp_path / "digits" / "classes.md").read_text().splitlines()[2:]} \
+        == {"none |"}
