@@ -152,9 +152,8 @@ def list_(storage: str | None, fmt: str) -> None:
 def show(name: str, storage: str | None, fmt: str, top: int, number: int | None) -> None:
     """State counts, best value, top trials, failures and the epochs pruning saved
     (with --trial N: that trial's records)."""
-    from hpo.results.summary import study_summary, trial_summary
+    from hpo.results.summary import study_summary, top_table, trial_summary
     from hpo.results.text import trial_lines
-    from hpo.study.attrs import PARAMS_TOTAL, SECONDS_PER_EPOCH
     from hpo.study.studies import load_study
 
     if number is not None:
@@ -164,7 +163,8 @@ def show(name: str, storage: str | None, fmt: str, top: int, number: int | None)
         for line in trial_lines(shown) if fmt != "json" else []:
             console().print(line, markup=False)
         return
-    summary = study_summary(load_study(name, storage_target(storage)), top=top)
+    loaded = load_study(name, storage_target(storage))
+    summary = study_summary(loaded, top=top)
     if fmt == "json":
         print_json(summary)
         return
@@ -190,11 +190,12 @@ def show(name: str, storage: str | None, fmt: str, top: int, number: int | None)
     if summary["top"]:
         from rich.table import Table
 
-        table = Table("trial", summary["metric"], "epochs", "s/epoch", "parameters", "params", title="Top trials")
-        for row in summary["top"]:
-            params = ", ".join(f"{k}={fmt_value(v)}" for k, v in row["params"].items())
-            table.add_row(str(row["number"]), fmt_value(row["value"]), fmt_value(row["epochs"]),
-                          fmt_value(row[SECONDS_PER_EPOCH]), fmt_value(row[PARAMS_TOTAL]), params)
+        top_trials = top_table(loaded, [row["number"] for row in summary["top"]])  # the report's columns
+        table = Table(title="Top trials")
+        for header, align in zip(top_trials.header, top_trials.align):
+            table.add_column(header, justify="right" if align == "right" else "left")
+        for cells in top_trials.formatted():
+            table.add_row(*cells)
         out.print(table)
     for failure in summary["failures"]:
         out.print(f"Failed ({failure['count']}): {failure['reason']}")

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from hpo.errors import HpoError
+from hpo.results.tables import Table, comparison_table
 from hpo.spec import spec_to_json
 from hpo.study.attrs import (
     CONFIG,
@@ -222,3 +223,17 @@ def trial_summary(loaded: LoadedStudy, number: int) -> dict[str, Any]:
         "class_weights": trial.class_weights(),
         "test_accuracy": test.get("accuracy"),
     }
+
+
+def top_table(loaded: LoadedStudy, numbers: Iterable[int]) -> Table:
+    """The report's comparison table (hpo.results.tables) of the trials ``numbers`` (the
+    summary's top, best first), for ``hpo study show``: the same columns in both places.
+    A second read of the trials, which Optuna's storages answer from their cache of
+    finished trials."""
+    from hpo.study.attrs import StudyRecord
+
+    study, wanted = loaded.study, list(numbers)
+    by_number = {t.number: t for t in trial_records(study.get_trials(deepcopy=False)) if t.number in wanted}
+    retrains = StudyRecord.from_attrs(study.user_attrs).retrains
+    return comparison_table([by_number[n] for n in wanted if n in by_number],
+                            [o.metric for o in loaded.spec.objectives], retrains)

@@ -187,3 +187,18 @@ def test_class_table_adds_the_test_split_a_retrain_counted(reports):
     assert list(frame.columns) == ["class", "train", "val", "test", "weight"]
     assert frame["test"].sum() == retrain["test"]["images"] and list(frame["test"]) == retrain["test"]["class_counts"]
     assert list(frame["class"]) == list(range(10)) and frame["weight"].isna().all()  # unweighted
+
+
+def test_study_show_lists_the_top_trials_with_the_reports_columns(reports):
+    journal, _ = reports["search"]
+    records = _records(journal, "search")
+    result = CliRunner().invoke(cli, ["study", "show", "search", "--storage", journal, "--top", "3"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(line for line in lines if "trainable" in line)
+    assert all(h in header for h in ("trial", "model", "lr", "layers", "width", "parameters", "s/epoch",
+                                     "images/s", "peak GPU memory (MB)"))
+    best = load_study("search", resolve_storage(journal)).study.best_trial.number
+    row = next(line for line in lines if line.strip("│ ").startswith(f"{best} "))
+    assert f"{records[best].params_total:,}" in row and "n/a" in row
+
