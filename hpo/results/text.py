@@ -68,11 +68,11 @@ def _epoch_lines(curves: dict[str, list[Any]]) -> list[str]:
     epochs = len(curves.get("val_loss") or curves.get("train_loss") or [])
     if not epochs:
         return ["Epochs: none trained"]
-    lines = ["Epochs: " + "  ".join(label for _, label in keys)]
+    lines = ["Epochs:", f"  {'epoch':>5}  " + "  ".join(f"{label:>10}" for _, label in keys)]
     for e in range(epochs):
         cells = []
         for key, _ in keys:
             series = curves.get(key) or []
             cells.append(fmt_fixed(series[e] if e < len(series) else None, 4))
-        lines.append(f"  {e + 1:>3}  " + "  ".join(f"{c:>9}" for c in cells))
+        lines.append(f"  {e + 1:>5}  " + "  ".join(f"{c:>10}" for c in cells))
     return lines
