@@ -116,8 +116,7 @@ def model_of_trial(loaded: LoadedStudy, number: int | None, *, device: str = "cp
     trial = choose_trial(loaded, number)
     weights = trial.artifacts.get(_weights_file())
     if weights is None:
-        why = trial.weights_skipped or (f"it ended {trial.state_name}" if trial.state_name != "COMPLETE"
-                                        else trial.artifact_error or "none were saved")
+        why = trial.weights_skipped or _UNFINISHED.get(trial.state_name) or trial.artifact_error or "none were saved"
         raise HpoError(f"trial {trial.number} of {study.study_name!r} has no stored weights ({why}); "
                        f"retrain it (hpo retrain {study.study_name} --trial {trial.number}) and "
                        "load the folder that writes")
@@ -126,6 +125,11 @@ def model_of_trial(loaded: LoadedStudy, number: int | None, *, device: str = "cp
         _download(study, weights, path)
         return _build(trial.config or {}, path, _model_io(trial), device, models,
                       f"study {study.study_name!r}, trial {trial.number}")
+
+
+# Why a trial that did not complete has no weights (only a completed trial keeps them).
+_UNFINISHED = {"fail": "it failed", "pruned": "it was pruned", "running": "it is still running",
+               "waiting": "it has not run yet"}
 
 
 def model_of_folder(folder: Path, *, device: str = "cpu", models: Models | None = None) -> TrainedModel:
@@ -138,11 +142,11 @@ def model_of_folder(folder: Path, *, device: str = "cpu", models: Models | None 
         model = metrics["model"]
         io = (tuple(model["in_shape"]), int(model["num_classes"]))
         config = metrics["config"]
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        weights, seed = folder / str(run["weights"]), run.get("seed")
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise UsageError(f"{folder / RETRAIN_METRICS}: not a metrics.json written by hpo retrain "
                          f"({type(exc).__name__}: {exc})") from None
-    return _build(config, folder / str(run["weights"]), io, device, models,
-                  f"{folder} (seed {run.get('seed')})")
+    return _build(config, weights, io, device, models, f"{folder} (seed {seed})")
 
 
 def _weights_file() -> str:
@@ -183,7 +187,8 @@ def _build(config: dict[str, Any], weights: Path, io: tuple[Sequence[int], int],
     resolved = TrialConfig.from_json(config)
     in_shape = (int(io[0][0]), int(io[0][1]), int(io[0][2]))
     with using_module_policy(module_policy(models)):
-        module = create_model(resolved.model, in_shape, io[1])
+        # The weights replace every parameter: no pretrained file is needed to load them.
+        module = create_model(resolved.model, in_shape, io[1], read_pretrained=False)
     module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     module.to(resolve_device(device)).eval()
     fmt = input_format(resolved.data)

@@ -21,6 +21,7 @@ from torch import nn
 
 from hpo.errors import TrainingError
 from hpo.models.init import apply_initializer
+from hpo.models.registry import reads_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -301,8 +302,10 @@ def build_backbone(
         raise TrainingError(
             f"torchvision backbones take 1- or 3-channel images, not {channels}-channel ones"
         )
-    path = _weights_path(arch, pretrained) if pretrained else None  # fail before building
-    if path is not None and "aux_logits" in kwargs:
+    # Read (and fail on a missing file) before building; not when a trained model's own
+    # weights will replace every parameter (create_model's read_pretrained=False).
+    path = _weights_path(arch, pretrained) if pretrained and reads_pretrained() else None
+    if pretrained and "aux_logits" in kwargs:
         # As torchvision does for its own GoogLeNet/Inception weights: they expect inputs
         # normalised as (x - 0.5) / 0.5, which transform_input makes of ImageNet-normalised ones.
         kwargs = {**kwargs, "transform_input": True}
@@ -438,7 +441,8 @@ def build_timm_backbone(
     from timm.models import get_pretrained_cfg
 
     channels, h, w = in_shape
-    path = _timm_weights_path(arch, pretrained) if pretrained else None  # fail before building
+    # As for torchvision: read before building, unless a trained model's weights follow.
+    path = _timm_weights_path(arch, pretrained) if pretrained and reads_pretrained() else None
     state = read_state_dict(path, arch) if path is not None else None
     kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": channels, "drop_rate": dropout}
     cfg = get_pretrained_cfg(arch)

@@ -7,6 +7,7 @@ builder that imports torch only when called, so ``hpo --help`` and spec checks s
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,15 +89,34 @@ def parse_model_config(data: Mapping[str, Any]) -> ModelConfig:
     return model_config_class(data["name"]).model_validate(dict(data))
 
 
-def create_model(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+# False while ``create_model(..., read_pretrained=False)`` builds. A context variable rather
+# than a builder argument, so that every family's builder keeps the one signature; only the
+# backbones that read pretrained files ask (``reads_pretrained``).
+_READ_PRETRAINED: ContextVar[bool] = ContextVar("hpo_read_pretrained", default=True)
+
+
+def reads_pretrained() -> bool:
+    """Whether a builder should read ``pretrained`` weights files (see ``create_model``)."""
+    return _READ_PRETRAINED.get()
+
+
+def create_model(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: int, *,
+                 read_pretrained: bool = True) -> nn.Module:
     """Build the model ``cfg`` describes for inputs of ``in_shape`` (C, H, W), then initialise.
 
     A bare ``ModelConfig`` is re-validated as its family's config, so defaults still apply.
+    ``read_pretrained=False``: the caller loads a whole state dict next (a trained model
+    loaded back), so a backbone is built as its pretrained weights would run it (e.g.
+    GoogLeNet's input transform) without reading their file, which this machine need not have.
     """
     entry = MODELS.get(cfg.name)
     if not isinstance(cfg, entry.config):
         cfg = entry.config.model_validate(cfg.model_dump(exclude_unset=True))
-    model = entry.build(cfg, tuple(in_shape), num_classes)  # type: ignore[arg-type]  # a list from JSON too
+    token = _READ_PRETRAINED.set(read_pretrained)
+    try:
+        model = entry.build(cfg, tuple(in_shape), num_classes)  # type: ignore[arg-type]  # a list from JSON too
+    finally:
+        _READ_PRETRAINED.reset(token)
     if entry.initialises:
         return model
     return apply_initializer(model, cfg.init, cfg.init_std, init_range=cfg.init_range)
