@@ -45,14 +45,27 @@ def validate_source(source: YamlSource, name: str | None = None) -> Spec:
     """The frozen Spec, or SpecError listing every problem as ``FILE:LINE: ...``."""
     if name is not None:
         _check_name_option(name)
-    problems = collect_problems(source.data, name)
+    raw = _nulls_as_empty(source.data)
+    problems = collect_problems(raw, name)
     if problems:
         problems.sort(key=lambda p: source.line_of(p.path))
         raise SpecError([p.format(source) for p in problems])
-    data = resolve_share(dict(source.data), _model(source.data)[1])
+    data = resolve_share(dict(raw), _model(raw)[1])
     if name is not None:
         data["name"] = name
     return Spec.model_validate(data, strict=True)
+
+
+# Sections a null leaves empty: ``search:`` with every entry commented out reads as null.
+_EMPTY_WHEN_NULL = ("search", "enqueue")
+
+
+def _nulls_as_empty(raw: Any) -> Any:
+    """``raw`` without the sections in ``_EMPTY_WHEN_NULL`` that are null, so they take their
+    empty default (and the spec its hash without them)."""
+    if not isinstance(raw, dict):
+        return raw
+    return {k: v for k, v in raw.items() if not (k in _EMPTY_WHEN_NULL and v is None)}
 
 
 def _check_name_option(name: str) -> None:
