@@ -10,6 +10,7 @@ rather than a trial. ``value_fits`` is also what a warm start asks of another st
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hpo.spec.model import SearchParam, Spec
@@ -24,7 +25,8 @@ def value_fits(param: SearchParam, value: Any) -> str | None:
         return None if param.choice_index(value) is not None else "not one of: " + ", ".join(map(str, param.labels()))
     assert param.low is not None and param.high is not None
     is_int = param.kind() == "int"
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    # Finite first: int() of .inf or .nan (YAML's, or 1e400) raises rather than answers.
+    numeric = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not numeric or (is_int and float(value) != int(value)):
         return f"not {'an integer' if is_int else 'a number'} in [{param.low:g}, {param.high:g}]"
     if not param.low <= value <= param.high:

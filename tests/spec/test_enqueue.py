@@ -54,6 +54,18 @@ def test_partial_and_repeated_sets_become_optuna_params(tmp_path):
      "the same set"),
     ("[{train.optimizer: adam, train.momentum: 0.9}]",
      "enqueue[0].train.momentum: train.momentum is sampled only when train.optimizer is sgd"),
+    ("[{model.n_layers: .inf}]",
+     "enqueue[0].model.n_layers: not a value model.n_layers is searched over (got .inf; expected an "
+     "integer in [1, 3])"),
+    ("[{model.n_layers: .nan}]",
+     "enqueue[0].model.n_layers: not a value model.n_layers is searched over (got .nan; expected an "
+     "integer in [1, 3])"),
+    ("[{model.n_layers: 2, model.width: [16, 1.0e+400]}]",
+     "enqueue[0].model.width[1]: not a value model.width is searched over (got .inf; expected an "
+     "integer in [8, 64] in steps of 8)"),
+    ("[{train.lr: -.inf}]",
+     "enqueue[0].train.lr: not a value train.lr is searched over (got -.inf; expected a number in "
+     "[0.0001, 0.1])"),
     ("[{}]", "enqueue[0]: the set is empty"),
     ("{train.lr: 0.01}", "enqueue: wrong type"),
 ])
