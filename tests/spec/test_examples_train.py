@@ -111,6 +111,8 @@ def _per_layer_cnn_with_nesterov_sgd(trial: Any) -> None:
     train = config["train"]
     assert (train["optimizer"], train["nesterov"], train["momentum"]) == ("sgd", True, 0.9)
     assert train["early_stopping"] == {"patience": 3, "min_delta": 0.001, "metric": "val_loss"}
+    spec = load_spec(EXAMPLES / "fashion_mnist_talos_scan.yaml")
+    assert (spec.sampler.name, spec.sampler.unique, spec.budget.n_trials) == ("random", True, 353)  # 20 % of 1764
 
 
 # What else each example's trial must show (beyond completing its epochs).
