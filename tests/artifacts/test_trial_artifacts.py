@@ -72,7 +72,8 @@ def test_every_completed_trial_gets_curve_confusion_matrix_and_weights(tuned, tm
         (tmp_path / "check.png").write_bytes(data)
         assert imread(tmp_path / "check.png").ndim == 3  # matplotlib decodes it
         curve = ElementTree.fromstring(_read(study, arts["learning_curve.svg"], tmp_path, f"{trial.number}-c"))
-        assert len(list(curve.iter("{http://www.w3.org/2000/svg}polyline"))) == 3  # 2 epochs: 3 lines
+        # 2 epochs: 4 lines (train loss, val loss, val accuracy and the recorded train accuracy)
+        assert len(list(curve.iter("{http://www.w3.org/2000/svg}polyline"))) == 4
         (tmp_path / "w.pt").write_bytes(_read(study, arts["weights.pt"], tmp_path, f"{trial.number}-w"))
         state = torch.load(tmp_path / "w.pt", weights_only=True)
         io = trial.user_attrs["model_io"]
