@@ -43,8 +43,10 @@ TRAINED: dict[str, list[str]] = {
                                       "model.kernel_size: [5, 3], model.stride: [2, 1], train.optimizer: sgd}]"],
     # Epochs are a grid axis there: the grid keeps its shape with 1-3 epochs.
     "fashion_mnist_patch_mlp.yaml": ["search.train.epochs.choices=[1, 2, 3]"],
+    # One augmentation step on, the other off: each follows its own searched switch.
     "image_folder_imbalanced.yaml": [*ONE_EPOCH, "data.image_size=16", "data.val_per_class=2",
-                                     "data.test_per_class=2"],
+                                     "data.test_per_class=2", "enqueue=[{data.augment.rotation.enabled: true, "
+                                     "data.augment.hflip.enabled: false}]"],
 }
 NOT_TRAINED = {"cifar100_transfer.yaml", "cifar100_timm_backbones.yaml",  # built below instead
                "digits_cnn.yaml", "digits_mlp.yaml"}  # trained in test_spec_valid.py
@@ -91,6 +93,10 @@ def _balanced_per_class_splits(trial: Any) -> None:
     assert data["class_weights"] is not None and data["class_weights"][2] > data["class_weights"][0]  # cat is rarer
     config = trial.user_attrs["config"]["data"]
     assert (config["val_fraction"], config["test_fraction"], config["test_per_class"]) == (None, None, 2)
+    # Each augmentation step is switched on or off by its own searched key.
+    steps = {step["name"]: step.get("enabled", True) for step in config["augment"]}
+    assert steps == {"rotation": True, "hflip": False}
+    assert (trial.params["data.augment.rotation.enabled"], trial.params["data.augment.hflip.enabled"]) == (True, False)
 
 
 def _batch_norm_narrowing_patch_mlp(trial: Any) -> None:
