@@ -22,9 +22,13 @@ plain, JSON-able form (:func:`plain`), so a child's line and a worker's own read
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -272,17 +276,70 @@ def _write(stream: IO[str], line: str) -> None:
     stream.flush()
 
 
-class WorkerProgress:
+# What a write raises once nobody reads: OSError (BrokenPipeError: `| head` exited or a log
+# collector died; EIO: the terminal closed) or ValueError (the stream itself was closed).
+_GONE = (OSError, ValueError)
+
+
+def progress_console(**options: Any) -> Console:
+    """A rich Console for progress (``options`` as Console's) that raises BrokenPipeError
+    when its reader is gone, where rich's own exits the process (``on_broken_pipe``, meant
+    to be overridden): a worker whose progress nobody reads keeps training."""
+    from rich.console import Console
+
+    class _ProgressConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    return _ProgressConsole(**options)
+
+
+def _release(stream: IO[str] | None, exc: BaseException) -> None:
+    """After a broken pipe, point ``stream``'s descriptor at os.devnull, so that later writes
+    to it (the worker's last lines, the interpreter's flush at exit) succeed unseen rather
+    than fail again (Python's advice in the signal module's note on SIGPIPE)."""
+    if stream is None or not isinstance(exc, BrokenPipeError):
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except _GONE:  # no descriptor (a StringIO) or none left: nothing to keep from failing
+        pass
+
+
+class _Quiet:
+    """Output that goes quiet for the rest of the run once its reader is gone: progress is
+    for a person watching, and a trial must not fail because nobody is."""
+
+    gone = False
+
+    def _attempt(self, show: Callable[[], None], stream: IO[str] | None) -> None:
+        if self.gone:
+            return
+        try:
+            show()
+        except _GONE as exc:
+            self.gone = True
+            _release(stream, exc)
+            self._went_quiet()
+
+    def _went_quiet(self) -> None:
+        """Stop whatever still writes (a live display's refresh thread)."""
+
+
+class WorkerProgress(_Quiet):
     """The ``Progress`` callback of one worker: live progress where the output can show it
     (a terminal, a notebook), else one plain line per trial; the start-up steps either way.
+    Once nobody reads the output (a closed pipe or terminal), it goes quiet.
 
     ``quiet``: plain lines even on a terminal. ``console``: where it all goes (default:
-    stdout; stderr is left to errors, one ``Error:`` line). ``rank``: prefixes "[worker N] "."""
+    stdout; stderr is left to errors, one ``Error:`` line); see ``progress_console``.
+    ``rank``: prefixes "[worker N] "."""
 
     def __init__(self, *, quiet: bool = False, console: Console | None = None, rank: int | None = None):
-        from rich.console import Console
-
-        self.console = console or Console(highlight=False)
+        self.console = console or progress_console(highlight=False)
         self.live = not quiet and _live_capable(self.console)
         self.prefix = f"[worker {rank}] " if rank is not None else ""
         self.row = WorkerRow()
@@ -291,9 +348,12 @@ class WorkerProgress:
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
         message = plain(event, data)
-        if message is None:
+        if message is None or self.gone:
             return
         lines = self.row.apply(event, message, one_line=self.board is None)
+        self._attempt(lambda: self._show(event, message, lines), self.console.file)
+
+    def _show(self, event: str, message: dict[str, Any], lines: list[str]) -> None:
         if self.board is None:
             self._plain(lines)
             return
@@ -322,11 +382,19 @@ class WorkerProgress:
             self.status = None
 
     def close(self) -> None:
+        self._attempt(self._stop, self.console.file)
+
+    def _stop(self) -> None:
         if self.status is not None:
-            self.status.stop()
-            self.status = None
+            status, self.status = self.status, None
+            status.stop()
         if self.board is not None:
             self.board.close()
+
+    def _went_quiet(self) -> None:
+        self.console.quiet = True  # rich renders nothing more, its refresh thread included
+        with contextlib.suppress(*_GONE):
+            self._stop()
 
 
 #: The name hpo.api knows it by.
@@ -346,10 +414,12 @@ class EventLines:
         message = plain(event, data)
         if message is None or self.broken:
             return
+        stream = self.stream or sys.stdout
         try:
-            _write(self.stream or sys.stdout, json.dumps({EVENT_KEY: event, **message}, separators=(",", ":")))
-        except (BrokenPipeError, OSError):
+            _write(stream, json.dumps({EVENT_KEY: event, **message}, separators=(",", ":")))
+        except _GONE as exc:
             self.broken = True
+            _release(stream, exc)
 
     def close(self) -> None:
         return None
@@ -368,16 +438,15 @@ def read_event(line: str) -> tuple[str, dict[str, Any]] | None:
     return str(message.pop(EVENT_KEY)), message
 
 
-class PoolProgress:
+class PoolProgress(_Quiet):
     """A pool parent's view of its children: one live table (a row per child: rank, trial,
     epoch N/M, batch bar, latest value, best, ETA) on a terminal or in a notebook, else each
-    child's lines prefixed with its rank. Fed one child's stdout line at a time (:meth:`line`)."""
+    child's lines prefixed with its rank. Fed one child's stdout line at a time (:meth:`line`).
+    Once nobody reads the output, it goes quiet (the children keep working)."""
 
     def __init__(self, *, quiet: bool = False, console: Console | None = None):
-        from rich.console import Console
-
         self.given = console
-        self.console = console or Console(highlight=False)
+        self.console = console or progress_console(highlight=False)
         self.live = not quiet and _live_capable(self.console)
         self.rows: dict[int, WorkerRow] = {}
         self.board = _Board(self.console, with_rank=True) if self.live else None
@@ -389,7 +458,7 @@ class PoolProgress:
         if event is None:
             if stderr and not text.startswith("[worker "):
                 text = prefix + text
-            self._say(text, stderr=stderr)
+            self._attempt(lambda: self._say(text, stderr=stderr), self._stream(stderr))
             return
         name, message = event
         row = self.rows.setdefault(slot, WorkerRow())
@@ -397,10 +466,14 @@ class PoolProgress:
             lines = row.apply(name, message, one_line=self.board is None)
         except (KeyError, TypeError, ValueError):
             return  # a line that only looks like an event: nothing to show
+        self._attempt(lambda: self._show(slot, rank, row, lines, refresh=name != "batch"), self.console.file)
+
+    def _show(self, slot: int, rank: int, row: WorkerRow, lines: list[str], *, refresh: bool) -> None:
+        prefix = f"[worker {rank}] "
         if self.board is not None:
             for said in lines:
                 self.board.print(prefix + said)
-            self.board.show(slot, f"[worker {rank}]", row, refresh=name != "batch")
+            self.board.show(slot, f"[worker {rank}]", row, refresh=refresh)
             return
         for said in lines:
             self._say(prefix + said, stderr=False)
@@ -409,24 +482,35 @@ class PoolProgress:
         """A child (re)started in ``slot``: its row starts afresh (its best so far kept)."""
         row = self.rows.setdefault(slot, WorkerRow())
         row.trial, row.doing = None, "starting"
-        if self.board is not None:
-            self.board.show(slot, f"[worker {rank}]", row, refresh=True)
+        self._show_row(slot, rank, row)
 
     def ended(self, slot: int, rank: int, how: str) -> None:
         """A child ended (``how``: "exit 0", "killed by SIGKILL"): its row says so."""
         row = self.rows.setdefault(slot, WorkerRow())
         row.trial, row.doing = None, how
-        if self.board is not None:
-            self.board.show(slot, f"[worker {rank}]", row, refresh=True)
+        self._show_row(slot, rank, row)
+
+    def _show_row(self, slot: int, rank: int, row: WorkerRow) -> None:
+        board = self.board
+        if board is not None:
+            self._attempt(lambda: board.show(slot, f"[worker {rank}]", row, refresh=True), self.console.file)
+
+    def _stream(self, stderr: bool) -> IO[str]:
+        return sys.stderr if stderr and self.board is None and self.given is None else self.console.file
 
     def _say(self, text: str, *, stderr: bool) -> None:
         if self.board is not None:
             self.board.print(text)
-        elif stderr and self.given is None:
-            _write(sys.stderr, text)
         else:
-            _write(self.console.file, text)
+            _write(self._stream(stderr), text)
 
     def close(self) -> None:
+        board = self.board
+        if board is not None:
+            self._attempt(board.close, self.console.file)
+
+    def _went_quiet(self) -> None:
+        self.console.quiet = True
         if self.board is not None:
-            self.board.close()
+            with contextlib.suppress(*_GONE):
+                self.board.close()

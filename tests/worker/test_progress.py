@@ -15,7 +15,14 @@ from rich.console import Console
 
 from hpo.cli.main import cli
 from hpo.storage.urls import resolve_storage
-from hpo.worker.progress import EventLines, PoolProgress, WorkerProgress, describe_params, read_event
+from hpo.worker.progress import (
+    EventLines,
+    PoolProgress,
+    WorkerProgress,
+    describe_params,
+    progress_console,
+    read_event,
+)
 from tests.specs import describe, hpo_env, run_hpo, write_spec
 
 ANSI = re.compile(r"\x1b")
@@ -336,3 +343,91 @@ def test_the_eta_is_the_pace_so_far_times_what_is_left():
     resumed.apply("trial_start", start, now=0.0)
     resumed.apply("batch", {"trial": 0, "epoch": 6, "batch": 4, "batches": 8}, now=5.0)
     assert resumed.eta(5.0) == pytest.approx(5.0 * 4.5 / 0.5)
+
+
+class _GoneReader(io.StringIO):
+    """A stream whose reader goes away after ``lines`` writes: then every write raises
+    ``error`` (a broken pipe, a closed terminal, a closed file); writes are counted."""
+
+    def __init__(self, lines: int, error: Exception):
+        super().__init__()
+        self.lines, self.error, self.writes = lines, error, 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        if self.writes > self.lines:
+            raise self.error
+        return super().write(text)
+
+
+# The events of a worker's start and two trials, as a worker sends them (plain form apart from
+# trial_end's outcome, which the progress objects describe).
+def _synthetic_events():
+    from hpo.worker.trial import Outcome, TrialOutcome
+
+    events: list[tuple[str, dict]] = [("preparing", {"step": "opening study s"}),
+                                      ("preparing", {"step": "opening study s", "done": "opening study s",
+                                                     "seconds": 0.1}),
+                                      ("chosen_device", {"resolved": "cpu", "description": "cpu"})]
+    for number in range(2):
+        events.append(("trial_start", {"trial": number, "params": {"train.lr": 0.01}, "epochs": 1,
+                                       "metric": "val_accuracy", "direction": "maximize"}))
+        events.append(("batch", {"trial": number, "epoch": 1, "batch": 1, "batches": 2}))
+        events.append(("trial_end", {"outcome": TrialOutcome(number=number, state=Outcome.COMPLETE, value=0.5,
+                                                             epochs=1, seconds=0.1)}))
+    return events
+
+
+@pytest.mark.parametrize("error", [BrokenPipeError(32, "Broken pipe"), OSError(5, "Input/output error"),
+                                   ValueError("I/O operation on closed file.")])
+@pytest.mark.parametrize("live", [False, True])
+def test_a_worker_whose_output_is_gone_goes_quiet_and_keeps_working(error, live):
+    stream = _GoneReader(1, error)
+    console = progress_console(file=stream, force_terminal=live, width=100, highlight=False)
+    show = WorkerProgress(console=console)
+    for event, data in _synthetic_events():
+        show(event, data)  # nothing raises: the trials go on
+    show.close()
+    writes = stream.writes
+    show("chosen_device", {"resolved": "cpu", "description": "cpu"})
+    assert stream.writes == writes  # quiet for the rest of the run: no more attempts
+
+
+@pytest.mark.parametrize("error", [BrokenPipeError(32, "Broken pipe"), ValueError("I/O operation on closed file.")])
+def test_a_pool_whose_output_is_gone_goes_quiet(error):
+    stream = _GoneReader(1, error)
+    show = PoolProgress(console=progress_console(file=stream, force_terminal=False, width=100))
+    lines = []
+    for event, data in _synthetic_events():
+        lines += child_lines([(event, data)], rank=3)
+    for line in lines:
+        show.line(0, 3, line)
+    show.line(0, 3, "a line of its own")
+    show.ended(0, 3, "exit 0")
+    show.close()
+    assert stream.writes == 2  # the line that went through, the one that failed; then none
+
+
+def test_a_child_whose_stdout_is_closed_stops_its_event_lines():
+    stream = io.StringIO()
+    stream.close()  # sys.stdout closed: writes raise ValueError, not OSError
+    show = EventLines(stream, rank=1)
+    for event, data in _synthetic_events():
+        show(event, data)
+    assert show.broken
+
+
+def test_a_broken_pipe_is_pointed_at_devnull_so_later_writes_succeed():
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # `| head` has exited
+    stream = os.fdopen(write, "w")
+    try:
+        show = WorkerProgress(console=progress_console(file=stream, force_terminal=False, width=100))
+        for event, data in _synthetic_events():
+            show(event, data)
+        stream.write("the worker's last line\n")  # as the CLI's own summary would
+        stream.flush()  # no BrokenPipeError: the descriptor now goes to os.devnull
+    finally:
+        stream.close()
