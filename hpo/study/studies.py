@@ -219,7 +219,7 @@ def set_budget_limits(study: Study, budget: Budget, where: str, *, n_trials: int
     Refused when ``n_trials`` is below the trials already counted, or the timeout has passed."""
     from optuna.trial import TrialState
 
-    before = effective_budget(study, budget)
+    before, corrupt = _budget_in_force(study, budget)
     counted = [t for t in own_trials(study.get_trials(deepcopy=False)) if t.state != TrialState.FAIL]
     if n_trials is not None and n_trials < len(counted):
         finished = sum(t.state.is_finished() for t in counted)
@@ -233,9 +233,18 @@ def set_budget_limits(study: Study, budget: Budget, where: str, *, n_trials: int
             f"{where} has been running for {time.time() - float(started):.0f} s since its first trial, "
             f"so a timeout of {timeout:g} s would end it now (expected a timeout above that)")
     change = BudgetChange((before.n_trials, n_trials), (before.timeout, timeout))
-    if change.changed:
+    if change.changed or corrupt:
         study.set_user_attr(BUDGET_EXTENSION, {"n_trials": n_trials, "timeout": timeout})
     return change
+
+
+def _budget_in_force(study: Study, budget: Budget) -> tuple[Budget, bool]:
+    """``effective_budget``, or the spec's ``budget`` and True when the stored extension is
+    invalid: setting new limits is what its error asks for, so it must not fail on it too."""
+    try:
+        return effective_budget(study, budget), False
+    except UsageError:
+        return budget, True
 
 
 def extend_study(name: str, target: StorageTarget, *, n_trials: int | None = None,
@@ -255,7 +264,7 @@ def extend_study(name: str, target: StorageTarget, *, n_trials: int | None = Non
         raise UsageError(f"--timeout {timeout}: {exc}") from None
     loaded = load_study(name, target)
     where = f"study {name!r} in {target.display}"
-    current = effective_budget(loaded.study, loaded.spec.budget)
+    current, _ = _budget_in_force(loaded.study, loaded.spec.budget)  # a corrupt extension is replaced
     return set_budget_limits(
         loaded.study, loaded.spec.budget, where,
         n_trials=current.n_trials if n_trials is None else n_trials,

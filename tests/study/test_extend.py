@@ -11,7 +11,7 @@ from hpo.errors import UsageError
 from hpo.spec import load_spec
 from hpo.storage.urls import resolve_storage
 from hpo.study.attrs import BUDGET_EXTENSION
-from hpo.study.studies import create_study, extend_study, load_study
+from hpo.study.studies import create_study, effective_budget, extend_study, load_study
 from hpo.worker.budget import budget_state
 from hpo.worker.loop import run_worker
 from tests.specs import write_spec
@@ -134,6 +134,23 @@ def test_a_corrupt_extension_is_an_error_not_a_crash(here):
     study.set_user_attr(BUDGET_EXTENSION, {"n_trials": "lots", "timeout": None})
     with pytest.raises(UsageError, match=r"budget extension \(hpo:budget_extension\) is invalid: n_trials: "):
         budget_state(study, load_study("bad", target).spec.budget)
+
+
+@pytest.mark.parametrize(("limits", "said", "expected"), [
+    (["--n-trials", "5"], "n_trials 2 -> 5", (5, None)),
+    (["--timeout", "1h"], "timeout none -> 3600 s", (2, 3600.0)),  # n_trials: the spec's, not "lots"
+])
+def test_extend_replaces_a_corrupt_extension(here, limits, said, expected):
+    """What the corrupt-extension error tells a user to run works: the spec's budget stands in
+    for the unreadable extension, and the new one overwrites it."""
+    target = resolve_storage(None)
+    study, _ = create_study(load_spec(write_spec(here, "bad", n_trials=2)), target)
+    study.set_user_attr(BUDGET_EXTENSION, {"n_trials": "lots", "timeout": None})
+    result = CliRunner().invoke(cli, ["study", "extend", "bad", *limits])
+    assert result.exit_code == 0, result.output
+    assert said in result.stdout
+    budget = effective_budget(study, load_study("bad", target).spec.budget)  # readable again
+    assert (budget.n_trials, budget.timeout) == expected
 
 
 @pytest.mark.postgres
