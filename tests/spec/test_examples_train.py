@@ -177,3 +177,26 @@ def test_each_cifar100_backbone_builds_for_its_input_size(name, settings):
     assert tuple(logits.shape) == (2, classes)
     trainable, total = count_parameters(model)
     assert 0 < trainable < total  # frozen blocks, a trained head
+    if spec.model.pretrained == "hub":  # the weights the example reads exist to be put in the cache
+        assert _hub_weights(config.model.name, config.model.arch), f"{config.model.arch} has no default weights"
+
+
+def _hub_weights(family: str, arch: str) -> str | None:
+    """Where ``pretrained: hub`` reads ``arch``'s default weights from: a Hugging Face repository
+    (timm) or a URL (torchvision); None when there are none."""
+    if family == "timm":
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(arch)
+        return cfg.hf_hub_id if cfg is not None else None
+    from hpo.models._backbone_layers import default_weights
+
+    return default_weights(arch)[0]
+
+
+def test_the_timm_comparison_gives_each_backbone_its_own_input_size():
+    from timm.models import get_pretrained_cfg
+
+    for entry in load_spec(EXAMPLES / "cifar100_timm_backbones.yaml").enqueue:
+        cfg = get_pretrained_cfg(entry["model.arch"])
+        assert cfg is not None and cfg.input_size[1] == entry["data.image_size"], entry
