@@ -9,7 +9,7 @@ needs no server.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +71,9 @@ def engine_kwargs(url: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class StorageTarget:
-    url: str  # as given, password included: never print this
+    # As given, password included: never print this; left out of the repr (which then shows
+    # ``display``), so a target in a log line, debugger or test failure shows no password.
+    url: str = field(repr=False)
     display: str  # safe to print and store
     kind: str  # "journal" or "rdb"
     is_default: bool = False

@@ -283,3 +283,15 @@ def test_an_unsupported_scheme_with_debug_never_shows_the_password(tmp_path):
     assert_no_secret(result, secret)
     assert "Error: unsupported storage URL scheme 'mongodb' in mongodb://hpo:***@127.0.0.1:27017/db" \
         in result.stderr
+
+
+def test_a_storage_target_never_shows_the_password_in_its_repr():
+    """A target in a debugger, a log line or a pytest failure shows the redacted URL only."""
+    from hpo.storage.urls import resolve_storage
+
+    secret = f"Repr{uuid.uuid4().hex[:16]}"
+    target = resolve_storage(f"postgresql+psycopg2://hpo:{secret}@127.0.0.1:5432/db")
+    assert secret in target.url  # still there for the storage to connect with
+    for text in (repr(target), str(target), f"{target}", repr([target]), repr({"target": target})):
+        assert secret not in text
+        assert "postgresql+psycopg2://hpo:***@127.0.0.1:5432/db" in text
