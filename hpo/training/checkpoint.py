@@ -40,6 +40,7 @@ class Position:
     losses: list[float] = dataclasses.field(default_factory=list)  # of those batches
     sizes: list[int] = dataclasses.field(default_factory=list)
     seconds: float = 0.0  # spent on them
+    correct: int = 0  # of their images classified right (train accuracy); 0 in older checkpoints
 
 
 @dataclasses.dataclass

@@ -189,11 +189,10 @@ def _train_epoch(
     resume: Position | None = None,
     stop_requested: Callable[[], bool] | None = None,
     on_batch: _BatchTicker | None = None,
-) -> tuple[float, int, float | None]:
+) -> tuple[float, int, float]:
     """One pass over the shuffled training split: (mean training loss, images seen, train
     accuracy). The accuracy counts the argmax of the logits the loss was computed from, on
-    the device (no extra pass, no sync): the batches since a mid-epoch restart only, as the
-    checkpoint keeps the losses of the batches before it but not their predictions.
+    the device (no extra pass, no sync); a stop mid-epoch keeps the count with the losses.
 
     ``resume``: the batches of this epoch already done before a restart (skipped here).
     ``stop_requested`` is checked after every batch; when it says so, _StopAtBatch carries
@@ -223,14 +222,16 @@ def _train_epoch(
                 losses=done.losses + torch.stack(losses).float().cpu().tolist(),
                 sizes=done.sizes + sizes,
                 seconds=done.seconds + time.perf_counter() - started,
+                correct=done.correct + int(correct),  # a sync, at a stop only
             ))
     if not losses and not done.sizes:
         raise TrainingError(f"the training split is empty (epoch {epoch})")
-    # The one sync of the epoch: the batch losses and the correct count in one copy.
+    # The one sync of the epoch: the batch losses and the correct count in one copy (a count
+    # in float32 is exact up to 2**24 images an epoch).
     current = torch.cat([torch.stack(losses).float(), correct.float().reshape(1)]).cpu() if losses \
         else torch.zeros(1)
-    accuracy = float(current[-1]) / sum(sizes) if sizes else None  # resumed after its last batch
     sizes = done.sizes + sizes
+    accuracy = (done.correct + float(current[-1])) / sum(sizes)
     losses_host = torch.cat([torch.tensor(done.losses, dtype=torch.float32), current[:-1]])
     return _mean_loss(losses_host, sizes, epoch), sum(sizes), accuracy
 

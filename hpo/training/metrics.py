@@ -20,8 +20,8 @@ class EpochMetrics:
     # Fraction in [0, 1] of the epoch's training images the model classified right, counted
     # from the predictions of the training batches themselves (the logits the loss was
     # computed from: no extra pass), so in training mode, on augmented images, while the
-    # weights move; a trial resumed mid-epoch counts the batches since the restart. None in
-    # checkpoints written before it was recorded.
+    # weights move; a trial resumed mid-epoch counts the batches before the stop too (the
+    # checkpoint keeps their count). None in checkpoints written before it was recorded.
     train_accuracy: float | None = None
 
 

@@ -44,6 +44,21 @@ def test_train_accuracy_is_recorded_for_every_epoch_and_learns():
     assert accuracies[-1] > accuracies[0]  # digits at lr 1e-2: it learns in three epochs
 
 
+def test_a_run_resumed_mid_epoch_records_the_uninterrupted_train_accuracy():
+    from hpo.errors import Preempted
+    from tests.training.test_training_checkpoint import DATA, MODEL, InMemory, stop_after
+
+    train = TrainConfig(epochs=2, batch_size=64, seed=0)
+    reference = train_model(DATA, MODEL, train)
+    batches = -(-len(load_splits(DATA).train) // 64)
+    store = InMemory()
+    with pytest.raises(Preempted):  # 5 batches into epoch 2
+        train_model(DATA, MODEL, train, checkpoints=store, stop_requested=stop_after(1 + batches + 1 + 5))
+    assert store.saves[-1]["correct"] > 0
+    resumed = train_model(DATA, MODEL, train, checkpoints=store)
+    assert [m.train_accuracy for m in resumed.history] == [m.train_accuracy for m in reference.history]
+
+
 def _class_counts(result):
     return result.data_report["class_counts"], result.data_report["class_names"]
 

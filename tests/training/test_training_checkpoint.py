@@ -87,7 +87,8 @@ def test_every_finished_epoch_is_saved_except_the_last():
     store = InMemory()
     result = train_model(DATA, MODEL, TrainConfig(epochs=3, batch_size=128, seed=0), checkpoints=store)
     assert len(result.history) == 3
-    assert store.saves == [{"epoch": e, "batch": 0, "losses": [], "sizes": [], "seconds": 0.0} for e in (1, 2)]
+    assert store.saves == [{"epoch": e, "batch": 0, "losses": [], "sizes": [], "seconds": 0.0, "correct": 0}
+                           for e in (1, 2)]
 
 
 def test_stopping_without_a_store_still_stops_at_the_next_batch():
