@@ -48,7 +48,7 @@ def load_spec(path: str | os.PathLike[str], *, name: str | None = None,
 
     ``name`` replaces the spec's name. ``overrides`` put values over the file's before it is
     validated: ``{"train.lr": 0.01, "budget.n_trials": 20}``, or ``["train.lr=0.01"]`` as
-    ``--set`` takes them."""
+    ``--set`` takes them (one such string alone is one override)."""
     from hpo.spec import load_spec as read_spec
 
     return read_spec(Path(path), name=name, overrides=overrides or ())

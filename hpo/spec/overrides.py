@@ -22,8 +22,8 @@ from hpo.spec.display import KeyPath, dotted, show
 from hpo.spec.yaml_source import YamlSource, read_yaml_value
 
 # What a caller may pass: ``["train.lr=0.01", ...]`` (the command line) or, from Python,
-# ``{"train.lr": 0.01}`` (values already Python values).
-Overrides = Iterable[str] | Mapping[str, Any]
+# ``{"train.lr": 0.01}`` (values already Python values), or one ``"train.lr=0.01"``.
+Overrides = str | Iterable[str] | Mapping[str, Any]
 
 _FORM = "expected KEY=VALUE with a dotted KEY, such as train.lr=0.01 or budget.n_trials=20"
 
@@ -33,8 +33,13 @@ def parse_overrides(overrides: Overrides) -> list[tuple[str, str, Any]]:
     if isinstance(overrides, Mapping):
         return [(f"{key}={show(value)}", _checked_key(str(key), f"{key}={show(value)}"), value)
                 for key, value in overrides.items()]
+    # A str is an Iterable[str] too, of its characters: one string is one override.
+    texts = [overrides] if isinstance(overrides, str) else list(overrides)
     parsed = []
-    for text in overrides:
+    for text in texts:
+        if not isinstance(text, str):
+            raise SpecError([f"--set {text!r}: an override is a string KEY=VALUE, not a {type(text).__name__} "
+                             f"({_FORM}; or a mapping {{KEY: value}})"])
         key, equals, value = text.partition("=")
         if not equals:
             raise SpecError([f"--set {text}: no '=' ({_FORM})"])

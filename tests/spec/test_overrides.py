@@ -28,6 +28,23 @@ def test_a_mapping_of_python_values_overrides_too(tmp_path):
     assert load_spec(path, overrides={"name": "other"}).name == "other"
 
 
+def test_a_single_string_is_one_override(tmp_path):
+    """``overrides="train.lr=0.01"`` from Python is one override, not one per character."""
+    import hpo
+
+    path = write_spec(tmp_path, "s")
+    assert load_spec(path, overrides="train.epochs=3").train.epochs == 3
+    assert hpo.load_spec(path, overrides="train.lr=0.01").train.lr == 0.01
+
+
+def test_an_override_that_is_not_a_string_is_named(tmp_path):
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(tmp_path, "s"), overrides=[("train.lr", 0.01)])  # type: ignore[list-item]
+    assert str(caught.value) == ("--set ('train.lr', 0.01): an override is a string KEY=VALUE, not a tuple "
+                                 "(expected KEY=VALUE with a dotted KEY, such as train.lr=0.01 or "
+                                 "budget.n_trials=20; or a mapping {KEY: value})")
+
+
 def test_a_new_search_key_is_given_whole(tmp_path):
     path = write_spec(tmp_path, "s")
     spec = load_spec(path, overrides=["search.model.width={low: 8, high: 32}"])
