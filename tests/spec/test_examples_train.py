@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "search_spaces"
 TINY_FOLDER = {"ant": 12, "bee": 12, "cat": 6}  # imbalanced, like the folder the example is for
 
-# The overrides that make each example tiny; nothing else of it changes.
+# The overrides that make each example tiny, and where noted pick its first trial from its own
+# space (enqueue); nothing else of it changes.
 ONE_EPOCH = ["train.epochs=1"]
 TRAINED: dict[str, list[str]] = {
     "fashion_mnist_mlp.yaml": ONE_EPOCH,
@@ -68,6 +69,8 @@ def _fake_data(name: str, tmp_path: Path) -> list[str]:
 
 
 def _run_one_trial(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Create the example's study (embedded journal in tmp_path) and run one trial with
+    ``hpo worker``; the trial, as Optuna's FrozenTrial."""
     monkeypatch.chdir(tmp_path)
     for variable in ("HPO_STORAGE", "HPO_DATA_ROOT"):
         monkeypatch.delenv(variable, raising=False)
