@@ -99,10 +99,14 @@ def load_model(source: str | os.PathLike[str], trial: int | None = None, storage
             raise UsageError(f"{folder} is a retrain folder: it holds one model, so trial= and "
                              "storage= do not apply")
         return model_of_folder(folder, device=device, models=models)
+    from hpo.storage.closing import close_connections
     from hpo.study.studies import load_study
 
-    return model_of_trial(load_study(os.fspath(source), storage_target(storage)), trial,
-                          device=device, models=models)
+    loaded = load_study(os.fspath(source), storage_target(storage))
+    try:
+        return model_of_trial(loaded, trial, device=device, models=models)
+    finally:
+        close_connections(loaded.study)  # a one-shot call: its connections are not kept
 
 
 def model_of_trial(loaded: LoadedStudy, number: int | None, *, device: str = "cpu",

@@ -49,7 +49,8 @@ class BestTrial:
 
 class Results:
     """The results of one study. Each property reads the storage again, so a study that
-    workers are still running shows its latest trials."""
+    workers are still running shows its latest trials. ``close()`` (or a ``with`` block)
+    closes its database connections; reading again afterwards opens new ones."""
 
     def __init__(self, loaded: LoadedStudy, storage: str):
         self._loaded = loaded
@@ -138,6 +139,19 @@ class Results:
 
         return model_of_trial(self._loaded, trial, device=device, models=models)
 
+    def close(self) -> None:
+        """Close the study's database connections (a notebook looping over studies on
+        PostgreSQL would otherwise keep one pool per study); nothing for a journal file."""
+        from hpo.storage.closing import close_connections
+
+        close_connections(self.study)
+
+    def __enter__(self) -> Results:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"Results({self.name!r} in {self.storage})"
 
@@ -161,12 +175,16 @@ def confirm(name: str, storage: Storage = None, *, top: int = 3, seeds: int = 3,
     ``run_worker``. Returns the ``Confirmation`` (``.pick``, ``.candidates``, ``.rows()``)."""
     from hpo.api.studies import module_policy
     from hpo.results.confirm import confirm as run_confirm
+    from hpo.storage.closing import close_connections
     from hpo.study.studies import load_study
     from hpo.worker.device import resolve_device
     from hpo.worker.model_code import using_module_policy
 
     policy = module_policy(models, allow_modules, module_paths)
     loaded = load_study(name, storage_target(storage))
-    with using_module_policy(policy):
-        return run_confirm(loaded, top=top, seeds=seeds, device=resolve_device(device),
-                           say=say if say is not None else (lambda _line: None))
+    try:
+        with using_module_policy(policy):
+            return run_confirm(loaded, top=top, seeds=seeds, device=resolve_device(device),
+                               say=say if say is not None else (lambda _line: None))
+    finally:
+        close_connections(loaded.study)  # a one-shot call

@@ -84,6 +84,7 @@ def create_study(spec: Spec | str | os.PathLike[str], storage: Storage = None, *
     study in the same storage to start from (its best ``top`` configurations run first, its
     finished trials that fit the space are added for the sampler; hpo.results.warm_start)."""
     from hpo.artifacts.store import describe, study_location
+    from hpo.storage.closing import close_connections
     from hpo.study.studies import create_study as create
 
     if if_exists not in ("fail", "reuse"):
@@ -107,6 +108,7 @@ def create_study(spec: Spec | str | os.PathLike[str], storage: Storage = None, *
     else:
         study, created = create(spec, target, if_exists=if_exists, artifacts=where, notes=notes)
     location = study_location(study)
+    close_connections(study)  # a one-shot call; the study reconnects if it is used again
     return CreatedStudy(spec.name, created, target.display, describe(location) if location else None,
                         spec, study, notes, report)
 

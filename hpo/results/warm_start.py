@@ -34,6 +34,7 @@ from hpo.results.summary import ranked_trials
 from hpo.spec.display import show
 from hpo.spec.enqueue import optuna_value, value_fits
 from hpo.spec.space import choice_of, fixed_config, sampling_order, to_distribution
+from hpo.storage.closing import close_connections
 from hpo.study.attrs import (
     CONFIG,
     CURVES,
@@ -100,6 +101,16 @@ def create_warm_started(spec: Spec, target: StorageTarget, *, parent: str, top: 
     if parent == spec.name:
         raise UsageError(f"--warm-start {parent}: a study cannot warm-start from itself")
     loaded = load_study(parent, target)
+    try:
+        return _warm_started(spec, target, loaded, top=top, if_exists=if_exists, artifacts=artifacts,
+                             notes=notes)
+    finally:
+        close_connections(loaded.study)  # the parent is only read here
+
+
+def _warm_started(spec: Spec, target: StorageTarget, loaded: LoadedStudy, *, top: int, if_exists: str,
+                  artifacts: str | None, notes: list[str] | None) -> tuple[Study, bool, WarmStart | None]:
+    parent = loaded.study.study_name
     _check_objectives(loaded, spec)
     fitted, left_out = fit_trials(loaded, spec)
     study, created = create_study(spec, target, if_exists=if_exists, artifacts=artifacts, notes=notes)
