@@ -38,6 +38,7 @@ class Column:
     # Floats shown with the same decimals down the column, as many as its smallest value
     # needs (``column_format``); ``show`` is then for what is not a float.
     fixed: bool = False
+    scientific: bool = False  # with ``fixed``: a column spanning a log range (lr) as 1.00e-04
 
     @property
     def align(self) -> str:
@@ -64,7 +65,7 @@ class Table:
         columns = []
         for column in self.columns:
             values = [column.value(t) for t in self.rows]
-            show = column_format(values, column.show) if column.fixed else column.show
+            show = column_format(values, column.show, column.scientific) if column.fixed else column.show
             columns.append([show(v) for v in values])
         return [list(row) for row in zip(*columns)] if columns else []
 
@@ -170,20 +171,22 @@ def param_columns(trials: Sequence[TrialRecord], keys: Sequence[str] | None = No
     columns = []
     for base, members in groups.items():
         numeric = all(_is_number(t.params[k]) for t in trials for k in members if k in t.params)
-        columns.append(Column(headers[base], _param_value(members), _param_cell, numeric=numeric, fixed=True))
+        columns.append(Column(headers[base], _param_value(members), _param_cell, numeric=numeric, fixed=True,
+                              scientific=True))
     return columns
 
 
-def column_format(values: Sequence[Any], other: Callable[[Any], str]) -> Callable[[Any], str]:
+def column_format(values: Sequence[Any], other: Callable[[Any], str], scientific: bool = False) -> Callable[[Any], str]:
     """One format for a column's floats, so that their points line up: fixed decimals, 2 to
-    4, enough for 2 significant digits of the smallest; across more than a decade (a log
-    range: lr 1e-4 .. 1e-1), scientific with 2 decimals, which papers use for such values."""
+    4, enough for 2 significant digits of the smallest; with ``scientific``, a column across
+    more than a decade below 0.01 (a log range: lr 1e-4 .. 1e-1) in scientific notation with
+    2 decimals, as papers write such hyperparameters (measurements stay fixed)."""
     import math
 
     floats = [abs(v) for v in values if isinstance(v, float) and math.isfinite(v) and v != 0]
     if not floats:
         return other
-    if max(floats) / min(floats) > 10 and min(floats) < 0.01:
+    if scientific and max(floats) / min(floats) > 10 and min(floats) < 0.01:
         return lambda v: f"{v:.2e}" if isinstance(v, float) else other(v)
     decimals = max(2, min(4, 1 - math.floor(math.log10(min(floats)))))
     return lambda v: fmt_fixed(v, decimals) if isinstance(v, float) else other(v)

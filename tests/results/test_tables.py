@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +32,7 @@ GRID = {
     "train.lr": "{choices: [0.003, 0.3]}",
     "train.epochs": "{choices: [1, 2]}",
 }
+RENDERED = Path(__file__).parent / "rendered"
 COUNT = re.compile(r"^\d{1,3}(,\d{3})*$")
 
 
@@ -59,9 +61,12 @@ def reports(tmp_path_factory):
     assert retrained.exit_code == 0, retrained.output
     grid = _run(root, "grid", spec_text("grid", n_trials=8, sampler="grid", search=GRID))
     out = {}
+    RENDERED.mkdir(exist_ok=True)
     for name, journal in (("search", search), ("grid", grid)):
-        write_report(load_study(name, resolve_storage(journal)), root / f"report-{name}", top=10)
+        result = write_report(load_study(name, resolve_storage(journal)), root / f"report-{name}", top=10)
         out[name] = (journal, root / f"report-{name}")
+        for table in result.tables:  # a sample of each, beside the figures' (not committed)
+            shutil.copyfile(table, RENDERED / f"{name}_{table.name}")
     return out
 
 
@@ -202,3 +207,13 @@ def test_study_show_lists_the_top_trials_with_the_reports_columns(reports):
     row = next(line for line in lines if line.strip("│ ").startswith(f"{best} "))
     assert f"{records[best].params_total:,}" in row and "n/a" in row
 
+
+
+def test_a_log_range_hyperparameter_is_scientific_a_measurement_stays_fixed():
+    from hpo.results.tables import column_format
+
+    lr = column_format([1e-4, 3e-3, 0.1], str, scientific=True)
+    assert [lr(v) for v in (1e-4, 3e-3, 0.1)] == ["1.00e-04", "3.00e-03", "1.00e-01"]
+    seconds = column_format([0.0058, 0.061, 12.5], str)
+    assert [seconds(v) for v in (0.0058, 0.061, 12.5)] == ["0.0058", "0.0610", "12.5000"]
+    assert [column_format([3.9, 20.6], str)(v) for v in (3.9, 20.6)] == ["3.90", "20.60"]
