@@ -78,7 +78,7 @@ def test_report_writes_every_figure_it_lists(storage, tmp_path):
     page = (out / "report.html").read_text()
     assert all(f'<img src="{name}"' in page for name in images)
 
-    table = markdown.split("## Model comparison")[1]
+    table = markdown.split("## Model comparison")[1].split("\n## ")[0]
     cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines()
              if line.startswith("|")]
     col = {h: i for i, h in enumerate(cells[0])}
