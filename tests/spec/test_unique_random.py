@@ -122,6 +122,20 @@ def test_int_and_stepped_ranges_are_finite(tmp_path):
     assert len(values) == 5 and all(0.01 <= v <= 0.05 + 1e-12 for v in values)
 
 
+def test_unique_refuses_a_space_too_large_to_keep_track_of(tmp_path):
+    five = "{choices: [1, 2, 3, 4, 5]}"
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\nbudget: {n_trials: 10}\nsampler: {name: random, unique: true}\nmodel: {name: mlp}\n"
+                    f"search:\n  model.n_layers: {five}\n  train.epochs: {five}\n  train.seed: {five}\n"
+                    "  train.batch_size: {choices: [16, 32, 64, 128, 256]}\n  model.width: {low: 8, high: 207}\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert caught.value.problems == [
+        f"{path}:3: sampler.unique: the search space has 125000 configurations, more than unique random "
+        "sampling keeps track of (20000) (got true; expected unique: false (in a space this large repeats are "
+        "rare), or fewer values)"]
+
+
 def test_unique_budget_cannot_exceed_the_space(tmp_path):
     path = write(tmp_path, n_trials="13")
     with pytest.raises(SpecError) as caught:
