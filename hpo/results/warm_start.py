@@ -49,6 +49,7 @@ from hpo.study.attrs import (
     WARM_START,
 )
 from hpo.study.studies import LoadedStudy, create_study, load_study, visible_trials
+from hpo.training.config import READ_ONLY_KEYS
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -175,13 +176,15 @@ def fixed_differences(theirs: Spec, ours: Spec) -> str:
     different values, as "key is A there, B here; ...", or "" when they agree.
 
     Strict on purpose: every fixed value is part of the experiment (the dataset, its split,
-    the epochs, the model's shape, even where the data is read from), and telling the ones
-    that change the results from those that do not would be a guess that can go wrong."""
+    the epochs, the model's shape), and telling the ones that change the results from those
+    that do not would be a guess that can go wrong. Only where and how the data is read
+    (``READ_ONLY_KEYS``: its root, loader processes) is left out: it differs between machines."""
     searched = [*theirs.search, *ours.search]
     there, here = _leaves(fixed_config(theirs)), _leaves(fixed_config(ours))
     missing = object()
     differing = [key for key in sorted(there.keys() | here.keys())
-                 if not _touches_searched(key, searched) and there.get(key, missing) != here.get(key, missing)]
+                 if not _touches_searched(key, searched) and key not in READ_ONLY_KEYS
+                 and there.get(key, missing) != here.get(key, missing)]
 
     def shown(values: dict[str, Any], key: str) -> str:
         return show(values[key]) if key in values else "not set"

@@ -40,6 +40,9 @@ SPLIT_SIZES = ("val", "test")  # the splits sized by <split>_fraction or <split>
 # A searched count per class takes the place of its split's fraction: the fixed config a trial
 # starts from holds the fraction's default, which the user did not choose (hpo.spec.space).
 SEARCHED_REPLACES = {f"data.{split}_per_class": f"data.{split}_fraction" for split in SPLIT_SIZES}
+# Where and how the data is read, not which examples: two configs differing only here train
+# on the same data (a warm start from a laptop's study to a cluster's compares the rest).
+READ_ONLY_KEYS = ("data.root", "data.download", "data.num_workers", "data.in_memory")
 
 
 def _official_test_sets() -> frozenset[str]:
