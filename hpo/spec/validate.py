@@ -195,6 +195,7 @@ def _search(raw: dict[str, Any], families: list[str]) -> list[Problem]:
                              if p.path not in {q.path for q in shape}]
     for key, param in params.items():
         problems += _check_inside_searched(key, params)
+        problems += _check_families(key, param, params, raw)
         problems += _check_when(key, param, params, paths)
         problems += _check_repeat(key, param, params, paths)
         if _is_grid(raw):
@@ -311,6 +312,43 @@ def _check_step_path(key: str, param: SearchParam, paths: ConfigPaths,
         return paths.check(prefix, [*steps[:index], {**step, field: value}, *steps[index + 1:]])
 
     return _check_candidates(key, param, check)
+
+
+def _check_families(key: str, param: SearchParam, params: dict[str, SearchParam],
+                    raw: dict[str, Any]) -> list[Problem]:
+    """With ``model.name`` searched, a ``model.*`` key is sampled into every family its
+    ``when`` lets it meet: each of those must have the key and accept its values, or every
+    trial of that family fails (``_check_path`` only asks that some family accepts them)."""
+    from hpo.models.registry import MODELS
+
+    name = params.get("model.name")
+    if not key.startswith("model.") or key == "model.name" or name is None or not name.choices:
+        return []
+    wanted = (param.when or {}).get("model.name")
+    allowed = wanted if isinstance(wanted, list) else [wanted] if wanted is not None else None
+    families = [f for f in dict.fromkeys(name.choices) if f in MODELS and (allowed is None or f in allowed)]
+    each = {family: ConfigPaths(raw, [family]) for family in families}
+    having = [family for family in families if each[family].exists(key)]
+    at = ("search", key)
+    problems = [Problem(at, f"not a key of model family {family}, which model.name may choose",
+                        expected=[f"when: {{model.name: {_yaml_names(having)}}}"])
+                for family in families if family not in having and having]
+    candidates = param.choices if param.choices is not None else [param.low, param.high]
+    for index, value in enumerate(candidates):
+        where = at + (("choices", index) if param.choices is not None else ("low" if index == 0 else "high",))
+        reasons = {family: each[family].check(key, value) for family in having if value is not None}
+        refusing = [family for family, reason in reasons.items() if reason]
+        if refusing and len(refusing) < len(reasons):  # refused by all: _check_path reports it
+            reason = reasons[refusing[0]]
+            assert reason is not None
+            problems.append(Problem(where, f"not valid for model family {refusing[0]}, which model.name "
+                                    f"may choose: {reason[0]}", value,
+                                    ["values every searched family takes, or one spec per family"]))
+    return problems
+
+
+def _yaml_names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else "[" + ", ".join(names) + "]"
 
 
 def _check_inside_searched(key: str, params: dict[str, SearchParam]) -> list[Problem]:

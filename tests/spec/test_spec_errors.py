@@ -15,6 +15,15 @@ BASE = "name: t\nmodel: {name: cnn}\n"
 
 # (case id, spec text, [(line, key path, fragment of the message), ...])
 CASES = [
+    ("a family's key searched without when", "name: t\nmodel: {name: cnn}\nsearch:\n"
+     "  model.name: {choices: [squeezenet, cnn]}\n  model.n_fire: {low: 2, high: 4}\n",
+     [(5, "search.model.n_fire", "not a key of model family cnn, which model.name may choose "
+                                 "(expected when: {model.name: squeezenet})")]),
+    ("an arch one searched family lacks", "name: t\nmodel: {name: torchvision, arch: resnet50}\nsearch:\n"
+     "  model.name: {choices: [torchvision, timm]}\n  model.arch: {choices: [mobilenet_v3_small, xception41]}\n",
+     [(5, "search.model.arch.choices[0]", "not valid for model family timm, which model.name may choose: "
+                                          "unknown timm model 'mobilenet_v3_small'"),
+      (5, "search.model.arch.choices[1]", "not valid for model family torchvision")]),
     ("bad yaml", "name: t\nmodel: {name: cnn\ntrain: {lr: 1}\n",
      [(3, "YAML syntax error", "started on line 2")]),
     ("duplicate key", "name: t\nname: u\nmodel: {name: cnn}\n",
