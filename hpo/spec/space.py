@@ -12,15 +12,18 @@ import graphlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ValidationError
+
 from hpo.errors import HpoError
 from hpo.models.registry import MODELS
 from hpo.spec.finite import configurations, count_configurations, infinite_keys
 from hpo.spec.model import SearchParam, Spec, choice_label
 from hpo.spec.paths import SECTIONS
+from hpo.spec.problems import from_validation_error
 from hpo.spec.strategies import RandomOptions, SpaceFacts
 from hpo.spec.trial_config import TrialConfig
 from hpo.spec.validate import dependencies
-from hpo.training.config import SEARCHED_REPLACES
+from hpo.training.config import SEARCHED_REPLACES, DataConfig, TrainConfig
 
 if TYPE_CHECKING:  # optuna's import is paid only where a study runs
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -145,8 +148,20 @@ def resolve(fixed: dict[str, Any], sampled: dict[str, Any]) -> TrialConfig:
         config[section][field] = None
     try:
         return TrialConfig.from_json(config)
-    except ValueError as exc:
+    except ValidationError as exc:
+        raise HpoError(f"the sampled configuration is invalid: {_one_line(exc, config)}") from None
+    except ValueError as exc:  # raised outside a section's validation (an unknown family)
         raise HpoError(f"the sampled configuration is invalid: {exc}") from None
+
+
+def _one_line(exc: ValidationError, config: dict[str, Any]) -> str:
+    """``model.width: ... (got -1)``, as a spec problem reads: pydantic's own text spans lines
+    and names classes. The section is told by the class that failed (sections are validated
+    one by one)."""
+    section = {DataConfig.__name__: "data", TrainConfig.__name__: "train"}.get(exc.title, "model")
+    sections: dict[str, type[BaseModel]] = {"data": DataConfig, "train": TrainConfig}
+    cls = sections.get(section) or MODELS.get(config["model"]["name"]).config
+    return "; ".join(p.format(None) for p in from_validation_error(exc, config[section], (section,), cls))
 
 
 def choice_of(spec: Spec, key: str, value: Any) -> Any:

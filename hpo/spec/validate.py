@@ -326,7 +326,7 @@ def _check_families(key: str, param: SearchParam, params: dict[str, SearchParam]
         return []
     wanted = (param.when or {}).get("model.name")
     allowed = wanted if isinstance(wanted, list) else [wanted] if wanted is not None else None
-    families = [f for f in dict.fromkeys(name.choices) if f in MODELS and (allowed is None or f in allowed)]
+    families = [f for f in dict.fromkeys(map(str, name.choices)) if f in MODELS and (allowed is None or f in allowed)]
     each = {family: ConfigPaths(raw, [family]) for family in families}
     having = [family for family in families if each[family].exists(key)]
     at = ("search", key)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from hpo.errors import HpoError
 from hpo.spec import load_spec
-from hpo.spec.space import preview, sample_config, sampling_order
+from hpo.spec.space import fixed_config, preview, resolve, sample_config, sampling_order
 
 SPEC = """\
 name: t
@@ -131,3 +132,14 @@ def test_a_searched_count_per_class_takes_the_place_of_the_default_fraction(tmp_
     assert getattr(config.data, f"{split}_fraction") is None
     other = "test" if split == "val" else "val"
     assert getattr(config.data, f"{other}_fraction") == 0.2
+
+
+def test_an_invalid_sampled_configuration_is_one_line(tmp_path):
+    # What the spec check cannot foresee (a stored or hand-made set of values) is one line.
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: t\ndata: {name: digits}\nmodel: {name: mlp}\n")
+    with pytest.raises(HpoError) as caught:
+        resolve(fixed_config(load_spec(path)), {"model.width": -1, "train.lr": "fast"})
+    assert "\n" not in str(caught.value)
+    assert str(caught.value) == ("the sampled configuration is invalid: model.width: out of range "
+                                 "(got -1; expected a value >= 1)")
