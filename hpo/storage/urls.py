@@ -113,7 +113,7 @@ def open_storage(target: StorageTarget, *, reconnect_for: float | None = None,
     default journal, not there yet, is an empty storage), no Optuna tables (a database
     without them is an empty storage). What exists can still be written to (the worker
     loads its study this way)."""
-    from hpo.storage.existing import empty_storage, open_journal
+    from hpo.storage.existing import open_journal
 
     try:
         if target.kind == "journal":
@@ -130,12 +130,7 @@ def open_storage(target: StorageTarget, *, reconnect_for: float | None = None,
             # then replaces the pool's connections), so the ping before every transaction, a
             # round trip and through PgBouncer a server connection of its own, is not needed.
             options = {**options, "pool_pre_ping": False}
-        # The first contact waits for the database as every later call does (a reconnecting
-        # layer over nothing lends its policy): hundreds of workers started at once can fill
-        # the pooler's queue of connections to accept, and a worker whose connection timed
-        # out there (connect_timeout, 10 s) used to exit.
-        opened = ReconnectingStorage(empty_storage(), target.display, give_up_after=reconnect_for).retrying(
-            "opening the storage", _open_rdb, target, options, read_only=read_only)
+        opened = _open_rdb(target, options, read_only=read_only)
         if not isinstance(opened, OneTripTrialCreation):  # read_only, and no Optuna tables
             return opened
         # What optuna.load_study would wrap the RDBStorage in, under the reconnecting layer.

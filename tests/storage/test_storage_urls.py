@@ -4,17 +4,15 @@ settings a PostgreSQL storage really gets."""
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from pathlib import Path
 
-import optuna
 import pytest
 import sqlalchemy
 from click.testing import CliRunner
 
 from hpo.cli.main import cli
-from hpo.errors import StorageError, UsageError
+from hpo.errors import UsageError
 from hpo.storage.proxies import rdb_backend
 from hpo.storage.secrets import ScrubSecretsFilter, redact, scrub
 from hpo.storage.urls import DEFAULT_FILE, ENV_VAR, open_storage, resolve_storage
@@ -285,27 +283,6 @@ def test_a_workers_storage_does_not_ping_and_retries_on_a_dropped_connection(pos
     assert drop_connections(postgres_server, postgres_url.rsplit("/", 1)[1]) >= 1
     assert storage.get_all_studies() == []
     rdb.engine.dispose()
-
-
-def test_a_workers_storage_waits_for_a_database_that_is_down_when_it_opens(postgres_server, postgres_url):
-    # Hundreds of workers starting at once can time out connecting (PgBouncer's accept queue
-    # full): the first contact, the schema check, waits and retries like every later call.
-    optuna.storages.RDBStorage(postgres_url).engine.dispose()  # the tables, as `hpo study create` makes them
-    postgres_server.stop()
-    restart = threading.Timer(2.0, postgres_server.start)
-    restart.start()
-    try:
-        storage = open_storage(resolve_storage(postgres_url), reconnect_for=60)
-    finally:
-        restart.join()
-    assert storage.get_all_studies() == []
-    rdb_backend(storage).engine.dispose()
-    with pytest.raises(StorageError, match="cannot open storage"):  # a command a user types fails fast
-        postgres_server.stop()
-        try:
-            open_storage(resolve_storage(postgres_url))
-        finally:
-            postgres_server.start()
 
 
 def test_sqlite_urls_open_without_the_postgres_only_settings(tmp_path):
