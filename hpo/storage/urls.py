@@ -33,7 +33,7 @@ DEFAULT_RECONNECT_TIMEOUT = 300.0
 # Two are kept open: a worker's main thread and its heartbeat thread each use one. With one
 # kept and one more allowed, the second was opened and closed whenever both threads used the
 # database at once: a TCP connection and a SCRAM login each time, which through PgBouncer
-# all land on its one thread (64 workers logged in 179 times in a 128-trial run, not 128).
+# all land on its one thread.
 # A third is opened (and closed) only if three threads of a process use the database at once.
 POSTGRES_ENGINE_KWARGS: dict[str, Any] = {
     "pool_size": 2,
