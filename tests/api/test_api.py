@@ -206,6 +206,7 @@ def test_a_sole_worker_retries_what_a_gone_runtime_left_running(tmp_path):
     spec.write_text(spec_text("recycled", n_trials=1))
     created = hpo.create_study(spec, storage=journal)
     left = created.study.ask()  # a trial of a runtime that was recycled: another host, no heartbeat
+    left.suggest_float("train.lr", 1e-4, 1e-1, log=True)  # its parameters were stored (a retry has them)
     left.set_user_attr(WORKER, {"host": "old-colab-vm", "pid": 4711, "rank": 0})
     # Without sole_worker, another host's trial may be alive: it is left alone, and it holds
     # the study's last slot, so a fresh runtime would wait for it for ever.
