@@ -169,6 +169,10 @@ def _left_out_line(count: int, why: str) -> str:
 
 # How many differing keys the left-out line names; the rest are counted.
 _SHOWN_DIFFERENCES = 3
+# Fixed values that may differ between the two specs: where and how the data is read, and the
+# training seed (another seed repeats the same experiment; its scores are the noise the
+# sampler models anyway).
+_NOT_THE_EXPERIMENT = (*READ_ONLY_KEYS, "train.seed")
 
 
 def fixed_differences(theirs: Spec, ours: Spec) -> str:
@@ -177,13 +181,13 @@ def fixed_differences(theirs: Spec, ours: Spec) -> str:
 
     Strict on purpose: every fixed value is part of the experiment (the dataset, its split,
     the epochs, the model's shape), and telling the ones that change the results from those
-    that do not would be a guess that can go wrong. Only where and how the data is read
-    (``READ_ONLY_KEYS``: its root, loader processes) is left out: it differs between machines."""
+    that do not would be a guess that can go wrong. Only ``_NOT_THE_EXPERIMENT`` is left out:
+    where and how the data is read (it differs between machines) and the training seed."""
     searched = [*theirs.search, *ours.search]
     there, here = _leaves(fixed_config(theirs)), _leaves(fixed_config(ours))
     missing = object()
     differing = [key for key in sorted(there.keys() | here.keys())
-                 if not _touches_searched(key, searched) and key not in READ_ONLY_KEYS
+                 if not _touches_searched(key, searched) and key not in _NOT_THE_EXPERIMENT
                  and there.get(key, missing) != here.get(key, missing)]
 
     def shown(values: dict[str, Any], key: str) -> str:

@@ -158,9 +158,11 @@ def test_a_key_either_spec_searches_is_not_compared_as_fixed(tmp_path, target):
 
 def test_where_and_how_the_data_is_read_is_not_part_of_the_experiment(tmp_path, target):
     """A parent tuned on a laptop warm-starts a study on a cluster: another data root, more
-    loader processes, decoding into memory or not choose the same examples, so trials fit."""
+    loader processes, decoding into memory or not choose the same examples, and another training
+    seed repeats the same experiment, so trials fit."""
     _parent(tmp_path, target, {0.05: 0.9, 0.002: 0.8})
     child = load_spec(write_spec(tmp_path, "child"), overrides=[
-        "data.root=/mnt/datasets", "data.num_workers=8", "data.in_memory=true", "data.download=true"])
+        "data.root=/mnt/datasets", "data.num_workers=8", "data.in_memory=true", "data.download=true",
+        "train.seed=7"])
     _study, _created, report = create_warm_started(child, target, parent="parent", top=3)
     assert report is not None and report.added == 2 and report.left_out == []
