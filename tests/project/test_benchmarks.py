@@ -162,7 +162,8 @@ def test_many_workers_benchmark_writes_its_tables(tmp_path):
     assert all(float(row[1]) > 0 and re.fullmatch(r"\d+\.\d / \d+\.\d", row[4]) for row in rows)
     assert 1 <= int(rows[0][9]) <= int(rows[1][9]) <= 16
     rows = markdown_rows(table, "| workers | finished | CPU ms: workers | PostgreSQL | PgBouncer | DB active ms "
-                                "| commits | pool wait ms | lock waits mean/peak | clients waiting (peak) "
+                                "| statements | commits | client logins | pool wait ms | lock waits mean/peak "
+                                "| clients waiting (peak) "
                                 "| cores busy | worker PSS / private MB | torch loaded |")
     assert [(row[0], row[1], row[-1]) for row in rows] == [("1", "2", "0"), ("4", "8", "0")]
     assert "Busiest statements with 4 workers (pg_stat_statements):" in table
