@@ -37,9 +37,12 @@ def spec_from_json(data: dict[str, Any]) -> Spec:
 # existed, and reading that study back fills in the default.
 ADDED_LATER: dict[str, tuple[str, ...]] = {
     "budget": ("max_consecutive_failures",),
+    "data": ("val_per_class", "test_per_class"),
     "model": ("init_range",),  # every family has it (hpo.models.registry.ModelConfig)
     "train": ("record_gradients",),
 }
+# The same for keys of one model family (squeezenet's residual is older than patch_mlp's).
+ADDED_LATER_IN_FAMILY: dict[str, tuple[str, ...]] = {"patch_mlp": ("norm", "residual")}
 
 
 # Top-level keys added later, left out of the stored JSON while empty for the same reason.
@@ -53,6 +56,8 @@ def spec_to_json(spec: Spec) -> dict[str, Any]:
             data.pop(key, None)
     for section, keys in ADDED_LATER.items():
         fields = type(getattr(spec, section)).model_fields
+        if section == "model":
+            keys += ADDED_LATER_IN_FAMILY.get(spec.model.name, ())
         for key in keys:
             if data[section].get(key) == fields[key].get_default(call_default_factory=True):
                 del data[section][key]
