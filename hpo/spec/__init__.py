@@ -40,6 +40,7 @@ ADDED_LATER: dict[str, tuple[str, ...]] = {
     "data": ("val_per_class", "test_per_class"),
     "model": ("init_range",),  # every family has it (hpo.models.registry.ModelConfig)
     "train": ("record_gradients",),
+    "sampler": ("unique",),  # random's only
 }
 # The same for keys of one model family (squeezenet's residual is older than patch_mlp's).
 ADDED_LATER_IN_FAMILY: dict[str, tuple[str, ...]] = {"patch_mlp": ("norm", "residual")}
@@ -59,7 +60,7 @@ def spec_to_json(spec: Spec) -> dict[str, Any]:
         if section == "model":
             keys += ADDED_LATER_IN_FAMILY.get(spec.model.name, ())
         for key in keys:
-            if data[section].get(key) == fields[key].get_default(call_default_factory=True):
+            if key in fields and data[section].get(key) == fields[key].get_default(call_default_factory=True):
                 del data[section][key]
     return data
 

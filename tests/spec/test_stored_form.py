@@ -3,7 +3,8 @@
 `hpo study create --if-exists reuse` compares the stored hash; a new field with a default
 must therefore be left out of the stored form at its default (hpo.spec.ADDED_LATER), or every
 study created before it would be refused as "a different spec". The YAML files in stored/
-are example specs as they were on 2026-12-02, and stored_json.json their stored form then.
+are example specs as they were on 2026-12-02 (and a random-sampler patch_mlp spec), and
+stored_json.json their stored form then, written by that day's code.
 """
 
 from __future__ import annotations
