@@ -93,7 +93,9 @@ def _params_to_retry(trial: FrozenTrial, record: TrialRecord) -> dict[str, Any] 
     grid sampler refuses such a trial (every worker that took it failed it), and any other
     sampler would choose new ones, as for a new trial. So it is not retried: failed (counted
     as no failure of the spec), its budget slot is free again, and the sampler chooses the
-    next trial's parameters (the grid sampler hands the unfinished point out again). A trial
+    next trial's parameters (the grid sampler counts a failed trial without parameters as
+    not visited, so it hands that point out again: SharedGridSampler in hpo.spec.strategies;
+    Optuna's own counts it visited and re-runs a random point instead). A trial
     that was itself taken from the queue (a retry) keeps the parameters it was queued with,
     and its checkpoint to resume from. With its config written, the trial's parameters are
     the ones it ran (none at all when nothing is searched)."""
