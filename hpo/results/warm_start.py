@@ -13,8 +13,10 @@ Two things are taken from OTHER (a study in the same storage, with the same obje
 
 An added trial carries ``warm_started_from`` = {"study", "trial"}: it counts towards none of the new
 study's budget, ``hpo study show`` counts it apart, and it keeps its config and curves so that
-the report and ``hpo study best`` can still show it. Trials that do not fit are left out, and
-each reason is one line ("12 trials left out: train.lr outside [0.0001, 0.1] (e.g. 0.5)").
+the report and ``hpo study best`` can still show it (its config with the new spec's
+READ_ONLY_KEYS, data.root and kin, so that retrain and confirm read the new study's data).
+Trials that do not fit are left out, and each reason is one line ("12 trials left out:
+train.lr outside [0.0001, 0.1] (e.g. 0.5)").
 
 "Fits" compares the trial's resolved config with the new spec: every key the new spec
 searches (where its ``when`` holds) must lie in the new distribution, and every key OTHER
@@ -121,7 +123,7 @@ def _warm_started(spec: Spec, target: StorageTarget, loaded: LoadedStudy, *, top
         return study, False, None
     report = WarmStart(parent, left_out=left_out)
     report.queued = _queue_best(study, loaded, fitted, top)
-    report.added = _add_trials(study, parent, fitted)
+    report.added = _add_trials(study, parent, fitted, spec)
     return study, True, report
 
 
@@ -289,13 +291,16 @@ def _queue_best(study: Study, parent: LoadedStudy, fitted: list[Fitted], top: in
     return queued
 
 
-def _add_trials(study: Study, parent: str, fitted: list[Fitted]) -> int:
+def _add_trials(study: Study, parent: str, fitted: list[Fitted], spec: Spec) -> int:
     """Add the fitting trials, with the new distributions, marked as the warm start's."""
     from optuna.trial import TrialState, create_trial
 
+    reading = _reading(spec)
     trials = []
     for f in fitted:
         attrs = {key: f.trial.user_attrs[key] for key in _KEPT_ATTRS if key in f.trial.user_attrs}
+        if isinstance(attrs.get(CONFIG), dict):
+            attrs[CONFIG] = _read_as_here(attrs[CONFIG], reading)
         attrs[WARM_START] = {"study": parent, "trial": f.trial.number}
         complete = f.trial.state == TrialState.COMPLETE
         trials.append(create_trial(
@@ -305,3 +310,25 @@ def _add_trials(study: Study, parent: str, fitted: list[Fitted]) -> int:
         ))
     study.add_trials(trials)
     return len(trials)
+
+
+def _reading(spec: Spec) -> dict[str, dict[str, Any]]:
+    """Where and how ``spec`` reads its data (READ_ONLY_KEYS), per config section."""
+    ours = fixed_config(spec)
+    reading: dict[str, dict[str, Any]] = {}
+    for key in READ_ONLY_KEYS:
+        section, _, name = key.partition(".")
+        reading.setdefault(section, {})[name] = ours[section][name]
+    return reading
+
+
+def _read_as_here(config: dict[str, Any], reading: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """An added trial's config with the new study's ``reading`` in place of the parent's.
+    Those keys are not compared (``fixed_differences``: a laptop's data root is the same
+    experiment as a cluster's), so the parent's values are nothing this study can use:
+    retrain, confirm and load_model on the trial must read this study's data."""
+    copied = dict(config)
+    for section, values in reading.items():
+        stored = copied.get(section)
+        copied[section] = {**(stored if isinstance(stored, dict) else {}), **values}
+    return copied

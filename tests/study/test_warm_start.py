@@ -26,12 +26,13 @@ def target(tmp_path, monkeypatch):
     return resolve_storage(None)
 
 
-def _parent(tmp_path, target, values: dict[float, float]) -> None:
+def _parent(tmp_path, target, values: dict[float, float], data: dict | None = None) -> None:
     """A finished parent study: one complete trial per (lr, accuracy), with the config a worker
-    records, plus a failed trial (never taken)."""
+    records (``data``: its data section beyond the name), plus a failed trial (never taken)."""
     study, _ = create_study(load_spec(write_spec(tmp_path, "parent")), target)
     for lr, accuracy in values.items():
-        config = {"train": {"lr": lr, "epochs": 1}, "model": {"name": "mlp"}, "data": {"name": "digits"}}
+        config = {"train": {"lr": lr, "epochs": 1}, "model": {"name": "mlp"},
+                  "data": {"name": "digits", **(data or {})}}
         study.add_trial(optuna.trial.create_trial(
             value=accuracy, params={"train.lr": lr}, distributions={"train.lr": LR},
             user_attrs={CONFIG: config}, intermediate_values={1: accuracy}))
@@ -166,3 +167,22 @@ def test_where_and_how_the_data_is_read_is_not_part_of_the_experiment(tmp_path, 
         "train.seed=7"])
     _study, _created, report = create_warm_started(child, target, parent="parent", top=3)
     assert report is not None and report.added == 2 and report.left_out == []
+
+
+def test_added_trials_read_the_data_where_and_as_the_new_study_does(tmp_path, target):
+    """An added trial keeps its config for retrain, confirm and load_model: those must read
+    the new study's data (the cluster's root, its loaders), not the parent's laptop paths."""
+    _parent(tmp_path, target, {0.05: 0.9, 0.002: 0.8}, data={
+        "root": "/home/laptop/data", "download": False, "num_workers": 0, "in_memory": False, "split_seed": 0})
+    child = load_spec(write_spec(tmp_path, "child"), overrides=[
+        "data.root=/mnt/datasets", "data.num_workers=8", "data.in_memory=true", "data.download=true"])
+    study, _created, report = create_warm_started(child, target, parent="parent", top=0)
+    assert report is not None and report.added == 2
+    for trial in study.get_trials(deepcopy=False):
+        config = trial.user_attrs[CONFIG]
+        assert config["data"] == {"name": "digits", "root": "/mnt/datasets", "download": True, "num_workers": 8,
+                                  "in_memory": True, "split_seed": 0}  # the rest as the parent ran it
+        assert config["train"] == {"lr": trial.params["train.lr"], "epochs": 1}
+    parent = load_study("parent", target).study
+    assert all(t.user_attrs[CONFIG]["data"]["root"] == "/home/laptop/data"
+               for t in parent.get_trials(deepcopy=False) if CONFIG in t.user_attrs)  # the parent's own stay
