@@ -75,6 +75,8 @@ __all__ = [
     "rdb_set_system_attr",
     "rdb_set_user_attr",
     "rdb_trials_by_id",
+    "seed_sampler_rng",
+    "set_trial_system_attr",
     "stale_trial_ids",
     "storage_of",
     "study_id_of",
@@ -228,6 +230,29 @@ def queued_params(trial: FrozenTrial) -> dict[str, Any] | None:
 # Optuna 5.0.0's own system attribute key (Study.enqueue_trial), not one of hpo's (those are
 # declared in hpo.study.attrs).
 _OPTUNA_FIXED_PARAMS = "fixed_params"
+
+
+def set_trial_system_attr(study: Study, trial: FrozenTrial, key: str, value: Any) -> None:
+    """Write a system attribute of ``trial`` from inside a sampler, which is handed the
+    study and a FrozenTrial (no ``Trial`` with its ``set_system_attr``) and must write before
+    the trial's parameters are all suggested (hpo.spec.unique_random marks its choice).
+
+    Optuna 5.0.0: ``GridSampler.before_trial`` (samplers/_grid.py) writes its ``grid_id``
+    this way, ``study._storage.set_trial_system_attr(trial._trial_id, ...)``; the Hyperband
+    pruner's per-bracket study keeps the study's ``_storage``."""
+    study._storage.set_trial_system_attr(trial._trial_id, key, value)
+
+
+def seed_sampler_rng(sampler: Any, seed: int | None) -> None:
+    """Seed the random state ``sampler`` (a RandomSampler or GridSampler) draws from with
+    ``seed`` (None: fresh entropy), leaving what its constructor did with its own seed alone:
+    the grid's order is shuffled with the spec's seed, the pick among unvisited points with
+    this one (hpo.spec.strategies' shared grid).
+
+    Optuna 5.0.0: both keep a ``LazyRandomState`` as ``_rng`` (samplers/_lazy_random_state.py)
+    and draw from ``_rng.rng``, a ``numpy.random.RandomState``; the public ``reseed_rng()``
+    does ``_rng.rng.seed()``, this the same with a seed."""
+    sampler._rng.rng.seed(seed)
 
 
 # --- Heartbeats ----------------------------------------------------------------------------

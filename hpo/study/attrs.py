@@ -7,8 +7,8 @@ studies written by earlier versions must still read, so a value here never chang
 meaning gets a new key). tests/architecture/test_attribute_keys.py fails on a key spelt as
 a string anywhere else in hpo.
 
-System attributes: hpo writes and reads one, ``CLAIM_TOKEN``. Optuna keeps its own there
-(``fixed_params`` of an enqueued retry, the pruners' rung values, ``failed_trial``/
+System attributes: hpo writes and reads two, ``CLAIM_TOKEN`` and ``UNIQUE_CONFIGURATION``.
+Optuna keeps its own there (``fixed_params`` of an enqueued retry, the pruners' rung values, ``failed_trial``/
 ``retry_history`` of its ``RetryFailedTrialCallback``, which hpo does not use: it retries
 through ``retry_of`` below); hpo.storage.proxies copies them whole for the pruners and never
 looks inside.
@@ -112,6 +112,12 @@ WARM_START = "warm_started_from"
 # after a lost answer knows the claim it finds is its own.
 CLAIM_TOKEN = "hpo_claim_token"
 
+# int: which configuration of the finite space (an index into hpo.spec.finite.configurations
+# of the stored spec) the unique random sampler chose for the trial, written when it chose it
+# (hpo.spec.unique_random): a running trial with only some of its parameters written yet
+# already holds it, so that another worker does not choose it too.
+UNIQUE_CONFIGURATION = "hpo_unique_configuration"
+
 # --- study user attributes ----------------------------------------------------------------
 
 SPEC = "hpo:spec"  # the validated spec, as JSON data (hpo.spec.spec_to_json)
@@ -142,6 +148,7 @@ TRIAL_KEYS = (
     FAIL_REASON, TRACEBACK, PRUNED_AT_EPOCH, OVER_BUDGET,
     RETRIES, RETRY_OF, RETRIED, CHECKPOINT, RESUME_FROM, CHECKPOINT_SUPERSEDED, RESUMED_FROM,
     ARTIFACTS, ARTIFACT_ERROR, WEIGHTS_MB, MODEL_IO, WEIGHTS_SKIPPED, WARM_START, CLAIM_TOKEN,
+    UNIQUE_CONFIGURATION,
 )
 STUDY_KEYS = (SPEC, SPEC_SHA256, BUDGET_STARTED_AT, ARTIFACT_STORE, RETRAIN, BUDGET_EXTENSION,
               CONFIRMATION)

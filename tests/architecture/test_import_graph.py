@@ -19,8 +19,10 @@ HPO = Path(__file__).resolve().parents[2] / "hpo"
 BOTTOM = {"hpo.errors", "hpo.registry"}
 # Modules any layer may import although their package sits higher: leaves that import nothing
 # from hpo. hpo.study.attrs is the schema of the study and trial attributes, which the
-# artifacts (below the study layer) write too.
-LEAVES = {"hpo.study.attrs"}
+# artifacts (below the study layer) write too. hpo.storage.optuna_internals is the one module
+# that names Optuna's private parts, which the spec layer's samplers need too (the unique
+# random sampler marks its pick in the trial; the shared grid seeds its pick).
+LEAVES = {"hpo.study.attrs", "hpo.storage.optuna_internals"}
 ALLOWED = {
     # The package itself, at the very top: ``hpo.load_results`` and the rest, lazily from
     # hpo.api; so nothing in hpo imports ``hpo`` (its version comes from the package metadata).

@@ -177,3 +177,70 @@ def test_space_preview_shows_the_resolved_budget(tmp_path):
     result = CliRunner().invoke(cli, ["space", "preview", str(write(tmp_path, n_trials="20%")), "-n", "1"])
     assert result.exit_code == 0, result.output
     assert "budget: 3 trials of the search space's 12 configurations" in result.output
+
+
+def test_a_queued_key_asked_late_is_kept_and_no_configuration_runs_twice(tmp_path):
+    """model.width is asked after model.name: the queued width must steer the first pick."""
+    spec = load_spec(write(tmp_path))
+    storage = optuna.storages.InMemoryStorage()
+    run_trials(spec, 0, storage=storage)
+    study = optuna.load_study(study_name="families", storage=storage)
+    widths = [8, 16, 24, 32, 48, 64]
+    for width in widths:
+        study.enqueue_trial({"model.width": width})
+    queued = run_trials(spec, 6, storage=storage)
+    assert queued == [{"model.name": "mlp", "model.width": w} for w in widths]
+    ran = [key(p) for p in run_trials(spec, 6, storage=storage)]
+    assert len(ran) == len(set(ran)) == 12
+
+
+def _ask_first_value(study, sampler, spec):
+    """A trial that has written only its first parameter (model.name), still running."""
+    study.sampler = sampler
+    trial = study.ask()
+    trial.suggest_categorical("model.name", spec.search["model.name"].labels())
+    return trial
+
+
+def test_a_running_trial_with_part_of_its_configuration_written_counts_as_used(tmp_path):
+    """Two workers on separate machines (both rank 0, same seed) falling back at once."""
+    spec = load_spec(write(tmp_path))
+    facts = space_facts(spec)
+    storage = optuna.storages.InMemoryStorage()
+    run_trials(spec, 0, storage=storage)
+    study = optuna.load_study(study_name="families", storage=storage)
+    first = build_sampler(spec.sampler, rank=0, space=facts)
+    order = first._shared_order(study)
+    configurations = [facts.configurations[i] for i in order]
+    # Trials 0..9 take the configurations the shuffle gave trials 2..11: trials 10 and 11
+    # find theirs used and pick among the two left, order[0] and order[1].
+    for configuration in configurations[2:]:
+        study.enqueue_trial(configuration)
+    run_trials(spec, 10, storage=storage)
+    left = {key(c) for c in configurations[:2]}
+    second = build_sampler(spec.sampler, rank=0, space=facts)
+    one = _ask_first_value(study, first, spec)
+    other = _ask_first_value(study, second, spec)
+    for trial, sampler in ((one, first), (other, second)):
+        study.sampler = sampler
+        sample_config(trial, spec)
+    assert {key(one.params), key(other.params)} == left
+
+
+def test_a_queued_float_matches_the_stepped_value_it_stands_for(tmp_path):
+    """0.3 queued, 0.30000000000000004 (2 * 0.1 + 0.1) enumerated: one configuration."""
+    path = write(tmp_path, n_trials="100%",
+                 extra="  train.lr: {low: 0.1, high: 0.5, step: 0.1}\n")
+    spec = load_spec(path)
+    assert spec.budget.n_trials == 12 * 5
+    storage = optuna.storages.InMemoryStorage()
+    run_trials(spec, 0, storage=storage)
+    study = optuna.load_study(study_name="families", storage=storage)
+    study.enqueue_trial({"model.name": "mlp", "model.width": 8, "train.lr": 0.3})
+    (queued,) = run_trials(spec, 1, storage=storage)
+    assert queued["train.lr"] == 0.3
+    ran = run_trials(spec, 59, storage=storage)
+    steps = [(p["model.name"], p.get("model.width"), p.get("model.n_blocks"),
+              tuple(p.get(f"model.filters[{i}]") for i in range(2)), round((p["train.lr"] - 0.1) / 0.1))
+             for p in ran]
+    assert len(steps) == len(set(steps)) == 60
