@@ -257,14 +257,27 @@ def frozen_names(
 ) -> list[str]:
     """The parameter names ``freeze`` freezes: the first ``fraction`` of the blocks (rounded
     to the nearest), or of the parameters (``sizes``: numbers per name), then the input-side
-    tensors whose total is nearest to that share."""
+    tensors whose total is nearest to that share. A fraction between 0 and 1 freezes at
+    least one block (tensor) and leaves at least one trainable, so that rounding never turns
+    ``freeze: 0.9`` of 5 blocks into a frozen backbone, nor ``0.1`` of 3 into none frozen;
+    a backbone of one block stays trainable."""
     if unit == "blocks":
-        return [name for block in blocks[: math.floor(fraction * len(blocks) + 0.5)] for name in block]
+        count = _partial(math.floor(fraction * len(blocks) + 0.5), fraction, len(blocks))
+        return [name for block in blocks[:count] for name in block]
     names = [name for block in blocks for name in block]
     totals = [0, *accumulate(sizes[name] for name in names)]
     target = fraction * totals[-1]
     count = min(range(len(totals)), key=lambda k: abs(totals[k] - target))
-    return names[:count]
+    return names[:_partial(count, fraction, len(names))]
+
+
+def _partial(count: int, fraction: float, total: int) -> int:
+    """``count`` of ``total`` units, kept off 0 and ``total`` unless ``fraction`` is."""
+    if fraction > 0:
+        count = max(count, 1)
+    if fraction < 1:
+        count = min(count, total - 1)
+    return max(count, 0)
 
 
 def freeze_backbone(model: Backbone, fraction: float, unit: Literal["blocks", "parameters"] = "blocks") -> int:

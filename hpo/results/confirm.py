@@ -223,14 +223,28 @@ def _train_one(loaded: LoadedStudy, candidate: Candidate, config: TrialConfig, s
     try:
         result = train_model(config.data, config.model, train, device=device,
                              reporter=_Progress(say, seed, train.epochs))
-    except HpoError as exc:  # diverged with this seed, say: the configuration is not reliable
-        candidate.failed[str(seed)] = str(exc)
-        say(f"{step} trial {candidate.trial}, seed {seed}: failed: {exc}")
+    except Exception as exc:  # noqa: BLE001 - one seed's failure, not the other trainings' (Ctrl-C is no Exception)
+        reason = _seed_failure(exc, train.batch_size)
+        candidate.failed[str(seed)] = reason
+        say(f"{step} trial {candidate.trial}, seed {seed}: failed: {reason}")
         return
     value = objective_values([objective], result)[0]
     candidate.values.append(value)
     say(f"{step} trial {candidate.trial}, seed {seed}: {objective.metric} {value:.4f} "
         f"({len(result.history)} epochs, {time.monotonic() - started:.1f} s)")
+
+
+def _seed_failure(exc: Exception, batch_size: int) -> str:
+    """Why one seed's training failed, as a worker records a trial's (hpo.worker.trial): a
+    diverged loss in the user's terms, out of memory with its batch size (its memory freed
+    for the next training), anything else by its type. The configuration is then not
+    reliable; the trainings already done are kept, not thrown away with a traceback."""
+    from hpo.worker.trial import _free_device_memory, _is_out_of_memory, failure_reason
+
+    if _is_out_of_memory(exc):
+        _free_device_memory()
+        return f"out of memory at batch_size={batch_size}"
+    return failure_reason(exc)
 
 
 def _compare(candidates: list[Candidate], *, maximize: bool) -> int:

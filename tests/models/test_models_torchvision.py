@@ -340,3 +340,20 @@ def test_pretrained_inception_skips_the_auxiliary_head(tmp_path):
 def test_init_applies_to_the_whole_model_without_pretrained_weights():
     model = _build(arch="resnet18", init="normal", init_std=0.5)
     assert abs(model.net.layer3[0].conv1.weight.std().item() - 0.5) < 0.05
+
+
+def test_a_fraction_below_one_keeps_a_block_trainable_and_above_zero_freezes_one():
+    # resnet18 has 9 blocks (the stem, then layer1.0 ... layer4.1): 0.95 of 9 rounds to 9 and
+    # 0.05 to 0, which would freeze the whole backbone and nothing at all.
+    def frozen_blocks(freeze):
+        model = _build(arch="resnet18", freeze=freeze)
+        params = dict(model.net.named_parameters())
+        assert len(model.blocks) == 9
+        return [all(not params[name].requires_grad for name in block) for block in model.blocks]
+
+    assert frozen_blocks(0.95) == [True] * 8 + [False]
+    assert frozen_blocks(0.05) == [True] + [False] * 8
+    assert frozen_blocks(1.0) == [True] * 9
+    assert frozen_blocks(0.0) == [False] * 9
+    tensors = _build(arch="resnet18", freeze={"fraction": 0.999999, "unit": "parameters"}).backbone_parameters()
+    assert [p.requires_grad for _, p in tensors].count(True) == 1  # the last tensor trains

@@ -17,7 +17,7 @@ from hpo.cli.main import cli
 from hpo.results.summary import ranked_trials
 from hpo.spec.trial_config import TrialConfig
 from hpo.storage.urls import resolve_storage
-from hpo.study.attrs import CONFIRMATION, StudyRecord
+from hpo.study.attrs import CONFIG, CONFIRMATION, StudyRecord
 from hpo.study.studies import load_study
 from tests.specs import spec_text
 
@@ -154,6 +154,39 @@ def test_ctrl_c_records_nothing(study, monkeypatch):
     assert result.exit_code == 130
     assert result.output.splitlines()[-1] == "Error: interrupted after 1 of 4 trainings: nothing recorded"
     assert recorded(journal) == before
+
+
+def test_a_training_that_raises_is_a_failed_seed_with_its_reason_and_the_rest_is_recorded(study, monkeypatch):
+    """Out of memory (or any other error) in one training fails that seed of that
+    configuration, named as a worker names it; the other trainings count all the same."""
+    import torch
+
+    import hpo.training
+
+    journal, _ = study
+    real = hpo.training.train_model
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if len(calls) == 3:
+            raise RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hpo.training, "train_model", failing)
+    lines: list[str] = []
+    confirmation = hpo.confirm(NAME, storage=journal, top=3, seeds=2, device="cpu", say=lines.append)
+    assert len(calls) == 6  # every training ran
+    first, second, third = confirmation.candidates
+    batch_size = TrialConfig.from_json(loaded(journal).study.trials[first.trial].user_attrs[CONFIG]).train.batch_size
+    assert first.failed == {str(first.seeds[1]): f"out of memory at batch_size={batch_size}"}
+    assert second.failed == {str(second.seeds[0]): "RuntimeError: cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"}
+    assert not third.failed and len(third.values) == 2 and confirmation.pick == third.trial
+    oom_line = f"[2/6] trial {first.trial}, seed {first.seeds[1]}: failed: out of memory at batch_size={batch_size}"
+    assert oom_line in lines
+    assert recorded(journal) == confirmation.as_attr()
 
 
 def test_a_study_without_a_complete_trial_gets_one_error_line(tmp_path):
