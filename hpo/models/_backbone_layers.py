@@ -418,9 +418,12 @@ def _head_path(arch: str, net: Any) -> str:
 def _check_timm_weights(net: nn.Module, head_path: str, state: Mapping[str, torch.Tensor],
                         arch: str, path: Path) -> None:
     """timm loads non-strictly once it drops the old head, so a file of another model would
-    load nothing and say nothing: every backbone parameter must be in the file."""
-    missing = [n for n, _ in net.named_parameters()
-               if not n.startswith(head_path + ".") and n not in state]
+    load nothing and say nothing: every backbone parameter and persistent buffer (a batch
+    norm's running statistics, which pretrained features depend on) must be in the file.
+    ``num_batches_tracked`` is left out: files saved by older torch versions lack it, and it
+    only matters to a batch norm without momentum."""
+    missing = [n for n in net.state_dict() if not n.startswith(head_path + ".")
+               and not n.endswith(".num_batches_tracked") and n not in state]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise TrainingError(f"{path} does not fit timm {arch}: {len(missing)} missing keys ({shown})")

@@ -213,3 +213,19 @@ def test_resolved_config_round_trips_through_json():
     cfg = TimmConfig(arch="resnet18", freeze={"fraction": 0.9, "unit": "parameters"})
     again = TimmConfig.model_validate(json.loads(cfg.model_dump_json()))
     assert again == cfg
+
+
+def test_a_file_without_the_running_statistics_is_rejected(tmp_path):
+    # Parameters alone would load a backbone whose batch norms normalise with 0 and 1.
+    path = tmp_path / "r.pth"
+    saved = _saved("test_resnet", path)
+    stripped = {k: v for k, v in saved.items() if not k.endswith(("running_mean", "running_var"))}
+    assert len(stripped) < len(saved)
+    torch.save(stripped, path)
+    with pytest.raises(TrainingError, match=r"r.pth does not fit timm test_resnet: \d+ missing keys \(.*running_mean"):
+        _build("test_resnet", pretrained=str(path))
+    # num_batches_tracked alone may be missing (files of older torch versions lack it).
+    torch.save({k: v for k, v in saved.items() if not k.endswith("num_batches_tracked")}, path)
+    model = _build("test_resnet", pretrained=str(path))
+    name = next(k for k in saved if k.endswith("running_mean") and not k.startswith("fc."))
+    assert torch.equal(model.net.state_dict()[name], saved[name])
