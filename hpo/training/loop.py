@@ -71,6 +71,14 @@ class _GradNorms:
         self.sums: torch.Tensor | None = None
         self.steps: torch.Tensor | None = None
 
+    @classmethod
+    def of(cls, net: nn.Module) -> _GradNorms | None:
+        """The recorder of ``net``; None for a model without a trainable Linear or Conv layer
+        (a custom LSTM or embedding model, or a fully frozen one): nothing to record, and
+        every epoch's ``grad_norms`` stays None as when recording is off."""
+        recorder = cls(net)
+        return recorder if recorder.layers else None
+
     def add(self) -> None:
         norms = torch.stack([torch.linalg.vector_norm(w.grad.float()) if w.grad is not None
                              else torch.zeros((), device=w.device) for _, w in self.layers])
@@ -339,7 +347,7 @@ def _build(
             seed=_augment_seed(train.seed),
         ),
         channels_last=channels_last,
-        grad_norms=_GradNorms(net) if train.record_gradients else None,
+        grad_norms=_GradNorms.of(net) if train.record_gradients else None,
     )
 
 

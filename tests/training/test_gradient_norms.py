@@ -149,3 +149,28 @@ def test_a_resumed_run_keeps_the_norms_of_the_epochs_before_its_restart():
     for name, value in reference[1].grad_norms.items():
         assert resumed[1].grad_norms[name] == pytest.approx(value, rel=0.5)
     assert resumed[2].grad_norms == reference[2].grad_norms
+
+
+class _RowLSTM(nn.Module):
+    """Reads an image row by row: an LSTM and nothing else (no Linear, no Conv layer)."""
+
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        channels, _height, width = in_shape
+        self.lstm = nn.LSTM(channels * width, num_classes, batch_first=True)
+
+    def forward(self, x):
+        rows = x.permute(0, 2, 1, 3).flatten(2)  # (batch, height, channels * width)
+        out, _ = self.lstm(rows)
+        return out[:, -1]
+
+
+def test_a_model_without_linear_or_conv_layers_records_nothing():
+    from hpo.models import CustomConfig
+    from hpo.models.custom import ModulePolicy, using_module_policy
+
+    with using_module_policy(ModulePolicy(classes=(("gradnets.rows:RowLSTM", _RowLSTM),))):
+        result = train_model(DATA, CustomConfig(module="gradnets.rows:RowLSTM"),
+                             TrainConfig(epochs=2, record_gradients=True))
+    assert [m.grad_norms for m in result.history] == [None, None]
+    assert all(math.isfinite(m.train_loss) for m in result.history)
