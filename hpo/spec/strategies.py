@@ -122,6 +122,8 @@ def _build_gp(o: GPOptions, rank: int, space: SpaceFacts) -> Any:
 def _build_grid(o: GridOptions, rank: int, space: SpaceFacts) -> Any:
     import optuna
 
+    from hpo.storage.optuna_internals import seed_sampler_rng
+
     class SharedGridSampler(optuna.samplers.GridSampler):
         """Optuna's grid, in one order for every worker, minus its ``study.stop()``.
 
@@ -140,11 +142,11 @@ def _build_grid(o: GridOptions, rank: int, space: SpaceFacts) -> Any:
             import math
 
             super().__init__(grid, seed=seed)
-            self._rng.rng.seed(worker_seed)
             # The grid as Optuna stores it in each trial (keys sorted), and its size: what
             # _get_unvisited_grid_ids compares with, without the base class's private copies.
             self.stored_space = {key: list(values) for key, values in sorted(grid.items())}
             self.n_points = math.prod(len(values) for values in grid.values())
+            seed_sampler_rng(self, worker_seed)
 
         def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                         state: optuna.trial.TrialState, values: Sequence[float] | None) -> None:

@@ -99,3 +99,110 @@ def test_the_checker_sees_what_it_must():
         (4, "study._storage"),
         (5, "self.study._storage"),
     ]
+
+
+# ``self._x`` and ``cls._x`` are hpo's own only where hpo defines ``_x``: in the class, or in
+# one of hpo's classes it derives from. Anything else is a base class's private part (an
+# Optuna sampler's ``_rng``, a storage's ``_backend``), which belongs behind the boundary too.
+_Classes = dict[str, list[tuple[set[str], list[str]]]]  # name -> [(defined names, base names)]
+
+
+def _base_name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Subscript):  # Generic[T], Protocol[...]
+        node = node.value
+    if isinstance(node, ast.Name):
+        return node.id
+    return node.attr if isinstance(node, ast.Attribute) else None
+
+
+def _own_nodes(cls: ast.ClassDef) -> Iterator[ast.AST]:
+    """The nodes of ``cls``'s body, not descending into the classes nested in it."""
+    stack: list[ast.AST] = list(cls.body)
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(child for child in ast.iter_child_nodes(node) if not isinstance(child, ast.ClassDef))
+
+
+def _is_self(node: ast.expr) -> bool:
+    return isinstance(node, ast.Name) and node.id in ("self", "cls")
+
+
+def _defined(cls: ast.ClassDef) -> set[str]:
+    """What ``cls`` defines itself: methods, class attributes, ``self.x = ...`` anywhere in it."""
+    names: set[str] = set()
+    for node in cls.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    for node in _own_nodes(cls):
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and _is_self(node.value):
+            names.add(node.attr)
+    return names
+
+
+def hpo_classes(trees: list[ast.AST]) -> _Classes:
+    classes: _Classes = {}
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                bases = [name for name in map(_base_name, node.bases) if name]
+                classes.setdefault(node.name, []).append((_defined(node), bases))
+    return classes
+
+
+def _inherited(name: str, classes: _Classes, seen: set[str] | None = None) -> set[str]:
+    """What the hpo class ``name`` and hpo's classes it derives from define (by class name)."""
+    seen = seen if seen is not None else set()
+    if name in seen or name not in classes:
+        return set()
+    seen.add(name)
+    names: set[str] = set()
+    for defined, bases in classes[name]:
+        names |= defined
+        for base in bases:
+            names |= _inherited(base, classes, seen)
+    return names
+
+
+def foreign_private_uses(tree: ast.AST, classes: _Classes) -> Iterator[tuple[int, str]]:
+    """(line, what) for each ``self._x`` / ``cls._x`` in a class of ``tree`` that neither it
+    nor any hpo class it derives from defines."""
+    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+        own = _inherited(cls.name, classes)
+        for node in _own_nodes(cls):
+            if isinstance(node, ast.Attribute) and _is_self(node.value) and _private_attribute(node.attr) \
+                    and node.attr not in own:
+                yield node.lineno, f"{cls.name}: {ast.unparse(node)}"
+
+
+def test_hpo_classes_use_no_private_part_of_a_base_class_they_do_not_define():
+    files = [p for p in sorted(HPO.rglob("*.py")) if p != BOUNDARY]
+    trees = {path: ast.parse(path.read_text(), str(path)) for path in files}
+    classes = hpo_classes([*trees.values(), ast.parse(BOUNDARY.read_text(), str(BOUNDARY))])
+    offences = [f"{path.relative_to(HPO.parent)}:{line}: {what}"
+                for path, tree in trees.items() for line, what in foreign_private_uses(tree, classes)]
+    assert not offences, (
+        "private attributes of another library's base class outside hpo/storage/optuna_internals.py "
+        "(add a function there):\n" + "\n".join(offences)
+    )
+
+
+def test_the_class_checker_tells_own_from_inherited_private_parts():
+    sample = (
+        "class Base:\n"
+        "    def __init__(self):\n"
+        "        self._own = 1\n"
+        "class Grid(optuna.samplers.GridSampler, Base):\n"
+        "    _cached = None\n"
+        "    def _helper(self):\n"
+        "        return self._own, self._cached, cls._helper\n"
+        "    def pick(self):\n"
+        "        self._mine = 2\n"
+        "        return self._rng.rng, self._mine\n"
+    )
+    tree = ast.parse(sample)
+    assert list(foreign_private_uses(tree, hpo_classes([tree]))) == [(10, "Grid: self._rng")]
