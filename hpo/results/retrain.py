@@ -83,9 +83,15 @@ def _stored_config(study_name: str, number: int, stored: dict[str, Any]) -> Tria
 
 
 def _mean_std(values: list[float]) -> dict[str, Any]:
-    """Mean and sample standard deviation (0 for one seed) over seeds."""
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    """Mean and sample standard deviation over seeds; no std (None) for one seed, which has
+    no spread to measure (a 0.0 would read as a perfectly steady result)."""
+    std = statistics.stdev(values) if len(values) > 1 else None
     return {"mean": statistics.fmean(values), "std": std, "values": values}
+
+
+def _spread(measured: dict[str, Any]) -> str:
+    """``0.9500 ± 0.0020``, or ``0.9500`` alone for one seed."""
+    return f"{measured['mean']:.4f}" + ("" if measured["std"] is None else f" ± {measured['std']:.4f}")
 
 
 class _Progress:
@@ -206,7 +212,7 @@ def _test(split: Any, runs: list[tuple[dict[str, Any], Any]], out: Path, evaluat
     (out / "classification_report.json").write_text(json.dumps(report, indent=2) + "\n")
     accuracy = _mean_std([r["test_accuracy"] for r, _ in runs])
     loss = _mean_std([r["test_loss"] for r, _ in runs])
-    say(f"Test accuracy {accuracy['mean']:.4f} ± {accuracy['std']:.4f}, loss {loss['mean']:.4f} ± "
-        f"{loss['std']:.4f} over {len(runs)} seed(s) ({len(first_targets)} test images)")
+    say(f"Test accuracy {_spread(accuracy)}, loss {_spread(loss)} over {len(runs)} seed(s) "
+        f"({len(first_targets)} test images)")
     return {"accuracy": accuracy, "loss": loss, "images": len(first_targets),
             "report_seed": seed, "class_counts": split.class_counts["test"]}

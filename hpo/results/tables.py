@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpo.results.text import fmt_count, fmt_fixed, fmt_value
+from hpo.results.text import fmt_count, fmt_fixed, fmt_mean_std, fmt_value, seeds_std
 from hpo.study.attrs import TrialRecord
 
 #: Hyperparameter names as a paper writes them, where the key's own name is not enough.
@@ -215,7 +215,7 @@ def _accuracy_cell(value: Any) -> str:
 
 
 def _test_cell(value: Any) -> str:
-    return "-" if value is None else f"{value[0]:.4f} ± {value[1]:.4f}"
+    return "-" if value is None else fmt_mean_std(value[0], value[1])
 
 
 def _readable_metric(name: str) -> str:
@@ -256,12 +256,13 @@ def _memory_column() -> Column:
                   show=lambda v: "n/a" if v is None else fmt_fixed(v, 1))
 
 
-def _test_accuracy(retrains: Mapping[int, dict[str, Any]], number: int) -> tuple[float, float] | None:
-    """(mean, std) over seeds of the latest ``hpo retrain --test`` of trial ``number``."""
+def _test_accuracy(retrains: Mapping[int, dict[str, Any]], number: int) -> tuple[float, float | None] | None:
+    """(mean, std) over seeds of the latest ``hpo retrain --test`` of trial ``number``; std
+    None for one seed (an empty CSV cell: no spread was measured)."""
     accuracy = ((retrains.get(number) or {}).get("test") or {}).get("accuracy")
     if not accuracy or accuracy.get("mean") is None:
         return None
-    return float(accuracy["mean"]), float(accuracy.get("std") or 0.0)
+    return float(accuracy["mean"]), seeds_std(accuracy)
 
 
 # --- the tables --------------------------------------------------------------------------

@@ -29,6 +29,21 @@ def fmt_fixed(value: Any, decimals: int) -> str:
     return f"{float(value):,.{decimals}f}"
 
 
+def seeds_std(measured: dict[str, Any]) -> float | None:
+    """The std of a retrain's mean over seeds (``{"mean", "std", "values"}``); None for one
+    seed, also as older versions stored it (0.0)."""
+    std = measured.get("std")
+    if std is None or len(measured.get("values") or []) == 1:
+        return None
+    return float(std)
+
+
+def fmt_mean_std(mean: float, std: float | None) -> str:
+    """``0.9500 ± 0.0020``; ``0.9500 (1 seed)`` without a std: one seed has no spread, and a
+    ``± 0.0000`` would read as a perfectly steady result."""
+    return f"{mean:.4f} (1 seed)" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
 def _named(values: dict[str, Any], fmt: str) -> str:
     return "  ".join(f"{name} {format(value, fmt)}" for name, value in values.items())
 
@@ -57,7 +72,7 @@ def trial_lines(shown: dict[str, Any]) -> list[str]:
                  else f"Class weights: none (train.class_weights {setting})")
     test = shown["test_accuracy"]
     if test:
-        lines.append(f"Retrain test accuracy: {test['mean']:.4f} ± {test['std']:.4f}")
+        lines.append(f"Retrain test accuracy: {fmt_mean_std(test['mean'], seeds_std(test))}")
     return lines
 
 

@@ -217,3 +217,32 @@ def test_a_log_range_hyperparameter_is_scientific_a_measurement_stays_fixed():
     seconds = column_format([0.0058, 0.061, 12.5], str)
     assert [seconds(v) for v in (0.0058, 0.061, 12.5)] == ["0.0058", "0.0610", "12.5000"]
     assert [column_format([3.9, 20.6], str)(v) for v in (3.9, 20.6)] == ["3.90", "20.60"]
+
+
+def _record(number: int, params: dict, value: float = 0.9):
+    from optuna.trial import TrialState
+
+    from hpo.study.attrs import TrialRecord
+
+    return TrialRecord(number=number, state=TrialState.COMPLETE, values=[value], params=params,
+                       datetime_start=None, datetime_complete=None, user_attrs={})
+
+
+def test_a_retrain_with_one_seed_has_no_std(tmp_path):
+    from hpo.results.retrain import _mean_std
+    from hpo.results.tables import comparison_table
+
+    assert _mean_std([0.95]) == {"mean": 0.95, "std": None, "values": [0.95]}
+    assert _mean_std([0.9, 0.94])["std"] == pytest.approx(0.0283, abs=1e-4)
+    one = {"test": {"accuracy": _mean_std([0.95])}}
+    older = {"test": {"accuracy": {"mean": 0.95, "std": 0.0, "values": [0.95]}}}  # as stored before
+    two = {"test": {"accuracy": _mean_std([0.9, 0.94])}}
+    table = comparison_table([_record(0, {}), _record(1, {}), _record(2, {})], ["val_accuracy"],
+                             {0: one, 1: older, 2: two})
+    col = table.header.index("test accuracy")
+    assert [row[col] for row in table.formatted()] == ["0.9500 (1 seed)", "0.9500 (1 seed)", "0.9200 ± 0.0283"]
+    table.write(tmp_path, "comparison")
+    frame = pd.read_csv(tmp_path / "comparison.csv")
+    assert frame["test accuracy"].tolist() == pytest.approx([0.95, 0.95, 0.92])
+    assert frame["test accuracy std"].isna().tolist() == [True, True, False]  # an empty cell, not 0.0
+    assert (tmp_path / "comparison.csv").read_text().splitlines()[1].endswith(",0.95,")
