@@ -389,7 +389,7 @@ def comparison(ctx: _Context, section: Section) -> None:
         return
     if ctx.multi:
         section.text(f"The Pareto front ({len(ctx.ranked)} trials), ordered by {ctx.names[0]}.")
-    table = tables.comparison_table(ctx.ranked[:ctx.top], ctx.names, _retrains(ctx))
+    table = tables.comparison_table(ctx.ranked[:ctx.top], ctx.names, _retrains(ctx), tables.log_keys(ctx.spec))
     _put_table(ctx, section, table, "comparison")
     section.text("s/epoch and images/s both time the training pass (validation excluded). Peak GPU memory "
                  "is n/a for a trial trained on CPU. Test accuracy: mean ± std over the seeds of the latest "
@@ -404,7 +404,8 @@ def grid_table(ctx: _Context, section: Section) -> None:
         return
     searched = tables.param_groups(ctx.complete)
     order = [k for k in ctx.spec.search if k in searched] or list(searched)
-    _put_table(ctx, section, tables.grid_table(ctx.ranked, order, ctx.names, _retrains(ctx)), "grid_table")
+    table = tables.grid_table(ctx.ranked, order, ctx.names, _retrains(ctx), tables.log_keys(ctx.spec))
+    _put_table(ctx, section, table, "grid_table")
     section.text("One row per grid point that completed, sorted by " + ", ".join(order)
                  + ". Also written as grid_table.csv (raw numbers) and grid_table.md.")
 

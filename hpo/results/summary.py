@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from hpo.errors import HpoError
-from hpo.results.tables import Table, comparison_table
+from hpo.results.tables import Table, comparison_table, log_keys
 from hpo.spec import spec_to_json
 from hpo.study.attrs import (
     CONFIG,
@@ -236,4 +236,4 @@ def top_table(loaded: LoadedStudy, numbers: Iterable[int]) -> Table:
     by_number = {t.number: t for t in trial_records(study.get_trials(deepcopy=False)) if t.number in wanted}
     retrains = StudyRecord.from_attrs(study.user_attrs).retrains
     return comparison_table([by_number[n] for n in wanted if n in by_number],
-                            [o.metric for o in loaded.spec.objectives], retrains)
+                            [o.metric for o in loaded.spec.objectives], retrains, log_keys(loaded.spec))

@@ -11,13 +11,16 @@ Markdown's ``---:`` alignment) and to ``NAME.csv`` (raw numbers, for a spreadshe
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpo.results.text import fmt_count, fmt_fixed, fmt_mean_std, fmt_value, seeds_std
 from hpo.study.attrs import TrialRecord
+
+if TYPE_CHECKING:
+    from hpo.spec.model import Spec
 
 #: Hyperparameter names as a paper writes them, where the key's own name is not enough.
 READABLE = {"lr": "lr", "batch_size": "batch size", "n_layers": "layers", "n_blocks": "blocks"}
@@ -162,8 +165,16 @@ def _param_cell(value: Any) -> str:
     return NOT_SET if value is None else fmt_value(value)
 
 
-def param_columns(trials: Sequence[TrialRecord], keys: Sequence[str] | None = None) -> list[Column]:
-    """One column per hyperparameter (``keys``: only these, in this order)."""
+def log_keys(spec: Spec) -> frozenset[str]:
+    """The keys ``spec`` searches over a log range (``log: true``): the hyperparameter columns
+    that may be written in scientific notation."""
+    return frozenset(key for key, param in spec.search.items() if param.log)
+
+
+def param_columns(trials: Sequence[TrialRecord], keys: Sequence[str] | None = None,
+                  log: Collection[str] = ()) -> list[Column]:
+    """One column per hyperparameter (``keys``: only these, in this order); ``log``: the keys
+    searched over a log range (``log_keys``)."""
     groups = param_groups(trials)
     if keys is not None:
         groups = {k: groups[k] for k in keys if k in groups}
@@ -172,21 +183,23 @@ def param_columns(trials: Sequence[TrialRecord], keys: Sequence[str] | None = No
     for base, members in groups.items():
         numeric = all(_is_number(t.params[k]) for t in trials for k in members if k in t.params)
         columns.append(Column(headers[base], _param_value(members), _param_cell, numeric=numeric, fixed=True,
-                              scientific=True))
+                              scientific=base in log))
     return columns
 
 
 def column_format(values: Sequence[Any], other: Callable[[Any], str], scientific: bool = False) -> Callable[[Any], str]:
     """One format for a column's floats, so that their points line up: fixed decimals, 2 to
-    4, enough for 2 significant digits of the smallest; with ``scientific``, a column across
-    more than a decade below 0.01 (a log range: lr 1e-4 .. 1e-1) in scientific notation with
-    2 decimals, as papers write such hyperparameters (measurements stay fixed)."""
+    4, enough for 2 significant digits of the smallest; with ``scientific`` (a hyperparameter
+    searched over a log range: lr 1e-4 .. 1e-1), a column reaching below 0.01 in scientific
+    notation with 2 decimals, as papers write such hyperparameters. What decides is the
+    searched range, not the values' spread: a dropout of 0.004 beside 0.45 stays fixed
+    (measurements too)."""
     import math
 
     floats = [abs(v) for v in values if isinstance(v, float) and math.isfinite(v) and v != 0]
     if not floats:
         return other
-    if scientific and max(floats) / min(floats) > 10 and min(floats) < 0.01:
+    if scientific and min(floats) < 0.01:
         return lambda v: f"{v:.2e}" if isinstance(v, float) else other(v)
     decimals = max(2, min(4, 1 - math.floor(math.log10(min(floats)))))
     return lambda v: fmt_fixed(v, decimals) if isinstance(v, float) else other(v)
@@ -269,24 +282,25 @@ def _test_accuracy(retrains: Mapping[int, dict[str, Any]], number: int) -> tuple
 
 
 def comparison_table(trials: Sequence[TrialRecord], objectives: Sequence[str],
-                     retrains: Mapping[int, dict[str, Any]]) -> Table:
-    """The model comparison: trial, model, one column per hyperparameter, then what was measured."""
+                     retrains: Mapping[int, dict[str, Any]], log: Collection[str] = ()) -> Table:
+    """The model comparison: trial, model, one column per hyperparameter (``log``: the keys
+    searched over a log range), then what was measured."""
     columns = [Column("trial", lambda t: t.number, str),
                Column("model", model_name, str, numeric=False),
-               *param_columns(trials),
+               *param_columns(trials, log=log),
                *measurement_columns(trials, objectives, retrains)]
     return Table(columns, list(trials))
 
 
 def grid_table(trials: Sequence[TrialRecord], keys: Sequence[str], objectives: Sequence[str],
-               retrains: Mapping[int, dict[str, Any]]) -> Table:
+               retrains: Mapping[int, dict[str, Any]], log: Collection[str] = ()) -> Table:
     """A grid study's table: one row per grid point, sorted by the grid keys (in ``keys``
     order), the best-ranked trial where a point ran more than once (``trials`` best first)."""
     points: dict[tuple[Any, ...], TrialRecord] = {}
     for trial in trials:
         points.setdefault(tuple(trial.params.get(k) for k in keys), trial)
     rows = [points[p] for p in sorted(points, key=lambda p: tuple(_sort_key(v) for v in p))]
-    columns = [*param_columns(rows, keys), Column("trial", lambda t: t.number, str),
+    columns = [*param_columns(rows, keys, log), Column("trial", lambda t: t.number, str),
                *measurement_columns(rows, objectives, retrains)]
     return Table(columns, rows)
 

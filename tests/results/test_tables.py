@@ -228,6 +228,30 @@ def _record(number: int, params: dict, value: float = 0.9):
                        datetime_start=None, datetime_complete=None, user_attrs={})
 
 
+def test_scientific_notation_follows_the_searched_range_not_the_spread_of_values():
+    from hpo.results.tables import column_format, comparison_table
+
+    # A dropout searched on a linear range spans two decades: it stays fixed.
+    assert [column_format([0.004, 0.45], str)(v) for v in (0.004, 0.45)] == ["0.0040", "0.4500"]
+    # A log range whose sampled values happen to lie within one decade is scientific all the same.
+    lr = column_format([0.002, 0.008], str, scientific=True)
+    assert [lr(v) for v in (0.002, 0.008)] == ["2.00e-03", "8.00e-03"]
+    rows = [_record(0, {"train.lr": 0.002, "model.dropout": 0.004}),
+            _record(1, {"train.lr": 0.008, "model.dropout": 0.45})]
+    table = comparison_table(rows, ["val_accuracy"], {}, log={"train.lr"})
+    cells = {h: [row[i] for row in table.formatted()] for i, h in enumerate(table.header)}
+    assert cells["lr"] == ["2.00e-03", "8.00e-03"] and cells["dropout"] == ["0.0040", "0.4500"]
+
+
+def test_the_log_keys_are_the_specs_log_ranges(tmp_path):
+    from hpo.results.tables import log_keys
+    from hpo.spec import load_spec
+
+    path = tmp_path / "s.yaml"
+    path.write_text(spec_text("s", search={**SEARCH, "model.dropout": "{low: 0.0, high: 0.5}"}))
+    assert log_keys(load_spec(path)) == {"train.lr"}
+
+
 def test_a_retrain_with_one_seed_has_no_std(tmp_path):
     from hpo.results.retrain import _mean_std
     from hpo.results.tables import comparison_table
