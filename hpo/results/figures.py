@@ -401,8 +401,11 @@ def _sorted_values(trials: Sequence[TrialRecord], key: str) -> list[Any]:
 def grid_figure(trials: Sequence[TrialRecord], value: Callable[[TrialRecord], float], name: str,
                 keys: Sequence[str]) -> Figure:
     """The objective over two searched keys as a heatmap (rows the first, columns the
-    second), one panel per value of a third when there is one; each cell the mean over the
-    complete trials with that combination, written in it, a cell with none left blank."""
+    second), one panel per value of a third when there is one; each cell the value of the
+    best-ranked complete trial with that combination (``trials`` best first), written in it,
+    a cell with none left blank. A point that ran more than once (a retry, a second worker,
+    a re-run grid) shows the same run as the grid table (hpo.results.tables.grid_table), so
+    that the figure and the table agree."""
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.colors import Normalize
@@ -419,7 +422,7 @@ def grid_figure(trials: Sequence[TrialRecord], value: Callable[[TrialRecord], fl
                 found = [value(t) for t in trials if t.params.get(rows_key) == r and t.params.get(cols_key) == c
                          and (panel_key is None or t.params.get(panel_key) == p)]
                 if found:
-                    cells[i, j] = float(np.mean(found))
+                    cells[i, j] = float(found[0])
         grids.append(cells)
     finite = [v for g in grids for v in g.ravel() if np.isfinite(v)]
     norm = Normalize(min(finite), max(finite) if max(finite) > min(finite) else min(finite) + 1e-9)
@@ -443,6 +446,6 @@ def grid_figure(trials: Sequence[TrialRecord], value: Callable[[TrialRecord], fl
             if panel_key is not None:
                 ax.set_title(f"{panel_key} = {p}", fontsize=SMALL_PT + 1)
         axes[0][0].set_ylabel(rows_key)
-        fig.colorbar(image, ax=axes[0].tolist(), label=f"{name} (mean)")
+        fig.colorbar(image, ax=axes[0].tolist(), label=f"{name} (best run per point)")
         fig.suptitle(f"{name} over the grid" + (f", one panel per {panel_key}" if panel_key else ""))
     return fig

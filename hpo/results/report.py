@@ -291,7 +291,8 @@ def grid(ctx: _Context, section: Section) -> None:
     if not 2 <= len(keys) <= 3:
         ctx.note(section, f"a grid heatmap shows 2 or 3 searched keys that vary; this study has {len(keys)}")
         return
-    figure = figures.grid_figure(ctx.complete, _value(0), ctx.names[0], keys)
+    # Best first, so that a point run twice shows the run the grid table lists.
+    figure = figures.grid_figure(ranked_trials(ctx.study, ctx.complete), _value(0), ctx.names[0], keys)
     ctx.save(figure, "grid.png", section, f"{ctx.names[0]} over the grid of {', '.join(keys)}")
 
 
@@ -407,7 +408,8 @@ def grid_table(ctx: _Context, section: Section) -> None:
     table = tables.grid_table(ctx.ranked, order, ctx.names, _retrains(ctx), tables.log_keys(ctx.spec))
     _put_table(ctx, section, table, "grid_table")
     section.text("One row per grid point that completed, sorted by " + ", ".join(order)
-                 + ". Also written as grid_table.csv (raw numbers) and grid_table.md.")
+                 + "; a point that ran more than once shows its best-ranked run, as grid.png does. "
+                 "Also written as grid_table.csv (raw numbers) and grid_table.md.")
 
 
 def classes(ctx: _Context, section: Section) -> None:

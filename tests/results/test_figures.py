@@ -266,6 +266,35 @@ def test_grid_heatmap_one_panel_per_epochs(grid_figures):
     assert any(getattr(ax, "_colorbar", None) is not None for ax in fig.axes)
 
 
+def test_a_grid_point_run_twice_shows_its_best_ranked_run_as_the_grid_table_does():
+    """One rule for a repeated point in grid.png and grid_table: the best-ranked run, not a
+    mean in one and a run in the other."""
+    import matplotlib.pyplot as plt
+    from optuna.trial import TrialState
+
+    from hpo.results.figures import grid_figure
+    from hpo.results.tables import grid_table
+    from hpo.study.attrs import TrialRecord
+
+    def record(number, batch_size, lr, value):
+        return TrialRecord(number=number, state=TrialState.COMPLETE, values=[value],
+                           params={"train.batch_size": batch_size, "train.lr": lr},
+                           datetime_start=None, datetime_complete=None, user_attrs={})
+
+    ranked = [record(3, 32, 0.1, 0.9), record(1, 32, 0.01, 0.8), record(2, 64, 0.1, 0.65),
+              record(4, 64, 0.01, 0.6), record(0, 32, 0.1, 0.5)]  # best first; trial 0 repeats trial 3's point
+    keys = ["train.batch_size", "train.lr"]
+    fig = grid_figure(ranked, lambda t: t.values[0], "val_accuracy", keys)
+    (ax,) = _plot_axes(fig)
+    written = sorted(t.get_text() for t in ax.texts)
+    assert written == ["0.600", "0.650", "0.800", "0.900"]  # not 0.700, the mean of 0.9 and 0.5
+    assert any(a.get_ylabel() == "val_accuracy (best run per point)" for a in fig.axes if a not in (ax,))
+    plt.close(fig)
+    table = grid_table(ranked, keys, ["val_accuracy"], {})
+    trial_col = table.header.index("trial")
+    assert {(row[0], row[1]): row[trial_col] for row in table.raw()}[32, 0.1] == 3
+
+
 @pytest.mark.parametrize("file", ["history.png", "learning_curves.png", "tradeoffs.png", "parallel_coordinates.png"])
 def test_grid_study_figures_pass_the_same_checks(grid_figures, file):
     _check_common(file, grid_figures[file], labels=file != "parallel_coordinates.png")

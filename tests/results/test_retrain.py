@@ -117,7 +117,7 @@ def test_retrain_without_test_leaves_the_test_split_alone(tmp_path, monkeypatch,
     assert metrics["trial"] == 1 and metrics["test"] is None and metrics["test_split_used"] is False
     assert metrics["per_seed"][0]["seed"] == 0 and metrics["epochs"] == 2
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["metrics.json", "weights-seed0.pt"]
-    assert 0 < metrics["train"]["accuracy"]["mean"] <= 1 and metrics["train"]["accuracy"]["std"] is None  # one seed: no spread
+    assert 0 < metrics["train"]["accuracy"]["mean"] <= 1 and metrics["train"]["accuracy"]["std"] is None
 
 
 def test_retrain_names_a_missing_trial(tmp_path, monkeypatch):
