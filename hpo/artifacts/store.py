@@ -152,7 +152,9 @@ def _attr_ids(attrs: dict[str, Any]) -> set[str]:
 
 def study_artifacts(study: Study, others: Iterable[Study]) -> StudyArtifacts:
     """What deleting ``study`` may remove. ``others``: the storage's other studies; a file
-    one of them names too (``optuna.copy_study`` copies the records, not the files) stays."""
+    one of them names too (``optuna.copy_study`` copies the records, not the files) stays.
+    A copy in another storage is not among ``others``: its files are removed (no manifest
+    of copies is kept; ``hpo study delete`` warns, --keep-artifacts keeps them)."""
     location = study_location(study)
     if location is None:
         return StudyArtifacts(None, frozenset(), {})

@@ -263,11 +263,19 @@ def delete(name: str, storage: str | None, yes: bool, keep_artifacts: bool) -> N
 
     if not yes:
         what = "all its trials" + ("" if keep_artifacts else " and their artifacts")
-        raise UsageError(f"deleting study {name!r} removes {what}; add --yes to confirm")
+        raise UsageError(f"deleting study {name!r} removes {what}; add --yes to confirm"
+                         + ("" if keep_artifacts else f" ({COPIES_ELSEWHERE})"))
     target = storage_target(storage)
     deleted = delete_study(name, target, keep_artifacts=keep_artifacts)
     click.echo(f"Deleted study {name!r} from {target.display}")
     click.echo(_artifacts_line(deleted))
+
+
+# Only this storage's studies are read for files they share: a copy made in another storage
+# (optuna.copy_study copies the artifact store and the records naming its files) is not
+# found, and no manifest of copies is kept, so the user is told before and after.
+COPIES_ELSEWHERE = ("a copy made with optuna.copy_study in another storage shares these files: "
+                    "use --keep-artifacts")
 
 
 def _artifacts_line(deleted: DeletedStudy) -> str:
@@ -285,6 +293,8 @@ def _artifacts_line(deleted: DeletedStudy) -> str:
         others = ", ".join(repr(name) for name in sorted(artifacts.shared))
         notes.append(f"{_files(artifacts.n_shared)} named by {'study' if len(artifacts.shared) == 1 else 'studies'} "
                      f"{others} too were kept")
+    if removed.files:
+        notes.append("not checked: a copy of the study in another storage, which would name them too")
     line = f"Removed its artifacts: {_files(removed.files)}, {removed.bytes / 2**20:.2f} MB, from {artifacts.where}"
     return line + (f" ({'; '.join(notes)})" if notes else "")
 

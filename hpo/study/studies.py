@@ -395,7 +395,9 @@ class DeletedStudy:
 
 def delete_study(name: str, target: StorageTarget, *, keep_artifacts: bool = False) -> DeletedStudy:
     """Delete the study and, unless ``keep_artifacts``, the files its records name in its
-    artifact store (files another study of the storage names too stay). The files go first:
+    artifact store (files another study of the storage names too stay; a copy in another
+    storage, made with ``optuna.copy_study``, is not seen and loses them: the CLI says so,
+    and --keep-artifacts keeps them). The files go first:
     a store that cannot be reached, or fails midway, leaves the study in place, so that its
     records still say which files remain (running again finishes)."""
     import optuna

@@ -109,7 +109,8 @@ def test_delete_needs_yes(run, spec_file):
     refused = run("study", "delete", "demo")
     assert refused.exit_code == 2
     assert refused.stderr == ("Error: deleting study 'demo' removes all its trials and their artifacts; "
-                              "add --yes to confirm\n")
+                              "add --yes to confirm (a copy made with optuna.copy_study in another storage "
+                              "shares these files: use --keep-artifacts)\n")
     deleted = run("study", "delete", "demo", "--yes")
     assert deleted.exit_code == 0 and deleted.stdout.startswith("Deleted study 'demo' from ")
     listed = run("study", "list", "--format", "json")
