@@ -94,6 +94,24 @@ class ConfigPaths:
             cls = nested_model(cls, part)  # type: ignore[assignment]
         return cls.model_fields[parts[-1]].get_default(call_default_factory=True)
 
+    def sampled_value(self, path: str) -> Any:
+        """``fixed_value`` as a trial's config holds it, defaults filled in (a fixed
+        ``augment: [hflip]`` is ``[{name: hflip, p: 0.5}]``): what sampling checks ``when``
+        conditions against (hpo.spec.space.fixed_config). ``fixed_value`` itself where the
+        section does not validate (its own problems are reported elsewhere)."""
+        section, parts = self._split(path)
+        owners = self._owners(path)
+        if not owners:
+            return self.fixed_value(path)
+        cls, raw = owners[0]
+        try:
+            node: Any = cls.model_validate(raw).model_dump(mode="json")
+        except ValidationError:
+            return self.fixed_value(path)
+        for part in parts:
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
     def check(self, path: str, value: Any, also: dict[str, Any] | None = None) -> tuple[str, list[str]] | None:
         """(why, what is expected) when ``value`` is not acceptable at ``path``, else None.
         ``also``: other paths' values at the same time (those of other sections do not matter)."""

@@ -27,6 +27,7 @@ from hpo.spec.model import (
     Objective,
     SearchParam,
     Spec,
+    choice_label,
     default_pruner,
 )
 from hpo.spec.paths import SECTIONS, ConfigPaths
@@ -424,13 +425,21 @@ def _check_when(key: str, param: SearchParam, params: dict[str, SearchParam], pa
         if path in params and params[path].repeat:
             problems.append(Problem(at, "a condition cannot name a repeated parameter", path))
             continue
+        if how[0] == "fixed":  # as sampling sees it: defaults filled in (a step's p)
+            how = ("fixed", paths.sampled_value(path))
         problems += _impossible_values(at, path, how, accepted)
     return problems
 
 
 def _impossible_values(at: KeyPath, path: str, how: tuple[str, Any], accepted: list[Any]) -> list[Problem]:
-    """A ``when`` condition's values that ``path`` can never take."""
+    """A ``when`` condition's values that ``path`` can never take. Values are compared by
+    their labels, as sampling compares them (hpo.spec.space and hpo.spec.finite): a list
+    value, such as a fixed list of augmentation steps, is named by its label (``[hflip]``,
+    defaults filled in, is ``hflip(p=0.5)``)."""
     kind, what = how
+    if kind == "fixed":
+        what = choice_label(what)
+    accepted = [choice_label(value) for value in accepted]
     problems = []
     for value in accepted:
         if kind == "choices" and value not in what:

@@ -231,3 +231,18 @@ def test_a_recorded_list_is_read_back_as_the_choice_it_was(tmp_path):
     assert choice_of(spec, "data.augment", []) == []
     other = [{"name": "vflip", "p": 0.5}]
     assert choice_of(spec, "data.augment", other) == other
+
+
+def test_a_condition_on_a_fixed_list_of_steps_is_checked_by_its_label(tmp_path):
+    """Validation compares a fixed list with the condition as sampling does: by its label,
+    defaults filled in (a fixed [hflip] is hflip(p=0.5), as a trial's config holds it)."""
+    from hpo.spec.space import preview
+
+    spec = _spec(tmp_path, {"train.lr": "{low: 1.0e-4, high: 1.0e-1, log: true, when: {data.augment: 'hflip(p=0.5)'}}"},
+                 data_augment="[hflip]")
+    assert all("train.lr" in params for params, _ in preview(spec, 4))
+    # The label of the list as written is not what sampling compares: never true.
+    errors = _errors(tmp_path, search={"train.lr": "{low: 1.0e-4, high: 1.0e-1, log: true, "
+                                                   "when: {data.augment: hflip}}"},
+                     data_augment="[hflip]")
+    assert len(errors) == 1 and "never true" in errors[0] and "'hflip(p=0.5)'" in errors[0], errors
