@@ -177,3 +177,21 @@ def trials_of(name: str, storage: str | None = None) -> list[Any]:
     from hpo.study.studies import load_study
 
     return load_study(name, resolve_storage(storage)).study.get_trials(deepcopy=False)
+
+
+def run_cli_study(root: Path, name: str, text: str) -> str:
+    """Create study ``name`` from spec ``text`` in a journal under ``root`` (artifacts in
+    root/artifacts) and run one quiet worker on it through the CLI, in-process; the journal's
+    path."""
+    from click.testing import CliRunner
+
+    from hpo.cli.main import cli
+
+    journal = str(root / f"{name}.journal")
+    (root / f"{name}.yaml").write_text(text)
+    created = CliRunner().invoke(cli, ["study", "create", str(root / f"{name}.yaml"), "--storage", journal,
+                                       "--artifacts", str(root / "artifacts")])
+    assert created.exit_code == 0, created.output
+    worked = CliRunner().invoke(cli, ["worker", name, "--rank", "0", "--storage", journal, "--quiet"])
+    assert worked.exit_code == 0, worked.output
+    return journal

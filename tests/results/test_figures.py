@@ -23,7 +23,7 @@ from hpo.results.figures import NOT_SET
 from hpo.storage.urls import resolve_storage
 from hpo.study.studies import load_study
 from tests.results.test_report import GRADIENT_SPEC
-from tests.specs import spec_text
+from tests.specs import run_cli_study, spec_text
 
 RENDERED = Path(__file__).parent / "rendered"
 
@@ -47,15 +47,6 @@ def _invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
-def _run_study(root: Path, name: str, text: str) -> str:
-    journal = str(root / f"{name}.journal")
-    (root / f"{name}.yaml").write_text(text)
-    created = _invoke("study", "create", str(root / f"{name}.yaml"), "--storage", journal,
-                      "--artifacts", str(root / "artifacts"))
-    assert created.exit_code == 0, created.output
-    worked = _invoke("worker", name, "--rank", "0", "--storage", journal, "--quiet")
-    assert worked.exit_code == 0, worked.output
-    return journal
 
 
 def _report_figures(journal: str, name: str, out: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
@@ -84,10 +75,10 @@ def ctx_dpi() -> int:
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory):
     root = tmp_path_factory.mktemp("figures")
-    search = _run_study(root, "search", spec_text("search", n_trials=8, epochs=3, sampler="random",
+    search = run_cli_study(root, "search", spec_text("search", n_trials=8, epochs=3, sampler="random",
                                                     search=SEARCH))
-    grid = _run_study(root, "grid", spec_text("grid", n_trials=12, sampler="grid", search=GRID_SEARCH))
-    gradients = _run_study(root, "vanishing", GRADIENT_SPEC)
+    grid = run_cli_study(root, "grid", spec_text("grid", n_trials=12, sampler="grid", search=GRID_SEARCH))
+    gradients = run_cli_study(root, "vanishing", GRADIENT_SPEC)
     RENDERED.mkdir(exist_ok=True)
     best = load_study("search", resolve_storage(search)).study.best_trial
     for picture in ("learning_curve.svg", "confusion_matrix.png"):  # the best trial's, as the worker drew them

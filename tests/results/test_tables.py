@@ -20,7 +20,7 @@ from hpo.results.tables import comparison_table
 from hpo.storage.urls import resolve_storage
 from hpo.study.attrs import StudyRecord, trial_records
 from hpo.study.studies import load_study
-from tests.specs import spec_text
+from tests.specs import run_cli_study, spec_text
 
 SEARCH = {
     "train.lr": "{low: 1.0e-3, high: 0.5, log: true}",
@@ -40,26 +40,17 @@ def _invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
-def _run(root: Path, name: str, text: str) -> str:
-    journal = str(root / f"{name}.journal")
-    (root / f"{name}.yaml").write_text(text)
-    created = _invoke("study", "create", str(root / f"{name}.yaml"), "--storage", journal,
-                      "--artifacts", str(root / "artifacts"))
-    assert created.exit_code == 0, created.output
-    worked = _invoke("worker", name, "--rank", "0", "--storage", journal, "--quiet")
-    assert worked.exit_code == 0, worked.output
-    return journal
 
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
     root = tmp_path_factory.mktemp("tables")
-    search = _run(root, "search", spec_text("search", n_trials=6, epochs=1, search=SEARCH))
+    search = run_cli_study(root, "search", spec_text("search", n_trials=6, epochs=1, search=SEARCH))
     best = load_study("search", resolve_storage(search)).study.best_trial.number
     retrained = _invoke("retrain", "search", "--trial", str(best), "--seeds", "2", "--test",
                         "--output", str(root / "retrain"), "--storage", search)
     assert retrained.exit_code == 0, retrained.output
-    grid = _run(root, "grid", spec_text("grid", n_trials=8, sampler="grid", search=GRID))
+    grid = run_cli_study(root, "grid", spec_text("grid", n_trials=8, sampler="grid", search=GRID))
     out = {}
     RENDERED.mkdir(exist_ok=True)
     for name, journal in (("search", search), ("grid", grid)):

@@ -15,7 +15,7 @@ from hpo.study.attrs import trial_records
 from hpo.study.studies import load_study
 from hpo.training import DataConfig, TrainConfig, train_model
 from hpo.training.data import load_splits
-from tests.specs import spec_text
+from tests.specs import run_cli_study, spec_text
 from tests.training.test_data_folder import make_folder
 
 TINY = MLPConfig(n_layers=1, width=16)
@@ -92,28 +92,19 @@ def _invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
-def _run(root, name: str, text: str) -> str:
-    journal = str(root / f"{name}.journal")
-    (root / f"{name}.yaml").write_text(text)
-    created = _invoke("study", "create", str(root / f"{name}.yaml"), "--storage", journal,
-                      "--artifacts", str(root / "artifacts"))
-    assert created.exit_code == 0, created.output
-    worked = _invoke("worker", name, "--rank", "0", "--storage", journal, "--quiet")
-    assert worked.exit_code == 0, worked.output
-    return journal
 
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory):
     root = tmp_path_factory.mktemp("records")
-    digits = _run(root, "digits", spec_text("digits", n_trials=2, epochs=2))
+    digits = run_cli_study(root, "digits", spec_text("digits", n_trials=2, epochs=2))
     make_folder(str(root / "images"), counts=FOLDER_COUNTS, corrupt=False)
     folder = (spec_text("folder", n_trials=1, epochs=1, search={})
               .replace("data: {name: digits, val_fraction: 0.2, test_fraction: 0.2, split_seed: 0}",
                        f"data: {{name: image_folder, path: {root / 'images'}, val_fraction: 0.25, "
                        "test_fraction: 0.25, image_size: 16}")
               .replace("batch_size: 128,", "batch_size: 16, class_weights: balanced,"))
-    return {"digits": digits, "folder": _run(root, "folder", folder)}
+    return {"digits": digits, "folder": run_cli_study(root, "folder", folder)}
 
 
 def _records(journal: str, name: str):
