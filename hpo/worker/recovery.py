@@ -180,9 +180,9 @@ def hand_back(study: Study, trial_id: int, number: int, reason: str, max_retries
     at once (a second stop signal); returns what became of it, for the worker's last line.
     When even this cannot be written, the trial stays RUNNING until a sweep retries it.
 
-    (``hpo.worker.trial.abandon`` is the same for a trial that has started; this one also
-    says when a trial was not retried because its parameters were not stored yet, which is
-    what a trial stopped between its ask and its start is.)"""
+    ``hpo.worker.trial.abandon`` calls it for a trial that has started; it also says when a
+    trial was not retried because its parameters were not stored yet, which is what a trial
+    stopped between its ask and its start is."""
     from hpo.storage.optuna_internals import storage_of
 
     try:

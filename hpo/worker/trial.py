@@ -380,22 +380,8 @@ def _free_device_memory() -> None:
 
 def abandon(study: Study, trial: Trial, reason: str, max_retries: int) -> str:
     """Fail ``trial`` with ``reason`` and enqueue its retry at once (a second stop signal);
-    returns what became of it, for the worker's last line. When even this cannot be written,
-    the trial stays RUNNING until a sweep retries it."""
-    from hpo.storage.optuna_internals import storage_of, trial_id_of
-    from hpo.study.attrs import TrialRecord
-    from hpo.worker.recovery import fail_and_retry
+    returns what became of it, for the worker's last line (``recovery.hand_back``)."""
+    from hpo.storage.optuna_internals import trial_id_of
+    from hpo.worker.recovery import hand_back
 
-    number = trial.number
-    try:
-        fresh = storage_of(study).get_trial(trial_id_of(trial))
-        if not fail_and_retry(study, fresh, reason, max_retries):
-            return f"trial {number} had already ended"
-    except Exception:  # noqa: BLE001 - the storage is unusable: leave at once all the same
-        return (f"trial {number} left running: a worker's sweep retries it (on this host, or once "
-                "its heartbeats are over budget.heartbeat_grace_period old)")
-    record = TrialRecord.from_frozen(fresh)
-    if int(record.retries) >= max_retries:
-        return f"trial {number} failed (budget.max_retries = {max_retries} used up)"
-    where = "from its last checkpoint" if record.checkpoint or record.resume_from else "from the start"
-    return f"trial {number} handed back, to be resumed {where} by the next worker"
+    return hand_back(study, trial_id_of(trial), trial.number, reason, max_retries)
