@@ -1,0 +1,143 @@
+"""hpo's own strategies on the replay: the sampler and pruner objects a worker builds from a
+spec (hpo.spec.strategies, as hpo.worker.loop does), asking Optuna for trials and sampling
+their configurations with hpo's own code (hpo.spec.space.sample_config), in an in-memory
+study. What is left out of a real worker (storage, heartbeats, artifacts) changes no
+decision of the sampler's or the pruner's.
+
+A label is ``default`` (a spec that names neither sampler nor pruner), ``random-full``
+(random search, every trial trained to the end: a Talos-style scan), ``tpe-full`` (TPE
+without pruning), or SAMPLER[(k=v,...)]+PRUNER[(k=v,...)] in hpo's option names, as
+benchmarks/search_efficiency.py reads them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.curves import space
+from benchmarks.replay.env import BudgetSpent, Replay
+
+NAMED: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
+    "default": ({}, None),
+    "random-full": ({"name": "random"}, {"name": "none"}),
+    "tpe-full": ({"name": "tpe"}, {"name": "none"}),
+}
+
+
+def search_section(values: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
+    """The replayed space in hpo's spec syntax: what a user would write for it."""
+    section: dict[str, Any] = {}
+    for name, described in space.ranges(values).items():
+        param = ({"choices": described["choices"]} if "choices" in described else
+                 {"low": described["low"], "high": described["high"], "log": described["log"]})
+        if name in space.CONDITIONS:
+            parent, value = space.CONDITIONS[name]
+            param["when"] = {parent: value}
+        section[name] = param
+    return section
+
+
+def spec_text(label: str, values: dict[str, tuple[Any, ...]], epochs: int, seed: int) -> str:
+    from benchmarks.search_efficiency import strategy_sections
+
+    sampler, pruner = NAMED.get(label) or strategy_sections(label)
+    model = dict(space.MODEL, n_blocks=2, filters=32, kernel_size=3, dropout=0.0, init="default")
+    train = dict(space.TRAIN, epochs=epochs, batch_size=64, optimizer="adam", lr=1e-3, momentum=0.9, seed=0)
+    spec: dict[str, Any] = {
+        "name": "replay", "budget": {"n_trials": 100000}, "sampler": {**sampler, "seed": seed},
+        "data": space.DATA, "model": model, "train": train, "search": search_section(values),
+    }
+    if pruner is not None:
+        spec["pruner"] = pruner
+    return json.dumps(spec)  # JSON is YAML: hpo reads it as a user's file
+
+
+@functools.lru_cache(maxsize=64)
+def load(text: str) -> Any:
+    """The spec as hpo validates a user's file (cached: the same text for every seed but
+    the sampler's)."""
+    from hpo.spec import load_spec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "spec.yaml"
+        path.write_text(text)
+        return load_spec(path)
+
+
+def table_config(trial_config: Any) -> dict[str, Any]:
+    """The table's names read off hpo's resolved trial config."""
+    sections = {"data": trial_config.data, "model": trial_config.model, "train": trial_config.train}
+    config = {}
+    for name in space.VALUES:
+        section, _, field = name.partition(".")
+        config[name] = getattr(sections[section], field)
+    return config
+
+
+def run(label: str, replay: Replay, seed: int) -> None:
+    import optuna
+
+    from hpo.spec.space import max_epochs, sample_config, space_facts
+    from hpo.spec.strategies import build_pruner, build_sampler
+    from hpo.study.studies import quiet_optuna
+
+    quiet_optuna()
+    spec = load(spec_text(label, replay.table.values, replay.table.epochs, seed))
+    study = optuna.create_study(direction="maximize", storage=optuna.storages.InMemoryStorage())
+    study.sampler = build_sampler(spec.sampler, rank=0, space=space_facts(spec))
+    study.pruner = build_pruner(spec.pruner, max_epochs=max_epochs(spec))
+    try:
+        while not replay.spent:
+            trial = study.ask()
+            config = table_config(sample_config(trial, spec))
+            state, value = train(replay, trial, config)
+            if state == "complete":
+                study.tell(trial, value)
+            else:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED if state == "pruned"
+                           else optuna.trial.TrialState.FAIL)
+    except BudgetSpent:
+        pass
+
+
+def train(replay: Replay, trial: Any, config: dict[str, Any]) -> tuple[str, float | None]:
+    """One trial, epoch by epoch, as hpo's TrialReporter reports and asks the pruner."""
+    replayed = replay.start(config)
+    value: float | None = math.nan
+    for epoch in range(1, replay.table.epochs + 1):
+        value = replayed.epoch()
+        if value is None:
+            replayed.finish("fail")
+            return "fail", None
+        trial.report(value, epoch)
+        if trial.should_prune():
+            replayed.finish("pruned")
+            return "pruned", value
+    replayed.finish("complete")
+    return "complete", value
+
+
+def strategy(label: str) -> Callable[[Replay, int], None]:
+    return functools.partial(run, label)
+
+
+VARIANTS = (
+    "default",
+    "random-full",
+    "tpe-full",
+    "random+hyperband",
+    "tpe+successive_halving",
+    "tpe+hyperband(reduction_factor=2)",
+    "tpe+hyperband(reduction_factor=4)",
+    "tpe+hyperband(min_resource=2)",
+    "tpe+median",
+    "tpe(multivariate=false,group=false,constant_liar=false)+hyperband",
+    "gp+hyperband",
+)
+STRATEGIES: dict[str, Callable[[Replay, int], None]] = {label: strategy(label) for label in VARIANTS}

@@ -1,0 +1,31 @@
+"""Every replayed strategy by label: hpo's (benchmarks/replay/optuna_hpo.py) and the peers'
+(ray_tune.py, smac_dehb.py), each module imported only when one of its labels runs (SMAC's
+import alone takes seconds)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from benchmarks.replay.env import Replay
+
+MODULES = {
+    "benchmarks.replay.optuna_hpo": ("default", "random-full", "tpe-full", "random+hyperband",
+                                     "tpe+successive_halving", "tpe+hyperband(reduction_factor=2)",
+                                     "tpe+hyperband(reduction_factor=4)", "tpe+hyperband(min_resource=2)",
+                                     "tpe+median", "tpe(multivariate=false,group=false,constant_liar=false)+hyperband",
+                                     "gp+hyperband"),
+    "benchmarks.replay.ray_tune": ("ray-asha-random", "ray-asha-tpe", "ray-asha-bohb"),
+    "benchmarks.replay.smac_dehb": ("smac-hyperband", "dehb"),
+}
+LABELS = tuple(label for labels in MODULES.values() for label in labels)
+
+
+def strategy(label: str) -> Callable[[Replay, int], None]:
+    """The run function of ``label``; a label of no module is an hpo SAMPLER+PRUNER variant."""
+    for module, labels in MODULES.items():
+        if label in labels:
+            return importlib.import_module(module).STRATEGIES[label]
+    from benchmarks.replay.optuna_hpo import strategy as hpo_variant
+
+    return hpo_variant(label)
