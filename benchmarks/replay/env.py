@@ -53,7 +53,7 @@ class Trial:
         if self.trained >= self.replay.table.epochs:
             raise ValueError("the trial has trained all of the table's epochs")
         value = float(self.replay.table.val_accuracy[self.row, self.seed, self.trained])
-        self.replay.charge(float(self.replay.table.cpu_seconds[self.row, self.seed, self.trained]))
+        self.replay.charge(self.replay.epoch_seconds(self.row, self.seed, self.trained))
         self.trained += 1
         if math.isnan(value):
             return None
@@ -91,6 +91,12 @@ class Replay:
             raise BudgetSpent
         self.epochs += 1
         self.seconds += seconds
+
+    def epoch_seconds(self, row: int, seed: int, epoch: int) -> float:
+        """The recorded seconds of an epoch; the epoch a run failed in has none recorded (the
+        loss went non-finite before it ended): it costs the configuration's mean epoch."""
+        seconds = float(self.table.cpu_seconds[row, seed, epoch])
+        return seconds if not math.isnan(seconds) else float(np.nanmean(self.table.cpu_seconds[row]))
 
     def start(self, config: dict[str, Any]) -> Trial:
         """A new trial of ``config`` from its first epoch, on a seed of its own."""

@@ -89,7 +89,10 @@ def run(label: str, replay: Replay, seed: int) -> None:
 
     quiet_optuna()
     spec = load(spec_text(label, replay.table.values, replay.table.epochs, seed))
-    study = optuna.create_study(direction="maximize", storage=optuna.storages.InMemoryStorage())
+    # A fixed name: Hyperband assigns trials to brackets by a hash of the study's name and the
+    # trial's number, and an unnamed study gets a random one (runs would not repeat).
+    study = optuna.create_study(study_name="replay", direction="maximize",
+                                storage=optuna.storages.InMemoryStorage())
     study.sampler = build_sampler(spec.sampler, rank=0, space=space_facts(spec))
     study.pruner = build_pruner(spec.pruner, max_epochs=max_epochs(spec))
     try:
