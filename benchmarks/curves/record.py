@@ -76,6 +76,15 @@ def train_once(config: dict[str, Any], seed: int) -> tuple[dict[str, Any], int]:
     }, params
 
 
+def parameter_count(config: dict[str, Any]) -> int:
+    """The model's parameters, built as a trial builds it (for a configuration whose every
+    seed failed before the count was returned): digits are 1x8x8 images of 10 classes."""
+    from hpo.models.registry import count_parameters, create_model, parse_model_config
+
+    _, model, _ = space.hpo_sections(config, seed=0)
+    return count_parameters(create_model(parse_model_config(model), (1, 8, 8), 10))[1]
+
+
 def _parts() -> list[Path]:
     return sorted(RECORDING.glob("part-*.jsonl"))
 
@@ -139,22 +148,22 @@ def pack(path: Path = TABLE) -> None:
     """The recorded rows as one compressed table (see table.py for its arrays)."""
     import numpy as np
 
+    from benchmarks.curves.table import ARRAYS, CurveTable
+
     rows = recorded()
     configs = list(space.configurations())
     missing = [i for i in range(len(configs)) if i not in rows]
     if missing:
         raise SystemExit(f"{len(missing)} of {len(configs)} configurations are not recorded yet")
-    arrays: dict[str, Any] = {}
-    for name in ("val_accuracy", "val_loss", "train_loss", "wall_seconds", "cpu_seconds"):
-        arrays[name] = np.array([[run[name] for run in rows[i]["runs"]] for i in range(len(configs))],
-                                dtype=np.float32)
-    arrays["failed"] = np.array([[run["status"] == "fail" for run in rows[i]["runs"]] for i in range(len(configs))])
-    arrays["params"] = np.array([rows[i]["params"] for i in range(len(configs))], dtype=np.int64)
+    runs = [rows[i]["runs"] for i in range(len(configs))]
+    arrays = {name: np.array([[run[name] for run in r] for r in runs], dtype=np.float32) for name in ARRAYS}
     meta = {"space": {n: list(v) for n, v in space.VALUES.items()}, "conditions": space.CONDITIONS,
             "data": space.DATA, "model": space.MODEL, "train": space.TRAIN, "seeds": list(space.SEEDS),
-            "epochs": space.EPOCHS, "configs": configs}
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez_compressed(path, **arrays)
+            "epochs": space.EPOCHS}
+    CurveTable(configs=configs, meta=meta, failed=np.array([[run["status"] == "fail" for run in r] for r in runs]),
+               params=np.array([rows[i]["params"] or parameter_count(configs[i]) for i in range(len(configs))],
+                               dtype=np.int64),
+               **arrays).save(path)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
