@@ -1,14 +1,18 @@
 """Search efficiency at equal compute: hpo's default sampler + pruner against random search
 with every trial trained to full epochs (a Talos-style scan) and against TPE without pruning,
-on the digits CNN space with a reduced training set.
+on a digits search space (--space: the CNN space or an MLP one) with a reduced training set.
 
 Full digits sits at its ceiling (random search reaches ~0.99 validation accuracy within a few
-trials), so the task is the space and fixed keys of search_spaces/digits_cnn.yaml with
-``data.train_fraction`` (default 0.1: ~110 training images; validation and test stay whole),
-where bad configurations score 0.1-0.5 and good ones ~0.9. Every strategy runs through hpo's
-real worker loop (``hpo.worker.loop.run_worker``: one in-process worker, rank 0, a fresh study on an
-embedded journal per run); seed s sets ``sampler.seed`` (1000 + s for random search: see
-REFERENCE_SEED), the split and ``train.seed`` stay fixed.
+trials), so the task is digits with ``data.train_fraction`` (default 0.1: ~110 training images;
+validation and test stay whole), where bad configurations score far below good ones. ``cnn`` is
+the space and fixed keys of search_spaces/digits_cnn.yaml (bad configurations 0.1-0.5, good ones
+~0.9). ``mlp`` is an MLP over lr, batch size, optimizer (+ momentum for sgd), depth, one width per
+layer, dropout, activation and init, after search_spaces/digits_mlp.yaml (24 random
+configurations at 12 epochs scored 0.09-0.89, median 0.46; a sigmoid net or a small lr mostly
+stays near chance, 0.1-0.2). Every strategy runs through hpo's real worker loop
+(``hpo.worker.loop.run_worker``: one in-process worker, rank 0, a fresh study on an embedded
+journal per run); seed s sets ``sampler.seed`` (1000 + s for random search: see REFERENCE_SEED),
+the split and ``train.seed`` stay fixed.
 
 Budgets, per seed: random search runs first until it has trained E = --full-trials x epochs
 epochs; its wall time becomes T. Every other strategy runs until it has used both E epochs
@@ -17,9 +21,11 @@ the best validation accuracy of a completed trial within f x E epochs (pruned tr
 count) and within f x T seconds, the epochs and seconds to reach a target, and the test
 accuracy of the best trial within E (its final weights from the study's artifact store).
 
-    uv run python -m benchmarks.search_efficiency             # default, random, tpe; 5 seeds
+    uv run python -m benchmarks.search_efficiency             # default, random, tpe; 5 seeds; cnn space
+    uv run python -m benchmarks.search_efficiency --space mlp # the same on the MLP space
     uv run python -m benchmarks.search_efficiency --strategies "tpe+median,tpe(n_startup_trials=5)+hyperband"
-    uv run python -m benchmarks.search_efficiency --tiny      # a smoke run (the test suite uses it)
+    uv run python -m benchmarks.search_efficiency --fraction 0.2 --epochs 8   # data.train_fraction, train.epochs
+    uv run python -m benchmarks.search_efficiency --tiny      # a smoke run (the test suite uses it; --space too)
 
 A strategy is ``default`` (a spec naming no pruner: hpo's TPE + Hyperband), ``random`` or
 ``tpe`` (no pruning; both samplers with hpo's defaults, so TPE is multivariate with the
@@ -48,17 +54,32 @@ GOAL = 1 / 4  # the default reaches random search's final best within this share
 # they would be random search's first trials, and the target (random search's final best) would
 # often be handed to the TPE strategies. Random search draws from seeds of its own.
 REFERENCE_SEED = 1000
-SPEC = """\
+# What every space shares: the study's name, strategy sections, the task and the fixed train keys.
+HEAD = """\
 name: {name}
 budget: {{n_trials: 100000}}
 {strategy}
 data: {{name: digits, val_fraction: 0.2, test_fraction: 0.2, split_seed: 0, train_fraction: {fraction}}}
-model:
-  {{name: cnn, n_blocks: 2, filters: 32, kernel_size: 3, pool: max, batch_norm: true, dropout: 0.0,
-   fc_width: 64, activation: relu, init: default}}
+"""
+TRAIN = """\
 train:
   {{epochs: {epochs}, batch_size: 64, optimizer: adam, lr: 1.0e-3, momentum: 0.9, nesterov: false,
    weight_decay: 0.0, seed: 0}}
+"""
+
+
+@dataclass(frozen=True)
+class Space:
+    title: str  # what the output's header calls it
+    spec: str  # the spec template: {name}, {strategy}, {fraction} and {epochs} to fill in
+
+
+SPACES = {
+    "cnn": Space("digits CNN space (search_spaces/digits_cnn.yaml)", HEAD + """\
+model:
+  {{name: cnn, n_blocks: 2, filters: 32, kernel_size: 3, pool: max, batch_norm: true, dropout: 0.0,
+   fc_width: 64, activation: relu, init: default}}
+""" + TRAIN + """\
 search:
   train.batch_size: {{choices: [32, 64, 128]}}
   train.lr: {{low: 1.0e-4, high: 3.0e-2, log: true}}
@@ -70,7 +91,25 @@ search:
   model.kernel_size: {{choices: [3, 5]}}
   model.dropout: {{low: 0.0, high: 0.5}}
   model.init: {{choices: [default, kaiming_normal, xavier_normal]}}
-"""
+"""),
+    # digits_mlp.yaml's ranges, less its weight decay, batch norm and nesterov, plus init; sigmoid
+    # (near chance at this size) and widths down to 16 give the samplers dead regions to learn.
+    "mlp": Space("digits MLP space (after search_spaces/digits_mlp.yaml)", HEAD + """\
+model:
+  {{name: mlp, n_layers: 2, width: 128, activation: relu, dropout: 0.0, batch_norm: false, init: default}}
+""" + TRAIN + """\
+search:
+  train.batch_size: {{choices: [16, 32, 64, 128]}}
+  train.lr: {{low: 1.0e-4, high: 1.0e-1, log: true}}
+  train.optimizer: {{choices: [sgd, adam, adamax]}}
+  train.momentum: {{low: 0.5, high: 0.99, when: {{train.optimizer: sgd}}}}
+  model.n_layers: {{low: 1, high: 4}}
+  model.width: {{low: 16, high: 512, log: true, repeat: model.n_layers}}
+  model.dropout: {{low: 0.0, high: 0.5}}
+  model.activation: {{choices: [relu, gelu, tanh, sigmoid]}}
+  model.init: {{choices: [default, kaiming_normal, xavier_normal]}}
+"""),
+}
 # (sampler, pruner) sections; a pruner of None leaves the section out: hpo's default.
 NAMED = {
     "default": ({}, None),  # sampler: {seed: S}, no pruner: what a spec naming neither gets
@@ -105,6 +144,11 @@ class Finished:
     epochs: int
     seconds: float
 
+    @property
+    def accuracy(self) -> float:
+        """The value to rank by: a trial without one (a failed trial) ranks below all."""
+        return -math.inf if self.value is None else self.value
+
 
 @dataclass
 class Run:
@@ -134,21 +178,24 @@ def run_strategy(label: str, seed: int, args: argparse.Namespace, work: Path,
     if pruner:
         sections += f"\npruner: {json.dumps(pruner)}"
     path = work / f"{name}.yaml"
-    path.write_text(SPEC.format(name=name, strategy=sections, fraction=args.fraction, epochs=args.epochs))
+    spec = SPACES[args.space].spec
+    path.write_text(spec.format(name=name, strategy=sections, fraction=args.fraction, epochs=args.epochs))
     target = resolve_storage(str(work / f"{name}.journal"))
     create_study(load_spec(path), target, artifacts=str(work / f"{name}-artifacts"))
-    run, marks = Run(label), {"start": None, "epochs": 0}
+    run, first_start, epochs = Run(label), None, 0
 
     def progress(event: str, data: dict) -> None:
+        nonlocal first_start, epochs
         now = time.perf_counter()
-        if event == "trial_start" and marks["start"] is None:
-            marks["start"] = now
+        if event == "trial_start" and first_start is None:
+            first_start = now
         if event == "trial_end":
+            assert first_start is not None  # a trial ends only after one started
             outcome = data["outcome"]
-            marks["epochs"] += outcome.epochs
-            elapsed = now - marks["start"]
-            run.trials.append(Finished(outcome.number, outcome.state, outcome.value, marks["epochs"], elapsed))
-            if done(marks["epochs"], elapsed):
+            epochs += outcome.epochs
+            elapsed = now - first_start
+            run.trials.append(Finished(outcome.number, outcome.state, outcome.value, epochs, elapsed))
+            if done(epochs, elapsed):
                 raise BudgetSpent
 
     try:
@@ -180,8 +227,10 @@ def test_accuracy(target, name: str, number: int, work: Path) -> float:
 
     study = optuna.load_study(study_name=name, storage=open_storage(target))
     (trial,) = [t for t in study.get_trials(deepcopy=False) if t.number == number]
-    weights = work / f"{name}-trial{number}.pt"
-    download_artifact(artifact_store=study_store(study), file_path=str(weights),
+    weights, store = work / f"{name}-trial{number}.pt", study_store(study)
+    if store is None:
+        raise SystemExit(f"{name}: the study has no artifact store to keep weights in")
+    download_artifact(artifact_store=store, file_path=str(weights),
                       artifact_id=trial.user_attrs[ARTIFACTS_ATTR][WEIGHTS_FILE])
     config, io = trial.user_attrs["config"], trial.user_attrs["model_io"]
     net = create_model(parse_model_config(config["model"]), tuple(io["in_shape"]), io["num_classes"])
@@ -200,16 +249,16 @@ def within(trials: list[Finished], kind: str, limit: float) -> list[Finished]:
 def best_trial(trials: list[Finished]) -> Finished | None:
     """The best completed trial (what ``hpo study best`` reports): pruned ones never count."""
     complete = [t for t in trials if t.state == "complete"]
-    return max(complete, key=lambda t: t.value) if complete else None
+    return max(complete, key=lambda t: t.accuracy) if complete else None
 
 
 def best(trials: list[Finished]) -> float:
     found = best_trial(trials)
-    return found.value if found else -math.inf  # no completed trial yet
+    return found.accuracy if found else -math.inf  # no completed trial yet
 
 
 def first_reaching(trials: list[Finished], target: float) -> Finished | None:
-    return next((t for t in trials if t.state == "complete" and t.value >= target - 1e-9), None)
+    return next((t for t in trials if t.state == "complete" and t.accuracy >= target - 1e-9), None)
 
 
 def spread(values: list[float], digits: int = 3, missing: str = "none") -> str:
@@ -282,7 +331,7 @@ def tables(runs: dict[str, list[Run]], args: argparse.Namespace, n_train: int, l
     times = [r.trials[-1].seconds for r in runs["random"]]
     finals = [best(r.trials) for r in runs["random"]]
     return "\n".join([
-        f"Search efficiency at equal compute: digits CNN space (search_spaces/digits_cnn.yaml), data.train_fraction "
+        f"Search efficiency at equal compute: {SPACES[args.space].title}, data.train_fraction "
         f"{args.fraction} ({n_train} training images; validation and test whole), {args.epochs} epochs per full trial, "
         f"E = {args.full_trials} full trials = {budget} epochs, T = random search's wall time for E "
         f"(median {statistics.median(times):.1f} s); {args.seeds} seeds (sampler.seed s, random search "
@@ -316,6 +365,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--full-trials", type=int, default=24, help="E = this many full trials' epochs")
     parser.add_argument("--epochs", type=int, default=12, help="train.epochs of a full trial")
+    parser.add_argument("--space", choices=sorted(SPACES), default="cnn", help="the search space (SPACES)")
     parser.add_argument("--fraction", type=float, default=0.1, help="data.train_fraction")
     parser.add_argument("--target", type=float, default=0.9, help="a fixed validation accuracy to reach")
     parser.add_argument("--tiny", action="store_true", help="2 seeds, 2 full trials of 3 epochs")
@@ -338,16 +388,18 @@ def main() -> None:
     started, load = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
-            reference = run_strategy("random", REFERENCE_SEED + seed, args, Path(tmp),
-                                     lambda epochs, seconds: epochs >= budget)
-            wall = reference.trials[-1].seconds  # T of this seed
+            reference = run_strategy("random", REFERENCE_SEED + seed, args, Path(tmp), spent(budget))
+            equal = spent(budget, reference.trials[-1].seconds)  # E epochs and T (of this seed) seconds
             for label in labels:
-                run = reference if label == "random" else run_strategy(
-                    label, seed, args, Path(tmp),
-                    lambda epochs, seconds, wall=wall: epochs >= budget and seconds >= wall)
+                run = reference if label == "random" else run_strategy(label, seed, args, Path(tmp), equal)
                 runs[label].append(run)
                 say(run, seed, started)
     write_table(tables(runs, args, train_images(args), [load, os.getloadavg()[0]]), args.output)
+
+
+def spent(epochs: int, seconds: float = 0.0) -> Callable[[int, float], bool]:
+    """A run's end: at least ``epochs`` trained and ``seconds`` used."""
+    return lambda trained, used: trained >= epochs and used >= seconds
 
 
 def train_images(args: argparse.Namespace) -> int:

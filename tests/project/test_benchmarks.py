@@ -108,8 +108,10 @@ def markdown_rows(table: str, header: str) -> list[list[str]]:
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_search_efficiency_benchmark_writes_its_tables(tmp_path):
-    result, table = run_tiny(tmp_path, "search_efficiency")
+@pytest.mark.parametrize("space", ["cnn", "mlp"])
+def test_search_efficiency_benchmark_writes_its_tables(tmp_path, space):
+    result, table = run_tiny(tmp_path, "search_efficiency", "--space", space)
+    assert table.startswith(f"Search efficiency at equal compute: digits {space.upper()} space (")
     value = r"(none|∞|\d+(\.\d+)?)"
     median_range = re.compile(rf"{value}( \({value}–{value}\))?")
     for unit in ("E", "T"):
