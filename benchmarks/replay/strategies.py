@@ -15,7 +15,7 @@ MODULES = {
                                      "tpe+hyperband(reduction_factor=4)", "tpe+hyperband(min_resource=2)",
                                      "tpe+median", "tpe(multivariate=false,group=false,constant_liar=false)+hyperband",
                                      "gp+hyperband"),
-    "benchmarks.replay.ray_tune": ("ray-asha-random", "ray-asha-tpe", "ray-asha-bohb"),
+    "benchmarks.replay.ray_tune": ("ray-asha-random", "ray-asha-tpe", "ray-asha-bohb", "ray-bohb"),
     "benchmarks.replay.smac_dehb": ("smac-hyperband", "dehb"),
 }
 LABELS = tuple(label for labels in MODULES.values() for label in labels)
