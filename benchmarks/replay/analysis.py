@@ -59,3 +59,16 @@ def worst(values: Sequence[float], higher_is_worse: bool = True) -> float:
     """The worst decile's edge ('inverted_cdf': an observed value, inf where a tenth never got there)."""
     q = QUANTILE if higher_is_worse else 1 - QUANTILE
     return float(np.quantile(np.asarray(values, dtype=float), q, method="inverted_cdf"))
+
+
+def epochs_to_match(table: CurveTable, finished: Sequence[Finished], quality: float) -> float:
+    """The run's epochs when its pick was first at least ``quality`` good, by true mean
+    accuracy (inf: never): reaching another search's final pick without the noise of the
+    one seed each trial was observed with."""
+    best: Finished | None = None
+    for f in finished:
+        if f.full and f.value is not None and (best is None or f.value > (best.value or 0.0)):
+            best = f
+            if table.mean_final[f.row] >= quality - 1e-9:
+                return float(f.run_epochs)
+    return math.inf

@@ -88,6 +88,8 @@ def run(label: str, replay: Replay, seed: int) -> None:
     from hpo.study.studies import quiet_optuna
 
     quiet_optuna()
+    # GP's warning that sgd's momentum is sampled independently (conditional), once a trial.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     spec = load(spec_text(label, replay.table.values, replay.table.epochs, seed))
     # A fixed name: Hyperband assigns trials to brackets by a hash of the study's name and the
     # trial's number, and an unnamed study gets a random one (runs would not repeat).
@@ -127,20 +129,5 @@ def train(replay: Replay, trial: Any, config: dict[str, Any]) -> tuple[str, floa
 
 
 def strategy(label: str) -> Callable[[Replay, int], None]:
+    """The run function of any hpo label (see the module docstring)."""
     return functools.partial(run, label)
-
-
-VARIANTS = (
-    "default",
-    "random-full",
-    "tpe-full",
-    "random+hyperband",
-    "tpe+successive_halving",
-    "tpe+hyperband(reduction_factor=2)",
-    "tpe+hyperband(reduction_factor=4)",
-    "tpe+hyperband(min_resource=2)",
-    "tpe+median",
-    "tpe(multivariate=false,group=false,constant_liar=false)+hyperband",
-    "gp+hyperband",
-)
-STRATEGIES: dict[str, Callable[[Replay, int], None]] = {label: strategy(label) for label in VARIANTS}

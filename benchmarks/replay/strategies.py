@@ -9,23 +9,26 @@ from collections.abc import Callable
 
 from benchmarks.replay.env import Replay
 
+HPO = "benchmarks.replay.optuna_hpo"  # takes any SAMPLER+PRUNER label: these are the ones replayed
 MODULES = {
-    "benchmarks.replay.optuna_hpo": ("default", "random-full", "tpe-full", "random+hyperband",
+    HPO: ("default", "random-full", "tpe-full", "random+hyperband",
                                      "tpe+successive_halving", "tpe+hyperband(reduction_factor=2)",
                                      "tpe+hyperband(reduction_factor=4)", "tpe+hyperband(min_resource=2)",
                                      "tpe+median", "tpe(multivariate=false,group=false,constant_liar=false)+hyperband",
-                                     "gp+hyperband"),
+                                     "gp+hyperband", "tpe+successive_halving(min_resource=2,reduction_factor=2)"),
     "benchmarks.replay.ray_tune": ("ray-asha-random", "ray-asha-tpe", "ray-asha-bohb", "ray-bohb"),
-    "benchmarks.replay.smac_dehb": ("smac-hyperband", "dehb"),
+    "benchmarks.replay.smac_dehb": ("smac-hyperband", "smac-bohb", "dehb"),
 }
 LABELS = tuple(label for labels in MODULES.values() for label in labels)
+# What a user would pick instead of hpo: a scan (random or TPE, no pruning) or another tool.
+PEERS = ("random-full", "tpe-full", *MODULES["benchmarks.replay.ray_tune"], *MODULES["benchmarks.replay.smac_dehb"])
 
 
 def strategy(label: str) -> Callable[[Replay, int], None]:
     """The run function of ``label``; a label of no module is an hpo SAMPLER+PRUNER variant."""
     for module, labels in MODULES.items():
-        if label in labels:
+        if label in labels and module != HPO:
             return importlib.import_module(module).STRATEGIES[label]
-    from benchmarks.replay.optuna_hpo import strategy as hpo_variant
+    from benchmarks.replay.optuna_hpo import strategy as hpo_strategy
 
-    return hpo_variant(label)
+    return hpo_strategy(label)
