@@ -27,7 +27,8 @@ accuracy of the best trial within E (its final weights from the study's artifact
     uv run python -m benchmarks.search_efficiency --fraction 0.2 --epochs 8   # data.train_fraction, train.epochs
     uv run python -m benchmarks.search_efficiency --tiny      # a smoke run (the test suite uses it; --space too)
 
-A strategy is ``default`` (a spec naming no pruner: hpo's TPE + Hyperband), ``random`` or
+A strategy is ``default`` (a spec naming no pruner: hpo's TPE + successive halving; TPE +
+Hyperband, ``tpe+hyperband``, before BENCHMARKS.md's search replay), ``random`` or
 ``tpe`` (no pruning; both samplers with hpo's defaults, so TPE is multivariate with the
 constant liar: ``tpe(multivariate=false,group=false,constant_liar=false)`` is Optuna's own
 default), or SAMPLER[(k=v,...)]+PRUNER[(k=v,...)] with hpo's option names. Random search

@@ -29,8 +29,9 @@ class TrialReporter:
     in one write, and the rest with the trial's results (``write``): with very short epochs
     (digits, small MLPs) one write per epoch was most of what a trial cost the service
     (BENCHMARKS.md, per-trial overhead). Nothing is lost by waiting: pruners never read another trial's values while it
-    runs (the median rule reads finished trials, Hyperband the rung attributes it writes at
-    once), this trial's own pruner gets them from here, and the dashboard is a second late.
+    runs (the median rule reads finished trials, successive halving and Hyperband the rung
+    attributes they write at once), this trial's own pruner gets them from here, and the
+    dashboard is a second late.
     """
 
     def __init__(self, study: Study, trial: Trial, metric: str,

@@ -89,17 +89,46 @@ def test_defaults_fill_what_the_spec_leaves_out(tmp_path):
     spec = load_spec(path, name="from-cli")
     assert spec.name == "from-cli"
     assert (spec.objective.metric, spec.objective.direction) == ("val_accuracy", "maximize")
-    assert spec.sampler.name == "tpe" and spec.pruner.name == "hyperband"
+    assert spec.sampler.name == "tpe"
+    assert spec.pruner.model_dump() == {"name": "successive_halving", "min_resource": 2, "reduction_factor": 2}
     assert spec.budget.n_trials == 100 and spec.data.name == "digits"
+
+
+def test_naming_successive_halving_is_the_default_and_naming_hyperband_the_former_one(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: t\nmodel: {name: mlp}\n")
+    unnamed = load_spec(path).pruner
+    path.write_text("name: t\nmodel: {name: mlp}\npruner: {name: successive_halving}\n")
+    assert load_spec(path).pruner == unnamed
+    path.write_text("name: t\nmodel: {name: mlp}\npruner: {name: hyperband}\n")
+    hyperband = load_spec(path).pruner
+    assert hyperband.model_dump() == {"name": "hyperband", "min_resource": 1, "max_resource": None,
+                                      "reduction_factor": 3}
+
+
+@pytest.mark.parametrize("train,search", [
+    ("{epochs: 1}", "{}"),
+    ("{epochs: 2}", "{}"),
+    ("{epochs: 1}", "{train.epochs: {choices: [1, 2]}}"),
+    ("{epochs: 1}", "{train.epochs: {low: 1, high: 2}}"),
+])
+def test_the_default_pruner_accepts_trials_no_longer_than_its_first_rung(tmp_path, train, search):
+    # min_resource 2 is the default's, not the user's: a spec of 1 or 2 epochs stays valid.
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: t\nmodel: {{name: mlp}}\ntrain: {train}\nsearch: {search}\n")
+    assert load_spec(path).pruner.name == "successive_halving"
+    result = CliRunner().invoke(cli, ["space", "preview", str(path), "-n", "1"])
+    assert result.exit_code == 0, result.output
 
 
 def test_a_sampler_or_pruner_without_a_name_is_the_default_one_with_those_options(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text("name: t\nmodel: {name: mlp}\nsampler: {seed: 3}\npruner: {min_resource: 2}\n")
+    path.write_text("name: t\nmodel: {name: mlp}\nsampler: {seed: 3}\npruner: {min_resource: 3}\n")
     spec = load_spec(path)
     assert (spec.sampler.name, spec.sampler.seed) == ("tpe", 3)
-    assert (spec.pruner.name, spec.pruner.min_resource) == ("hyperband", 2)
-    # A multi-objective study's default pruner is the median rule (Hyperband cannot prune it).
+    assert (spec.pruner.name, spec.pruner.min_resource) == ("successive_halving", 3)
+    # A multi-objective study's default pruner is the median rule (the benchmark behind the
+    # single-objective default measured single-objective studies only).
     path.write_text("name: t\nmodel: {name: mlp}\nobjective: [{metric: val_accuracy}, {metric: params}]\n"
                     "pruner: {n_startup_trials: 2}\n")
     spec = load_spec(path)

@@ -35,8 +35,8 @@ def study(tmp_path, monkeypatch):
     def make(name="tiny", budget="{n_trials: 4}", sampler="{name: random, seed: 0}",
              pruner="{name: none}", train="{epochs: 2, batch_size: 128}", search="{}"):
         path = tmp_path / f"{name}.yaml"
-        path.write_text(TINY.format(name=name, budget=budget, sampler=sampler, pruner=pruner,
-                                    train=train, search=search))
+        text = TINY.format(name=name, budget=budget, sampler=sampler, pruner=pruner, train=train, search=search)
+        path.write_text(text.replace("pruner: None\n", ""))  # None: a spec naming no pruner
         created = CliRunner().invoke(cli, ["study", "create", str(path)])
         assert created.exit_code == 0, created.output
         return lambda *args: CliRunner().invoke(cli, list(args))
@@ -113,6 +113,28 @@ def test_pruned_trials_record_the_epoch_and_show_counts_saved_epochs(study):
     assert {p["number"] for p in show["pruned"]} == {t.number for t in pruned}
     table = run("study", "show", "tiny")
     assert f"({saved} saved)" in table.stdout
+
+
+def test_the_default_pruner_stops_weak_trials_at_its_first_rung(study):
+    # No pruner named: successive halving, first rung at epoch 2 (the only one of 3 epochs).
+    # Behind a trial that learns, one with lr=1e-7 is in the worse half at epoch 2 and stopped
+    # there (ties count as kept); the rung values of the others reach its pruner through
+    # hpo's view of the study (PrunerView).
+    run = study(
+        budget="{n_trials: 6}", train="{epochs: 3, batch_size: 64, optimizer: sgd, momentum: 0.0}",
+        pruner=None, search="{train.lr: {choices: [0.5, 1e-7]}}",
+    )
+    assert load_study("tiny", resolve_storage(None)).spec.pruner.name == "successive_halving"
+    result = run("worker", "tiny", "--rank", "0")
+    assert result.exit_code == 0, result.output
+    trials = trials_of("tiny")
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, "some trials with lr=1e-7 should have been pruned"
+    for t in pruned:
+        assert t.params["train.lr"] == 1e-7
+        assert t.user_attrs["pruned_at_epoch"] == len(t.intermediate_values) == 2
+        assert t.system_attrs["completed_rung_0"] == t.intermediate_values[2]  # written to the storage
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials if t.params["train.lr"] == 0.5)
 
 
 def test_failures_are_recorded_and_max_failed_trials_stops_the_worker(study):
