@@ -85,6 +85,9 @@ def replay(job: Job) -> Run:
 def run_all(jobs: list[Job], workers: int) -> list[Run]:
     if workers <= 1:
         return [replay(job) for job in jobs]
+    # A fixed hash seed in the replaying processes: SMAC orders candidates through a set of
+    # strings (smac_dehb.py), so smac-bohb repeats its runs only under one.
+    os.environ.setdefault("PYTHONHASHSEED", "0")
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         return list(pool.imap(replay, jobs, chunksize=1))
 

@@ -121,7 +121,8 @@ def train(replay: Replay, trial: Any, config: dict[str, Any]) -> tuple[str, floa
             replayed.finish("fail")
             return "fail", None
         trial.report(value, epoch)
-        if trial.should_prune():
+        # hpo's reporter asks the pruner after every epoch but the last (TrialReporter.final_epoch).
+        if epoch < replay.table.epochs and trial.should_prune():
             replayed.finish("pruned")
             return "pruned", value
     replayed.finish("complete")

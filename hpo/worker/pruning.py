@@ -44,6 +44,11 @@ class TrialReporter:
         self.metric = metric
         self.on_epoch = on_epoch
         self.history: list[EpochMetrics] = []
+        # The trial's last epoch (train.epochs, once its config is sampled): the pruner is not
+        # asked after it, since stopping a trial that has trained every epoch saves nothing and
+        # throws its result away (successive halving's rungs, 2, 4, 8, 16, are often a
+        # trial's last epoch).
+        self.final_epoch: int | None = None
         self._unwritten: dict[int, float] = {}  # epoch -> value
         self._written_at = time.monotonic()
 
@@ -52,6 +57,8 @@ class TrialReporter:
         if self.on_epoch:
             self.on_epoch(metrics)
         self.record(getattr(metrics, self.metric), metrics.epoch)
+        if self.final_epoch is not None and metrics.epoch >= self.final_epoch:
+            return False
         # What Trial.should_prune does, but the pruner reads the study through a cheap view
         # (see hpo.storage.proxies.PrunerView), at most WRITE_INTERVAL old: other trials'
         # news may wait as long as this one's does. Multi-objective trials: by the first.

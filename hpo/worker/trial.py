@@ -179,6 +179,7 @@ class TrialRun:
     def _train(self, config: TrialConfig) -> TrainingResult:
         from hpo.training import train_model
 
+        self.reporter.final_epoch = config.train.epochs
         return (self.trainer or train_model)(
             config.data, config.model, config.train, device=self.device, reporter=self.reporter,
             checkpoints=self.checkpoints, stop_requested=self.stop)

@@ -137,6 +137,20 @@ def test_the_default_pruner_stops_weak_trials_at_its_first_rung(study):
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials if t.params["train.lr"] == 0.5)
 
 
+def test_a_trial_that_trained_all_its_epochs_is_never_pruned(study):
+    # 2 epochs: the default pruner's first rung is the last epoch. Stopping a trial there saves
+    # nothing and throws its training away: it completes (and counts) however it compares.
+    run = study(
+        budget="{n_trials: 6}", train="{epochs: 2, batch_size: 64, optimizer: sgd, momentum: 0.0}",
+        pruner=None, search="{train.lr: {choices: [0.5, 1e-7]}}",
+    )
+    result = run("worker", "tiny", "--rank", "0")
+    assert result.exit_code == 0, result.output
+    trials = trials_of("tiny")
+    assert {t.params["train.lr"] for t in trials} == {0.5, 1e-7}
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
 def test_failures_are_recorded_and_max_failed_trials_stops_the_worker(study):
     # Nesterov momentum without momentum is rejected by the optimiser: every trial fails.
     run = study(budget="{n_trials: 10, max_failed_trials: 2}",
