@@ -11,11 +11,10 @@ from benchmarks.replay.env import Replay
 
 HPO = "benchmarks.replay.optuna_hpo"  # takes any SAMPLER+PRUNER label: these are the ones replayed
 MODULES = {
-    HPO: ("default", "random-full", "tpe-full", "random+hyperband",
-                                     "tpe+successive_halving", "tpe+hyperband(reduction_factor=2)",
-                                     "tpe+hyperband(reduction_factor=4)", "tpe+hyperband(min_resource=2)",
-                                     "tpe+median", "tpe(multivariate=false,group=false,constant_liar=false)+hyperband",
-                                     "gp+hyperband", "tpe+successive_halving(min_resource=2,reduction_factor=2)"),
+    HPO: ("default", "random-full", "tpe-full", "tpe+hyperband", "random+hyperband",
+          "tpe+successive_halving(min_resource=1,reduction_factor=3)", "tpe(n_startup_trials=5)+successive_halving",
+          "tpe+hyperband(reduction_factor=2)", "tpe+hyperband(reduction_factor=4)", "tpe+hyperband(min_resource=2)",
+          "tpe+median", "tpe(multivariate=false,group=false,constant_liar=false)+hyperband", "gp+successive_halving"),
     "benchmarks.replay.ray_tune": ("ray-asha-random", "ray-asha-tpe", "ray-asha-bohb", "ray-bohb"),
     "benchmarks.replay.smac_dehb": ("smac-hyperband", "smac-bohb", "dehb"),
 }
