@@ -13,7 +13,7 @@ the last column divides by N x the measured throughput of one worker instead.
 
 Pruning check: one ``should_prune`` as Optuna's cached storage does it (it re-reads every
 running trial with all its intermediate values) against hpo's pruner view (finished trials
-kept, running trials read without their curves), for Hyperband (hpo's default) and the
+kept, running trials read without their curves), for Hyperband (hpo's default until issue 17) and the
 median rule, the median over repeated calls after a warm-up call.
 
     uv run python -m benchmarks.worker_scaling            # 1..16 workers, trials of 8 s, 3 repetitions

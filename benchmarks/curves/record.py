@@ -62,7 +62,7 @@ def train_once(config: dict[str, Any], seed: int) -> tuple[dict[str, Any], int]:
         result = train_model(DataConfig.model_validate(data), parse_model_config(model),
                              TrainConfig.model_validate(train), reporter=clock)
         params = result.params_total
-    except TrainingError:  # a non-finite loss: hpo fails the trial; the epochs before it stand
+    except TrainingError:  # a non-finite loss: the trial ends (steered away); the epochs before it stand
         status = "fail"
     missing = [math.nan] * (space.EPOCHS - len(clock.metrics))
     return {

@@ -21,9 +21,10 @@ def within(finished: Sequence[Finished], kind: str, limit: float) -> list[Finish
 
 
 def pick(finished: Sequence[Finished]) -> Finished | None:
-    """The search's test-free pick: the best observed validation accuracy of a trial
-    trained to the end (what `hpo study best` names: pruned trials never count); the
-    earliest of equals."""
+    """The search's test-free pick: the trial trained to the end (pruned ones never count)
+    with the best observed final validation accuracy, the earliest of equals. One rule for
+    every strategy (hpo's own `study best` ranks by a trial's best epoch instead; the final
+    epoch is what the table's true quality, mean_final, measures)."""
     full = [f for f in finished if f.full and f.value is not None]
     return max(full, key=lambda f: f.value or 0.0) if full else None
 

@@ -103,18 +103,23 @@ class Replay:
         return Trial(self, self.table.index(config), int(self.rng.integers(self.table.n_seeds)))
 
     def evaluate(self, config: dict[str, Any], epochs: int) -> float | None:
-        """``config`` trained to ``epochs`` (continuing its earlier evaluation if there was
-        one with fewer epochs): the validation accuracy there, or None if the run failed."""
+        """``config`` trained to ``epochs``: the validation accuracy there, or None if the run
+        failed. A configuration evaluated before continues its run (charged only the epochs it
+        had not trained); asked for epochs it has trained already, it answers from its curve
+        at no cost and records no new trial."""
         row = self.table.index(config)
         trial = self._continued.get(row)
-        if trial is None or trial.trained > epochs or (trial.values and len(trial.values) < trial.trained):
-            trial = Trial(self, row, int(self.rng.integers(self.table.n_seeds)))
-        value: float | None = trial.values[-1] if trial.values and trial.trained == epochs else None
+        if trial is not None and len(trial.values) < trial.trained:
+            return None  # it failed before: a run past a non-finite loss stays failed
+        if trial is not None and trial.trained >= epochs:
+            return trial.values[epochs - 1] if len(trial.values) >= epochs else None
+        if trial is None:
+            trial = self._continued[row] = Trial(self, row, int(self.rng.integers(self.table.n_seeds)))
+        value: float | None = None
         while trial.trained < epochs:
             value = trial.epoch()
             if value is None:
                 trial.finish("fail")
                 return None
-        self._continued[row] = trial
         trial.finish("complete")
         return value

@@ -47,8 +47,12 @@ def spec_text(label: str, values: dict[str, tuple[Any, ...]], epochs: int, seed:
     from benchmarks.search_efficiency import strategy_sections
 
     sampler, pruner = NAMED.get(label) or strategy_sections(label)
-    model = dict(space.MODEL, n_blocks=2, filters=32, kernel_size=3, dropout=0.0, init="default")
-    train = dict(space.TRAIN, epochs=epochs, batch_size=64, optimizer="adam", lr=1e-3, momentum=0.9, seed=0)
+    # Fixed values for the searched names (the search overrides them; a slice's single value
+    # stays fixed): the table's first value of each.
+    fixed = {name: choices[0] for name, choices in values.items()}
+    model = dict(space.MODEL, **{n.partition(".")[2]: v for n, v in fixed.items() if n.startswith("model.")})
+    train = dict(space.TRAIN, epochs=epochs, seed=0,
+                 **{n.partition(".")[2]: v for n, v in fixed.items() if n.startswith("train.")})
     spec: dict[str, Any] = {
         "name": "replay", "budget": {"n_trials": 100000}, "sampler": {**sampler, "seed": seed},
         "data": space.DATA, "model": model, "train": train, "search": search_section(values),
@@ -70,7 +74,7 @@ def load(text: str) -> Any:
         return load_spec(path)
 
 
-def table_config(trial_config: Any) -> dict[str, Any]:
+def replayed_config(trial_config: Any) -> dict[str, Any]:
     """The table's names read off hpo's resolved trial config."""
     sections = {"data": trial_config.data, "model": trial_config.model, "train": trial_config.train}
     config = {}
@@ -100,33 +104,34 @@ def run(label: str, replay: Replay, seed: int) -> None:
     try:
         while not replay.spent:
             trial = study.ask()
-            config = table_config(sample_config(trial, spec))
+            config = replayed_config(sample_config(trial, spec))
             state, value = train(replay, trial, config)
             if state == "complete":
                 study.tell(trial, value)
             else:
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED if state == "pruned"
-                           else optuna.trial.TrialState.FAIL)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     except BudgetSpent:
         pass
 
 
 def train(replay: Replay, trial: Any, config: dict[str, Any]) -> tuple[str, float | None]:
-    """One trial, epoch by epoch, as hpo's TrialReporter reports and asks the pruner."""
+    """One trial, epoch by epoch, told as hpo's worker tells it: reported every epoch, the
+    pruner asked after every epoch but the last (TrialReporter.final_epoch), a completed
+    trial's value its best epoch's (trial.objective_values), a diverged one closed as pruned
+    with the worst value one epoch on (TrialRun.steer_away)."""
     replayed = replay.start(config)
-    value: float | None = math.nan
     for epoch in range(1, replay.table.epochs + 1):
         value = replayed.epoch()
         if value is None:
+            trial.report(-math.inf, epoch)
             replayed.finish("fail")
-            return "fail", None
+            return "steered", None
         trial.report(value, epoch)
-        # hpo's reporter asks the pruner after every epoch but the last (TrialReporter.final_epoch).
         if epoch < replay.table.epochs and trial.should_prune():
             replayed.finish("pruned")
             return "pruned", value
     replayed.finish("complete")
-    return "complete", value
+    return "complete", max(replayed.values)
 
 
 def strategy(label: str) -> Callable[[Replay, int], None]:
