@@ -215,9 +215,9 @@ class SuccessiveHalvingOptions(StrategyOptions):
     """Successive halving over epochs: hpo's default pruner (a spec naming none gets these
     options). Rungs at min_resource x reduction_factor**k epochs, 2, 4, 8, 16 by default,
     each keeping the better 1/reduction_factor of the trials that reached it; it beat the
-    former default, Hyperband (min_resource 1, reduction_factor 3), at every budget share in
-    BENCHMARKS.md "Search replay".
-    A trial of fewer epochs than min_resource is never pruned."""
+    former default, Hyperband (min_resource 1, reduction_factor 3), at every share of the
+    budget from 1/8 on in BENCHMARKS.md "Search replay". A trial of fewer epochs than
+    min_resource is never pruned, and none is judged after its last epoch (TrialReporter)."""
 
     name: Literal["successive_halving"] = "successive_halving"
     min_resource: int = Field(2, ge=1, le=MAX_EPOCHS, description="fewest epochs before a trial can be pruned")
